@@ -1,0 +1,425 @@
+//! `agent.toml`: parsed once into raw serde types, then validated into a [`Config`] that the rest
+//! of the agent trusts. Every error names the file, the line and column, and the field.
+//!
+//! Owns: the file format and its defaults. Does not know about wasmtime, SQLite or HTTP.
+
+mod origin;
+
+pub use origin::{Origin, Scheme};
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// Where the HTTP API listens unless told otherwise: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9820";
+/// The data folder (database, compile cache, API token) unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "data";
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, if any (for messages).
+    pub file: Option<PathBuf>,
+    /// `[agent] data_dir`: database, compile cache and API token. Default `data`.
+    pub data_dir: PathBuf,
+    /// `[agent] listen`: address of the HTTP API. Default `127.0.0.1:9820`.
+    pub listen: SocketAddr,
+    /// `[agent] plugins`: the folder of `.wasm` plugins. No default: without it no plugin loads.
+    pub plugins_dir: Option<PathBuf>,
+    /// `[plugins.NAME]`: grants, limits and configuration per plugin, by plugin name.
+    pub plugins: BTreeMap<String, PluginSettings>,
+}
+
+/// What one plugin is granted and held to. Every field has a safe default: a plugin with no
+/// `[plugins.NAME]` table runs with no network, no secrets and the default limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSettings {
+    /// `allow_http`: origins the plugin may call through `wasi:http`. Default none.
+    pub allow_http: Vec<Origin>,
+    /// `secrets`: name → where the agent reads it. Default none.
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// `memory_mib`: cap on each linear memory, in MiB. Default 64.
+    pub memory_limit_bytes: u64,
+    /// `cpu_limit`: guest execution time per call. Default by kind: 100ms for policies and
+    /// sources, 2s for backends (cloud calls wait on the network, which does not count).
+    pub cpu_limit: Option<Duration>,
+    /// `timeout`: wall-clock limit per call, including time waiting on HTTP. Default by kind:
+    /// 1s for policies, 10s for sources, 10m for backends.
+    pub timeout: Option<Duration>,
+    /// `max_return_kib`: cap on the size of what one call returns, in KiB. Default 1024.
+    pub max_return_bytes: u64,
+    /// `interval`: how often a source is collected. Default 10s.
+    pub interval: Option<Duration>,
+    /// `config`: the plugin's own table, handed to it as JSON by `host.config`.
+    pub config_json: String,
+    /// `disabled`: leave the plugin's file alone. Default false.
+    pub disabled: bool,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            allow_http: Vec::new(),
+            secrets: BTreeMap::new(),
+            memory_limit_bytes: 64 << 20,
+            cpu_limit: None,
+            timeout: None,
+            max_return_bytes: 1 << 20,
+            interval: None,
+            config_json: "{}".into(),
+            disabled: false,
+        }
+    }
+}
+
+/// Where a secret comes from. The value itself is read by the agent when a plugin asks for it.
+#[derive(Clone, PartialEq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Env(v) => write!(f, "env:{v}"),
+            SecretSource::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+/// A configuration error, already formatted as `file:line:column: message`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    agent: RawAgent,
+    #[serde(default)]
+    plugins: BTreeMap<String, Spanned<RawPlugin>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    data_dir: Option<PathBuf>,
+    listen: Option<Spanned<String>>,
+    plugins: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    #[serde(default)]
+    allow_http: Vec<Spanned<String>>,
+    #[serde(default)]
+    secrets: BTreeMap<String, Spanned<RawSecret>>,
+    memory_mib: Option<Spanned<u64>>,
+    cpu_limit: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    max_return_kib: Option<Spanned<u64>>,
+    interval: Option<Spanned<String>>,
+    #[serde(default)]
+    config: toml::Table,
+    #[serde(default)]
+    disabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    env: Option<String>,
+    file: Option<PathBuf>,
+}
+
+impl Config {
+    /// The configuration used when no file is given.
+    pub fn defaults() -> Config {
+        Config::from_raw(RawConfig::default(), &Located::none()).expect("defaults are valid")
+    }
+
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "{}: cannot read the configuration: {e}",
+                path.display()
+            ))
+        })?;
+        let mut config = Config::parse(&text, path)?;
+        config.file = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Validates configuration text; `path` is only used in messages and to resolve relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let at = Located {
+            file: Some(path),
+            text,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end().to_string();
+            at.error(e.span(), &message)
+        })?;
+        let mut config = Config::from_raw(raw, &at)?;
+        // Relative paths in the file are relative to the file, as in Cargo.toml.
+        let base = path.parent().unwrap_or(Path::new(""));
+        for dir in [Some(&mut config.data_dir), config.plugins_dir.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if dir.is_relative() {
+                *dir = base.join(&*dir);
+            }
+        }
+        Ok(config)
+    }
+
+    fn from_raw(raw: RawConfig, at: &Located) -> Result<Config, ConfigError> {
+        let listen = match raw.agent.listen {
+            None => DEFAULT_LISTEN.parse().expect("valid default"),
+            Some(l) => l.get_ref().parse().map_err(|_| {
+                at.error(
+                    Some(l.span()),
+                    &format!(
+                        "agent.listen: `{}` is not an address like 127.0.0.1:9820",
+                        l.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let mut plugins = BTreeMap::new();
+        for (name, raw_plugin) in raw.plugins {
+            let span = raw_plugin.span();
+            let settings = plugin_settings(&name, raw_plugin.into_inner(), at)?;
+            if !valid_plugin_name(&name) {
+                return Err(at.error(
+                    Some(span),
+                    &format!("plugins.{name}: a plugin name is lower-case letters, digits and `-`"),
+                ));
+            }
+            plugins.insert(name, settings);
+        }
+        Ok(Config {
+            file: None,
+            data_dir: raw
+                .agent
+                .data_dir
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            listen,
+            plugins_dir: raw.agent.plugins,
+            plugins,
+        })
+    }
+
+    /// The settings of plugin `name`, or the defaults when it has no table.
+    pub fn plugin(&self, name: &str) -> PluginSettings {
+        self.plugins.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// Plugin names: what `metadata.name` must look like, and the keys of `[plugins.*]`.
+pub fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn plugin_settings(
+    name: &str,
+    raw: RawPlugin,
+    at: &Located,
+) -> Result<PluginSettings, ConfigError> {
+    let field = |f: &str| format!("plugins.{name}.{f}");
+    let mut s = PluginSettings::default();
+    for grant in raw.allow_http {
+        let origin = Origin::parse_grant(grant.get_ref())
+            .map_err(|e| at.error(Some(grant.span()), &format!("{}: {e}", field("allow_http"))))?;
+        s.allow_http.push(origin);
+    }
+    for (secret, source) in raw.secrets {
+        let span = source.span();
+        let source = match source.into_inner() {
+            RawSecret {
+                env: Some(var),
+                file: None,
+            } => SecretSource::Env(var),
+            RawSecret {
+                env: None,
+                file: Some(path),
+            } => SecretSource::File(path),
+            _ => {
+                return Err(at.error(
+                    Some(span),
+                    &format!(
+                        "{}: give exactly one of `env = \"VAR\"` or `file = \"/path\"`",
+                        field(&format!("secrets.{secret}"))
+                    ),
+                ))
+            }
+        };
+        s.secrets.insert(secret, source);
+    }
+    if let Some(mib) = raw.memory_mib {
+        if !(1..=4096).contains(mib.get_ref()) {
+            return Err(at.error(
+                Some(mib.span()),
+                &format!(
+                    "{}: {} is outside 1..=4096",
+                    field("memory_mib"),
+                    mib.get_ref()
+                ),
+            ));
+        }
+        s.memory_limit_bytes = mib.get_ref() << 20;
+    }
+    if let Some(kib) = raw.max_return_kib {
+        if *kib.get_ref() == 0 {
+            return Err(at.error(
+                Some(kib.span()),
+                &format!("{}: must be at least 1", field("max_return_kib")),
+            ));
+        }
+        s.max_return_bytes = kib.get_ref() << 10;
+    }
+    let duration = |d: Option<Spanned<String>>, f: &str| -> Result<Option<Duration>, ConfigError> {
+        d.map(|d| {
+            crate::duration::parse(d.get_ref())
+                .and_then(|v| {
+                    if v.is_zero() {
+                        Err("must be more than zero".into())
+                    } else {
+                        Ok(v)
+                    }
+                })
+                .map_err(|e| at.error(Some(d.span()), &format!("{}: {e}", field(f))))
+        })
+        .transpose()
+    };
+    s.cpu_limit = duration(raw.cpu_limit, "cpu_limit")?;
+    s.timeout = duration(raw.timeout, "timeout")?;
+    s.interval = duration(raw.interval, "interval")?;
+    s.config_json = serde_json::to_string(&raw.config).expect("a TOML table is valid JSON");
+    s.disabled = raw.disabled;
+    Ok(s)
+}
+
+/// Turns byte spans into `file:line:column:` prefixes.
+struct Located<'a> {
+    file: Option<&'a Path>,
+    text: &'a str,
+}
+
+impl<'a> Located<'a> {
+    fn none() -> Located<'static> {
+        Located {
+            file: None,
+            text: "",
+        }
+    }
+
+    fn error(&self, span: Option<std::ops::Range<usize>>, message: &str) -> ConfigError {
+        let file = self
+            .file
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "<defaults>".into());
+        match span {
+            Some(span) => {
+                let before = &self.text[..span.start.min(self.text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                ConfigError(format!("{file}:{line}:{column}: {message}"))
+            }
+            None => ConfigError(format!("{file}: {message}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("agent.toml")).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn empty_file_gives_safe_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert!(c.listen.ip().is_loopback());
+        let p = c.plugin("anything");
+        assert!(p.allow_http.is_empty() && p.secrets.is_empty());
+        assert_eq!(p.memory_limit_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn plugin_table_is_validated_and_config_becomes_json() {
+        let c = parse(
+            r#"
+[plugins.http-json]
+allow_http = ["http://127.0.0.1:8080"]
+secrets = { token = { env = "APP_TOKEN" } }
+memory_mib = 16
+cpu_limit = "50ms"
+interval = "2s"
+[plugins.http-json.config]
+url = "http://127.0.0.1:8080/stats"
+points = { "/requests" = "app.requests" }
+"#,
+        )
+        .unwrap();
+        let p = c.plugin("http-json");
+        assert_eq!(p.allow_http[0].to_string(), "http://127.0.0.1:8080");
+        assert_eq!(p.secrets["token"], SecretSource::Env("APP_TOKEN".into()));
+        assert_eq!(p.memory_limit_bytes, 16 << 20);
+        assert_eq!(p.cpu_limit, Some(Duration::from_millis(50)));
+        let json: serde_json::Value = serde_json::from_str(&p.config_json).unwrap();
+        assert_eq!(json["points"]["/requests"], "app.requests");
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_field() {
+        let e = parse("[plugins.x]\nallow_http = [\"http://h/path\"]\n").unwrap_err();
+        assert!(
+            e.starts_with("agent.toml:2:15: plugins.x.allow_http:"),
+            "{e}"
+        );
+        let e = parse("[plugins.x]\ncpu_limit = \"fast\"\n").unwrap_err();
+        assert!(
+            e.starts_with("agent.toml:2:13: plugins.x.cpu_limit:"),
+            "{e}"
+        );
+        let e = parse("[agent]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert!(e.starts_with("agent.toml:2:10: agent.listen"), "{e}");
+        let e = parse("[plugins.x]\nmemory_mb = 3\n").unwrap_err();
+        assert!(
+            e.starts_with("agent.toml:2:1:") && e.contains("memory_mb"),
+            "{e}"
+        );
+        let e = parse("[plugins.x.secrets]\ns = { env = \"A\", file = \"/b\" }\n").unwrap_err();
+        assert!(e.contains("exactly one"), "{e}");
+        let e = parse("[plugins.Bad_Name]\n").unwrap_err();
+        assert!(e.contains("lower-case"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let c = Config::parse(
+            "[agent]\ndata_dir = \"d\"\nplugins = \"p\"\n",
+            Path::new("/etc/agent/agent.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, Path::new("/etc/agent/d"));
+        assert_eq!(c.plugins_dir.unwrap(), Path::new("/etc/agent/p"));
+    }
+}

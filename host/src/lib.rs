@@ -1,0 +1,17 @@
+//! The `agent` library: everything the binary does, usable from tests and benchmarks.
+//!
+//! Module map (see `docs/ARCHITECTURE.md`):
+//! - [`config`]: `agent.toml` → a validated [`config::Config`]; nothing else parses TOML.
+//! - [`store`]: the SQLite database; nothing else speaks SQL.
+//! - [`plugins`]: wasmtime; nothing else touches a component, a store or an instance.
+//! - [`api`]: the HTTP endpoints.
+//! - [`daemon`]: wires the above together for `agent run`.
+
+pub mod api;
+pub mod collector;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod duration;
+pub mod plugins;
+pub mod store;

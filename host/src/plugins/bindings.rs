@@ -1,0 +1,51 @@
+//! Host bindings for the three plugin worlds of `wit/plugin.wit`.
+//!
+//! One `bindgen!` per world; the shared `types` and `host` interfaces are generated once (in
+//! `source`) and reused by the others through `with`, so a `Capacity` is one Rust type everywhere.
+//! When the contract makes a breaking release (0.2.0), its bindings get a module of their own here
+//! and are converted into the same native types.
+
+pub mod source {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "source-plugin",
+        exports: { default: async },
+    });
+}
+
+pub mod policy {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "policy-plugin",
+        exports: { default: async },
+        with: {
+            "elastic:plugin/types": super::source::elastic::plugin::types,
+            "elastic:plugin/host": super::source::elastic::plugin::host,
+        },
+    });
+}
+
+pub mod backend {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "backend-plugin",
+        exports: { default: async },
+        with: {
+            "elastic:plugin/types": super::source::elastic::plugin::types,
+            "elastic:plugin/host": super::source::elastic::plugin::host,
+        },
+    });
+}
+
+pub use backend::exports::elastic::plugin::backend::{Group, Outcome};
+pub use policy::exports::elastic::plugin::policy::{Context as PolicyContext, Recommendation};
+pub use source::elastic::plugin::host::{self as host_api, Level};
+pub use source::elastic::plugin::types::{
+    Bounds, Capacity, ConfigKey, Label, PluginError, PluginMetadata as Metadata, Point, Sample,
+    Target, Window,
+};
+
+/// The contract version this host is built for: the `@x.y.z` of every interface name.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+/// The WIT package name.
+pub const PACKAGE: &str = "elastic:plugin";

@@ -1,0 +1,71 @@
+//! The `elastic:plugin/host` interface as the agent implements it for every plugin.
+
+use super::bindings::host_api::{self, Level};
+use super::bindings::source::elastic::plugin::types;
+use super::bindings::PluginError;
+use super::sandbox::HostState;
+use wasmtime::component::{HasSelf, Linker};
+
+/// Longest log line a plugin may write; longer ones are cut (a plugin must not flood the log).
+const MAX_LOG_LINE: usize = 4096;
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    host_api::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+impl types::Host for HostState {}
+
+impl host_api::Host for HostState {
+    fn log(&mut self, level: Level, mut message: String) {
+        if message.len() > MAX_LOG_LINE {
+            let cut = (0..=MAX_LOG_LINE)
+                .rev()
+                .find(|&i| message.is_char_boundary(i))
+                .unwrap_or(0);
+            message.truncate(cut);
+            message.push('…');
+        }
+        let plugin = &*self.grants.plugin;
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn now_ms(&mut self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+
+    fn config(&mut self) -> String {
+        self.grants.settings.config_json.clone()
+    }
+
+    fn secret(&mut self, name: String) -> Option<String> {
+        self.grants.secret(&name)
+    }
+
+    fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.grants.state.as_ref()?.get(&key)
+    }
+
+    fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), PluginError> {
+        match &self.grants.state {
+            Some(state) => state.set(&key, &value).map_err(PluginError::InvalidInput),
+            None => Err(PluginError::Unavailable(
+                "no persistent state while the plugin is being inspected".into(),
+            )),
+        }
+    }
+
+    fn state_delete(&mut self, key: String) {
+        if let Some(state) = &self.grants.state {
+            state.delete(&key);
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The plugin runtime: loading components from a folder, classifying them, confining them,
+//! calling them, and swapping them live. Only this module touches wasmtime.
+//!
+//! - [`classify`]: what a file is, from its header, before compiling.
+//! - [`cache`]: compiled artifacts on disk, verified before use.
+//! - [`loader`]: file → [`loader::Prepared`] (compiled, linked, metadata read).
+//! - [`sandbox`]: per-store state, deny-all WASI, the HTTP gate, memory and CPU limits.
+//! - [`worker`]: one task owns each plugin's instance and serialises calls; faults stop there.
+//! - [`registry`]: the live set of plugins in the folder, reconciled on every change.
+//!
+//! Invariant: nothing a plugin does can fail anything but its own call.
+
+pub mod bindings;
+pub mod cache;
+pub mod classify;
+mod engine;
+mod host_impl;
+pub mod loader;
+pub mod registry;
+pub mod sandbox;
+pub mod worker;
+
+use sandbox::HostState;
+use std::path::Path;
+use std::sync::Arc;
+use wasmtime::component::Linker;
+
+/// The three kinds of plugin, one per world of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Source,
+    Policy,
+    Backend,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Source => "source",
+            Kind::Policy => "policy",
+            Kind::Backend => "backend",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The engine, one linker per kind and the compile cache: everything needed to
+/// turn files into running plugins. Shared by the registry and every worker.
+pub struct Runtime {
+    pub engine: wasmtime::Engine,
+    linkers: [Linker<HostState>; 3],
+    cache: Option<cache::CompileCache>,
+    _ticker: engine::EpochTicker,
+}
+
+impl Runtime {
+    /// A runtime whose compile cache lives in `cache_dir` (none: always compile).
+    pub fn new(cache_dir: Option<&Path>) -> anyhow::Result<Arc<Runtime>> {
+        let engine = engine::new_engine()?;
+        let linker = |kind| -> anyhow::Result<Linker<HostState>> {
+            let mut l = Linker::new(&engine);
+            wasmtime_wasi::p2::add_to_linker_async(&mut l)?;
+            host_impl::add_to_linker(&mut l)?;
+            // Only the kinds that may talk to the network get wasi:http at all; a policy that
+            // imports it is refused at load time.
+            if kind != Kind::Policy {
+                wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut l)?;
+            }
+            Ok(l)
+        };
+        let linkers = [
+            linker(Kind::Source)?,
+            linker(Kind::Policy)?,
+            linker(Kind::Backend)?,
+        ];
+        let cache = cache_dir
+            .map(|d| cache::CompileCache::open(d, &engine))
+            .transpose()?;
+        let ticker = engine::EpochTicker::start(&engine);
+        Ok(Arc::new(Runtime {
+            engine,
+            linkers,
+            cache,
+            _ticker: ticker,
+        }))
+    }
+
+    fn linker(&self, kind: Kind) -> &Linker<HostState> {
+        &self.linkers[kind as usize]
+    }
+}

@@ -1,0 +1,388 @@
+//! What a plugin instance can reach: the per-store host state, the deny-all WASI context, the
+//! outbound-HTTP gate, the memory limiter and the CPU budget.
+//!
+//! Every grant is checked here and only here: HTTP origins in [`HttpGate::check`], secrets in
+//! [`Grants::secret`]. Nothing else in the agent hands a plugin anything.
+
+use crate::config::{Origin, PluginSettings, SecretSource};
+use crate::store::PluginState;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// How often the epoch advances. A call's CPU budget is counted in these ticks, and a runaway
+/// guest yields to other tasks at least this often.
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// What a plugin was granted, shared by all its instances.
+pub struct Grants {
+    pub plugin: Arc<str>,
+    pub settings: PluginSettings,
+    /// `None` while a plugin is only being inspected.
+    pub state: Option<PluginState>,
+}
+
+impl Grants {
+    /// Reads the secret `name` if, and only if, it was granted to this plugin.
+    pub fn secret(&self, name: &str) -> Option<String> {
+        let source = self.settings.secrets.get(name)?;
+        let value = match source {
+            SecretSource::Env(var) => std::env::var(var).ok(),
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .ok()
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string()),
+        };
+        if value.is_none() {
+            // Say where we looked, never what we found.
+            tracing::warn!(plugin = %self.plugin, "secret `{name}` is granted but {source:?} could not be read");
+        }
+        value
+    }
+}
+
+/// The `T` of every plugin `Store<T>`.
+pub struct HostState {
+    pub grants: Arc<Grants>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    gate: HttpGate,
+    pub limiter: MemoryLimiter,
+    /// Epoch ticks of guest execution left in the current call.
+    pub budget_ticks: u64,
+    /// The last bytes the guest wrote to stderr (a panic message ends up here).
+    pub stderr: TailBuffer,
+}
+
+impl HostState {
+    pub fn new(grants: Arc<Grants>) -> HostState {
+        let stderr = TailBuffer::default();
+        // Deny-all: no preopened directories, no environment, no arguments, no sockets, no
+        // name lookups. Clocks and randomness are the host's (they reveal nothing).
+        let wasi = WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        let gate = HttpGate {
+            plugin: grants.plugin.clone(),
+            allowed: grants.settings.allow_http.clone().into(),
+        };
+        HostState {
+            limiter: MemoryLimiter::new(grants.settings.memory_limit_bytes),
+            grants,
+            wasi,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            gate,
+            budget_ticks: 0,
+            stderr,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.gate,
+        }
+    }
+}
+
+/// The one place outbound HTTP is allowed or denied.
+pub struct HttpGate {
+    plugin: Arc<str>,
+    allowed: Arc<[Origin]>,
+}
+
+/// Longest a plugin's request may wait on the network at each stage, whatever it asks for.
+const HTTP_STAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl HttpGate {
+    /// Whether a request to `scheme://authority` may go out. The request's origin is normalised
+    /// exactly as grants are (see [`Origin`]), then compared for equality.
+    pub fn check(&self, scheme: Option<&str>, authority: Option<&str>) -> Result<Origin, String> {
+        let authority = authority.ok_or("request has no host")?;
+        let origin = Origin::of_request(scheme, authority)?;
+        if self.allowed.contains(&origin) {
+            Ok(origin)
+        } else {
+            Err(format!("{origin} is not in allow_http"))
+        }
+    }
+}
+
+type HttpResult<T> = wasmtime_wasi_http::Result<T>;
+type IoFuture = Box<dyn std::future::Future<Output = HttpResult<()>> + Send>;
+
+impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: IoFuture,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = HttpResult<(http::Response<wasmtime_wasi_http::WasiBody>, IoFuture)>,
+            > + Send,
+    > {
+        let uri = request.uri();
+        if let Err(why) = self.check(uri.scheme_str(), uri.authority().map(|a| a.as_str())) {
+            tracing::warn!(plugin = %self.plugin, "outbound HTTP denied: {why}");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let cap =
+            |t: Option<Duration>| Some(t.map_or(HTTP_STAGE_TIMEOUT, |t| t.min(HTTP_STAGE_TIMEOUT)));
+        let options = wasmtime_wasi_http::RequestOptions {
+            connect_timeout: cap(options.and_then(|o| o.connect_timeout)),
+            first_byte_timeout: cap(options.and_then(|o| o.first_byte_timeout)),
+            between_bytes_timeout: cap(options.and_then(|o| o.between_bytes_timeout)),
+        };
+        drop(fut);
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as IoFuture,
+            ))
+        })
+    }
+}
+
+/// Raised (as the error of a `memory.grow`) when a plugin asks for more memory than it may have.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded (asked for {desired})")]
+pub struct MemoryLimitExceeded {
+    pub limit: usize,
+    pub desired: usize,
+}
+
+/// Caps every linear memory and table of an instance.
+pub struct MemoryLimiter {
+    limit: usize,
+    /// The largest memory the instance has grown to: it never shrinks, so this is its footprint.
+    pub peak: usize,
+}
+
+impl MemoryLimiter {
+    fn new(limit: u64) -> MemoryLimiter {
+        MemoryLimiter {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            peak: 0,
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            return Err(MemoryLimitExceeded {
+                limit: self.limit,
+                desired,
+            }
+            .into());
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+    fn memories(&self) -> usize {
+        16
+    }
+    fn tables(&self) -> usize {
+        64
+    }
+}
+
+/// Keeps the last few KiB a guest wrote to stderr, so a panic message can be reported.
+#[derive(Clone, Default)]
+pub struct TailBuffer(Arc<Mutex<Vec<u8>>>);
+
+const TAIL: usize = 4096;
+
+impl TailBuffer {
+    /// The last non-empty line written, if any.
+    pub fn last_line(&self) -> Option<String> {
+        let buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let text = String::from_utf8_lossy(&buf);
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_string())
+    }
+
+    /// What a Rust panic printed (`panicked at FILE:LINE:COL:` and the message on the next
+    /// line), else the last line written.
+    pub fn summary(&self) -> Option<String> {
+        let buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let text = String::from_utf8_lossy(&buf);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if let Some(i) = lines.iter().rposition(|l| l.contains("panicked at")) {
+            let at = lines[i]
+                .split("panicked at")
+                .nth(1)
+                .unwrap_or("")
+                .trim()
+                .trim_end_matches(':');
+            let message = lines.get(i + 1).copied().unwrap_or("");
+            return Some(format!("panicked at {at}: {message}"));
+        }
+        lines.last().map(|l| l.to_string())
+    }
+
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+impl IsTerminal for TailBuffer {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for TailBuffer {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for TailBuffer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        buf.extend_from_slice(data);
+        if buf.len() > TAIL {
+            let cut = buf.len() - TAIL;
+            buf.drain(..cut);
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(allowed: &[&str]) -> HttpGate {
+        HttpGate {
+            plugin: "t".into(),
+            allowed: allowed
+                .iter()
+                .map(|a| Origin::parse_grant(a).unwrap())
+                .collect::<Vec<_>>()
+                .into(),
+        }
+    }
+
+    #[test]
+    fn only_the_exact_granted_origin_passes() {
+        let g = gate(&["http://127.0.0.1:8080"]);
+        assert!(g.check(Some("http"), Some("127.0.0.1:8080")).is_ok());
+        assert!(g.check(Some("HTTP"), Some("127.0.0.1.:8080")).is_ok());
+        // Each way around it.
+        assert!(
+            g.check(Some("http"), Some("127.0.0.1:8081")).is_err(),
+            "other port"
+        );
+        assert!(
+            g.check(Some("https"), Some("127.0.0.1:8080")).is_err(),
+            "other scheme"
+        );
+        assert!(
+            g.check(Some("http"), Some("127.0.0.1")).is_err(),
+            "default port is 80"
+        );
+        assert!(
+            g.check(Some("http"), Some("localhost:8080")).is_err(),
+            "other name, same address"
+        );
+        assert!(
+            g.check(Some("http"), Some("127.0.0.1:8080@evil.example"))
+                .is_err(),
+            "userinfo trick"
+        );
+        assert!(g
+            .check(Some("http"), Some("evil.example#@127.0.0.1:8080"))
+            .is_err());
+        assert!(g.check(Some("http"), None).is_err(), "no authority");
+        assert!(
+            gate(&[])
+                .check(Some("http"), Some("127.0.0.1:8080"))
+                .is_err(),
+            "no grant"
+        );
+    }
+
+    #[test]
+    fn memory_limiter_refuses_growth_past_the_limit_with_its_own_error() {
+        let mut l = MemoryLimiter::new(1 << 20);
+        assert!(l.memory_growing(0, 1 << 20, None).unwrap());
+        let err = l.memory_growing(1 << 20, 2 << 20, None).unwrap_err();
+        assert!(err.downcast_ref::<MemoryLimitExceeded>().is_some());
+        assert_eq!(l.peak, 1 << 20);
+    }
+
+    #[test]
+    fn tail_buffer_keeps_the_last_line() {
+        use tokio::io::AsyncWrite;
+        let t = TailBuffer::default();
+        let mut w = t.clone();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let _ = Pin::new(&mut w).poll_write(&mut cx, &vec![b'x'; 10_000]);
+        let _ = Pin::new(&mut w).poll_write(&mut cx, b"\npanicked at src/lib.rs:3: boom\n");
+        assert_eq!(t.last_line().unwrap(), "panicked at src/lib.rs:3: boom");
+    }
+}

@@ -1,0 +1,597 @@
+//! One task owns each plugin: its linked component, its current instance, its fault count and
+//! its quarantine. Calls arrive on a queue and run one at a time, each under a CPU budget, a
+//! wall-clock timeout, a memory limit and a cap on what it returns. A call that faults fails
+//! alone: the instance is dropped (it may be poisoned) and a fresh one is made for the next call.
+
+use super::bindings::{
+    backend::BackendPlugin, policy::PolicyPlugin, source::SourcePlugin, Capacity, Group, Metadata,
+    Outcome, PluginError, PolicyContext, Recommendation, Sample, Target,
+};
+use super::loader::{one_line, Pre, Prepared};
+use super::sandbox::{Grants, HostState, MemoryLimitExceeded, TICK};
+use super::{Kind, Runtime};
+use crate::config::PluginSettings;
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use wasmtime::UpdateDeadline;
+
+/// The limits one call runs under.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Guest execution time (epoch ticks while the guest runs; time waiting on the host's HTTP
+    /// does not count).
+    pub cpu: Duration,
+    /// Wall-clock time for the whole call.
+    pub timeout: Duration,
+    /// Largest return value, in bytes of strings and numbers.
+    pub max_return: u64,
+    pub memory: u64,
+}
+
+impl Limits {
+    /// The configured limits, or the defaults of `kind`.
+    pub fn for_kind(kind: Kind, s: &PluginSettings) -> Limits {
+        let (cpu, timeout) = match kind {
+            Kind::Policy => (Duration::from_millis(100), Duration::from_secs(1)),
+            Kind::Source => (Duration::from_millis(100), Duration::from_secs(10)),
+            Kind::Backend => (Duration::from_secs(2), Duration::from_secs(600)),
+        };
+        Limits {
+            cpu: s.cpu_limit.unwrap_or(cpu),
+            timeout: s.timeout.unwrap_or(timeout),
+            max_return: s.max_return_bytes,
+            memory: s.memory_limit_bytes,
+        }
+    }
+}
+
+/// How a call went wrong on the plugin's side (as opposed to a [`PluginError`] it returned).
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum Fault {
+    #[error("exceeded its CPU limit of {}ms per call", .0.as_millis())]
+    CpuLimit(Duration),
+    #[error("did not return within its timeout of {}ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("{0}")]
+    MemoryLimit(String),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("returned {size} bytes, more than its limit of {limit} (max_return_kib)")]
+    ReturnTooLarge { size: u64, limit: u64 },
+    #[error("returned an invalid value: {0}")]
+    Malformed(String),
+}
+
+/// Why a call produced no result.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The plugin ran and returned one of the contract's errors.
+    #[error("{}", describe_plugin_error(.0))]
+    Plugin(PluginError),
+    /// The plugin misbehaved; the call was stopped.
+    #[error("{0}")]
+    Fault(Fault),
+    /// The plugin failed repeatedly and is not called until the backoff passes.
+    #[error("quarantined for another {}ms after repeated faults", .0.as_millis())]
+    Quarantined(Duration),
+    /// The plugin is not of the kind this call needs.
+    #[error("is a {0}, which does not answer this call")]
+    WrongKind(Kind),
+    /// The plugin was unloaded.
+    #[error("was unloaded")]
+    Gone,
+}
+
+pub fn describe_plugin_error(e: &PluginError) -> String {
+    match e {
+        PluginError::BadConfig(m) => format!("bad config: {m}"),
+        PluginError::Unavailable(m) => format!("unavailable: {m}"),
+        PluginError::InvalidInput(m) => format!("invalid input: {m}"),
+        PluginError::QuotaExceeded(m) => format!("quota exceeded: {m}"),
+        PluginError::Conflict(m) => format!("conflict: {m}"),
+        PluginError::Other(m) => format!("error: {m}"),
+    }
+}
+
+/// A live instance of a plugin in its own store.
+pub struct Instance {
+    store: wasmtime::Store<HostState>,
+    bound: Bound,
+    calls: u64,
+}
+
+enum Bound {
+    Source(SourcePlugin),
+    Policy(PolicyPlugin),
+    Backend(BackendPlugin),
+}
+
+/// Calls a plugin answers, by kind.
+#[derive(Debug, Clone)]
+pub enum Call {
+    Collect,
+    Evaluate(PolicyContext),
+    Describe(Group),
+    Scale(Group, Target),
+}
+
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Samples(Vec<Sample>),
+    Recommendation(Recommendation),
+    Capacity(Capacity),
+    Outcome(Outcome),
+}
+
+/// Instances are recycled after this many calls, since linear memory never shrinks.
+const RECYCLE_AFTER_CALLS: u64 = 100_000;
+
+impl Instance {
+    /// Makes a fresh store and instance; instantiation runs under the call limits too.
+    pub async fn new(
+        rt: &Runtime,
+        pre: &Pre,
+        grants: Arc<Grants>,
+        limits: &Limits,
+    ) -> Result<Instance, Fault> {
+        let mut store = wasmtime::Store::new(&rt.engine, HostState::new(grants));
+        store.limiter(|s| &mut s.limiter);
+        // Each tick the guest is still running, charge one tick of CPU and yield to the
+        // executor, so a loop neither outlives its budget nor starves other tasks.
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if state.budget_ticks == 0 {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            state.budget_ticks -= 1;
+            Ok(UpdateDeadline::Yield(1))
+        });
+        arm(&mut store, limits);
+        let result = tokio::time::timeout(limits.timeout, async {
+            match pre {
+                Pre::Source(p) => p.instantiate_async(&mut store).await.map(Bound::Source),
+                Pre::Policy(p) => p.instantiate_async(&mut store).await.map(Bound::Policy),
+                Pre::Backend(p) => p.instantiate_async(&mut store).await.map(Bound::Backend),
+            }
+        })
+        .await;
+        let bound = settle(&store, result, limits)?;
+        Ok(Instance {
+            store,
+            bound,
+            calls: 0,
+        })
+    }
+
+    pub async fn metadata(&mut self, limits: &Limits) -> Result<Metadata, Fault> {
+        arm(&mut self.store, limits);
+        let store = &mut self.store;
+        let result = tokio::time::timeout(limits.timeout, async {
+            match &self.bound {
+                Bound::Source(b) => b.elastic_plugin_source().call_metadata(store).await,
+                Bound::Policy(b) => b.elastic_plugin_policy().call_metadata(store).await,
+                Bound::Backend(b) => b.elastic_plugin_backend().call_metadata(store).await,
+            }
+        })
+        .await;
+        let metadata = settle(&self.store, result, limits)?;
+        let size = metadata.name.len()
+            + metadata.version.len()
+            + metadata.description.len()
+            + metadata
+                .config_keys
+                .iter()
+                .map(|k| k.name.len() + k.description.len())
+                .sum::<usize>();
+        check_size(size as u64, limits)?;
+        Ok(metadata)
+    }
+
+    /// Runs one call. `Ok(Err(_))` is an error the plugin returned; `Err(_)` is a fault.
+    pub async fn call(
+        &mut self,
+        call: Call,
+        limits: &Limits,
+    ) -> Result<Result<Reply, PluginError>, CallFault> {
+        arm(&mut self.store, limits);
+        self.calls += 1;
+        let store = &mut self.store;
+        let result = tokio::time::timeout(limits.timeout, async {
+            Ok(match (&self.bound, call) {
+                (Bound::Source(b), Call::Collect) => b
+                    .elastic_plugin_source()
+                    .call_collect(store)
+                    .await
+                    .map(|r| r.map(Reply::Samples)),
+                (Bound::Policy(b), Call::Evaluate(ctx)) => b
+                    .elastic_plugin_policy()
+                    .call_evaluate(store, &ctx)
+                    .await
+                    .map(|r| r.map(Reply::Recommendation)),
+                (Bound::Backend(b), Call::Describe(g)) => b
+                    .elastic_plugin_backend()
+                    .call_describe(store, &g)
+                    .await
+                    .map(|r| r.map(Reply::Capacity)),
+                (Bound::Backend(b), Call::Scale(g, t)) => b
+                    .elastic_plugin_backend()
+                    .call_scale(store, &g, t)
+                    .await
+                    .map(|r| r.map(Reply::Outcome)),
+                (bound, _) => return Err(bound.kind()),
+            })
+        })
+        .await;
+        let result = match result {
+            Ok(Err(kind)) => return Err(CallFault::WrongKind(kind)),
+            Ok(Ok(r)) => Ok(r),
+            Err(elapsed) => Err(elapsed),
+        };
+        let reply = settle(&self.store, result, limits).map_err(CallFault::Fault)?;
+        if let Ok(reply) = &reply {
+            check_size(reply_size(reply), limits).map_err(CallFault::Fault)?;
+            validate(reply).map_err(CallFault::Fault)?;
+        }
+        Ok(reply)
+    }
+
+    /// Whether this instance has served long enough to be replaced by a fresh one.
+    fn worn_out(&self, limits: &Limits) -> bool {
+        self.calls >= RECYCLE_AFTER_CALLS
+            || self.store.data().limiter.peak as u64 > limits.memory / 2
+    }
+}
+
+/// A fault, or a call to a plugin of the wrong kind (which is the caller's mistake).
+#[derive(Debug)]
+pub enum CallFault {
+    Fault(Fault),
+    WrongKind(Kind),
+}
+
+impl Bound {
+    fn kind(&self) -> Kind {
+        match self {
+            Bound::Source(_) => Kind::Source,
+            Bound::Policy(_) => Kind::Policy,
+            Bound::Backend(_) => Kind::Backend,
+        }
+    }
+}
+
+/// Sets the budget for the next call: the deadline starts at 0, so it must be set every time.
+fn arm(store: &mut wasmtime::Store<HostState>, limits: &Limits) {
+    let ticks = (limits.cpu.as_nanos() / TICK.as_nanos()).max(1) as u64;
+    store.data_mut().budget_ticks = ticks;
+    store.data().stderr.clear();
+    store.set_epoch_deadline(1);
+}
+
+/// Turns the outcome of a guarded guest call into a value or a classified fault.
+fn settle<T>(
+    store: &wasmtime::Store<HostState>,
+    result: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    limits: &Limits,
+) -> Result<T, Fault> {
+    let error = match result {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(e)) => e,
+        Err(_) => return Err(Fault::Timeout(limits.timeout)),
+    };
+    if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
+        return Err(Fault::MemoryLimit(limit.to_string()));
+    }
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => Err(Fault::CpuLimit(limits.cpu)),
+        Some(trap) => {
+            let mut message = trap.to_string();
+            if let Some(said) = store.data().stderr.summary() {
+                message = format!("{message}; it said: {said}");
+            }
+            Err(Fault::Trap(message))
+        }
+        None => Err(Fault::Malformed(one_line(&error))),
+    }
+}
+
+fn check_size(size: u64, limits: &Limits) -> Result<(), Fault> {
+    if size > limits.max_return {
+        return Err(Fault::ReturnTooLarge {
+            size,
+            limit: limits.max_return,
+        });
+    }
+    Ok(())
+}
+
+/// Approximate bytes of a reply: strings plus 8 per number. Enough to stop a flood.
+fn reply_size(reply: &Reply) -> u64 {
+    let labels =
+        |l: &[super::bindings::Label]| l.iter().map(|l| l.key.len() + l.value.len()).sum::<usize>();
+    let size = match reply {
+        Reply::Samples(s) => s
+            .iter()
+            .map(|s| s.metric.len() + labels(&s.labels) + 16)
+            .sum(),
+        Reply::Recommendation(r) => r.reason.len() + 16,
+        Reply::Capacity(c) => c.tier_name.len() + 12,
+        Reply::Outcome(o) => o.detail.len() + o.capacity.tier_name.len() + 12,
+    };
+    size as u64
+}
+
+/// Values the contract forbids.
+fn validate(reply: &Reply) -> Result<(), Fault> {
+    match reply {
+        Reply::Recommendation(r) if !r.replicas.is_finite() || r.replicas < 0.0 => Err(
+            Fault::Malformed(format!("recommendation of {} replicas", r.replicas)),
+        ),
+        Reply::Capacity(c) if c.ready > c.replicas => Err(Fault::Malformed(format!(
+            "capacity with {} ready of {} replicas",
+            c.ready, c.replicas
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// What `/status` and `agent plugins list` show of a plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub name: String,
+    pub kind: Kind,
+    /// The plugin's own version.
+    pub version: String,
+    /// The contract version it was built against.
+    pub contract: String,
+    pub file: String,
+    pub sha256: String,
+    pub state: State,
+    pub calls: u64,
+    pub faults: u64,
+    pub last_fault: Option<String>,
+    /// Milliseconds until a quarantined plugin is tried again.
+    pub quarantine_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Ready,
+    Quarantined,
+    Failed,
+}
+
+struct Shared {
+    tx: mpsc::Sender<Msg>,
+    status: Mutex<Status>,
+    quarantined_until: Mutex<Option<Instant>>,
+}
+
+enum Msg {
+    Call(Call, oneshot::Sender<Result<Reply, CallError>>),
+    Swap(Box<Prepared>, oneshot::Sender<()>),
+}
+
+/// The way to a plugin's worker. Cloning is cheap; the worker stops when the last handle drops.
+#[derive(Clone)]
+pub struct PluginHandle {
+    shared: Arc<Shared>,
+}
+
+impl PluginHandle {
+    /// Starts the worker for `prepared` with `grants`.
+    pub fn spawn(rt: Arc<Runtime>, prepared: Prepared, grants: Arc<Grants>) -> PluginHandle {
+        let (tx, rx) = mpsc::channel(64);
+        let status = Status {
+            name: prepared.metadata.name.clone(),
+            kind: prepared.kind(),
+            version: prepared.metadata.version.clone(),
+            contract: prepared.header.contract.clone(),
+            file: prepared.path.display().to_string(),
+            sha256: prepared.hash.clone(),
+            state: State::Ready,
+            calls: 0,
+            faults: 0,
+            last_fault: None,
+            quarantine_ms: None,
+        };
+        let shared = Arc::new(Shared {
+            tx,
+            status: Mutex::new(status),
+            quarantined_until: Mutex::new(None),
+        });
+        let limits = Limits::for_kind(prepared.kind(), &grants.settings);
+        let worker = Worker {
+            rt,
+            pre: prepared.pre,
+            grants,
+            limits,
+            live: None,
+            shared: Arc::downgrade(&shared),
+            consecutive_faults: 0,
+        };
+        tokio::spawn(worker.run(rx));
+        PluginHandle { shared }
+    }
+
+    pub fn status(&self) -> Status {
+        let mut status = lock(&self.shared.status).clone();
+        if let Some(until) = *lock(&self.shared.quarantined_until) {
+            let left = until.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                status.state = State::Quarantined;
+                status.quarantine_ms = Some(left.as_millis() as u64);
+            }
+        }
+        status
+    }
+
+    pub fn name(&self) -> String {
+        lock(&self.shared.status).name.clone()
+    }
+
+    pub fn kind(&self) -> Kind {
+        lock(&self.shared.status).kind
+    }
+
+    /// Runs `call` on the plugin's worker.
+    pub async fn call(&self, call: Call) -> Result<Reply, CallError> {
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .tx
+            .send(Msg::Call(call, reply))
+            .await
+            .map_err(|_| CallError::Gone)?;
+        answer.await.map_err(|_| CallError::Gone)?
+    }
+
+    pub async fn collect(&self) -> Result<Vec<Sample>, CallError> {
+        match self.call(Call::Collect).await? {
+            Reply::Samples(s) => Ok(s),
+            _ => unreachable!("the worker answers Collect with Samples"),
+        }
+    }
+
+    pub async fn evaluate(&self, ctx: PolicyContext) -> Result<Recommendation, CallError> {
+        match self.call(Call::Evaluate(ctx)).await? {
+            Reply::Recommendation(r) => Ok(r),
+            _ => unreachable!("the worker answers Evaluate with a Recommendation"),
+        }
+    }
+
+    pub async fn describe(&self, group: Group) -> Result<Capacity, CallError> {
+        match self.call(Call::Describe(group)).await? {
+            Reply::Capacity(c) => Ok(c),
+            _ => unreachable!("the worker answers Describe with a Capacity"),
+        }
+    }
+
+    pub async fn scale(&self, group: Group, target: Target) -> Result<Outcome, CallError> {
+        match self.call(Call::Scale(group, target)).await? {
+            Reply::Outcome(o) => Ok(o),
+            _ => unreachable!("the worker answers Scale with an Outcome"),
+        }
+    }
+
+    /// Replaces the running version with `prepared` between two calls. State carries over
+    /// (it lives in the database under the plugin's name); the fault history starts afresh.
+    pub async fn swap(&self, prepared: Prepared) {
+        let (done, wait) = oneshot::channel();
+        if self
+            .shared
+            .tx
+            .send(Msg::Swap(Box::new(prepared), done))
+            .await
+            .is_ok()
+        {
+            let _ = wait.await;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// After this many faults in a row the plugin is quarantined.
+const QUARANTINE_AFTER: u32 = 3;
+const QUARANTINE_FIRST: Duration = Duration::from_secs(1);
+const QUARANTINE_MAX: Duration = Duration::from_secs(300);
+
+struct Worker {
+    rt: Arc<Runtime>,
+    pre: Pre,
+    grants: Arc<Grants>,
+    limits: Limits,
+    live: Option<Instance>,
+    shared: std::sync::Weak<Shared>,
+    consecutive_faults: u32,
+}
+
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        while let Some(msg) = rx.recv().await {
+            let Some(shared) = self.shared.upgrade() else {
+                break;
+            };
+            match msg {
+                Msg::Call(call, reply) => {
+                    let result = self.call(&shared, call).await;
+                    let _ = reply.send(result);
+                }
+                Msg::Swap(prepared, done) => {
+                    self.pre = prepared.pre.clone();
+                    self.live = None;
+                    self.consecutive_faults = 0;
+                    *lock(&shared.quarantined_until) = None;
+                    let mut status = lock(&shared.status);
+                    status.version = prepared.metadata.version.clone();
+                    status.contract = prepared.header.contract.clone();
+                    status.file = prepared.path.display().to_string();
+                    status.sha256 = prepared.hash.clone();
+                    status.state = State::Ready;
+                    drop(status);
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    async fn call(&mut self, shared: &Shared, call: Call) -> Result<Reply, CallError> {
+        if let Some(until) = *lock(&shared.quarantined_until) {
+            let left = until.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                return Err(CallError::Quarantined(left));
+            }
+        }
+        lock(&shared.status).calls += 1;
+        let result = match self.live.take() {
+            Some(live) => Ok(live),
+            None => Instance::new(&self.rt, &self.pre, self.grants.clone(), &self.limits).await,
+        };
+        let outcome = match result {
+            Err(fault) => Err(fault),
+            Ok(mut live) => match live.call(call, &self.limits).await {
+                Ok(reply) => {
+                    if !live.worn_out(&self.limits) {
+                        self.live = Some(live);
+                    }
+                    Ok(reply)
+                }
+                Err(CallFault::WrongKind(kind)) => {
+                    self.live = Some(live);
+                    return Err(CallError::WrongKind(kind));
+                }
+                // The instance may be poisoned: it is dropped here, and the next call makes a new one.
+                Err(CallFault::Fault(fault)) => Err(fault),
+            },
+        };
+        match outcome {
+            Ok(reply) => {
+                self.consecutive_faults = 0;
+                reply.map_err(CallError::Plugin)
+            }
+            Err(fault) => {
+                self.consecutive_faults += 1;
+                let mut status = lock(&shared.status);
+                status.faults += 1;
+                status.last_fault = Some(fault.to_string());
+                tracing::warn!(plugin = %self.grants.plugin, "call failed: {fault}; the instance was discarded");
+                if self.consecutive_faults >= QUARANTINE_AFTER {
+                    let exponent = (self.consecutive_faults - QUARANTINE_AFTER).min(16);
+                    let backoff = (QUARANTINE_FIRST * 2u32.pow(exponent)).min(QUARANTINE_MAX);
+                    *lock(&shared.quarantined_until) = Some(Instant::now() + backoff);
+                    tracing::error!(
+                        plugin = %self.grants.plugin,
+                        "quarantined for {}ms after {} faults in a row",
+                        backoff.as_millis(),
+                        self.consecutive_faults
+                    );
+                }
+                Err(CallError::Fault(fault))
+            }
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Reads an application's JSON stats endpoint and turns chosen numbers into samples.
+//!
+//! ```toml
+//! [plugins.http-json]
+//! allow_http = ["http://127.0.0.1:8080"]     # the agent denies every other origin
+//! interval = "5s"
+//! [plugins.http-json.config]
+//! url = "http://127.0.0.1:8080/stats"
+//! metrics = { "/requests/total" = "app.requests", "/queue/depth" = "app.queue.depth" }
+//! labels = { app = "shop" }
+//! ```
+//! Keys of `metrics` are JSON pointers (RFC 6901). A pointer that is missing or not a number is
+//! reported as an error, never as a zero.
+
+use elastic_sdk::source::Guest;
+use elastic_sdk::{key, Label, Metadata, PluginError, Sample};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub url: String,
+    pub metrics: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Picks the configured numbers out of a JSON document.
+pub fn extract(config: &Config, body: &[u8]) -> Result<Vec<Sample>, PluginError> {
+    let doc: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        PluginError::InvalidInput(format!("{} did not return JSON: {e}", config.url))
+    })?;
+    let labels: Vec<Label> = config
+        .labels
+        .iter()
+        .map(|(k, v)| Label {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect();
+    let mut samples = Vec::with_capacity(config.metrics.len());
+    let mut missing = Vec::new();
+    for (pointer, metric) in &config.metrics {
+        match doc.pointer(pointer).and_then(value_of) {
+            Some(value) => samples.push(Sample {
+                metric: metric.clone(),
+                labels: labels.clone(),
+                value,
+                timestamp_ms: 0,
+            }),
+            None => missing.push(pointer.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(PluginError::InvalidInput(format!(
+            "{}: no number at {}",
+            config.url,
+            missing.join(", ")
+        )));
+    }
+    Ok(samples)
+}
+
+fn value_of(v: &serde_json::Value) -> Option<f64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// GET `url` with wasi:http; the agent's grant decides whether it may leave.
+fn get(url: &str) -> Result<Vec<u8>, PluginError> {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{Fields, OutgoingRequest, Scheme};
+
+    let unavailable = |what: &str| PluginError::Unavailable(format!("GET {url}: {what}"));
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| PluginError::BadConfig(format!("url `{url}` has no scheme")))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    let scheme = match scheme {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => {
+            return Err(PluginError::BadConfig(format!(
+                "url scheme `{other}` is not http(s)"
+            )))
+        }
+    };
+    let bad = |_| PluginError::BadConfig(format!("url `{url}` is not valid"));
+    request.set_scheme(Some(&scheme)).map_err(bad)?;
+    request.set_authority(Some(authority)).map_err(bad)?;
+    request.set_path_with_query(Some(path)).map_err(bad)?;
+    let pending =
+        outgoing_handler::handle(request, None).map_err(|e| unavailable(&format!("{e:?}")))?;
+    pending.subscribe().block();
+    let response = pending
+        .get()
+        .ok_or_else(|| unavailable("no response"))?
+        .map_err(|_| unavailable("response taken twice"))?
+        .map_err(|e| unavailable(&format!("{e:?}")))?;
+    let status = response.status();
+    if !(200..300).contains(&status) {
+        return Err(unavailable(&format!("HTTP {status}")));
+    }
+    let body = response.consume().map_err(|_| unavailable("no body"))?;
+    let stream = body.stream().map_err(|_| unavailable("no body stream"))?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(wasip2::io::streams::StreamError::Closed) => break,
+            Err(e) => return Err(unavailable(&format!("reading the body: {e:?}"))),
+        }
+        if bytes.len() > 8 << 20 {
+            return Err(PluginError::InvalidInput(format!(
+                "GET {url}: body larger than 8 MiB"
+            )));
+        }
+    }
+    Ok(bytes)
+}
+
+struct HttpJson;
+
+impl Guest for HttpJson {
+    fn metadata() -> Metadata {
+        Metadata {
+            name: "http-json".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Reads numbers from an application's JSON stats endpoint over HTTP.".into(),
+            config_keys: vec![
+                key("url", "the stats endpoint; its origin must be in allow_http", true),
+                key("metrics", "table of JSON pointer → metric name, e.g. { \"/requests\" = \"app.requests\" }", true),
+                key("labels", "table of labels added to every sample", false),
+            ],
+        }
+    }
+
+    fn collect() -> Result<Vec<Sample>, PluginError> {
+        let config: Config = elastic_sdk::config()?;
+        extract(&config, &get(&config.url)?)
+    }
+}
+
+elastic_sdk::export_source!(HttpJson);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            url: "http://app/stats".into(),
+            metrics: [
+                ("/a/b".to_string(), "app.b".to_string()),
+                ("/s".to_string(), "app.s".to_string()),
+            ]
+            .into(),
+            labels: [("app".to_string(), "shop".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn pointers_become_labelled_samples() {
+        let s = extract(&config(), br#"{"a":{"b":12.5},"s":"3"}"#).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].metric.as_str(), s[0].value), ("app.b", 12.5));
+        assert_eq!((s[1].metric.as_str(), s[1].value), ("app.s", 3.0));
+        assert_eq!(s[0].labels[0].value, "shop");
+    }
+
+    #[test]
+    fn a_missing_number_is_an_error_not_a_zero() {
+        let e = extract(&config(), br#"{"a":{"b":null}}"#).unwrap_err();
+        assert!(
+            matches!(e, PluginError::InvalidInput(m) if m.contains("/a/b") && m.contains("/s"))
+        );
+        assert!(extract(&config(), b"<html>").is_err());
+    }
+}
