@@ -1,1 +1,8 @@
-fn main() {}
+//! One integration-test binary (one link step), a module per capability.
+
+mod common;
+
+mod cli;
+mod hot_reload;
+mod loading;
+mod sandbox;

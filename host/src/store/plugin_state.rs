@@ -13,12 +13,15 @@ pub const MAX_KEY_BYTES: usize = 256;
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
 pub const MAX_KEYS: usize = 1024;
 
+/// A plugin's keys and values, loaded on first use.
+type Cache = Arc<Mutex<Option<HashMap<String, Vec<u8>>>>>;
+
 /// One plugin's state. Cheap to clone; clones share the cache.
 #[derive(Clone)]
 pub struct PluginState {
     store: Store,
     plugin: Arc<str>,
-    cache: Arc<Mutex<Option<HashMap<String, Vec<u8>>>>>,
+    cache: Cache,
 }
 
 impl Store {

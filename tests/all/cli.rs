@@ -1,0 +1,81 @@
+//! The command line: configuration errors, exit codes, a data folder already in use.
+
+use crate::common::{agent_bin, agent_cli, plugin, plugin_dir, Agent};
+
+#[test]
+fn a_bad_configuration_names_file_line_column_and_field_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "[plugins.http-json]\nallow_http = [\"http://example.com/path\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = agent_cli(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    let expected = format!(
+        "error: {}:2:15: plugins.http-json.allow_http: ",
+        config.display()
+    );
+    assert!(err.starts_with(&expected), "{err}");
+    assert!(err.contains("origin only"));
+}
+
+#[test]
+fn a_missing_plugins_folder_is_a_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    let (code, _, err) = agent_cli(&[
+        "--plugins",
+        "/nonexistent/plugins",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("/nonexistent/plugins: the plugins folder does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_agents_cannot_share_a_data_folder() {
+    let dir = plugin_dir(&[&plugin("ledger")]);
+    let first = Agent::start(dir.path(), "");
+    let out = std::process::Command::new(agent_bin())
+        .args([
+            "--plugins",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(first.data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another agent is using this data folder"),
+        "{err}"
+    );
+    // The first one is unaffected.
+    assert_eq!(first.plugin("ledger").unwrap()["state"], "ready");
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let (code, out, _) = agent_cli(&["--help"]);
+    assert_eq!(code, 0);
+    for word in [
+        "run",
+        "plugins",
+        "--plugins",
+        "--config",
+        "--data-dir",
+        "--listen",
+    ] {
+        assert!(out.contains(word), "{word} missing from --help:\n{out}");
+    }
+}

@@ -1,0 +1,347 @@
+//! Helpers for the end-to-end tests: build the real plugins and the agent once, run the agent as
+//! a child process, talk to it over loopback HTTP, and serve test endpoints.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn target_debug() -> PathBuf {
+    // .../target/debug/deps/all-<hash> → .../target/debug
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Builds the plugins, the fixtures and the `agent` binary, once per test run.
+fn build() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(root().join("scripts/build-plugins"))
+            .status()
+            .expect("running scripts/build-plugins");
+        assert!(status.success(), "scripts/build-plugins failed");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "agent", "--bin", "agent"])
+            .current_dir(root())
+            .status()
+            .expect("building the agent");
+        assert!(status.success(), "building the agent binary failed");
+    });
+}
+
+/// A real plugin built from `plugins/`.
+pub fn plugin(name: &str) -> PathBuf {
+    build();
+    root().join("target/plugins").join(format!("{name}.wasm"))
+}
+
+/// A test fixture built from `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    build();
+    root()
+        .join("target/test-plugins")
+        .join(format!("{name}.wasm"))
+}
+
+pub fn agent_bin() -> PathBuf {
+    build();
+    target_debug().join("agent")
+}
+
+/// A temporary plugins folder holding copies of `files`.
+pub fn plugin_dir(files: &[&Path]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in files {
+        std::fs::copy(f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// Writes `bytes` to `path` the way an operator's `cp` + `mv` would: never half a file.
+pub fn put(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The same component with a custom section appended: a new version with the same behaviour.
+pub fn new_version(wasm: &Path, tag: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(wasm).unwrap();
+    let mut section = vec![tag.len() as u8];
+    section.extend_from_slice(tag.as_bytes());
+    section.extend_from_slice(b"payload");
+    bytes.push(0); // custom section id
+    bytes.push(section.len() as u8);
+    bytes.extend_from_slice(&section);
+    bytes
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `limit` saying `what`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `GET path` on `addr`; returns the status code and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    s.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Chunked bodies (axum's JSON): strip the chunk framing.
+    let body = if response
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
+    Ok((status, body))
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
+/// A running `agent` child process with its own data folder and port. Stopped on drop.
+pub struct Agent {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    /// Starts `agent run --plugins DIR` with `config` (TOML, may be empty) and waits for /healthz.
+    pub fn start(plugins: &Path, config: &str) -> Agent {
+        Self::start_in(plugins, config, tempfile::tempdir().unwrap())
+    }
+
+    /// As [`Agent::start`], reusing a data folder (for restarts).
+    pub fn start_in(plugins: &Path, config: &str, data: tempfile::TempDir) -> Agent {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config_path = data.path().join("agent.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(agent_bin())
+            .arg("run")
+            .arg("--plugins")
+            .arg(plugins)
+            .arg("--data-dir")
+            .arg(data.path())
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--config")
+            .arg(&config_path)
+            .env("AGENT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the agent");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (sink, stderr) = (log.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut agent = Agent {
+            child,
+            addr,
+            data,
+            log,
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok((200, body)) = http_get(addr, "/healthz") {
+                assert_eq!(body, "ok");
+                break;
+            }
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!(
+                    "agent exited with {status} before serving /healthz; log:\n{}",
+                    agent.log()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "agent did not come up; log:\n{}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let (code, body) = http_get(self.addr, "/status").expect("GET /status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
+    }
+
+    /// The `/status` entry of plugin `name`, if running.
+    pub fn plugin(&self, name: &str) -> Option<serde_json::Value> {
+        self.status()["plugins"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+    }
+
+    /// Waits until the log contains `text`.
+    pub fn wait_log(&self, text: &str) {
+        wait_for(
+            &format!("`{text}` in the agent's log"),
+            Duration::from_secs(10),
+            || self.log().contains(text).then_some(()),
+        );
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the data folder for a restart.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.terminate();
+        let data = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.data, data)
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// A loopback HTTP server answering every request with `body` (as JSON), counting requests.
+pub struct JsonServer {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    body: Arc<Mutex<String>>,
+}
+
+impl JsonServer {
+    pub fn start(body: &str) -> JsonServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let body = Arc::new(Mutex::new(body.to_string()));
+        let (h, b) = (hits.clone(), body.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                h.fetch_add(1, Ordering::SeqCst);
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let body = b.lock().unwrap().clone();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        JsonServer { addr, hits, body }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn set_body(&self, body: &str) {
+        *self.body.lock().unwrap() = body.to_string();
+    }
+}
+
+/// Runs `agent ARGS` to completion; returns (exit code, stdout, stderr).
+pub fn agent_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(agent_bin())
+        .args(args)
+        .env("AGENT_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
