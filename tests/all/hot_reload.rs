@@ -126,3 +126,24 @@ fn status_shows_faults_and_quarantine_of_a_failing_source_while_the_agent_keeps_
     assert_eq!(agent.plugin("rogue-source").unwrap()["faults"], 0);
     assert_eq!(agent.plugin("ledger").unwrap()["state"], "ready");
 }
+
+#[test]
+fn a_file_that_fails_to_load_is_listed_in_status_as_a_failed_plugin() {
+    let dir = plugin_dir(&[&plugin("ledger")]);
+    std::fs::write(dir.path().join("broken.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let agent = Agent::start(dir.path(), "");
+    let status = agent.status();
+    let broken = status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "broken")
+        .expect("broken listed");
+    assert_eq!(broken["state"], "failed");
+    assert!(broken["error"]
+        .as_str()
+        .unwrap()
+        .contains("core WebAssembly module"));
+    assert_eq!(agent.plugin("ledger").unwrap()["state"], "ready");
+    assert_eq!(status["failed_files"].as_array().unwrap().len(), 1);
+}

@@ -440,3 +440,14 @@ async fn the_ledger_backend_records_targets_per_group_across_restarts() {
         ))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_against_another_compatible_release_of_the_contract_loads_and_runs() {
+    // patch-policy was built against elastic:plugin@0.1.7 (this agent speaks 0.1.0): its
+    // imports and exports are matched by semver, as a plugin built for an older 0.1.x is.
+    let h = host(&[&fixture("patch-policy")], "").await;
+    let p = h.get("patch-policy");
+    assert_eq!(p.status().contract, "0.1.7");
+    let r = p.evaluate(ctx(serde_json::json!({}))).await.unwrap();
+    assert_eq!((r.replicas, r.reason.as_str()), (3.0, "one more"));
+}

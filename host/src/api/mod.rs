@@ -26,7 +26,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 }
 
 async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
-    let (plugins, failed) = state
+    let (running, failed) = state
         .registry
         .as_ref()
         .map(|r| r.status())
@@ -36,6 +36,18 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         .as_ref()
         .map(|c| c.status())
         .unwrap_or_default();
+    // One list with every plugin file's state: running plugins as they report themselves, and
+    // files that provide no running plugin as `failed`, named after the file.
+    let mut plugins: Vec<serde_json::Value> = running.iter().map(|p| json!(p)).collect();
+    for f in failed.iter().filter(|f| f.kept_running.is_none()) {
+        let stem = std::path::Path::new(&f.file)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
+        plugins.push(json!({
+            "name": stem, "file": f.file, "kind": null, "version": null,
+            "state": "failed", "faults": 0, "error": f.error,
+        }));
+    }
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),

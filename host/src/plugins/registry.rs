@@ -60,6 +60,8 @@ pub struct FailedFile {
     pub file: String,
     pub state: &'static str,
     pub error: String,
+    /// The plugin whose previous version keeps running despite this file, if any.
+    pub kept_running: Option<String>,
 }
 
 /// What one reconcile did, for logs and tests.
@@ -295,19 +297,21 @@ impl Registry {
                     .ok()
                     .and_then(|n| inner.plugins.get(n))
                     .is_some_and(|l| &l.path == path);
-                let error = match (&entry.error, &entry.outcome) {
-                    (Some(e), Ok(name)) if running => {
-                        format!("{e}; the previous version of `{name}` keeps running")
-                    }
-                    (Some(e), _) => e.clone(),
+                let (error, kept_running) = match (&entry.error, &entry.outcome) {
+                    (Some(e), Ok(name)) if running => (
+                        format!("{e}; the previous version of `{name}` keeps running"),
+                        Some(name.clone()),
+                    ),
+                    (Some(e), _) => (e.clone(), None),
                     (None, Ok(_)) if running => return None,
-                    (None, Ok(name)) => format!("provides `{name}`, which is not running"),
-                    (None, Err(e)) => e.clone(),
+                    (None, Ok(name)) => (format!("provides `{name}`, which is not running"), None),
+                    (None, Err(e)) => (e.clone(), None),
                 };
                 Some(FailedFile {
                     file: path.display().to_string(),
                     state: "failed",
                     error,
+                    kept_running,
                 })
             })
             .collect();

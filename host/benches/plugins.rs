@@ -1,0 +1,227 @@
+//! Plugin runtime figures for docs/benchmarks.md. Run with:
+//!
+//!     scripts/build-plugins && cargo bench -p agent --bench plugins
+//!
+//! Prints one line per figure. Uses the real components in target/plugins and
+//! target/test-plugins.
+
+use agent::config::{Config, PluginSettings};
+use agent::plugins::bindings::{Bounds, Capacity, Point, PolicyContext, Window};
+use agent::plugins::loader;
+use agent::plugins::registry::Registry;
+use agent::plugins::sandbox::Grants;
+use agent::plugins::worker::{Call, Instance, Limits};
+use agent::plugins::{cache::CompileCache, Kind, Runtime};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn wasm(dir: &str, name: &str) -> PathBuf {
+    let p = root().join("target").join(dir).join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/build-plugins first",
+        p.display()
+    );
+    p
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn context(points: usize) -> PolicyContext {
+    PolicyContext {
+        group: "web".into(),
+        now_ms: 1_700_000_000_000,
+        current: Capacity {
+            replicas: 4,
+            ready: 4,
+            tier: 0,
+            tier_name: String::new(),
+        },
+        bounds: Bounds {
+            min_replicas: 1,
+            max_replicas: 20,
+            max_tier: 0,
+        },
+        windows: vec![Window {
+            metric: "system.cpu.utilization".into(),
+            labels: vec![],
+            length_ms: points as u64 * 1000,
+            points: (0..points)
+                .map(|i| Point {
+                    timestamp_ms: i as i64 * 1000,
+                    value: 0.5 + (i % 7) as f64 / 20.0,
+                })
+                .collect(),
+        }],
+        params: r#"{"target": 0.6}"#.into(),
+    }
+}
+
+fn main() {
+    let rss_start = rss_kib();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async {
+        let rt = Runtime::new(None).unwrap();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(cache_dir.path(), &rt.engine).unwrap();
+
+        println!("## compile and load (per plugin; median of 5)");
+        for (dir, name) in [("plugins", "target-tracking"), ("plugins", "http-json"), ("plugins", "ledger"), ("test-plugins", "rogue-policy")] {
+            let bytes = std::fs::read(wasm(dir, name)).unwrap();
+            let mut cold = Vec::new();
+            let mut cached = Vec::new();
+            for i in 0..5 {
+                let hash = format!("{name}-{i}");
+                let t = Instant::now();
+                cache.load(&rt.engine, &bytes, &hash).unwrap();
+                cold.push(t.elapsed());
+                let t = Instant::now();
+                let (_, origin) = cache.load(&rt.engine, &bytes, &hash).unwrap();
+                cached.push(t.elapsed());
+                assert_eq!(origin, agent::plugins::cache::Origin::Cached);
+            }
+            cold.sort();
+            cached.sort();
+            println!(
+                "{name:16} {:>7} KiB  compile {:>7.1} ms   cached load {:>6.2} ms",
+                bytes.len() / 1024,
+                cold[2].as_secs_f64() * 1e3,
+                cached[2].as_secs_f64() * 1e3
+            );
+        }
+
+        let prepared = loader::prepare(&rt, &wasm("plugins", "target-tracking")).await.unwrap();
+        let grants = Arc::new(Grants { plugin: "bench".into(), settings: PluginSettings::default(), state: None });
+        let limits = Limits::for_kind(Kind::Policy, &grants.settings);
+
+        println!("\n## instantiate (fresh store + instance, target-tracking)");
+        let n = 2000;
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(Instance::new(&rt, &prepared.pre, grants.clone(), &limits).await.unwrap());
+        }
+        println!("instantiate      {:>7.1} µs", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+
+        println!("\n## one policy evaluation, 60-point window");
+        let mut instance = Instance::new(&rt, &prepared.pre, grants.clone(), &limits).await.unwrap();
+        let ctx = context(60);
+        for _ in 0..1000 {
+            instance.call(Call::Evaluate(ctx.clone()), &limits).await.unwrap().unwrap();
+        }
+        let n = 200_000;
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(instance.call(Call::Evaluate(ctx.clone()), &limits).await.unwrap().unwrap());
+        }
+        println!("direct call      {:>7.2} µs  (instance owned by the caller; includes cloning the context)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(ctx.clone());
+        }
+        println!("  of which clone {:>7.2} µs", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        {
+            // The floor: the generated async binding alone, no limits armed, no timeout.
+            let agent::plugins::loader::Pre::Policy(pre) = &prepared.pre else { unreachable!() };
+            let mut store = wasmtime::Store::new(&rt.engine, agent::plugins::sandbox::HostState::new(grants.clone()));
+            store.set_epoch_deadline(u64::MAX / 2);
+            let bound = pre.instantiate_async(&mut store).await.unwrap();
+            let t = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(bound.elastic_plugin_policy().call_evaluate(&mut store, &ctx).await.unwrap().unwrap());
+            }
+            println!("bare async call  {:>7.2} µs  (bindgen call_evaluate only)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+            let empty = context(0);
+            let t = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(bound.elastic_plugin_policy().call_evaluate(&mut store, &empty).await.unwrap());
+            }
+            println!("  empty window   {:>7.2} µs  (same call, no points: cost of the call itself)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        for (d, name) in [("plugins", "target-tracking"), ("plugins", "http-json"), ("plugins", "ledger")] {
+            std::fs::copy(wasm(d, name), dir.path().join(format!("{name}.wasm"))).unwrap();
+        }
+        let data = tempfile::tempdir().unwrap();
+        let store = agent::store::Store::open(data.path()).unwrap();
+        let registry_rt = Runtime::new(Some(&data.path().join("cache"))).unwrap();
+        let registry = Registry::new(registry_rt, Arc::new(Config::defaults()), Some(store), dir.path());
+        registry.reconcile().await;
+        let handle = registry.get("target-tracking").unwrap();
+        for _ in 0..1000 {
+            handle.evaluate(ctx.clone()).await.unwrap();
+        }
+        let n = 100_000;
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(handle.evaluate(ctx.clone()).await.unwrap());
+        }
+        println!("through worker   {:>7.2} µs  (queue to the plugin's owner task and back)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        registry.get("ledger").unwrap().describe(agent::plugins::bindings::Group { name: "g".into(), params: String::new() }).await.unwrap();
+        println!("\n## memory");
+        println!("process RSS      {:>7} KiB at start, {} KiB with all 3 plugins loaded and instantiated", rss_start, rss_kib());
+
+        println!("\n## runaway loop vs its CPU deadline (rogue-policy `spin`, cpu_limit 100ms; 10 runs)");
+        let rogue_dir = tempfile::tempdir().unwrap();
+        std::fs::copy(wasm("test-plugins", "rogue-policy"), rogue_dir.path().join("rogue-policy.wasm")).unwrap();
+        let config = Config::parse("[plugins.rogue-policy]\ncpu_limit = \"100ms\"\n", Path::new("bench.toml")).unwrap();
+        let rogue_reg = Registry::new(Runtime::new(None).unwrap(), Arc::new(config), None, rogue_dir.path());
+        rogue_reg.reconcile().await;
+        let rogue = rogue_reg.get("rogue-policy").unwrap();
+        let mut spin_ctx = context(0);
+        spin_ctx.params = r#"{"mode":"spin"}"#.into();
+        let mut stops = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            assert!(rogue.evaluate(spin_ctx.clone()).await.is_err());
+            stops.push(t.elapsed());
+            tokio::time::sleep(Duration::from_secs(5)).await; // let quarantine pass
+        }
+        stops.sort();
+        println!("stopped after    p50 {:.1} ms, max {:.1} ms (deadline 100 ms, tick 5 ms)", percentile(&stops, 0.5).as_secs_f64() * 1e3, stops[9].as_secs_f64() * 1e3);
+
+        println!("\n## hot swap (write new version → running; watcher, 100 ms quiet period, compile; 10 runs)");
+        registry.watch().unwrap();
+        let file = dir.path().join("target-tracking.wasm");
+        let original = std::fs::read(&file).unwrap();
+        let mut swaps = Vec::new();
+        for i in 0..10u8 {
+            let mut bytes = original.clone();
+            bytes.extend_from_slice(&[0, 5, 3, b'v', b'e', b'r', i]);
+            let before = handle.status().sha256;
+            let tmp = dir.path().join("tt.partial");
+            std::fs::write(&tmp, &bytes).unwrap();
+            let t = Instant::now();
+            std::fs::rename(&tmp, &file).unwrap();
+            while handle.status().sha256 == before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            swaps.push(t.elapsed());
+        }
+        swaps.sort();
+        println!("swap latency     p50 {:.0} ms, max {:.0} ms", percentile(&swaps, 0.5).as_secs_f64() * 1e3, swaps[9].as_secs_f64() * 1e3);
+    });
+}
