@@ -6,7 +6,7 @@
 //! target/test-plugins.
 
 use agent::config::{Config, PluginSettings};
-use agent::plugins::bindings::{Bounds, Capacity, Point, PolicyContext, Window};
+use agent::plugins::bindings::{Bounds, Capacity, PolicyContext, Window};
 use agent::plugins::loader;
 use agent::plugins::registry::Registry;
 use agent::plugins::sandbox::Grants;
@@ -17,19 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn wasm(dir: &str, name: &str) -> PathBuf {
     let p = root().join("target").join(dir).join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/build-plugins first",
-        p.display()
-    );
+    assert!(p.exists(), "{} missing: run scripts/build-plugins first", p.display());
     p
 }
 
@@ -50,27 +43,14 @@ fn context(points: usize) -> PolicyContext {
     PolicyContext {
         group: "web".into(),
         now_ms: 1_700_000_000_000,
-        current: Capacity {
-            replicas: 4,
-            ready: 4,
-            tier: 0,
-            tier_name: String::new(),
-        },
-        bounds: Bounds {
-            min_replicas: 1,
-            max_replicas: 20,
-            max_tier: 0,
-        },
+        current: Capacity { replicas: 4, ready: 4, tier: 0, tier_name: String::new() },
+        bounds: Bounds { min_replicas: 1, max_replicas: 20, max_tier: 0 },
         windows: vec![Window {
             metric: "system.cpu.utilization".into(),
             labels: vec![],
             length_ms: points as u64 * 1000,
-            points: (0..points)
-                .map(|i| Point {
-                    timestamp_ms: i as i64 * 1000,
-                    value: 0.5 + (i % 7) as f64 / 20.0,
-                })
-                .collect(),
+            timestamps_ms: (0..points).map(|i| i as i64 * 1000).collect(),
+            values: (0..points).map(|i| 0.5 + (i % 7) as f64 / 20.0).collect(),
         }],
         params: r#"{"target": 0.6}"#.into(),
     }
@@ -78,11 +58,7 @@ fn context(points: usize) -> PolicyContext {
 
 fn main() {
     let rss_start = rss_kib();
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     tokio.block_on(async {
         let rt = Runtime::new(None).unwrap();
         let cache_dir = tempfile::tempdir().unwrap();
@@ -156,9 +132,43 @@ fn main() {
             let empty = context(0);
             let t = Instant::now();
             for _ in 0..n {
-                std::hint::black_box(bound.elastic_plugin_policy().call_evaluate(&mut store, &empty).await.unwrap());
+                let _ = std::hint::black_box(bound.elastic_plugin_policy().call_evaluate(&mut store, &empty).await.unwrap());
             }
-            println!("  empty window   {:>7.2} µs  (same call, no points: cost of the call itself)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+            println!("  empty window   {:>7.2} µs  (same call, no points)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
+        {
+            // The runtime alone: rogue-policy with no params does no work but count the points.
+            let rogue = loader::prepare(&rt, &wasm("test-plugins", "rogue-policy")).await.unwrap();
+            let mut instance = Instance::new(&rt, &rogue.pre, grants.clone(), &limits).await.unwrap();
+            let mut bare = context(60);
+            bare.params = String::new();
+            let t = Instant::now();
+            for _ in 0..n {
+                let r = instance.call(Call::Evaluate(bare.clone()), &limits).await.unwrap().unwrap();
+                std::hint::black_box(r);
+            }
+            println!("no-work policy   {:>7.2} µs  (60 points in, a recommendation out, limits armed: the runtime's cost)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+
+            // The same component called synchronously (sync WASI linker, typed func): the floor
+            // a sync path for policies could reach.
+            let bytes = std::fs::read(wasm("test-plugins", "rogue-policy")).unwrap();
+            let component = wasmtime::component::Component::new(&rt.engine, &bytes).unwrap();
+            let mut linker = wasmtime::component::Linker::new(&rt.engine);
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
+            agent::plugins::host_linker(&mut linker).unwrap();
+            let mut store = wasmtime::Store::new(&rt.engine, agent::plugins::sandbox::HostState::new(grants.clone()));
+            store.set_epoch_deadline(u64::MAX / 2);
+            let instance = linker.instantiate(&mut store, &component).unwrap();
+            let iface = instance.get_export_index(&mut store, None, "elastic:plugin/policy@0.1.0").unwrap();
+            let func = instance.get_export_index(&mut store, Some(&iface), "evaluate").unwrap();
+            type Res = Result<agent::plugins::bindings::Recommendation, agent::plugins::bindings::PluginError>;
+            let evaluate = instance.get_typed_func::<(&PolicyContext,), (Res,)>(&mut store, &func).unwrap();
+            let t = Instant::now();
+            for _ in 0..n {
+                let (r,) = evaluate.call(&mut store, (&bare,)).unwrap();
+                std::hint::black_box(r.unwrap());
+            }
+            println!("  called sync    {:>7.2} µs  (same component, sync typed call: the floor without async)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
         }
 
         let dir = tempfile::tempdir().unwrap();

@@ -1,22 +1,24 @@
 //! Collects every loaded source plugin on its own interval.
 //!
-//! A source that fails or times out yields nothing that tick: the error is logged and counted,
-//! and no value (least of all a zero) stands in for the missing data. Samples are kept as the
-//! latest per source for now; the metrics store takes them when it lands (issue 3).
+//! Samples go to the store with a `source=<plugin>` label; a sample without a timestamp is
+//! stamped with the time it arrived. A source that fails or times out yields nothing that tick:
+//! the error is logged and counted, and no value (least of all a zero) stands in for the missing
+//! data. NaN and infinite values are dropped and counted.
 
 use crate::plugins::registry::Registry;
 use crate::plugins::Kind;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How often a source is collected when its `interval` is not configured.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 
-#[derive(Default)]
 pub struct Collector {
     state: Mutex<HashMap<String, SourceState>>,
+    writer: Option<crate::store::Writer>,
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 #[derive(Clone, Default, Serialize)]
@@ -38,6 +40,43 @@ struct SourceState {
 }
 
 impl Collector {
+    /// A collector that stores into `writer` (none: collect and count only).
+    pub fn new(
+        writer: Option<crate::store::Writer>,
+        telemetry: Arc<crate::telemetry::Telemetry>,
+    ) -> Collector {
+        Collector { state: Mutex::default(), writer, telemetry }
+    }
+
+    /// Turns a plugin's samples into stored ones; drops non-finite values, returns how many.
+    fn convert(
+        plugin: &str,
+        samples: Vec<crate::plugins::bindings::Sample>,
+        now: i64,
+    ) -> (Vec<crate::store::Sample>, u64) {
+        let mut dropped = 0;
+        let stored = samples
+            .into_iter()
+            .filter(|s| {
+                s.value.is_finite() || {
+                    dropped += 1;
+                    false
+                }
+            })
+            .map(|s| {
+                let mut labels: crate::store::Labels =
+                    s.labels.into_iter().map(|l| (l.key, l.value)).collect();
+                labels.insert("source", plugin);
+                crate::store::Sample {
+                    key: crate::store::SeriesKey::new(s.metric, labels),
+                    t_ms: if s.timestamp_ms == 0 { now } else { s.timestamp_ms },
+                    value: s.value,
+                }
+            })
+            .collect();
+        (stored, dropped)
+    }
+
     pub fn status(&self) -> Vec<SourceStatus> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut list: Vec<_> = state.values().map(|s| s.status.clone()).collect();
@@ -64,10 +103,7 @@ impl Collector {
             for handle in sources {
                 let name = handle.name();
                 let entry = state.entry(name.clone()).or_insert_with(|| SourceState {
-                    status: SourceStatus {
-                        name: name.clone(),
-                        ..Default::default()
-                    },
+                    status: SourceStatus { name: name.clone(), ..Default::default() },
                     next_due: now,
                     busy: false,
                 });
@@ -80,6 +116,24 @@ impl Collector {
                 let this = self.clone();
                 tokio::spawn(async move {
                     let result = handle.collect().await;
+                    let stamp = now_ms();
+                    let counts = result.as_ref().ok().map(|samples| samples.len());
+                    let result = result.map(|samples| {
+                        let (stored, dropped) = Self::convert(&name, samples, stamp);
+                        let t = &this.telemetry;
+                        if dropped > 0 {
+                            t.source_nonfinite.fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+                            tracing::warn!(plugin = %name, "dropped {dropped} NaN or infinite values");
+                        }
+                        t.source_samples.fetch_add(stored.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        if let Some(w) = &this.writer {
+                            w.submit(stored);
+                        }
+                        counts.unwrap_or(0)
+                    });
+                    if result.is_err() {
+                        this.telemetry.source_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     let mut state = this.state.lock().unwrap_or_else(|p| p.into_inner());
                     let Some(entry) = state.get_mut(&name) else {
                         return;
@@ -87,11 +141,11 @@ impl Collector {
                     entry.busy = false;
                     entry.status.collections += 1;
                     match result {
-                        Ok(samples) => {
-                            tracing::debug!(plugin = %name, "collected {} samples", samples.len());
-                            entry.status.last_samples = samples.len();
+                        Ok(count) => {
+                            tracing::debug!(plugin = %name, "collected {count} samples");
+                            entry.status.last_samples = count;
                             entry.status.last_error = None;
-                            entry.status.last_ok_ms = Some(now_ms());
+                            entry.status.last_ok_ms = Some(stamp);
                         }
                         Err(e) => {
                             tracing::warn!(plugin = %name, "collect failed: {e}; no samples this tick");
@@ -105,8 +159,4 @@ impl Collector {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::store::now_ms;

@@ -57,16 +57,23 @@ pub fn init_logging(default: &str) {
         .init();
 }
 
+/// For commands that print and exit: `agent metrics query … | head` should end quietly when
+/// `head` has had enough, as `cat` does, instead of failing on the closed pipe. (The daemon
+/// keeps Rust's default of ignoring SIGPIPE.)
+pub fn exit_quietly_on_closed_pipe() {
+    // SAFETY: restoring the default disposition of a signal has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// An error chain on one line: `outer: inner: root`.
 pub fn error_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
 pub fn run(options: RunOptions) -> anyhow::Result<Exit> {
@@ -101,22 +108,9 @@ pub fn inspect(file: &Path, as_json: bool) -> anyhow::Result<Exit> {
         if as_json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            println!(
-                "{} {} {} — {}",
-                p.kind(),
-                p.metadata.name,
-                p.metadata.version,
-                p.metadata.description
-            );
-            println!(
-                "file:      {} ({} bytes)",
-                file.display(),
-                report["size_bytes"]
-            );
-            println!(
-                "contract:  {}",
-                report["contract"].as_str().unwrap_or_default()
-            );
+            println!("{} {} {} — {}", p.kind(), p.metadata.name, p.metadata.version, p.metadata.description);
+            println!("file:      {} ({} bytes)", file.display(), report["size_bytes"]);
+            println!("contract:  {}", report["contract"].as_str().unwrap_or_default());
             println!("config keys:");
             if p.metadata.config_keys.is_empty() {
                 println!("  (none)");
@@ -158,10 +152,110 @@ pub fn list(options: RunOptions, as_json: bool) -> anyhow::Result<Exit> {
                 println!("{}\t-\t-\t-\t{}", f.file, f.error);
             }
         }
-        Ok(if failed.is_empty() {
-            Exit::Success
-        } else {
-            Exit::SomeFailed
-        })
+        Ok(if failed.is_empty() { Exit::Success } else { Exit::SomeFailed })
     })
+}
+
+/// Output formats of `agent metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// `agent metrics query` arguments, resolved.
+pub struct MetricsQuery {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub since: Option<std::time::Duration>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub step: Option<std::time::Duration>,
+    pub format: Format,
+}
+
+fn open_store(options: RunOptions) -> anyhow::Result<crate::store::Store> {
+    let config = options.resolve()?;
+    // Read-only: works beside a running agent, and never creates a database by mistake.
+    Ok(crate::store::Store::open_read_only(&config.data_dir)?)
+}
+
+pub fn metrics_list(options: RunOptions, format: Format) -> anyhow::Result<Exit> {
+    let store = open_store(options)?;
+    let series = store.list_series()?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&series)?),
+        Format::Csv => {
+            println!("name,labels,last_time,last_value");
+            for s in &series {
+                let last = s.last_ms.map(crate::timefmt::format).unwrap_or_default();
+                let value = s.last_value.map(|v| v.to_string()).unwrap_or_default();
+                println!("{},{},{last},{value}", s.name, csv_labels(&s.labels));
+            }
+        }
+        Format::Table => {
+            for s in &series {
+                let last = match (s.last_ms, s.last_value) {
+                    (Some(t), Some(v)) => format!("{v} at {}", crate::timefmt::format(t)),
+                    _ => "no raw samples".into(),
+                };
+                println!("{}{}\t{last}", s.name, s.labels);
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn csv_labels(labels: &crate::store::Labels) -> String {
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let joined = pairs.join(";");
+    if joined.contains([',', '"']) {
+        format!("\"{}\"", joined.replace('"', "\"\""))
+    } else {
+        joined
+    }
+}
+
+pub fn metrics_query(options: RunOptions, q: MetricsQuery) -> anyhow::Result<Exit> {
+    let store = open_store(options)?;
+    let now = crate::store::now_ms();
+    let to =
+        q.to.as_deref()
+            .map(crate::timefmt::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--to: {e}"))?
+            .unwrap_or(now);
+    let from = match (&q.from, q.since) {
+        (Some(f), _) => crate::timefmt::parse(f).map_err(|e| anyhow::anyhow!("--from: {e}"))?,
+        (None, Some(since)) => to - since.as_millis() as i64,
+        (None, None) => to - 10 * 60_000,
+    };
+    anyhow::ensure!(from < to, "the range is empty: --from must be before --to");
+    let selector = crate::store::Selector { name: q.name.clone(), matchers: q.labels };
+    let step = q.step.map(|s| (s.as_millis() as i64).max(1));
+    let series = store.query(&selector, from, to, step)?;
+    match q.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&series)?),
+        Format::Csv => {
+            println!("time,name,labels,value");
+            for s in &series {
+                for (t, v) in s.timestamps_ms.iter().zip(&s.values) {
+                    println!("{},{},{},{v}", crate::timefmt::format(*t), s.name, csv_labels(&s.labels));
+                }
+            }
+        }
+        Format::Table => {
+            if series.is_empty() {
+                eprintln!("no series named `{}` with those labels (see `agent metrics list`)", q.name);
+            }
+            for s in &series {
+                println!("{}{}", s.name, s.labels);
+                for (t, v) in s.timestamps_ms.iter().zip(&s.values) {
+                    println!("  {}  {v}", crate::timefmt::format(*t));
+                }
+            }
+        }
+    }
+    Ok(Exit::Success)
 }

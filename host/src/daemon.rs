@@ -1,5 +1,5 @@
-//! `agent run`: opens the data folder, loads the plugins, starts the collector and the API, and
-//! waits for SIGINT or SIGTERM.
+//! `agent run`: opens the data folder, starts the store writer, the sampler, the plugins and
+//! their collector, and the API; then waits for SIGINT or SIGTERM and stops them in order.
 
 use crate::api::{self, ApiState};
 use crate::collector::Collector;
@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::plugins::registry::Registry;
 use crate::plugins::Runtime;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 use anyhow::{bail, Context};
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,15 +16,26 @@ use std::time::Instant;
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let data = &config.data_dir;
-    std::fs::create_dir_all(data)
-        .with_context(|| format!("creating the data folder {}", data.display()))?;
+    std::fs::create_dir_all(data).with_context(|| format!("creating the data folder {}", data.display()))?;
     let _lock = lock_data_dir(data)?;
     let store = Store::open(data)?;
+    let (writer, writer_thread) = store.start_writer()?;
+    store.start_maintenance(config.retention, std::time::Duration::from_secs(60));
+    let telemetry = Arc::new(Telemetry::default());
+    // Per-process samples arrive with the supervisor (issue 4); until then none are measured.
+    let sampler = crate::sampler::schedule::spawn(
+        config.sample_interval,
+        writer.clone(),
+        telemetry.clone(),
+        Box::new(Vec::new),
+    );
 
     let runtime = Runtime::new(Some(&data.join("cache")))?;
     let (registry, collector) = match &config.plugins_dir {
         None => {
-            tracing::warn!("no plugins folder given (--plugins DIR or [agent] plugins): running without plugins");
+            tracing::warn!(
+                "no plugins folder given (--plugins DIR or [agent] plugins): running without plugins"
+            );
             (None, None)
         }
         Some(dir) => {
@@ -36,34 +48,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let registry = Registry::new(runtime.clone(), config.clone(), Some(store.clone()), dir);
             registry.reconcile().await;
             registry.watch()?;
-            let collector = Arc::new(Collector::default());
-            tokio::spawn(
-                collector
-                    .clone()
-                    .run(Arc::downgrade(&registry), config.clone()),
-            );
+            let collector = Arc::new(Collector::new(Some(writer.clone()), telemetry.clone()));
+            tokio::spawn(collector.clone().run(Arc::downgrade(&registry), config.clone()));
             (Some(registry), Some(collector))
         }
     };
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "listening on {} (agent.listen / --listen): is another agent running?",
-                config.listen
-            )
-        })?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
+        format!("listening on {} (agent.listen / --listen): is another agent running?", config.listen)
+    })?;
     tracing::info!(
-        "API on http://{} (GET /healthz, /status)",
-        listener.local_addr()?
+        "API on http://{} (GET /healthz, /status, /metrics); sampling every {}",
+        listener.local_addr()?,
+        crate::duration::format(config.sample_interval)
     );
     let state = Arc::new(ApiState {
-        registry,
+        registry: registry.clone(),
         collector,
         started: Instant::now(),
+        store: Some(store.clone()),
+        writer: Some(writer.stats.clone()),
+        telemetry,
     });
     api::serve(listener, state, stop_signal()).await?;
+
+    // Stop producing, then let the writer commit what it holds.
+    drop(sampler);
+    drop(registry);
+    drop(writer);
+    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -86,9 +99,7 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
                 dir.display()
             )
         }
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", path.display()))
-        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
     }
 }
 

@@ -14,4 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod duration;
 pub mod plugins;
+pub mod sampler;
 pub mod store;
+pub mod telemetry;
+pub mod timefmt;

@@ -8,11 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(
-    name = "agent",
-    version,
-    about = "Elastic-scaling host agent with WebAssembly plugins"
-)]
+#[command(name = "agent", version, about = "Elastic-scaling host agent with WebAssembly plugins")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -27,6 +23,53 @@ enum Command {
     /// Look at plugin files without running an agent.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Read the metrics database (works while the agent runs).
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+}
+
+#[derive(Subcommand)]
+enum MetricsCommand {
+    /// Every series (name and labels) with its latest raw sample.
+    List {
+        #[command(flatten)]
+        run: RunArgs,
+        #[arg(long, value_enum, default_value = "table")]
+        format: commands::Format,
+    },
+    /// The points of one metric over a time range.
+    Query {
+        /// Metric name, e.g. system.cpu.utilization.
+        name: String,
+        /// Only series with this label (repeatable): --label cpu=0.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// How far back from now (or from --to): 10m, 1h, 2d. Default 10m.
+        #[arg(long, value_parser = parse_duration, conflicts_with = "from")]
+        since: Option<std::time::Duration>,
+        /// Start of the range: RFC 3339 (2026-11-27T10:00:00Z) or Unix seconds.
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the range (exclusive). Default now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Average into buckets of this length: 30s, 1m. Default: raw points.
+        #[arg(long, value_parser = parse_duration)]
+        step: Option<std::time::Duration>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: commands::Format,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (k, v) = text.split_once('=').ok_or_else(|| format!("`{text}` is not key=value"))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    agent::duration::parse(text)
 }
 
 #[derive(Subcommand)]
@@ -77,16 +120,33 @@ impl RunArgs {
 
 fn main() {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Some(Command::Plugins(_)));
+    let quiet = matches!(cli.command, Some(Command::Plugins(_) | Command::Metrics(_)));
+    if quiet {
+        commands::exit_quietly_on_closed_pipe();
+    }
     commands::init_logging(if quiet { "warn" } else { "info" });
     let result = match cli.command {
         None => commands::run(cli.run.into_options()),
         Some(Command::Run(args)) => commands::run(args.into_options()),
-        Some(Command::Plugins(PluginsCommand::Inspect { file, json })) => {
-            commands::inspect(&file, json)
-        }
+        Some(Command::Plugins(PluginsCommand::Inspect { file, json })) => commands::inspect(&file, json),
         Some(Command::Plugins(PluginsCommand::List { run, json })) => {
             commands::list(run.into_options(), json)
+        }
+        Some(Command::Metrics(MetricsCommand::List { run, format })) => {
+            commands::metrics_list(run.into_options(), format)
+        }
+        Some(Command::Metrics(MetricsCommand::Query {
+            name,
+            labels,
+            since,
+            from,
+            to,
+            step,
+            format,
+            run,
+        })) => {
+            let query = commands::MetricsQuery { name, labels, since, from, to, step, format };
+            commands::metrics_query(run.into_options(), query)
         }
     };
     std::process::exit(match result {

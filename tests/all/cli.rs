@@ -6,17 +6,10 @@ use crate::common::{agent_bin, agent_cli, plugin, plugin_dir, Agent};
 fn a_bad_configuration_names_file_line_column_and_field_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        "[plugins.http-json]\nallow_http = [\"http://example.com/path\"]\n",
-    )
-    .unwrap();
+    std::fs::write(&config, "[plugins.http-json]\nallow_http = [\"http://example.com/path\"]\n").unwrap();
     let (code, _, err) = agent_cli(&["run", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
-    let expected = format!(
-        "error: {}:2:15: plugins.http-json.allow_http: ",
-        config.display()
-    );
+    let expected = format!("error: {}:2:15: plugins.http-json.allow_http: ", config.display());
     assert!(err.starts_with(&expected), "{err}");
     assert!(err.contains("origin only"));
 }
@@ -33,10 +26,7 @@ fn a_missing_plugins_folder_is_a_clear_error() {
         "127.0.0.1:0",
     ]);
     assert_eq!(code, 1);
-    assert!(
-        err.contains("/nonexistent/plugins: the plugins folder does not exist"),
-        "{err}"
-    );
+    assert!(err.contains("/nonexistent/plugins: the plugins folder does not exist"), "{err}");
 }
 
 #[test]
@@ -44,22 +34,13 @@ fn two_agents_cannot_share_a_data_folder() {
     let dir = plugin_dir(&[&plugin("ledger")]);
     let first = Agent::start(dir.path(), "");
     let out = std::process::Command::new(agent_bin())
-        .args([
-            "--plugins",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
+        .args(["--plugins", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(first.data.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("another agent is using this data folder"),
-        "{err}"
-    );
+    assert!(err.contains("another agent is using this data folder"), "{err}");
     // The first one is unaffected.
     assert_eq!(first.plugin("ledger").unwrap()["state"], "ready");
 }
@@ -68,14 +49,24 @@ fn two_agents_cannot_share_a_data_folder() {
 fn help_lists_the_commands() {
     let (code, out, _) = agent_cli(&["--help"]);
     assert_eq!(code, 0);
-    for word in [
-        "run",
-        "plugins",
-        "--plugins",
-        "--config",
-        "--data-dir",
-        "--listen",
-    ] {
+    for word in ["run", "plugins", "--plugins", "--config", "--data-dir", "--listen"] {
         assert!(out.contains(word), "{word} missing from --help:\n{out}");
     }
+}
+
+#[test]
+fn a_corrupt_database_stops_the_agent_with_a_clear_error_and_is_left_untouched() {
+    let data = tempfile::tempdir().unwrap();
+    let garbage = b"definitely not SQLite, but long enough to have a header of sorts ......".repeat(20);
+    std::fs::write(data.path().join("agent.db"), &garbage).unwrap();
+    let (code, _, err) = agent_cli(&["--data-dir", data.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("agent.db: not an agent database or corrupt") && err.contains("move it aside"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(data.path().join("agent.db")).unwrap(), garbage);
+    let (code, _, err) = agent_cli(&["metrics", "list", "--data-dir", data.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not an agent database or corrupt"), "{err}");
 }

@@ -10,21 +10,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn target_debug() -> PathBuf {
     // .../target/debug/deps/all-<hash> → .../target/debug
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf()
 }
 
 /// Builds the plugins, the fixtures and the `agent` binary, once per test run.
@@ -54,9 +45,7 @@ pub fn plugin(name: &str) -> PathBuf {
 /// A test fixture built from `tests/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
     build();
-    root()
-        .join("target/test-plugins")
-        .join(format!("{name}.wasm"))
+    root().join("target/test-plugins").join(format!("{name}.wasm"))
 }
 
 pub fn agent_bin() -> PathBuf {
@@ -93,11 +82,7 @@ pub fn new_version(wasm: &Path, tag: &str) -> Vec<u8> {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `limit` saying `what`.
@@ -107,10 +92,7 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
         if let Some(v) = check() {
             return v;
         }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -119,26 +101,13 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut response = String::new();
     s.read_to_string(&mut response)?;
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     // Chunked bodies (axum's JSON): strip the chunk framing.
-    let body = if response
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let body = if response.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         dechunk(&body)
     } else {
         body
@@ -203,12 +172,7 @@ impl Agent {
                 l.push('\n');
             }
         });
-        let mut agent = Agent {
-            child,
-            addr,
-            data,
-            log,
-        };
+        let mut agent = Agent { child, addr, data, log };
         let started = Instant::now();
         loop {
             if let Ok((200, body)) = http_get(addr, "/healthz") {
@@ -216,10 +180,7 @@ impl Agent {
                 break;
             }
             if let Ok(Some(status)) = agent.child.try_wait() {
-                panic!(
-                    "agent exited with {status} before serving /healthz; log:\n{}",
-                    agent.log()
-                );
+                panic!("agent exited with {status} before serving /healthz; log:\n{}", agent.log());
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -243,20 +204,22 @@ impl Agent {
 
     /// The `/status` entry of plugin `name`, if running.
     pub fn plugin(&self, name: &str) -> Option<serde_json::Value> {
-        self.status()["plugins"]
-            .as_array()?
-            .iter()
-            .find(|p| p["name"] == name)
-            .cloned()
+        self.status()["plugins"].as_array()?.iter().find(|p| p["name"] == name).cloned()
     }
 
     /// Waits until the log contains `text`.
     pub fn wait_log(&self, text: &str) {
-        wait_for(
-            &format!("`{text}` in the agent's log"),
-            Duration::from_secs(10),
-            || self.log().contains(text).then_some(()),
-        );
+        wait_for(&format!("`{text}` in the agent's log"), Duration::from_secs(10), || {
+            self.log().contains(text).then_some(())
+        });
+    }
+
+    /// Sends SIGKILL (no chance to flush anything) and waits; returns when it happened, in ms.
+    pub fn kill9(&mut self) -> i64 {
+        let at = agent::store::now_ms();
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        at
     }
 
     /// Sends SIGTERM and waits for the exit; returns the data folder for a restart.
@@ -267,10 +230,10 @@ impl Agent {
     }
 
     fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -334,11 +297,7 @@ impl JsonServer {
 
 /// Runs `agent ARGS` to completion; returns (exit code, stdout, stderr).
 pub fn agent_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(agent_bin())
-        .args(args)
-        .env("AGENT_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = Command::new(agent_bin()).args(args).env("AGENT_LOG", "warn").output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -17,10 +17,7 @@ fn plugins_are_added_swapped_kept_on_bad_replacement_and_removed_live() {
     let first_hash = status["plugins"][0]["sha256"].as_str().unwrap().to_string();
 
     // Added.
-    put(
-        &dir.path().join("ledger.wasm"),
-        &std::fs::read(plugin("ledger")).unwrap(),
-    );
+    put(&dir.path().join("ledger.wasm"), &std::fs::read(plugin("ledger")).unwrap());
     wait_for("ledger to load", LIMIT, || agent.plugin("ledger"));
 
     // A bad replacement: reported, and the running version keeps running.
@@ -32,18 +29,10 @@ fn plugins_are_added_swapped_kept_on_bad_replacement_and_removed_live() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|f| {
-                f["file"]
-                    .as_str()
-                    .unwrap()
-                    .ends_with("target-tracking.wasm")
-            })
+            .find(|f| f["file"].as_str().unwrap().ends_with("target-tracking.wasm"))
             .cloned()
     });
-    assert!(
-        failed["error"].as_str().unwrap().contains("keeps running"),
-        "{failed}"
-    );
+    assert!(failed["error"].as_str().unwrap().contains("keeps running"), "{failed}");
     let still = agent.plugin("target-tracking").unwrap();
     assert_eq!(
         (still["state"].as_str(), still["sha256"].as_str()),
@@ -53,21 +42,14 @@ fn plugins_are_added_swapped_kept_on_bad_replacement_and_removed_live() {
     // A good replacement is swapped in.
     put(&tt, &new_version(&plugin("target-tracking"), "v2"));
     wait_for("the new version to be swapped in", LIMIT, || {
-        agent
-            .plugin("target-tracking")
-            .filter(|p| p["sha256"] != first_hash.as_str())
+        agent.plugin("target-tracking").filter(|p| p["sha256"] != first_hash.as_str())
     });
-    assert!(agent.status()["failed_files"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(agent.status()["failed_files"].as_array().unwrap().is_empty());
     agent.wait_log("swapped plugin `target-tracking`");
 
     // Removed.
     std::fs::remove_file(dir.path().join("ledger.wasm")).unwrap();
-    wait_for("ledger to unload", LIMIT, || {
-        agent.plugin("ledger").is_none().then_some(())
-    });
+    wait_for("ledger to unload", LIMIT, || agent.plugin("ledger").is_none().then_some(()));
     agent.wait_log("plugin `ledger` unloaded");
 }
 
@@ -114,13 +96,7 @@ fn status_shows_faults_and_quarantine_of_a_failing_source_while_the_agent_keeps_
             .find(|s| s["name"] == "rogue-source" && s["errors"].as_u64() >= Some(3))
             .cloned()
     });
-    assert!(
-        source["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("HttpRequestDenied"),
-        "{source}"
-    );
+    assert!(source["last_error"].as_str().unwrap().contains("HttpRequestDenied"), "{source}");
     agent.wait_log("outbound HTTP denied: http://127.0.0.1:9 is not in allow_http");
     // A plugin error is not a fault: the plugin stays ready.
     assert_eq!(agent.plugin("rogue-source").unwrap()["faults"], 0);
@@ -133,17 +109,10 @@ fn a_file_that_fails_to_load_is_listed_in_status_as_a_failed_plugin() {
     std::fs::write(dir.path().join("broken.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let agent = Agent::start(dir.path(), "");
     let status = agent.status();
-    let broken = status["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "broken")
-        .expect("broken listed");
+    let broken =
+        status["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "broken").expect("broken listed");
     assert_eq!(broken["state"], "failed");
-    assert!(broken["error"]
-        .as_str()
-        .unwrap()
-        .contains("core WebAssembly module"));
+    assert!(broken["error"].as_str().unwrap().contains("core WebAssembly module"));
     assert_eq!(agent.plugin("ledger").unwrap()["state"], "ready");
     assert_eq!(status["failed_files"].as_array().unwrap().len(), 1);
 }

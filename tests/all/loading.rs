@@ -6,12 +6,7 @@ use crate::common::{agent_cli, fixture, plugin, plugin_dir};
 #[test]
 fn each_bad_file_gets_one_line_naming_the_file_and_the_remedy_and_the_rest_load() {
     let good = plugin("target-tracking");
-    let dir = plugin_dir(&[
-        &good,
-        &plugin("ledger"),
-        &fixture("future-policy"),
-        &fixture("net-policy"),
-    ]);
+    let dir = plugin_dir(&[&good, &plugin("ledger"), &fixture("future-policy"), &fixture("net-policy")]);
     let write = |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes).unwrap();
     write("notes.wasm", b"this is a text file");
     write("core.wasm", b"\0asm\x01\0\0\0");
@@ -21,25 +16,19 @@ fn each_bad_file_gets_one_line_naming_the_file_and_the_remedy_and_the_rest_load(
     write("zz-duplicate.wasm", &whole); // same plugin name as target-tracking.wasm
     write("ignored.txt", b"not a .wasm, not looked at");
 
-    let (code, out, err) =
-        agent_cli(&["plugins", "list", "--plugins", dir.path().to_str().unwrap()]);
-    assert_eq!(
-        code, 1,
-        "a failed file makes `plugins list` exit 1\n{out}\n{err}"
-    );
+    let (code, out, err) = agent_cli(&["plugins", "list", "--plugins", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "a failed file makes `plugins list` exit 1\n{out}\n{err}");
     let line = |file: &str| {
-        let lines: Vec<&str> = out
-            .lines()
-            .filter(|l| l.contains(&format!("/{file}\t")))
-            .collect();
+        let lines: Vec<&str> = out.lines().filter(|l| l.contains(&format!("/{file}\t"))).collect();
         assert_eq!(lines.len(), 1, "one line for {file} in:\n{out}");
         lines[0].to_string()
     };
     assert!(line("target-tracking.wasm").ends_with("target-tracking\tpolicy\t0.1.0\tok"));
     assert!(line("ledger.wasm").ends_with("ledger\tbackend\t0.1.0\tok"));
     assert!(line("notes.wasm").contains("not a WebAssembly file"));
-    assert!(line("core.wasm")
-        .contains("core WebAssembly module, not a component; build it for `wasm32-wasip2`"));
+    assert!(
+        line("core.wasm").contains("core WebAssembly module, not a component; build it for `wasm32-wasip2`")
+    );
     assert!(line("truncated.wasm").contains("truncated or malformed"));
     assert!(line("empty-component.wasm").contains("exports none of elastic:plugin/source"));
     assert!(line("future-policy.wasm").contains("built against contract elastic:plugin@0.2.0"));
@@ -54,42 +43,24 @@ fn each_bad_file_gets_one_line_naming_the_file_and_the_remedy_and_the_rest_load(
 
 #[test]
 fn inspect_reports_kind_contract_metadata_config_keys_and_imports() {
-    let (code, out, err) = agent_cli(&[
-        "plugins",
-        "inspect",
-        "--json",
-        plugin("http-json").to_str().unwrap(),
-    ]);
+    let (code, out, err) =
+        agent_cli(&["plugins", "inspect", "--json", plugin("http-json").to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["kind"], "source");
     assert_eq!(v["name"], "http-json");
     assert_eq!(v["contract"], "elastic:plugin@0.1.0");
-    let keys: Vec<&str> = v["config_keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["name"].as_str().unwrap())
-        .collect();
+    let keys: Vec<&str> =
+        v["config_keys"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert_eq!(keys, ["url", "metrics", "labels"]);
     let imports = v["imports"].as_array().unwrap();
-    assert!(imports.iter().any(|i| i
-        .as_str()
-        .unwrap()
-        .starts_with("wasi:http/outgoing-handler@0.2")));
+    assert!(imports.iter().any(|i| i.as_str().unwrap().starts_with("wasi:http/outgoing-handler@0.2")));
 
-    let (code, out, _) = agent_cli(&[
-        "plugins",
-        "inspect",
-        plugin("target-tracking").to_str().unwrap(),
-    ]);
+    let (code, out, _) = agent_cli(&["plugins", "inspect", plugin("target-tracking").to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(out.starts_with("policy target-tracking 0.1.0 — "), "{out}");
     assert!(out.contains("target (required):"));
-    assert!(
-        !out.contains("wasi:http"),
-        "a policy imports no network: {out}"
-    );
+    assert!(!out.contains("wasi:http"), "a policy imports no network: {out}");
 }
 
 #[test]
@@ -100,11 +71,5 @@ fn inspect_of_a_bad_file_is_one_error_line_and_exit_1() {
     let (code, out, err) = agent_cli(&["plugins", "inspect", file.to_str().unwrap()]);
     assert_eq!((code, out.as_str()), (1, ""));
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(
-        err.starts_with(&format!(
-            "error: {}: is a core WebAssembly module",
-            file.display()
-        )),
-        "{err}"
-    );
+    assert!(err.starts_with(&format!("error: {}: is a core WebAssembly module", file.display())), "{err}");
 }

@@ -5,4 +5,5 @@ mod common;
 mod cli;
 mod hot_reload;
 mod loading;
+mod monitoring;
 mod sandbox;

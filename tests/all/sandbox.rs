@@ -31,22 +31,14 @@ pub async fn host_in(files: &[&Path], config: &str, data: tempfile::TempDir) -> 
     let rt = Runtime::new(Some(&data.path().join("cache"))).unwrap();
     let registry = Registry::new(rt, config, Some(store.clone()), dir.path());
     registry.reconcile().await;
-    Host {
-        registry,
-        store,
-        dir,
-        data,
-    }
+    Host { registry, store, dir, data }
 }
 
 impl Host {
     pub fn get(&self, name: &str) -> PluginHandle {
-        self.registry.get(name).unwrap_or_else(|| {
-            panic!(
-                "plugin {name} is not loaded: {:?}",
-                self.registry.status().1
-            )
-        })
+        self.registry
+            .get(name)
+            .unwrap_or_else(|| panic!("plugin {name} is not loaded: {:?}", self.registry.status().1))
     }
 }
 
@@ -54,17 +46,8 @@ pub fn ctx(params: serde_json::Value) -> PolicyContext {
     PolicyContext {
         group: "web".into(),
         now_ms: 0,
-        current: Capacity {
-            replicas: 2,
-            ready: 2,
-            tier: 0,
-            tier_name: String::new(),
-        },
-        bounds: Bounds {
-            min_replicas: 1,
-            max_replicas: 10,
-            max_tier: 0,
-        },
+        current: Capacity { replicas: 2, ready: 2, tier: 0, tier_name: String::new() },
+        bounds: Bounds { min_replicas: 1, max_replicas: 10, max_tier: 0 },
         windows: vec![],
         params: params.to_string(),
     }
@@ -90,10 +73,7 @@ fn fault(r: Result<impl std::fmt::Debug, CallError>) -> Fault {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runaway_loop_is_stopped_at_its_cpu_limit_and_the_next_call_gets_a_fresh_instance() {
     let (_h, p) = rogue("[plugins.rogue-policy]\ncpu_limit = \"50ms\"\n").await;
-    assert_eq!(
-        fault(p.evaluate(mode("spin")).await),
-        Fault::CpuLimit(Duration::from_millis(50))
-    );
+    assert_eq!(fault(p.evaluate(mode("spin")).await), Fault::CpuLimit(Duration::from_millis(50)));
     let ok = p.evaluate(mode("ok")).await.unwrap();
     assert_eq!(ok.reason, "fine");
     let status = p.status();
@@ -115,18 +95,11 @@ async fn a_plugin_that_hoards_memory_hits_its_own_limit() {
 async fn panics_traps_and_stack_overflows_fail_only_their_call() {
     let (_h, p) = rogue("").await;
     match fault(p.evaluate(mode("panic")).await) {
-        Fault::Trap(m) => assert!(
-            m.contains("rogue panic on purpose") && m.contains("src/lib.rs"),
-            "{m}"
-        ),
+        Fault::Trap(m) => assert!(m.contains("rogue panic on purpose") && m.contains("src/lib.rs"), "{m}"),
         other => panic!("{other:?}"),
     }
-    assert!(
-        matches!(fault(p.evaluate(mode("trap")).await), Fault::Trap(m) if m.contains("unreachable"))
-    );
-    assert!(
-        matches!(fault(p.evaluate(mode("recurse")).await), Fault::Trap(m) if m.contains("stack"))
-    );
+    assert!(matches!(fault(p.evaluate(mode("trap")).await), Fault::Trap(m) if m.contains("unreachable")));
+    assert!(matches!(fault(p.evaluate(mode("recurse")).await), Fault::Trap(m) if m.contains("stack")));
     // Three in a row quarantines; a good call first resets the count.
     assert_eq!(p.status().state, State::Quarantined);
 }
@@ -134,23 +107,16 @@ async fn panics_traps_and_stack_overflows_fail_only_their_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_returns_are_faults() {
     let (_h, p) = rogue("[plugins.rogue-policy]\nmax_return_kib = 64\n").await;
-    assert!(
-        matches!(fault(p.evaluate(mode("nan")).await), Fault::Malformed(m) if m.contains("NaN"))
-    );
+    assert!(matches!(fault(p.evaluate(mode("nan")).await), Fault::Malformed(m) if m.contains("NaN")));
     assert_eq!(p.evaluate(mode("ok")).await.unwrap().reason, "fine");
-    assert!(
-        matches!(fault(p.evaluate(mode("negative")).await), Fault::Malformed(m) if m.contains("-3"))
-    );
+    assert!(matches!(fault(p.evaluate(mode("negative")).await), Fault::Malformed(m) if m.contains("-3")));
     assert_eq!(p.evaluate(mode("ok")).await.unwrap().reason, "fine");
     match fault(p.evaluate(mode("huge")).await) {
         Fault::ReturnTooLarge { size, limit } => assert!(size > 4_000_000 && limit == 64 * 1024),
         other => panic!("{other:?}"),
     }
     // An error the plugin returns on purpose is not a fault.
-    assert!(matches!(
-        p.evaluate(mode("error")).await,
-        Err(CallError::Plugin(_))
-    ));
+    assert!(matches!(p.evaluate(mode("error")).await, Err(CallError::Plugin(_))));
     assert_eq!(p.status().faults, 3);
 }
 
@@ -164,19 +130,13 @@ async fn repeated_faults_quarantine_the_plugin_with_backoff_then_it_recovers() {
     assert_eq!(status.state, State::Quarantined);
     assert!(status.quarantine_ms.unwrap() <= 1000);
     // Calls are refused without running the plugin while quarantined.
-    assert!(matches!(
-        p.evaluate(mode("ok")).await,
-        Err(CallError::Quarantined(_))
-    ));
+    assert!(matches!(p.evaluate(mode("ok")).await, Err(CallError::Quarantined(_))));
     assert_eq!(p.status().faults, 3);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // The first call after the backoff runs; another fault doubles the backoff.
     fault(p.evaluate(mode("trap")).await);
     let ms = p.status().quarantine_ms.unwrap();
-    assert!(
-        ms > 1000 && ms <= 2000,
-        "second quarantine lasts 2s, {ms}ms left"
-    );
+    assert!(ms > 1000 && ms <= 2000, "second quarantine lasts 2s, {ms}ms left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,10 +157,8 @@ async fn a_runaway_plugin_does_not_starve_other_plugins() {
         metric: "cpu".into(),
         labels: vec![],
         length_ms: 60_000,
-        points: vec![agent::plugins::bindings::Point {
-            timestamp_ms: 0,
-            value: 0.75,
-        }],
+        timestamps_ms: vec![0],
+        values: vec![0.75],
     });
     for _ in 0..50 {
         let r = good.evaluate(windows_ctx.clone()).await.unwrap();
@@ -226,10 +184,7 @@ async fn plugins_cannot_read_files_list_directories_read_the_environment_or_open
         assert!(reason.starts_with("denied"), "{m}: {reason}");
     }
     listener.set_nonblocking(true).unwrap();
-    assert!(
-        listener.accept().is_err(),
-        "nothing connected to the listener"
-    );
+    assert!(listener.accept().is_err(), "nothing connected to the listener");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,28 +195,19 @@ async fn secrets_reach_only_the_plugin_they_are_granted_to() {
 
     let granted = "[plugins.rogue-policy.secrets]\ntoken = { env = \"AGENT_TEST_TOKEN\" }\n";
     let (_h, p) = rogue(granted).await;
-    assert_eq!(
-        p.evaluate(mode("secret")).await.unwrap().reason,
-        "secret of 12 bytes"
-    );
+    assert_eq!(p.evaluate(mode("secret")).await.unwrap().reason, "secret of 12 bytes");
 
     let from_file = format!(
         "[plugins.rogue-policy.secrets]\ntoken = {{ file = \"{}\" }}\n",
         secret_file.path().display()
     );
     let (_h, p) = rogue(&from_file).await;
-    assert_eq!(
-        p.evaluate(mode("secret")).await.unwrap().reason,
-        "secret of 11 bytes"
-    );
+    assert_eq!(p.evaluate(mode("secret")).await.unwrap().reason, "secret of 11 bytes");
 
     // Granted to another plugin: this one gets nothing.
     let elsewhere = "[plugins.other.secrets]\ntoken = { env = \"AGENT_TEST_TOKEN\" }\n";
     let (_h, p) = rogue(elsewhere).await;
-    assert_eq!(
-        p.evaluate(mode("secret")).await.unwrap().reason,
-        "no secret"
-    );
+    assert_eq!(p.evaluate(mode("secret")).await.unwrap().reason, "no secret");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,31 +218,24 @@ async fn outbound_http_reaches_granted_origins_only() {
         format!("[plugins.rogue-source]\n{grant}\n[plugins.rogue-source.config]\nmode = \"http\"\nurl = \"{url}\"\n")
     };
 
-    let h = host(
-        &[&fixture("rogue-source")],
-        &config(&format!("allow_http = [\"http://{}\"]", server.addr)),
-    )
-    .await;
+    let h = host(&[&fixture("rogue-source")], &config(&format!("allow_http = [\"http://{}\"]", server.addr)))
+        .await;
     let samples = h.get("rogue-source").collect().await.unwrap();
     assert_eq!(samples[0].value, 200.0);
     assert_eq!(server.hits(), 1);
 
     let denied = [
-        String::new(), // no grant at all
-        format!(
-            "allow_http = [\"http://127.0.0.1:{}\"]",
-            server.addr.port() + 1
-        ), // another port
-        format!("allow_http = [\"https://{}\"]", server.addr), // another scheme
-        format!("allow_http = [\"http://localhost:{}\"]", server.addr.port()), // another name
+        String::new(),                                                             // no grant at all
+        format!("allow_http = [\"http://127.0.0.1:{}\"]", server.addr.port() + 1), // another port
+        format!("allow_http = [\"https://{}\"]", server.addr),                     // another scheme
+        format!("allow_http = [\"http://localhost:{}\"]", server.addr.port()),     // another name
     ];
     for grant in denied {
         let h = host(&[&fixture("rogue-source")], &config(&grant)).await;
         match h.get("rogue-source").collect().await {
-            Err(CallError::Plugin(e)) => assert!(
-                format!("{e:?}").contains("HttpRequestDenied"),
-                "{grant}: {e:?}"
-            ),
+            Err(CallError::Plugin(e)) => {
+                assert!(format!("{e:?}").contains("HttpRequestDenied"), "{grant}: {e:?}")
+            }
             other => panic!("{grant}: expected a denied request, got {other:?}"),
         }
     }
@@ -314,10 +253,7 @@ async fn the_http_json_source_reads_a_real_endpoint() {
     let h = host(&[&plugin("http-json")], &config).await;
     let mut samples = h.get("http-json").collect().await.unwrap();
     samples.sort_by(|a, b| a.metric.cmp(&b.metric));
-    let got: Vec<(&str, f64)> = samples
-        .iter()
-        .map(|s| (s.metric.as_str(), s.value))
-        .collect();
+    let got: Vec<(&str, f64)> = samples.iter().map(|s| (s.metric.as_str(), s.value)).collect();
     assert_eq!(got, [("app.queue.depth", 7.0), ("app.requests", 1234.0)]);
     assert_eq!(samples[0].labels[0].key, "app");
 
@@ -338,46 +274,23 @@ async fn plugin_state_survives_faults_swaps_and_restarts() {
 
     // Hot swap to a new version of the file.
     let file = h.dir.path().join("rogue-policy.wasm");
-    crate::common::put(
-        &file,
-        &crate::common::new_version(&fixture("rogue-policy"), "v2"),
-    );
+    crate::common::put(&file, &crate::common::new_version(&fixture("rogue-policy"), "v2"));
     let changes = h.registry.reconcile().await;
-    assert_eq!(
-        changes,
-        [agent::plugins::registry::Change::Swapped(
-            "rogue-policy".into()
-        )]
-    );
+    assert_eq!(changes, [agent::plugins::registry::Change::Swapped("rogue-policy".into())]);
     assert_eq!(p.evaluate(mode("count")).await.unwrap().reason, "count 3");
 
     // A restart: new runtime and registry over the same data folder.
-    let Host {
-        registry,
-        store,
-        data,
-        ..
-    } = h;
+    let Host { registry, store, data, .. } = h;
     drop((registry, store, p));
     let h = host_in(&[&fixture("rogue-policy")], "", data).await;
-    assert_eq!(
-        h.get("rogue-policy")
-            .evaluate(mode("count"))
-            .await
-            .unwrap()
-            .reason,
-        "count 4"
-    );
+    assert_eq!(h.get("rogue-policy").evaluate(mode("count")).await.unwrap().reason, "count 4");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_for_another_kind_is_refused_without_a_fault() {
     let h = host(&[&plugin("ledger")], "").await;
     let p = h.get("ledger");
-    assert!(matches!(
-        p.evaluate(mode("ok")).await,
-        Err(CallError::WrongKind(agent::plugins::Kind::Backend))
-    ));
+    assert!(matches!(p.evaluate(mode("ok")).await, Err(CallError::WrongKind(agent::plugins::Kind::Backend))));
     assert_eq!(p.status().faults, 0);
 }
 
@@ -392,52 +305,19 @@ async fn the_ledger_backend_records_targets_per_group_across_restarts() {
     let b = h.get("ledger");
     let c = b.describe(group("web")).await.unwrap();
     assert_eq!((c.replicas, c.ready, c.tier_name.as_str()), (2, 2, "small"));
-    let out = b
-        .scale(
-            group("web"),
-            Target {
-                replicas: 5,
-                tier: 1,
-            },
-        )
-        .await
-        .unwrap();
+    let out = b.scale(group("web"), Target { replicas: 5, tier: 1 }).await.unwrap();
     assert_eq!(out.detail, "recorded 2 → 5 replicas, tier 0 → 1");
-    assert_eq!(
-        (out.capacity.replicas, out.capacity.tier_name.as_str()),
-        (5, "large")
-    );
-    assert_eq!(
-        b.describe(group("api")).await.unwrap().replicas,
-        2,
-        "groups are independent"
-    );
+    assert_eq!((out.capacity.replicas, out.capacity.tier_name.as_str()), (5, "large"));
+    assert_eq!(b.describe(group("api")).await.unwrap().replicas, 2, "groups are independent");
 
-    let Host {
-        registry,
-        store,
-        data,
-        ..
-    } = h;
+    let Host { registry, store, data, .. } = h;
     drop((registry, store, b));
     let h = host_in(&[&plugin("ledger")], "", data).await;
-    assert_eq!(
-        h.get("ledger")
-            .describe(group("web"))
-            .await
-            .unwrap()
-            .replicas,
-        5
-    );
-    let bad = Group {
-        name: "web".into(),
-        params: r#"{"initial": "lots"}"#.into(),
-    };
+    assert_eq!(h.get("ledger").describe(group("web")).await.unwrap().replicas, 5);
+    let bad = Group { name: "web".into(), params: r#"{"initial": "lots"}"#.into() };
     assert!(matches!(
         h.get("ledger").describe(bad).await,
-        Err(CallError::Plugin(
-            agent::plugins::bindings::PluginError::BadConfig(_)
-        ))
+        Err(CallError::Plugin(agent::plugins::bindings::PluginError::BadConfig(_)))
     ));
 }
 

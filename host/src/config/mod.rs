@@ -30,6 +30,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `[agent] plugins`: the folder of `.wasm` plugins. No default: without it no plugin loads.
     pub plugins_dir: Option<PathBuf>,
+    /// `[agent] sample_interval`: how often the system is sampled. Default 1s, at least 100ms.
+    pub sample_interval: Duration,
+    /// `[store]`: how long data is kept.
+    pub retention: crate::store::Retention,
     /// `[plugins.NAME]`: grants, limits and configuration per plugin, by plugin name.
     pub plugins: BTreeMap<String, PluginSettings>,
 }
@@ -103,7 +107,16 @@ struct RawConfig {
     #[serde(default)]
     agent: RawAgent,
     #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
     plugins: BTreeMap<String, Spanned<RawPlugin>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    retention: Option<Spanned<String>>,
+    raw_retention: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -112,6 +125,7 @@ struct RawAgent {
     data_dir: Option<PathBuf>,
     listen: Option<Spanned<String>>,
     plugins: Option<PathBuf>,
+    sample_interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -147,12 +161,8 @@ impl Config {
 
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!(
-                "{}: cannot read the configuration: {e}",
-                path.display()
-            ))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read the configuration: {e}", path.display())))?;
         let mut config = Config::parse(&text, path)?;
         config.file = Some(path.to_path_buf());
         Ok(config)
@@ -160,10 +170,7 @@ impl Config {
 
     /// Validates configuration text; `path` is only used in messages and to resolve relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let at = Located {
-            file: Some(path),
-            text,
-        };
+        let at = Located { file: Some(path), text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let message = e.message().trim_end().to_string();
             at.error(e.span(), &message)
@@ -171,10 +178,7 @@ impl Config {
         let mut config = Config::from_raw(raw, &at)?;
         // Relative paths in the file are relative to the file, as in Cargo.toml.
         let base = path.parent().unwrap_or(Path::new(""));
-        for dir in [Some(&mut config.data_dir), config.plugins_dir.as_mut()]
-            .into_iter()
-            .flatten()
-        {
+        for dir in [Some(&mut config.data_dir), config.plugins_dir.as_mut()].into_iter().flatten() {
             if dir.is_relative() {
                 *dir = base.join(&*dir);
             }
@@ -188,13 +192,36 @@ impl Config {
             Some(l) => l.get_ref().parse().map_err(|_| {
                 at.error(
                     Some(l.span()),
-                    &format!(
-                        "agent.listen: `{}` is not an address like 127.0.0.1:9820",
-                        l.get_ref()
-                    ),
+                    &format!("agent.listen: `{}` is not an address like 127.0.0.1:9820", l.get_ref()),
                 )
             })?,
         };
+        let duration = |d: &Option<Spanned<String>>,
+                        field: &str,
+                        min: Duration|
+         -> Result<Option<Duration>, ConfigError> {
+            let Some(d) = d else { return Ok(None) };
+            let value = crate::duration::parse(d.get_ref())
+                .map_err(|e| at.error(Some(d.span()), &format!("{field}: {e}")))?;
+            if value < min {
+                let min = crate::duration::format(min);
+                return Err(at.error(Some(d.span()), &format!("{field}: must be at least {min}")));
+            }
+            Ok(Some(value))
+        };
+        let sample_interval =
+            duration(&raw.agent.sample_interval, "agent.sample_interval", Duration::from_millis(100))?
+                .unwrap_or(Duration::from_secs(1));
+        let mut retention = crate::store::Retention::default();
+        if let Some(r) = duration(&raw.store.retention, "store.retention", Duration::from_secs(60))? {
+            retention.rollups = r;
+        }
+        if let Some(r) = duration(&raw.store.raw_retention, "store.raw_retention", Duration::from_secs(60))? {
+            retention.raw = r;
+        }
+        if retention.raw > retention.rollups {
+            retention.rollups = retention.raw;
+        }
         let mut plugins = BTreeMap::new();
         for (name, raw_plugin) in raw.plugins {
             let span = raw_plugin.span();
@@ -209,12 +236,11 @@ impl Config {
         }
         Ok(Config {
             file: None,
-            data_dir: raw
-                .agent
-                .data_dir
-                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            data_dir: raw.agent.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             listen,
             plugins_dir: raw.agent.plugins,
+            sample_interval,
+            retention,
             plugins,
         })
     }
@@ -229,16 +255,10 @@ impl Config {
 pub fn valid_plugin_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-fn plugin_settings(
-    name: &str,
-    raw: RawPlugin,
-    at: &Located,
-) -> Result<PluginSettings, ConfigError> {
+fn plugin_settings(name: &str, raw: RawPlugin, at: &Located) -> Result<PluginSettings, ConfigError> {
     let field = |f: &str| format!("plugins.{name}.{f}");
     let mut s = PluginSettings::default();
     for grant in raw.allow_http {
@@ -249,14 +269,8 @@ fn plugin_settings(
     for (secret, source) in raw.secrets {
         let span = source.span();
         let source = match source.into_inner() {
-            RawSecret {
-                env: Some(var),
-                file: None,
-            } => SecretSource::Env(var),
-            RawSecret {
-                env: None,
-                file: Some(path),
-            } => SecretSource::File(path),
+            RawSecret { env: Some(var), file: None } => SecretSource::Env(var),
+            RawSecret { env: None, file: Some(path) } => SecretSource::File(path),
             _ => {
                 return Err(at.error(
                     Some(span),
@@ -273,34 +287,23 @@ fn plugin_settings(
         if !(1..=4096).contains(mib.get_ref()) {
             return Err(at.error(
                 Some(mib.span()),
-                &format!(
-                    "{}: {} is outside 1..=4096",
-                    field("memory_mib"),
-                    mib.get_ref()
-                ),
+                &format!("{}: {} is outside 1..=4096", field("memory_mib"), mib.get_ref()),
             ));
         }
         s.memory_limit_bytes = mib.get_ref() << 20;
     }
     if let Some(kib) = raw.max_return_kib {
         if *kib.get_ref() == 0 {
-            return Err(at.error(
-                Some(kib.span()),
-                &format!("{}: must be at least 1", field("max_return_kib")),
-            ));
+            return Err(
+                at.error(Some(kib.span()), &format!("{}: must be at least 1", field("max_return_kib")))
+            );
         }
         s.max_return_bytes = kib.get_ref() << 10;
     }
     let duration = |d: Option<Spanned<String>>, f: &str| -> Result<Option<Duration>, ConfigError> {
         d.map(|d| {
             crate::duration::parse(d.get_ref())
-                .and_then(|v| {
-                    if v.is_zero() {
-                        Err("must be more than zero".into())
-                    } else {
-                        Ok(v)
-                    }
-                })
+                .and_then(|v| if v.is_zero() { Err("must be more than zero".into()) } else { Ok(v) })
                 .map_err(|e| at.error(Some(d.span()), &format!("{}: {e}", field(f))))
         })
         .transpose()
@@ -321,17 +324,11 @@ struct Located<'a> {
 
 impl<'a> Located<'a> {
     fn none() -> Located<'static> {
-        Located {
-            file: None,
-            text: "",
-        }
+        Located { file: None, text: "" }
     }
 
     fn error(&self, span: Option<std::ops::Range<usize>>, message: &str) -> ConfigError {
-        let file = self
-            .file
-            .map(|f| f.display().to_string())
-            .unwrap_or_else(|| "<defaults>".into());
+        let file = self.file.map(|f| f.display().to_string()).unwrap_or_else(|| "<defaults>".into());
         match span {
             Some(span) => {
                 let before = &self.text[..span.start.min(self.text.len())];
@@ -390,22 +387,13 @@ points = { "/requests" = "app.requests" }
     #[test]
     fn errors_name_file_line_column_and_field() {
         let e = parse("[plugins.x]\nallow_http = [\"http://h/path\"]\n").unwrap_err();
-        assert!(
-            e.starts_with("agent.toml:2:15: plugins.x.allow_http:"),
-            "{e}"
-        );
+        assert!(e.starts_with("agent.toml:2:15: plugins.x.allow_http:"), "{e}");
         let e = parse("[plugins.x]\ncpu_limit = \"fast\"\n").unwrap_err();
-        assert!(
-            e.starts_with("agent.toml:2:13: plugins.x.cpu_limit:"),
-            "{e}"
-        );
+        assert!(e.starts_with("agent.toml:2:13: plugins.x.cpu_limit:"), "{e}");
         let e = parse("[agent]\nlisten = \"nowhere\"\n").unwrap_err();
         assert!(e.starts_with("agent.toml:2:10: agent.listen"), "{e}");
         let e = parse("[plugins.x]\nmemory_mb = 3\n").unwrap_err();
-        assert!(
-            e.starts_with("agent.toml:2:1:") && e.contains("memory_mb"),
-            "{e}"
-        );
+        assert!(e.starts_with("agent.toml:2:1:") && e.contains("memory_mb"), "{e}");
         let e = parse("[plugins.x.secrets]\ns = { env = \"A\", file = \"/b\" }\n").unwrap_err();
         assert!(e.contains("exactly one"), "{e}");
         let e = parse("[plugins.Bad_Name]\n").unwrap_err();
@@ -413,12 +401,28 @@ points = { "/requests" = "app.requests" }
     }
 
     #[test]
-    fn relative_paths_are_relative_to_the_file() {
-        let c = Config::parse(
-            "[agent]\ndata_dir = \"d\"\nplugins = \"p\"\n",
-            Path::new("/etc/agent/agent.toml"),
+    fn sampling_and_retention_have_defaults_and_floors() {
+        let c = parse("").unwrap();
+        assert_eq!(c.sample_interval, Duration::from_secs(1));
+        assert_eq!(c.retention.rollups, Duration::from_secs(7 * 86400));
+        assert_eq!(c.retention.raw, Duration::from_secs(86400));
+        let c = parse(
+            "[agent]\nsample_interval = \"250ms\"\n[store]\nretention = \"30d\"\nraw_retention = \"2h\"\n",
         )
         .unwrap();
+        assert_eq!(
+            (c.sample_interval, c.retention.raw),
+            (Duration::from_millis(250), Duration::from_secs(7200))
+        );
+        let e = parse("[agent]\nsample_interval = \"10ms\"\n").unwrap_err();
+        assert!(e.contains("agent.toml:2:19: agent.sample_interval: must be at least 100ms"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let c =
+            Config::parse("[agent]\ndata_dir = \"d\"\nplugins = \"p\"\n", Path::new("/etc/agent/agent.toml"))
+                .unwrap();
         assert_eq!(c.data_dir, Path::new("/etc/agent/d"));
         assert_eq!(c.plugins_dir.unwrap(), Path::new("/etc/agent/p"));
     }

@@ -44,9 +44,7 @@ impl Origin {
             .ok_or_else(|| format!("`{text}`: only http and https origins can be granted"))?;
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.contains(['/', '?', '#']) {
-            return Err(format!(
-                "`{text}`: a grant names an origin only, without a path or query"
-            ));
+            return Err(format!("`{text}`: a grant names an origin only, without a path or query"));
         }
         Self::normalise(scheme, authority).map_err(|e| format!("`{text}`: {e}"))
     }
@@ -113,10 +111,7 @@ mod tests {
     fn default_ports_case_and_trailing_dots_normalise_to_one_origin() {
         let a = grant("http://Example.COM");
         assert_eq!(a, grant("http://example.com:80/"));
-        assert_eq!(
-            a,
-            Origin::of_request(Some("HTTP"), "example.com.:80").unwrap()
-        );
+        assert_eq!(a, Origin::of_request(Some("HTTP"), "example.com.:80").unwrap());
         assert_ne!(a, grant("https://example.com"));
         assert_eq!(grant("https://example.com").port, 443);
     }
@@ -130,18 +125,10 @@ mod tests {
 
     #[test]
     fn grants_with_paths_userinfo_or_other_schemes_are_refused() {
-        assert!(Origin::parse_grant("http://h/api")
-            .unwrap_err()
-            .contains("origin only"));
-        assert!(Origin::parse_grant("ftp://h")
-            .unwrap_err()
-            .contains("only http"));
-        assert!(Origin::parse_grant("h:80")
-            .unwrap_err()
-            .contains("not an origin"));
-        assert!(Origin::parse_grant("http://u@h")
-            .unwrap_err()
-            .contains("user information"));
+        assert!(Origin::parse_grant("http://h/api").unwrap_err().contains("origin only"));
+        assert!(Origin::parse_grant("ftp://h").unwrap_err().contains("only http"));
+        assert!(Origin::parse_grant("h:80").unwrap_err().contains("not an origin"));
+        assert!(Origin::parse_grant("http://u@h").unwrap_err().contains("user information"));
         assert!(Origin::of_request(None, "allowed.example@evil.example").is_err());
         assert!(Origin::of_request(None, "h:99999").is_err());
     }

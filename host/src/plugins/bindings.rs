@@ -41,8 +41,7 @@ pub use backend::exports::elastic::plugin::backend::{Group, Outcome};
 pub use policy::exports::elastic::plugin::policy::{Context as PolicyContext, Recommendation};
 pub use source::elastic::plugin::host::{self as host_api, Level};
 pub use source::elastic::plugin::types::{
-    Bounds, Capacity, ConfigKey, Label, PluginError, PluginMetadata as Metadata, Point, Sample,
-    Target, Window,
+    Bounds, Capacity, ConfigKey, Label, PluginError, PluginMetadata as Metadata, Sample, Target, Window,
 };
 
 /// The contract version this host is built for: the `@x.y.z` of every interface name.

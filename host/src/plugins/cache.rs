@@ -43,23 +43,17 @@ impl CompileCache {
                 std::fs::File::open("/dev/urandom")
                     .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
                     .context("reading /dev/urandom for the cache key")?;
-                write_private(&key_path, &key)
-                    .with_context(|| format!("writing {}", key_path.display()))?;
+                write_private(&key_path, &key).with_context(|| format!("writing {}", key_path.display()))?;
                 key
             }
         };
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(CompileCache {
-            dir: dir.to_path_buf(),
-            key,
-            engine_hash: format!("{:016x}", hasher.finish()),
-        })
+        Ok(CompileCache { dir: dir.to_path_buf(), key, engine_hash: format!("{:016x}", hasher.finish()) })
     }
 
     fn entry(&self, content_hash: &str) -> PathBuf {
-        self.dir
-            .join(format!("{content_hash}-{}.cwasm", self.engine_hash))
+        self.dir.join(format!("{content_hash}-{}.cwasm", self.engine_hash))
     }
 
     fn tag(&self, artifact: &[u8]) -> Tag {
@@ -85,10 +79,9 @@ impl CompileCache {
                     // this engine configuration.
                     match unsafe { Component::deserialize(engine, artifact) } {
                         Ok(component) => return Ok((component, Origin::Cached)),
-                        Err(e) => tracing::warn!(
-                            "{}: cached artifact unusable ({e}); recompiling",
-                            path.display()
-                        ),
+                        Err(e) => {
+                            tracing::warn!("{}: cached artifact unusable ({e}); recompiling", path.display())
+                        }
                     }
                 } else {
                     tracing::warn!(
@@ -104,9 +97,7 @@ impl CompileCache {
                 let mut bytes = self.tag(&artifact).finalize().into_bytes().to_vec();
                 bytes.extend_from_slice(&artifact);
                 let tmp = path.with_extension("tmp");
-                if let Err(e) =
-                    write_private(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path))
-                {
+                if let Err(e) = write_private(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
                     tracing::warn!("{}: could not write the compile cache: {e}", path.display());
                 }
             }
@@ -123,12 +114,7 @@ pub fn content_hash(bytes: &[u8]) -> String {
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }

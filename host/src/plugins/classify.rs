@@ -23,7 +23,9 @@ pub struct Header {
 /// Why a file cannot be a plugin. The text is the reason and what to do about it.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum HeaderError {
-    #[error("not a WebAssembly file (no `\\0asm` header); only put plugin .wasm files in the plugins folder")]
+    #[error(
+        "not a WebAssembly file (no `\\0asm` header); only put plugin .wasm files in the plugins folder"
+    )]
     NotWasm,
     #[error("is a core WebAssembly module, not a component; build it for `wasm32-wasip2` (or wrap it with `wasm-tools component new`)")]
     CoreModule,
@@ -59,15 +61,13 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, HeaderError> {
             Payload::End(_) => depth -= 1,
             Payload::ComponentImportSection(reader) if depth == 1 => {
                 for import in reader {
-                    let import =
-                        import.map_err(|e| HeaderError::Malformed(e.message().to_string()))?;
+                    let import = import.map_err(|e| HeaderError::Malformed(e.message().to_string()))?;
                     imports.push(import.name.name.to_string());
                 }
             }
             Payload::ComponentExportSection(reader) if depth == 1 => {
                 for export in reader {
-                    let export =
-                        export.map_err(|e| HeaderError::Malformed(e.message().to_string()))?;
+                    let export = export.map_err(|e| HeaderError::Malformed(e.message().to_string()))?;
                     exports.push(export.name.name.to_string());
                 }
             }
@@ -81,10 +81,7 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, HeaderError> {
     let ours: Vec<(Kind, &str)> = exports
         .iter()
         .filter_map(|name| {
-            let (interface, version) = name
-                .strip_prefix(PACKAGE)?
-                .strip_prefix('/')?
-                .split_once('@')?;
+            let (interface, version) = name.strip_prefix(PACKAGE)?.strip_prefix('/')?.split_once('@')?;
             let kind = match interface {
                 "source" => Kind::Source,
                 "policy" => Kind::Policy,
@@ -96,11 +93,7 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, HeaderError> {
         .collect();
     let (kind, version) = match ours.as_slice() {
         [] => {
-            let list = if exports.is_empty() {
-                "nothing".to_string()
-            } else {
-                exports.join(", ")
-            };
+            let list = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
             return Err(HeaderError::NoKnownWorld(list));
         }
         [one] => *one,
@@ -110,16 +103,9 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, HeaderError> {
         }
     };
     if !compatible(version, CONTRACT_VERSION) {
-        return Err(HeaderError::Incompatible {
-            found: format!("{PACKAGE}@{version}"),
-        });
+        return Err(HeaderError::Incompatible { found: format!("{PACKAGE}@{version}") });
     }
-    Ok(Header {
-        kind,
-        contract: version.to_string(),
-        imports,
-        exports,
-    })
+    Ok(Header { kind, contract: version.to_string(), imports, exports })
 }
 
 /// Semver compatibility as the component model reads it: same major, and while the major is 0,
@@ -127,11 +113,7 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, HeaderError> {
 pub fn compatible(guest: &str, host: &str) -> bool {
     let parse = |v: &str| -> Option<(u64, u64, u64)> {
         let mut parts = v.split('.');
-        let triple = (
-            parts.next()?.parse().ok()?,
-            parts.next()?.parse().ok()?,
-            parts.next()?.parse().ok()?,
-        );
+        let triple = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
         parts.next().is_none().then_some(triple)
     };
     match (parse(guest), parse(host)) {
@@ -150,14 +132,8 @@ pub fn import_allowed(kind: Kind, name: &str) -> bool {
     }
     // Rust's wasm32-wasip2 std imports these whether or not the plugin uses them; the sandbox
     // gives them nothing to reach (no preopens, no env, no sockets).
-    let wasi_base = [
-        "wasi:cli/",
-        "wasi:io/",
-        "wasi:clocks/",
-        "wasi:random/",
-        "wasi:filesystem/",
-        "wasi:sockets/",
-    ];
+    let wasi_base =
+        ["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/", "wasi:sockets/"];
     if wasi_base.iter().any(|p| package.starts_with(p)) {
         return true;
     }
@@ -174,16 +150,10 @@ mod tests {
         let core = b"\0asm\x01\0\0\0";
         assert_eq!(read_header(core).unwrap_err(), HeaderError::CoreModule);
         let component = b"\0asm\x0d\0\x01\0";
-        assert!(matches!(
-            read_header(component).unwrap_err(),
-            HeaderError::NoKnownWorld(_)
-        ));
+        assert!(matches!(read_header(component).unwrap_err(), HeaderError::NoKnownWorld(_)));
         // A component header followed by a section that claims more bytes than exist.
         let truncated = b"\0asm\x0d\0\x01\0\x0b\x7f\x01";
-        assert!(matches!(
-            read_header(truncated).unwrap_err(),
-            HeaderError::Malformed(_)
-        ));
+        assert!(matches!(read_header(truncated).unwrap_err(), HeaderError::Malformed(_)));
     }
 
     #[test]
@@ -200,14 +170,8 @@ mod tests {
     fn policies_may_not_import_the_network() {
         assert!(import_allowed(Kind::Policy, "elastic:plugin/host@0.1.0"));
         assert!(import_allowed(Kind::Policy, "wasi:cli/environment@0.2.6"));
-        assert!(!import_allowed(
-            Kind::Policy,
-            "wasi:http/outgoing-handler@0.2.6"
-        ));
-        assert!(import_allowed(
-            Kind::Source,
-            "wasi:http/outgoing-handler@0.2.6"
-        ));
+        assert!(!import_allowed(Kind::Policy, "wasi:http/outgoing-handler@0.2.6"));
+        assert!(import_allowed(Kind::Source, "wasi:http/outgoing-handler@0.2.6"));
         assert!(!import_allowed(Kind::Backend, "acme:secret/keys@1.0.0"));
     }
 }

@@ -19,10 +19,7 @@ impl types::Host for HostState {}
 impl host_api::Host for HostState {
     fn log(&mut self, level: Level, mut message: String) {
         if message.len() > MAX_LOG_LINE {
-            let cut = (0..=MAX_LOG_LINE)
-                .rev()
-                .find(|&i| message.is_char_boundary(i))
-                .unwrap_or(0);
+            let cut = (0..=MAX_LOG_LINE).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
             message.truncate(cut);
             message.push('…');
         }
@@ -37,9 +34,7 @@ impl host_api::Host for HostState {
     }
 
     fn now_ms(&mut self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
     }
 
     fn config(&mut self) -> String {

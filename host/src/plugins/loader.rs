@@ -54,40 +54,24 @@ impl Prepared {
 
 /// Loads `path` into `rt`. Runs the component only to call `metadata`, under the default limits.
 pub async fn prepare(rt: &Arc<Runtime>, path: &Path) -> Result<Prepared, LoadError> {
-    let fail = |reason: String| LoadError {
-        file: path.to_path_buf(),
-        reason,
-    };
-    let len = std::fs::metadata(path)
-        .map_err(|e| fail(format!("cannot read: {e}")))?
-        .len();
+    let fail = |reason: String| LoadError { file: path.to_path_buf(), reason };
+    let len = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?.len();
     if len > MAX_FILE_BYTES {
-        return Err(fail(format!(
-            "is {len} bytes, more than the {MAX_FILE_BYTES} a plugin may be"
-        )));
+        return Err(fail(format!("is {len} bytes, more than the {MAX_FILE_BYTES} a plugin may be")));
     }
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    let bytes = tokio::fs::read(path).await.map_err(|e| fail(format!("cannot read: {e}")))?;
     prepare_bytes(rt, path, bytes).await.map_err(fail)
 }
 
 async fn prepare_bytes(rt: &Arc<Runtime>, path: &Path, bytes: Vec<u8>) -> Result<Prepared, String> {
     let header = classify::read_header(&bytes).map_err(|e: HeaderError| e.to_string())?;
-    if let Some(bad) = header
-        .imports
-        .iter()
-        .find(|i| !classify::import_allowed(header.kind, i))
-    {
+    if let Some(bad) = header.imports.iter().find(|i| !classify::import_allowed(header.kind, i)) {
         let why = if bad.starts_with("wasi:http/") {
             "policies may not use the network; move the HTTP call into a source plugin"
         } else {
             "the agent does not provide it; build against wit/ of this agent"
         };
-        return Err(format!(
-            "imports `{bad}`, which a {} may not import: {why}",
-            header.kind
-        ));
+        return Err(format!("imports `{bad}`, which a {} may not import: {why}", header.kind));
     }
 
     // Compiling is CPU-heavy; keep it off the async workers.
@@ -109,12 +93,7 @@ async fn prepare_bytes(rt: &Arc<Runtime>, path: &Path, bytes: Vec<u8>) -> Result
     let linked = rt
         .linker(header.kind)
         .instantiate_pre(&component)
-        .map_err(|e| {
-            format!(
-                "cannot be linked: {}; build it against wit/ of this agent",
-                one_line(&e)
-            )
-        })?;
+        .map_err(|e| format!("cannot be linked: {}; build it against wit/ of this agent", one_line(&e)))?;
     let pre = match header.kind {
         Kind::Source => SourcePluginPre::new(linked).map(Pre::Source),
         Kind::Policy => PolicyPluginPre::new(linked).map(Pre::Policy),
@@ -124,38 +103,20 @@ async fn prepare_bytes(rt: &Arc<Runtime>, path: &Path, bytes: Vec<u8>) -> Result
 
     // Ask it who it is, confined as any call is. The name is not known yet, so the file name
     // stands in for it in logs, and it gets no state and no grants.
-    let stand_in = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let grants = Arc::new(Grants {
-        plugin: stand_in.into(),
-        settings: PluginSettings::default(),
-        state: None,
-    });
+    let stand_in = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let grants =
+        Arc::new(Grants { plugin: stand_in.into(), settings: PluginSettings::default(), state: None });
     let limits = worker::Limits::for_kind(header.kind, &grants.settings);
-    let mut instance = Instance::new(rt, &pre, grants, &limits)
-        .await
-        .map_err(|f| format!("cannot be instantiated: {f}"))?;
-    let metadata = instance
-        .metadata(&limits)
-        .await
-        .map_err(|f| format!("metadata() failed: {f}"))?;
+    let mut instance =
+        Instance::new(rt, &pre, grants, &limits).await.map_err(|f| format!("cannot be instantiated: {f}"))?;
+    let metadata = instance.metadata(&limits).await.map_err(|f| format!("metadata() failed: {f}"))?;
     if !valid_plugin_name(&metadata.name) {
         return Err(format!(
             "says its name is `{}`; a plugin name is 1-64 lower-case letters, digits and `-`",
             metadata.name.escape_debug()
         ));
     }
-    Ok(Prepared {
-        path: path.to_path_buf(),
-        hash,
-        header,
-        metadata,
-        pre,
-        origin,
-        compile_time,
-    })
+    Ok(Prepared { path: path.to_path_buf(), hash, header, metadata, pre, origin, compile_time })
 }
 
 /// The first line of an error chain, without wasmtime's multi-line backtraces.

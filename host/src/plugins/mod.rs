@@ -25,6 +25,12 @@ use std::path::Path;
 use std::sync::Arc;
 use wasmtime::component::Linker;
 
+/// Adds the `elastic:plugin/host` interface to a linker (for benchmarks and tools that build
+/// their own linker).
+pub fn host_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    Ok(host_impl::add_to_linker(linker)?)
+}
+
 /// The three kinds of plugin, one per world of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -74,21 +80,10 @@ impl Runtime {
             }
             Ok(l)
         };
-        let linkers = [
-            linker(Kind::Source)?,
-            linker(Kind::Policy)?,
-            linker(Kind::Backend)?,
-        ];
-        let cache = cache_dir
-            .map(|d| cache::CompileCache::open(d, &engine))
-            .transpose()?;
+        let linkers = [linker(Kind::Source)?, linker(Kind::Policy)?, linker(Kind::Backend)?];
+        let cache = cache_dir.map(|d| cache::CompileCache::open(d, &engine)).transpose()?;
         let ticker = engine::EpochTicker::start(&engine);
-        Ok(Arc::new(Runtime {
-            engine,
-            linkers,
-            cache,
-            _ticker: ticker,
-        }))
+        Ok(Arc::new(Runtime { engine, linkers, cache, _ticker: ticker }))
     }
 
     fn linker(&self, kind: Kind) -> &Linker<HostState> {

@@ -96,31 +96,19 @@ impl Registry {
 
     /// The running plugin `name`.
     pub fn get(&self, name: &str) -> Option<PluginHandle> {
-        self.view
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .plugins
-            .get(name)
-            .cloned()
+        self.view.read().unwrap_or_else(|p| p.into_inner()).plugins.get(name).cloned()
     }
 
     /// Running plugins of `kind`.
     pub fn of_kind(&self, kind: Kind) -> Vec<PluginHandle> {
         let view = self.view.read().unwrap_or_else(|p| p.into_inner());
-        view.plugins
-            .values()
-            .filter(|h| h.kind() == kind)
-            .cloned()
-            .collect()
+        view.plugins.values().filter(|h| h.kind() == kind).cloned().collect()
     }
 
     /// Status of every running plugin, and the files that failed.
     pub fn status(&self) -> (Vec<Status>, Vec<FailedFile>) {
         let view = self.view.read().unwrap_or_else(|p| p.into_inner()).clone();
-        (
-            view.plugins.values().map(PluginHandle::status).collect(),
-            view.failed,
-        )
+        (view.plugins.values().map(PluginHandle::status).collect(), view.failed)
     }
 
     /// Brings the running set in line with the folder. Safe to call at any time; calls are
@@ -131,20 +119,12 @@ impl Registry {
         let on_disk = match wasm_files(&self.dir) {
             Ok(files) => files,
             Err(e) => {
-                tracing::error!(
-                    "{}: cannot list the plugins folder: {e}",
-                    self.dir.display()
-                );
+                tracing::error!("{}: cannot list the plugins folder: {e}", self.dir.display());
                 return changes;
             }
         };
 
-        let gone: Vec<PathBuf> = inner
-            .files
-            .keys()
-            .filter(|p| !on_disk.contains_key(*p))
-            .cloned()
-            .collect();
+        let gone: Vec<PathBuf> = inner.files.keys().filter(|p| !on_disk.contains_key(*p)).cloned().collect();
         for path in gone {
             let entry = inner.files.remove(&path).expect("listed above");
             if let Ok(name) = entry.outcome {
@@ -160,9 +140,7 @@ impl Registry {
             if inner.files.get(&path).is_some_and(|e| e.stamp == stamp) {
                 continue;
             }
-            let bytes_hash = std::fs::read(&path)
-                .ok()
-                .map(|b| super::cache::content_hash(&b));
+            let bytes_hash = std::fs::read(&path).ok().map(|b| super::cache::content_hash(&b));
             if let Some(entry) = inner.files.get_mut(&path) {
                 if bytes_hash.is_some() && entry.hash == bytes_hash {
                     entry.stamp = stamp; // touched, not changed
@@ -170,24 +148,16 @@ impl Registry {
                 }
             }
             let previous = inner.files.get(&path).and_then(|e| e.outcome.clone().ok());
-            let still_running = previous
-                .clone()
-                .filter(|n| inner.plugins.get(n).is_some_and(|l| l.path == path));
+            let still_running =
+                previous.clone().filter(|n| inner.plugins.get(n).is_some_and(|l| l.path == path));
             let entry = match loader::prepare(&self.rt, &path).await {
                 Err(e) => {
                     changes.push(Change::Failed(path.display().to_string()));
                     match still_running {
                         // A bad replacement: the running version stays, and keeps its file.
                         Some(name) => {
-                            tracing::error!(
-                                "{e}; plugin `{name}` keeps running its previous version"
-                            );
-                            FileEntry {
-                                stamp,
-                                hash: bytes_hash,
-                                outcome: Ok(name),
-                                error: Some(e.reason),
-                            }
+                            tracing::error!("{e}; plugin `{name}` keeps running its previous version");
+                            FileEntry { stamp, hash: bytes_hash, outcome: Ok(name), error: Some(e.reason) }
                         }
                         None => {
                             tracing::error!("{e}");
@@ -210,12 +180,7 @@ impl Registry {
                         }
                     }
                     let error = outcome.as_ref().err().cloned();
-                    FileEntry {
-                        stamp,
-                        hash: bytes_hash,
-                        outcome,
-                        error,
-                    }
+                    FileEntry { stamp, hash: bytes_hash, outcome, error }
                 }
             };
             inner.files.insert(path, entry);
@@ -282,11 +247,7 @@ impl Registry {
     }
 
     fn publish(&self, inner: &Inner) {
-        let plugins = inner
-            .plugins
-            .iter()
-            .map(|(n, l)| (n.clone(), l.handle.clone()))
-            .collect();
+        let plugins = inner.plugins.iter().map(|(n, l)| (n.clone(), l.handle.clone())).collect();
         let failed = inner
             .files
             .iter()
@@ -298,21 +259,15 @@ impl Registry {
                     .and_then(|n| inner.plugins.get(n))
                     .is_some_and(|l| &l.path == path);
                 let (error, kept_running) = match (&entry.error, &entry.outcome) {
-                    (Some(e), Ok(name)) if running => (
-                        format!("{e}; the previous version of `{name}` keeps running"),
-                        Some(name.clone()),
-                    ),
+                    (Some(e), Ok(name)) if running => {
+                        (format!("{e}; the previous version of `{name}` keeps running"), Some(name.clone()))
+                    }
                     (Some(e), _) => (e.clone(), None),
                     (None, Ok(_)) if running => return None,
                     (None, Ok(name)) => (format!("provides `{name}`, which is not running"), None),
                     (None, Err(e)) => (e.clone(), None),
                 };
-                Some(FailedFile {
-                    file: path.display().to_string(),
-                    state: "failed",
-                    error,
-                    kept_running,
-                })
+                Some(FailedFile { file: path.display().to_string(), state: "failed", error, kept_running })
             })
             .collect();
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = View { plugins, failed };
@@ -328,26 +283,16 @@ impl Registry {
         })?;
         let watching = watcher.watch(&self.dir, notify::RecursiveMode::NonRecursive);
         if let Err(e) = &watching {
-            tracing::warn!(
-                "{}: cannot watch for changes ({e}); rescanning every 2s",
-                self.dir.display()
-            );
+            tracing::warn!("{}: cannot watch for changes ({e}); rescanning every 2s", self.dir.display());
         }
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let _watcher = watcher; // lives as long as this task
-            let rescan = if watching.is_ok() {
-                Duration::from_secs(30)
-            } else {
-                Duration::from_secs(2)
-            };
+            let rescan = if watching.is_ok() { Duration::from_secs(30) } else { Duration::from_secs(2) };
             loop {
                 let _ = tokio::time::timeout(rescan, rx.recv()).await;
                 // Let a copy in progress finish: wait for a quiet spell of 100 ms.
-                while tokio::time::timeout(Duration::from_millis(100), rx.recv())
-                    .await
-                    .is_ok()
-                {}
+                while tokio::time::timeout(Duration::from_millis(100), rx.recv()).await.is_ok() {}
                 let Some(registry) = weak.upgrade() else {
                     break;
                 };

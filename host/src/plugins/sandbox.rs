@@ -34,9 +34,9 @@ impl Grants {
         let source = self.settings.secrets.get(name)?;
         let value = match source {
             SecretSource::Env(var) => std::env::var(var).ok(),
-            SecretSource::File(path) => std::fs::read_to_string(path)
-                .ok()
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_string()),
+            SecretSource::File(path) => {
+                std::fs::read_to_string(path).ok().map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            }
         };
         if value.is_none() {
             // Say where we looked, never what we found.
@@ -72,10 +72,8 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
-        let gate = HttpGate {
-            plugin: grants.plugin.clone(),
-            allowed: grants.settings.allow_http.clone().into(),
-        };
+        let gate =
+            HttpGate { plugin: grants.plugin.clone(), allowed: grants.settings.allow_http.clone().into() };
         HostState {
             limiter: MemoryLimiter::new(grants.settings.memory_limit_bytes),
             grants,
@@ -91,20 +89,13 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.gate,
-        }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.gate }
     }
 }
 
@@ -141,17 +132,15 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         fut: IoFuture,
     ) -> Box<
-        dyn std::future::Future<
-                Output = HttpResult<(http::Response<wasmtime_wasi_http::WasiBody>, IoFuture)>,
-            > + Send,
+        dyn std::future::Future<Output = HttpResult<(http::Response<wasmtime_wasi_http::WasiBody>, IoFuture)>>
+            + Send,
     > {
         let uri = request.uri();
         if let Err(why) = self.check(uri.scheme_str(), uri.authority().map(|a| a.as_str())) {
             tracing::warn!(plugin = %self.plugin, "outbound HTTP denied: {why}");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
-        let cap =
-            |t: Option<Duration>| Some(t.map_or(HTTP_STAGE_TIMEOUT, |t| t.min(HTTP_STAGE_TIMEOUT)));
+        let cap = |t: Option<Duration>| Some(t.map_or(HTTP_STAGE_TIMEOUT, |t| t.min(HTTP_STAGE_TIMEOUT)));
         let options = wasmtime_wasi_http::RequestOptions {
             connect_timeout: cap(options.and_then(|o| o.connect_timeout)),
             first_byte_timeout: cap(options.and_then(|o| o.first_byte_timeout)),
@@ -160,12 +149,8 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
         drop(fut);
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as IoFuture,
-            ))
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
         })
     }
 }
@@ -187,10 +172,7 @@ pub struct MemoryLimiter {
 
 impl MemoryLimiter {
     fn new(limit: u64) -> MemoryLimiter {
-        MemoryLimiter {
-            limit: usize::try_from(limit).unwrap_or(usize::MAX),
-            peak: 0,
-        }
+        MemoryLimiter { limit: usize::try_from(limit).unwrap_or(usize::MAX), peak: 0 }
     }
 }
 
@@ -202,11 +184,7 @@ impl ResourceLimiter for MemoryLimiter {
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.limit {
-            return Err(MemoryLimitExceeded {
-                limit: self.limit,
-                desired,
-            }
-            .into());
+            return Err(MemoryLimitExceeded { limit: self.limit, desired }.into());
         }
         self.peak = self.peak.max(desired);
         Ok(true)
@@ -243,10 +221,7 @@ impl TailBuffer {
     pub fn last_line(&self) -> Option<String> {
         let buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let text = String::from_utf8_lossy(&buf);
-        text.lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| l.trim().to_string())
+        text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string())
     }
 
     /// What a Rust panic printed (`panicked at FILE:LINE:COL:` and the message on the next
@@ -254,18 +229,9 @@ impl TailBuffer {
     pub fn summary(&self) -> Option<String> {
         let buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let text = String::from_utf8_lossy(&buf);
-        let lines: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         if let Some(i) = lines.iter().rposition(|l| l.contains("panicked at")) {
-            let at = lines[i]
-                .split("panicked at")
-                .nth(1)
-                .unwrap_or("")
-                .trim()
-                .trim_end_matches(':');
+            let at = lines[i].split("panicked at").nth(1).unwrap_or("").trim().trim_end_matches(':');
             let message = lines.get(i + 1).copied().unwrap_or("");
             return Some(format!("panicked at {at}: {message}"));
         }
@@ -290,11 +256,7 @@ impl StdoutStream for TailBuffer {
 }
 
 impl tokio::io::AsyncWrite for TailBuffer {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         let mut buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
         buf.extend_from_slice(data);
         if buf.len() > TAIL {
@@ -318,11 +280,7 @@ mod tests {
     fn gate(allowed: &[&str]) -> HttpGate {
         HttpGate {
             plugin: "t".into(),
-            allowed: allowed
-                .iter()
-                .map(|a| Origin::parse_grant(a).unwrap())
-                .collect::<Vec<_>>()
-                .into(),
+            allowed: allowed.iter().map(|a| Origin::parse_grant(a).unwrap()).collect::<Vec<_>>().into(),
         }
     }
 
@@ -332,37 +290,14 @@ mod tests {
         assert!(g.check(Some("http"), Some("127.0.0.1:8080")).is_ok());
         assert!(g.check(Some("HTTP"), Some("127.0.0.1.:8080")).is_ok());
         // Each way around it.
-        assert!(
-            g.check(Some("http"), Some("127.0.0.1:8081")).is_err(),
-            "other port"
-        );
-        assert!(
-            g.check(Some("https"), Some("127.0.0.1:8080")).is_err(),
-            "other scheme"
-        );
-        assert!(
-            g.check(Some("http"), Some("127.0.0.1")).is_err(),
-            "default port is 80"
-        );
-        assert!(
-            g.check(Some("http"), Some("localhost:8080")).is_err(),
-            "other name, same address"
-        );
-        assert!(
-            g.check(Some("http"), Some("127.0.0.1:8080@evil.example"))
-                .is_err(),
-            "userinfo trick"
-        );
-        assert!(g
-            .check(Some("http"), Some("evil.example#@127.0.0.1:8080"))
-            .is_err());
+        assert!(g.check(Some("http"), Some("127.0.0.1:8081")).is_err(), "other port");
+        assert!(g.check(Some("https"), Some("127.0.0.1:8080")).is_err(), "other scheme");
+        assert!(g.check(Some("http"), Some("127.0.0.1")).is_err(), "default port is 80");
+        assert!(g.check(Some("http"), Some("localhost:8080")).is_err(), "other name, same address");
+        assert!(g.check(Some("http"), Some("127.0.0.1:8080@evil.example")).is_err(), "userinfo trick");
+        assert!(g.check(Some("http"), Some("evil.example#@127.0.0.1:8080")).is_err());
         assert!(g.check(Some("http"), None).is_err(), "no authority");
-        assert!(
-            gate(&[])
-                .check(Some("http"), Some("127.0.0.1:8080"))
-                .is_err(),
-            "no grant"
-        );
+        assert!(gate(&[]).check(Some("http"), Some("127.0.0.1:8080")).is_err(), "no grant");
     }
 
     #[test]

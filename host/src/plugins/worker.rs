@@ -4,8 +4,8 @@
 //! alone: the instance is dropped (it may be poisoned) and a fresh one is made for the next call.
 
 use super::bindings::{
-    backend::BackendPlugin, policy::PolicyPlugin, source::SourcePlugin, Capacity, Group, Metadata,
-    Outcome, PluginError, PolicyContext, Recommendation, Sample, Target,
+    backend::BackendPlugin, policy::PolicyPlugin, source::SourcePlugin, Capacity, Group, Metadata, Outcome,
+    PluginError, PolicyContext, Recommendation, Sample, Target,
 };
 use super::loader::{one_line, Pre, Prepared};
 use super::sandbox::{Grants, HostState, MemoryLimitExceeded, TICK};
@@ -158,11 +158,7 @@ impl Instance {
         })
         .await;
         let bound = settle(&store, result, limits)?;
-        Ok(Instance {
-            store,
-            bound,
-            calls: 0,
-        })
+        Ok(Instance { store, bound, calls: 0 })
     }
 
     pub async fn metadata(&mut self, limits: &Limits) -> Result<Metadata, Fault> {
@@ -180,11 +176,7 @@ impl Instance {
         let size = metadata.name.len()
             + metadata.version.len()
             + metadata.description.len()
-            + metadata
-                .config_keys
-                .iter()
-                .map(|k| k.name.len() + k.description.len())
-                .sum::<usize>();
+            + metadata.config_keys.iter().map(|k| k.name.len() + k.description.len()).sum::<usize>();
         check_size(size as u64, limits)?;
         Ok(metadata)
     }
@@ -200,26 +192,20 @@ impl Instance {
         let store = &mut self.store;
         let result = tokio::time::timeout(limits.timeout, async {
             Ok(match (&self.bound, call) {
-                (Bound::Source(b), Call::Collect) => b
-                    .elastic_plugin_source()
-                    .call_collect(store)
-                    .await
-                    .map(|r| r.map(Reply::Samples)),
+                (Bound::Source(b), Call::Collect) => {
+                    b.elastic_plugin_source().call_collect(store).await.map(|r| r.map(Reply::Samples))
+                }
                 (Bound::Policy(b), Call::Evaluate(ctx)) => b
                     .elastic_plugin_policy()
                     .call_evaluate(store, &ctx)
                     .await
                     .map(|r| r.map(Reply::Recommendation)),
-                (Bound::Backend(b), Call::Describe(g)) => b
-                    .elastic_plugin_backend()
-                    .call_describe(store, &g)
-                    .await
-                    .map(|r| r.map(Reply::Capacity)),
-                (Bound::Backend(b), Call::Scale(g, t)) => b
-                    .elastic_plugin_backend()
-                    .call_scale(store, &g, t)
-                    .await
-                    .map(|r| r.map(Reply::Outcome)),
+                (Bound::Backend(b), Call::Describe(g)) => {
+                    b.elastic_plugin_backend().call_describe(store, &g).await.map(|r| r.map(Reply::Capacity))
+                }
+                (Bound::Backend(b), Call::Scale(g, t)) => {
+                    b.elastic_plugin_backend().call_scale(store, &g, t).await.map(|r| r.map(Reply::Outcome))
+                }
                 (bound, _) => return Err(bound.kind()),
             })
         })
@@ -239,8 +225,7 @@ impl Instance {
 
     /// Whether this instance has served long enough to be replaced by a fresh one.
     fn worn_out(&self, limits: &Limits) -> bool {
-        self.calls >= RECYCLE_AFTER_CALLS
-            || self.store.data().limiter.peak as u64 > limits.memory / 2
+        self.calls >= RECYCLE_AFTER_CALLS || self.store.data().limiter.peak as u64 > limits.memory / 2
     }
 }
 
@@ -298,23 +283,16 @@ fn settle<T>(
 
 fn check_size(size: u64, limits: &Limits) -> Result<(), Fault> {
     if size > limits.max_return {
-        return Err(Fault::ReturnTooLarge {
-            size,
-            limit: limits.max_return,
-        });
+        return Err(Fault::ReturnTooLarge { size, limit: limits.max_return });
     }
     Ok(())
 }
 
 /// Approximate bytes of a reply: strings plus 8 per number. Enough to stop a flood.
 fn reply_size(reply: &Reply) -> u64 {
-    let labels =
-        |l: &[super::bindings::Label]| l.iter().map(|l| l.key.len() + l.value.len()).sum::<usize>();
+    let labels = |l: &[super::bindings::Label]| l.iter().map(|l| l.key.len() + l.value.len()).sum::<usize>();
     let size = match reply {
-        Reply::Samples(s) => s
-            .iter()
-            .map(|s| s.metric.len() + labels(&s.labels) + 16)
-            .sum(),
+        Reply::Samples(s) => s.iter().map(|s| s.metric.len() + labels(&s.labels) + 16).sum(),
         Reply::Recommendation(r) => r.reason.len() + 16,
         Reply::Capacity(c) => c.tier_name.len() + 12,
         Reply::Outcome(o) => o.detail.len() + o.capacity.tier_name.len() + 12,
@@ -325,13 +303,12 @@ fn reply_size(reply: &Reply) -> u64 {
 /// Values the contract forbids.
 fn validate(reply: &Reply) -> Result<(), Fault> {
     match reply {
-        Reply::Recommendation(r) if !r.replicas.is_finite() || r.replicas < 0.0 => Err(
-            Fault::Malformed(format!("recommendation of {} replicas", r.replicas)),
-        ),
-        Reply::Capacity(c) if c.ready > c.replicas => Err(Fault::Malformed(format!(
-            "capacity with {} ready of {} replicas",
-            c.ready, c.replicas
-        ))),
+        Reply::Recommendation(r) if !r.replicas.is_finite() || r.replicas < 0.0 => {
+            Err(Fault::Malformed(format!("recommendation of {} replicas", r.replicas)))
+        }
+        Reply::Capacity(c) if c.ready > c.replicas => {
+            Err(Fault::Malformed(format!("capacity with {} ready of {} replicas", c.ready, c.replicas)))
+        }
         _ => Ok(()),
     }
 }
@@ -350,6 +327,8 @@ pub struct Status {
     pub state: State,
     pub calls: u64,
     pub faults: u64,
+    /// Time spent in calls, including queueing behind earlier calls, in nanoseconds.
+    pub call_ns_total: u64,
     pub last_fault: Option<String>,
     /// Milliseconds until a quarantined plugin is tried again.
     pub quarantine_ms: Option<u64>,
@@ -394,14 +373,11 @@ impl PluginHandle {
             state: State::Ready,
             calls: 0,
             faults: 0,
+            call_ns_total: 0,
             last_fault: None,
             quarantine_ms: None,
         };
-        let shared = Arc::new(Shared {
-            tx,
-            status: Mutex::new(status),
-            quarantined_until: Mutex::new(None),
-        });
+        let shared = Arc::new(Shared { tx, status: Mutex::new(status), quarantined_until: Mutex::new(None) });
         let limits = Limits::for_kind(prepared.kind(), &grants.settings);
         let worker = Worker {
             rt,
@@ -439,11 +415,7 @@ impl PluginHandle {
     /// Runs `call` on the plugin's worker.
     pub async fn call(&self, call: Call) -> Result<Reply, CallError> {
         let (reply, answer) = oneshot::channel();
-        self.shared
-            .tx
-            .send(Msg::Call(call, reply))
-            .await
-            .map_err(|_| CallError::Gone)?;
+        self.shared.tx.send(Msg::Call(call, reply)).await.map_err(|_| CallError::Gone)?;
         answer.await.map_err(|_| CallError::Gone)?
     }
 
@@ -479,13 +451,7 @@ impl PluginHandle {
     /// (it lives in the database under the plugin's name); the fault history starts afresh.
     pub async fn swap(&self, prepared: Prepared) {
         let (done, wait) = oneshot::channel();
-        if self
-            .shared
-            .tx
-            .send(Msg::Swap(Box::new(prepared), done))
-            .await
-            .is_ok()
-        {
+        if self.shared.tx.send(Msg::Swap(Box::new(prepared), done)).await.is_ok() {
             let _ = wait.await;
         }
     }
@@ -518,7 +484,9 @@ impl Worker {
             };
             match msg {
                 Msg::Call(call, reply) => {
+                    let started = Instant::now();
                     let result = self.call(&shared, call).await;
+                    lock(&shared.status).call_ns_total += started.elapsed().as_nanos() as u64;
                     let _ = reply.send(result);
                 }
                 Msg::Swap(prepared, done) => {

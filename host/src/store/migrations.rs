@@ -13,30 +13,49 @@ const MIGRATIONS: &[&str] = &[
         value  BLOB NOT NULL,
         PRIMARY KEY (plugin, key)
     ) WITHOUT ROWID;",
+    // 2: metric series (interned), raw samples, 1-minute rollups, and small bookkeeping values.
+    "CREATE TABLE series (
+        id     INTEGER PRIMARY KEY,
+        name   TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        UNIQUE (name, labels)
+    );
+    CREATE TABLE samples (
+        series INTEGER NOT NULL,
+        t      INTEGER NOT NULL,
+        v      REAL NOT NULL,
+        PRIMARY KEY (series, t)
+    ) WITHOUT ROWID;
+    CREATE TABLE rollups (
+        series INTEGER NOT NULL,
+        t      INTEGER NOT NULL,
+        n      INTEGER NOT NULL,
+        min    REAL NOT NULL,
+        max    REAL NOT NULL,
+        sum    REAL NOT NULL,
+        PRIMARY KEY (series, t)
+    ) WITHOUT ROWID;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
 ];
 
-pub(super) fn apply(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let sqlite = |source| StoreError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    };
-    let found: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(sqlite)?;
+/// Refuses a database from a newer agent; returns the schema version found.
+pub(super) fn check(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    let sqlite = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sqlite)?;
     let known = MIGRATIONS.len() as i64;
     if found > known {
-        return Err(StoreError::FutureSchema {
-            path: path.to_path_buf(),
-            found,
-            known,
-        });
+        return Err(StoreError::FutureSchema { path: path.to_path_buf(), found, known });
     }
+    Ok(found)
+}
+
+pub(super) fn apply(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let sqlite = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
+    let found = check(conn, path)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let version = i as i64 + 1;
-        conn.execute_batch(&format!(
-            "BEGIN; {sql} PRAGMA user_version = {version}; COMMIT;"
-        ))
-        .map_err(sqlite)?;
+        conn.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {version}; COMMIT;"))
+            .map_err(sqlite)?;
     }
     Ok(())
 }

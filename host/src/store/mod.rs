@@ -1,14 +1,24 @@
-//! The agent's SQLite database in the data folder. Only this module speaks SQL.
+//! The agent's SQLite database in the data folder (`agent.db`, WAL mode). Only this module
+//! speaks SQL.
 //!
-//! Owns: the schema and its migrations, and plugin state. Later: samples, series, the decision
-//! journal. Does not know about plugins beyond their names.
+//! Owns: the schema and its migrations; series and samples (one writer thread, read-only
+//! readers, background rollups and retention); plugin state. Does not know where samples come
+//! from, nor about plugins beyond their names.
 
+mod maintenance;
 mod migrations;
 mod plugin_state;
+mod query;
+mod series;
+mod writer;
 
+pub use maintenance::{Report as MaintenanceReport, Retention};
 pub use plugin_state::PluginState;
+pub use query::{Selector, SeriesInfo, SeriesPoints};
+pub use series::{now_ms, Labels, Sample, SeriesKey};
+pub use writer::{write_batch, Interner, Latest, Writer, WriterStats};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -22,13 +32,11 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     #[error("{path}: the database is from a newer agent (schema {found}, this agent knows up to {known}); upgrade the agent or point --data-dir elsewhere")]
-    FutureSchema {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
+    FutureSchema { path: PathBuf, found: i64, known: i64 },
     #[error("{path}: not an agent database or corrupt ({detail}); move it aside to start afresh, nothing was changed")]
     Corrupt { path: PathBuf, detail: String },
+    #[error("{path}: no agent database here; has an agent run with this --data-dir?")]
+    Missing { path: PathBuf },
 }
 
 /// The open database. Cheap to clone; writes are serialised by the connection's mutex.
@@ -39,43 +47,38 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
+    /// Plugin state and other small writes (samples have their own writer connection).
     conn: Mutex<Connection>,
+    /// Queries: read-only, so they never take the write lock.
+    reader: Mutex<Connection>,
 }
 
 impl Store {
     /// Opens (creating if needed) `DIR/agent.db`, checks it and applies migrations.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.join("agent.db");
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
         let conn = Connection::open(&path).map_err(sqlite)?;
-        // A file that is not SQLite fails the first read; report it as such, never overwrite it.
-        let check: Result<String, _> = conn.query_row("PRAGMA quick_check", [], |r| r.get(0));
-        match check {
-            Ok(ok) if ok == "ok" => {}
-            Ok(detail) => return Err(StoreError::Corrupt { path, detail }),
-            Err(e) => {
-                return Err(StoreError::Corrupt {
-                    path,
-                    detail: e.to_string(),
-                })
-            }
-        }
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sqlite)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sqlite)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sqlite)?;
+        check_is_database(&conn, &path)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
+        configure(&conn).map_err(sqlite)?;
         migrations::apply(&conn, &path)?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                path,
-                conn: Mutex::new(conn),
-            }),
-        })
+        let reader = open_reader(&path)?;
+        Ok(Store { inner: Arc::new(Inner { path, conn: Mutex::new(conn), reader: Mutex::new(reader) }) })
+    }
+
+    /// Opens an existing `DIR/agent.db` for reading only, e.g. while an agent runs on it.
+    /// Plugin state cannot be written through it.
+    pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join("agent.db");
+        if !path.exists() {
+            return Err(StoreError::Missing { path });
+        }
+        let reader = open_reader(&path)?;
+        check_is_database(&reader, &path)?;
+        migrations::check(&reader, &path)?;
+        let conn = open_reader(&path)?;
+        Ok(Store { inner: Arc::new(Inner { path, conn: Mutex::new(conn), reader: Mutex::new(reader) }) })
     }
 
     /// The database file.
@@ -83,15 +86,51 @@ impl Store {
         &self.inner.path
     }
 
+    /// A new read-write connection, for a thread that writes on its own.
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let sqlite = |source| StoreError::Sqlite { path: self.inner.path.clone(), source };
+        let conn = Connection::open(&self.inner.path).map_err(sqlite)?;
+        configure(&conn).map_err(sqlite)?;
+        Ok(conn)
+    }
+
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         // A panic while holding the lock cannot leave SQLite half-written (each statement is
         // atomic), so a poisoned lock is safe to keep using.
         let conn = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(|source| StoreError::Sqlite {
-            path: self.inner.path.clone(),
-            source,
-        })
+        f(&conn).map_err(|source| StoreError::Sqlite { path: self.inner.path.clone(), source })
     }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.inner.reader.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn).map_err(|source| StoreError::Sqlite { path: self.inner.path.clone(), source })
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // WAL + NORMAL: a committed batch survives the agent being killed (not a power cut, which
+    // may lose the last transactions but never corrupts the file).
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let sqlite = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(sqlite)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sqlite)?;
+    Ok(conn)
+}
+
+/// A file that is not SQLite fails its first read; report that, and never write to it. (A full
+/// `integrity_check` would read the whole database on every start; damage deeper in the file is
+/// reported by the statement that meets it.)
+fn check_is_database(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+        .map(|_| ())
+        .map_err(|e| StoreError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })
 }
 
 #[cfg(test)]
@@ -102,8 +141,7 @@ mod tests {
     fn a_file_that_is_not_a_database_is_reported_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let garbage =
-            b"this is not sqlite at all, but it is long enough to be read as a header......"
-                .repeat(10);
+            b"this is not sqlite at all, but it is long enough to be read as a header......".repeat(10);
         std::fs::write(dir.path().join("agent.db"), &garbage).unwrap();
         let err = Store::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("not an agent database or corrupt"), "{err}");

@@ -27,24 +27,16 @@ pub struct PluginState {
 impl Store {
     /// The state of plugin `name`.
     pub fn plugin_state(&self, name: &str) -> PluginState {
-        PluginState {
-            store: self.clone(),
-            plugin: name.into(),
-            cache: Arc::default(),
-        }
+        PluginState { store: self.clone(), plugin: name.into(), cache: Arc::default() }
     }
 }
 
 impl PluginState {
-    fn cached<T>(
-        &self,
-        f: impl FnOnce(&mut HashMap<String, Vec<u8>>) -> T,
-    ) -> Result<T, StoreError> {
+    fn cached<T>(&self, f: impl FnOnce(&mut HashMap<String, Vec<u8>>) -> T) -> Result<T, StoreError> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.is_none() {
             let loaded = self.store.with(|c| {
-                let mut stmt =
-                    c.prepare("SELECT key, value FROM plugin_state WHERE plugin = ?1")?;
+                let mut stmt = c.prepare("SELECT key, value FROM plugin_state WHERE plugin = ?1")?;
                 let rows = stmt.query_map([&*self.plugin], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 rows.collect::<rusqlite::Result<HashMap<_, _>>>()
             })?;
@@ -70,18 +62,11 @@ impl PluginState {
             return Err(format!("state key must be 1..={MAX_KEY_BYTES} bytes"));
         }
         if value.len() > MAX_VALUE_BYTES {
-            return Err(format!(
-                "state value is {} bytes, more than {MAX_VALUE_BYTES}",
-                value.len()
-            ));
+            return Err(format!("state value is {} bytes, more than {MAX_VALUE_BYTES}", value.len()));
         }
-        let full = self
-            .cached(|m| !m.contains_key(key) && m.len() >= MAX_KEYS)
-            .map_err(|e| e.to_string())?;
+        let full = self.cached(|m| !m.contains_key(key) && m.len() >= MAX_KEYS).map_err(|e| e.to_string())?;
         if full {
-            return Err(format!(
-                "plugin state already holds {MAX_KEYS} keys; delete some first"
-            ));
+            return Err(format!("plugin state already holds {MAX_KEYS} keys; delete some first"));
         }
         self.store
             .with(|c| {
@@ -95,18 +80,14 @@ impl PluginState {
                 tracing::error!(plugin = %self.plugin, "writing plugin state: {e}");
                 "the agent could not store the value".to_string()
             })?;
-        self.cached(|m| m.insert(key.to_string(), value.to_vec()))
-            .map_err(|e| e.to_string())?;
+        self.cached(|m| m.insert(key.to_string(), value.to_vec())).map_err(|e| e.to_string())?;
         Ok(())
     }
 
     /// Removes `key` if set.
     pub fn delete(&self, key: &str) {
         let result = self.store.with(|c| {
-            c.execute(
-                "DELETE FROM plugin_state WHERE plugin = ?1 AND key = ?2",
-                params![&*self.plugin, key],
-            )
+            c.execute("DELETE FROM plugin_state WHERE plugin = ?1 AND key = ?2", params![&*self.plugin, key])
         });
         match result {
             Ok(_) => {
@@ -130,17 +111,11 @@ mod tests {
         assert_eq!(store.plugin_state("b").get("k"), None);
         assert_eq!(store.plugin_state("a").get("k").unwrap(), b"1");
         assert!(a.set("", b"x").is_err());
-        assert!(a
-            .set("big", &vec![0; MAX_VALUE_BYTES + 1])
-            .unwrap_err()
-            .contains("more than"));
+        assert!(a.set("big", &vec![0; MAX_VALUE_BYTES + 1]).unwrap_err().contains("more than"));
         for i in 1..MAX_KEYS {
             a.set(&format!("k{i}"), b"").unwrap();
         }
-        assert!(a
-            .set("one-too-many", b"")
-            .unwrap_err()
-            .contains("already holds"));
+        assert!(a.set("one-too-many", b"").unwrap_err().contains("already holds"));
         a.delete("k");
         a.set("one-too-many", b"").unwrap();
         assert_eq!(store.plugin_state("a").get("k"), None);

@@ -28,17 +28,10 @@ pub struct Config {
 
 /// Picks the configured numbers out of a JSON document.
 pub fn extract(config: &Config, body: &[u8]) -> Result<Vec<Sample>, PluginError> {
-    let doc: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        PluginError::InvalidInput(format!("{} did not return JSON: {e}", config.url))
-    })?;
-    let labels: Vec<Label> = config
-        .labels
-        .iter()
-        .map(|(k, v)| Label {
-            key: k.clone(),
-            value: v.clone(),
-        })
-        .collect();
+    let doc: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| PluginError::InvalidInput(format!("{} did not return JSON: {e}", config.url)))?;
+    let labels: Vec<Label> =
+        config.labels.iter().map(|(k, v)| Label { key: k.clone(), value: v.clone() }).collect();
     let mut samples = Vec::with_capacity(config.metrics.len());
     let mut missing = Vec::new();
     for (pointer, metric) in &config.metrics {
@@ -77,9 +70,8 @@ fn get(url: &str) -> Result<Vec<u8>, PluginError> {
     use wasip2::http::types::{Fields, OutgoingRequest, Scheme};
 
     let unavailable = |what: &str| PluginError::Unavailable(format!("GET {url}: {what}"));
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| PluginError::BadConfig(format!("url `{url}` has no scheme")))?;
+    let (scheme, rest) =
+        url.split_once("://").ok_or_else(|| PluginError::BadConfig(format!("url `{url}` has no scheme")))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -88,18 +80,13 @@ fn get(url: &str) -> Result<Vec<u8>, PluginError> {
     let scheme = match scheme {
         "http" => Scheme::Http,
         "https" => Scheme::Https,
-        other => {
-            return Err(PluginError::BadConfig(format!(
-                "url scheme `{other}` is not http(s)"
-            )))
-        }
+        other => return Err(PluginError::BadConfig(format!("url scheme `{other}` is not http(s)"))),
     };
     let bad = |_| PluginError::BadConfig(format!("url `{url}` is not valid"));
     request.set_scheme(Some(&scheme)).map_err(bad)?;
     request.set_authority(Some(authority)).map_err(bad)?;
     request.set_path_with_query(Some(path)).map_err(bad)?;
-    let pending =
-        outgoing_handler::handle(request, None).map_err(|e| unavailable(&format!("{e:?}")))?;
+    let pending = outgoing_handler::handle(request, None).map_err(|e| unavailable(&format!("{e:?}")))?;
     pending.subscribe().block();
     let response = pending
         .get()
@@ -120,9 +107,7 @@ fn get(url: &str) -> Result<Vec<u8>, PluginError> {
             Err(e) => return Err(unavailable(&format!("reading the body: {e:?}"))),
         }
         if bytes.len() > 8 << 20 {
-            return Err(PluginError::InvalidInput(format!(
-                "GET {url}: body larger than 8 MiB"
-            )));
+            return Err(PluginError::InvalidInput(format!("GET {url}: body larger than 8 MiB")));
         }
     }
     Ok(bytes)
@@ -138,7 +123,11 @@ impl Guest for HttpJson {
             description: "Reads numbers from an application's JSON stats endpoint over HTTP.".into(),
             config_keys: vec![
                 key("url", "the stats endpoint; its origin must be in allow_http", true),
-                key("metrics", "table of JSON pointer → metric name, e.g. { \"/requests\" = \"app.requests\" }", true),
+                key(
+                    "metrics",
+                    "table of JSON pointer → metric name, e.g. { \"/requests\" = \"app.requests\" }",
+                    true,
+                ),
                 key("labels", "table of labels added to every sample", false),
             ],
         }
@@ -159,11 +148,8 @@ mod tests {
     fn config() -> Config {
         Config {
             url: "http://app/stats".into(),
-            metrics: [
-                ("/a/b".to_string(), "app.b".to_string()),
-                ("/s".to_string(), "app.s".to_string()),
-            ]
-            .into(),
+            metrics: [("/a/b".to_string(), "app.b".to_string()), ("/s".to_string(), "app.s".to_string())]
+                .into(),
             labels: [("app".to_string(), "shop".to_string())].into(),
         }
     }
@@ -180,9 +166,7 @@ mod tests {
     #[test]
     fn a_missing_number_is_an_error_not_a_zero() {
         let e = extract(&config(), br#"{"a":{"b":null}}"#).unwrap_err();
-        assert!(
-            matches!(e, PluginError::InvalidInput(m) if m.contains("/a/b") && m.contains("/s"))
-        );
+        assert!(matches!(e, PluginError::InvalidInput(m) if m.contains("/a/b") && m.contains("/s")));
         assert!(extract(&config(), b"<html>").is_err());
     }
 }

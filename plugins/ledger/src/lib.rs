@@ -33,10 +33,7 @@ fn params(group: &Group) -> Result<Params, PluginError> {
 fn load(group: &Group, params: &Params) -> Entry {
     host::state_get(&format!("group:{}", group.name))
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Entry {
-            replicas: params.initial.unwrap_or(1),
-            tier: 0,
-        })
+        .unwrap_or(Entry { replicas: params.initial.unwrap_or(1), tier: 0 })
 }
 
 fn capacity(e: &Entry, params: &Params) -> Capacity {
@@ -44,11 +41,7 @@ fn capacity(e: &Entry, params: &Params) -> Capacity {
         replicas: e.replicas,
         ready: e.replicas,
         tier: e.tier,
-        tier_name: params
-            .tiers
-            .get(e.tier as usize)
-            .cloned()
-            .unwrap_or_default(),
+        tier_name: params.tiers.get(e.tier as usize).cloned().unwrap_or_default(),
     }
 }
 
@@ -66,11 +59,7 @@ impl Guest for Ledger {
                     "(group backend params) replicas reported before the first scale; default 1",
                     false,
                 ),
-                key(
-                    "tiers",
-                    "(group backend params) names of the size tiers, smallest first",
-                    false,
-                ),
+                key("tiers", "(group backend params) names of the size tiers, smallest first", false),
             ],
         }
     }
@@ -83,10 +72,7 @@ impl Guest for Ledger {
     fn scale(group: Group, target: Target) -> Result<Outcome, PluginError> {
         let params = params(&group)?;
         let before = load(&group, &params);
-        let after = Entry {
-            replicas: target.replicas,
-            tier: target.tier,
-        };
+        let after = Entry { replicas: target.replicas, tier: target.tier };
         host::state_set(
             &format!("group:{}", group.name),
             &serde_json::to_vec(&after).expect("serialisable"),

@@ -63,8 +63,7 @@ pub mod backend {
 
 pub use source::bindings::elastic::plugin::host;
 pub use source::bindings::elastic::plugin::types::{
-    Bounds, Capacity, ConfigKey, Label, PluginError, PluginMetadata as Metadata, Point, Sample,
-    Target, Window,
+    Bounds, Capacity, ConfigKey, Label, PluginError, PluginMetadata as Metadata, Sample, Target, Window,
 };
 
 /// Deserialises the plugin's `[plugins.NAME.config]` table into `T`. Errors name the key.
@@ -73,20 +72,13 @@ pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, PluginError> {
 }
 
 /// Deserialises a JSON object handed over by the agent (`params` of a group, or the config).
-pub fn parse_json<T: serde::de::DeserializeOwned>(
-    json: &str,
-    what: &str,
-) -> Result<T, PluginError> {
+pub fn parse_json<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T, PluginError> {
     serde_json::from_str(json).map_err(|e| PluginError::BadConfig(format!("{what}: {e}")))
 }
 
 /// A config key description, for `metadata()`.
 pub fn key(name: &str, description: &str, required: bool) -> ConfigKey {
-    ConfigKey {
-        name: name.into(),
-        description: description.into(),
-        required,
-    }
+    ConfigKey { name: name.into(), description: description.into(), required }
 }
 
 /// Log through the agent (the line is tagged with the plugin's name).
@@ -112,20 +104,25 @@ pub mod window {
 
     /// Mean of the values; `None` for an empty window (unknown is not zero).
     pub fn mean(w: &Window) -> Option<f64> {
-        if w.points.is_empty() {
+        if w.values.is_empty() {
             return None;
         }
-        Some(w.points.iter().map(|p| p.value).sum::<f64>() / w.points.len() as f64)
+        Some(w.values.iter().sum::<f64>() / w.values.len() as f64)
     }
 
     /// Most recent value.
     pub fn last(w: &Window) -> Option<f64> {
-        w.points.last().map(|p| p.value)
+        w.values.last().copied()
     }
 
     /// Largest value.
     pub fn max(w: &Window) -> Option<f64> {
-        w.points.iter().map(|p| p.value).reduce(f64::max)
+        w.values.iter().copied().reduce(f64::max)
+    }
+
+    /// `(timestamp_ms, value)` pairs, oldest first.
+    pub fn points(w: &Window) -> impl Iterator<Item = (i64, f64)> + '_ {
+        w.timestamps_ms.iter().copied().zip(w.values.iter().copied())
     }
 }
 

@@ -26,11 +26,7 @@ fn per_replica() -> String {
 }
 
 /// The proportional rule, separated from the bindings so it is tested natively.
-pub fn desired(
-    params: &Params,
-    replicas: u32,
-    windows: &[Window],
-) -> Result<(f64, String), PluginError> {
+pub fn desired(params: &Params, replicas: u32, windows: &[Window]) -> Result<(f64, String), PluginError> {
     if !(params.target.is_finite() && params.target > 0.0) {
         return Err(PluginError::BadConfig(format!(
             "target must be a positive number, not {}",
@@ -41,25 +37,17 @@ pub fn desired(
         Some(name) => windows.iter().find(|w| &w.metric == name),
         None => windows.first(),
     }
-    .ok_or_else(|| {
-        PluginError::InvalidInput("the group gives this policy no metric window".into())
-    })?;
-    let value = window::mean(window).ok_or_else(|| {
-        PluginError::InvalidInput(format!("no data for {} in the window", window.metric))
-    })?;
+    .ok_or_else(|| PluginError::InvalidInput("the group gives this policy no metric window".into()))?;
+    let value = window::mean(window)
+        .ok_or_else(|| PluginError::InvalidInput(format!("no data for {} in the window", window.metric)))?;
     let (desired, how) = match params.per.as_str() {
         "replica" => (
             replicas.max(1) as f64 * value / params.target,
             format!("{} × {value:.3} / {}", replicas.max(1), params.target),
         ),
-        "total" => (
-            value / params.target,
-            format!("{value:.3} / {}", params.target),
-        ),
+        "total" => (value / params.target, format!("{value:.3} / {}", params.target)),
         other => {
-            return Err(PluginError::BadConfig(format!(
-                "per must be `replica` or `total`, not `{other}`"
-            )))
+            return Err(PluginError::BadConfig(format!("per must be `replica` or `total`, not `{other}`")))
         }
     };
     Ok((
@@ -75,6 +63,27 @@ pub fn desired(
 
 struct TargetTracking;
 
+thread_local! {
+    /// The last params text and what it parsed to: groups rarely change theirs, so each
+    /// evaluation need not parse JSON again.
+    static PARSED: std::cell::RefCell<Option<(String, std::rc::Rc<Params>)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The group's params, or the plugin config when the group gives none.
+fn params(text: &str) -> Result<std::rc::Rc<Params>, PluginError> {
+    if let Some(hit) = PARSED.with_borrow(|p| p.as_ref().filter(|(t, _)| t == text).map(|(_, v)| v.clone())) {
+        return Ok(hit);
+    }
+    let parsed: Params = if text.trim().is_empty() || text.trim() == "{}" {
+        elastic_sdk::config()?
+    } else {
+        parse_json(text, "policy params")?
+    };
+    let parsed = std::rc::Rc::new(parsed);
+    PARSED.with_borrow_mut(|p| *p = Some((text.to_string(), parsed.clone())));
+    Ok(parsed)
+}
+
 impl Guest for TargetTracking {
     fn metadata() -> Metadata {
         Metadata {
@@ -84,28 +93,20 @@ impl Guest for TargetTracking {
             config_keys: vec![
                 key("target", "the value to hold the metric at (per replica unless per = \"total\")", true),
                 key("metric", "which of the group's metrics to track; default the first", false),
-                key("per", "`replica` (default): the metric is a per-replica average; `total`: a group total", false),
+                key(
+                    "per",
+                    "`replica` (default): the metric is a per-replica average; `total`: a group total",
+                    false,
+                ),
             ],
         }
     }
 
     fn evaluate(ctx: Context) -> Result<Recommendation, PluginError> {
-        let params: Params = if ctx.params.trim().is_empty() || ctx.params.trim() == "{}" {
-            elastic_sdk::config()?
-        } else {
-            parse_json(&ctx.params, "policy params")?
-        };
-        let replicas = if ctx.current.ready > 0 {
-            ctx.current.ready
-        } else {
-            ctx.current.replicas
-        };
+        let params = params(&ctx.params)?;
+        let replicas = if ctx.current.ready > 0 { ctx.current.ready } else { ctx.current.replicas };
         let (replicas, reason) = desired(&params, replicas, &ctx.windows)?;
-        Ok(Recommendation {
-            replicas,
-            tier: None,
-            reason,
-        })
+        Ok(Recommendation { replicas, tier: None, reason })
     }
 }
 
@@ -114,30 +115,19 @@ elastic_sdk::export_policy!(TargetTracking);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use elastic_sdk::Point;
 
     fn window(values: &[f64]) -> Window {
         Window {
             metric: "cpu".into(),
             labels: vec![],
             length_ms: 60_000,
-            points: values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| Point {
-                    timestamp_ms: i as i64,
-                    value: *v,
-                })
-                .collect(),
+            timestamps_ms: (0..values.len() as i64).collect(),
+            values: values.to_vec(),
         }
     }
 
     fn params(target: f64, per: &str) -> Params {
-        Params {
-            target,
-            metric: None,
-            per: per.into(),
-        }
+        Params { target, metric: None, per: per.into() }
     }
 
     #[test]
@@ -147,12 +137,7 @@ mod tests {
         assert_eq!(d, 6.0);
         assert!(reason.contains("ceil(4 × 0.900 / 0.6)"), "{reason}");
         // 120 req/s total, 50 per replica → 3.
-        assert_eq!(
-            desired(&params(50.0, "total"), 7, &[window(&[120.0])])
-                .unwrap()
-                .0,
-            3.0
-        );
+        assert_eq!(desired(&params(50.0, "total"), 7, &[window(&[120.0])]).unwrap().0, 3.0);
     }
 
     #[test]
@@ -161,10 +146,7 @@ mod tests {
             desired(&params(0.5, "replica"), 3, &[window(&[])]),
             Err(PluginError::InvalidInput(_))
         ));
-        assert!(matches!(
-            desired(&params(0.5, "replica"), 3, &[]),
-            Err(PluginError::InvalidInput(_))
-        ));
+        assert!(matches!(desired(&params(0.5, "replica"), 3, &[]), Err(PluginError::InvalidInput(_))));
     }
 
     #[test]

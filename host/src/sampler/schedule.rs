@@ -1,0 +1,61 @@
+//! The sampling loop: a dedicated thread that ticks on a fixed schedule (not drifting with the
+//! tick's own duration), hands each batch to the store writer and records what a tick cost.
+
+use super::{ProcessRef, Sampler};
+use crate::store::{now_ms, Writer};
+use crate::telemetry::Telemetry;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where the sampler learns which processes to measure (the supervisor, when there is one).
+pub type ProcessSource = Box<dyn Fn() -> Vec<ProcessRef> + Send>;
+
+/// Stops the loop when dropped.
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn spawn(
+    interval: Duration,
+    writer: Writer,
+    telemetry: Arc<Telemetry>,
+    processes: ProcessSource,
+) -> Running {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("sampler".into())
+        .spawn(move || {
+            let mut sampler = Sampler::new();
+            let mut next = Instant::now() + interval;
+            while !flag.load(Ordering::Relaxed) {
+                // Sleep in short steps so a stop is noticed promptly even at long intervals.
+                let now = Instant::now();
+                if now < next {
+                    std::thread::sleep((next - now).min(Duration::from_millis(100)));
+                    continue;
+                }
+                // A tick that overran skips the slots it missed rather than bursting.
+                while next <= now {
+                    next += interval;
+                }
+                let started = Instant::now();
+                let samples = sampler.tick(now_ms(), &processes());
+                telemetry.record_tick(started.elapsed());
+                writer.submit(samples);
+            }
+        })
+        .expect("spawning the sampler thread");
+    Running { stop, thread: Some(thread) }
+}

@@ -1,0 +1,153 @@
+//! Background upkeep on its own connection: roll complete minutes up into min/max/sum/count, and
+//! drop raw samples and rollups past their retention. Work is done one series at a time, so each
+//! write transaction is short and the writer is never held up for long.
+
+use super::series::now_ms;
+use super::{Store, StoreError};
+use rusqlite::{params, Connection};
+use std::time::Duration;
+
+/// How long data is kept.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Retention {
+    /// Raw samples. Default 1 day.
+    pub raw: Duration,
+    /// 1-minute rollups. Default 7 days.
+    pub rollups: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { raw: Duration::from_secs(86_400), rollups: Duration::from_secs(7 * 86_400) }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Report {
+    pub rolled_up_minutes: u64,
+    pub deleted_samples: u64,
+    pub deleted_rollups: u64,
+}
+
+const MINUTE: i64 = 60_000;
+
+impl Store {
+    /// The end (exclusive, ms) of the minutes already rolled up.
+    pub(crate) fn rollup_watermark(&self) -> Result<i64, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT value FROM meta WHERE key = 'rollup_until'", [], |r| r.get::<_, String>(0))
+                .map(|v| v.parse().unwrap_or(0))
+                .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(0) } else { Err(e) })
+        })
+    }
+
+    /// Runs one maintenance pass as of `now`, on a fresh connection.
+    pub fn maintain(&self, now: i64, retention: &Retention) -> Result<Report, StoreError> {
+        let conn = self.connect()?;
+        pass(&conn, now, retention)
+            .map_err(|source| StoreError::Sqlite { path: self.path().to_path_buf(), source })
+    }
+
+    /// Runs [`Store::maintain`] every `every` on a background thread, for the life of the process.
+    pub fn start_maintenance(&self, retention: Retention, every: Duration) {
+        let store = self.clone();
+        std::thread::Builder::new()
+            .name("store-maintenance".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                match store.maintain(now_ms(), &retention) {
+                    Ok(r) if r != Report::default() => tracing::debug!("store maintenance: {r:?}"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("store maintenance: {e}"),
+                }
+            })
+            .expect("spawning the maintenance thread");
+    }
+}
+
+fn pass(conn: &Connection, now: i64, retention: &Retention) -> rusqlite::Result<Report> {
+    let mut report = Report::default();
+    let series: Vec<i64> =
+        conn.prepare("SELECT id FROM series")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let from: i64 = conn
+        .query_row("SELECT value FROM meta WHERE key = 'rollup_until'", [], |r| r.get::<_, String>(0))
+        .map(|v| v.parse().unwrap_or(0))
+        .unwrap_or(0);
+    // Complete minutes only, with one minute's grace for samples that arrive late.
+    let until = (now / MINUTE) * MINUTE - MINUTE;
+    if until > from {
+        // The first pass starts at the oldest sample, not at 1970.
+        let from = if from == 0 {
+            conn.query_row("SELECT min(t) FROM samples", [], |r| r.get::<_, Option<i64>>(0))?
+                .map_or(until, |t| (t / MINUTE) * MINUTE)
+        } else {
+            from
+        };
+        for id in &series {
+            let rolled = conn.execute(
+                "INSERT OR REPLACE INTO rollups (series, t, n, min, max, sum)
+                 SELECT series, (t / 60000) * 60000, count(*), min(v), max(v), sum(v) FROM samples
+                 WHERE series = ?1 AND t >= ?2 AND t < ?3 GROUP BY t / 60000",
+                params![id, from, until],
+            )?;
+            report.rolled_up_minutes += rolled as u64;
+        }
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('rollup_until', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [until.to_string()],
+        )?;
+    }
+    let raw_cutoff = now - retention.raw.as_millis() as i64;
+    let rollup_cutoff = now - retention.rollups.as_millis() as i64;
+    for id in &series {
+        report.deleted_samples +=
+            conn.execute("DELETE FROM samples WHERE series = ?1 AND t < ?2", params![id, raw_cutoff])? as u64;
+        report.deleted_rollups += conn
+            .execute("DELETE FROM rollups WHERE series = ?1 AND t < ?2", params![id, rollup_cutoff])?
+            as u64;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Labels, Sample, Selector, SeriesKey};
+
+    #[test]
+    fn complete_minutes_are_rolled_up_and_old_data_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (writer, thread) = store.start_writer().unwrap();
+        let key = SeriesKey::new("load", Labels::new());
+        // Three minutes at one sample a second, values 0..180.
+        let batch: Vec<Sample> =
+            (0..180).map(|i| Sample { key: key.clone(), t_ms: i * 1000, value: i as f64 }).collect();
+        writer.submit(batch);
+        drop(writer);
+        thread.join().unwrap();
+
+        // At 4:30, minutes 0–2 are complete and past the one-minute grace.
+        let retention = Retention { raw: Duration::from_secs(3600), rollups: Duration::from_secs(7200) };
+        let report = store.maintain(270_000, &retention).unwrap();
+        assert_eq!(report.rolled_up_minutes, 3);
+        assert_eq!(store.rollup_watermark().unwrap(), 180_000);
+        assert_eq!(store.maintain(270_000, &retention).unwrap(), Report::default(), "nothing twice");
+
+        // Much later the raw samples are gone, the rollups answer minute-step queries.
+        let later = Retention { raw: Duration::from_secs(60), rollups: Duration::from_secs(7200) };
+        let report = store.maintain(3_000_000, &later).unwrap();
+        assert_eq!(report.deleted_samples, 180);
+        let sel = Selector { name: "load".into(), matchers: vec![] };
+        assert!(store.query(&sel, 0, 180_000, None).unwrap()[0].values.is_empty(), "raw points dropped");
+        let minutes = store.query(&sel, 0, 180_000, Some(60_000)).unwrap();
+        assert_eq!(minutes[0].timestamps_ms, [0, 60_000, 120_000]);
+        assert_eq!(minutes[0].values, [29.5, 89.5, 149.5]);
+
+        // Past the rollup retention, they go too.
+        let report = store.maintain(3_000_000 + 7_200_000, &retention).unwrap();
+        assert_eq!(report.deleted_rollups, 3);
+    }
+}
