@@ -63,3 +63,15 @@ pub const CATALOG: &[Metric] = &[
 pub fn unit_of(name: &str) -> Option<&'static str> {
     CATALOG.iter().find(|m| m.name == name).map(|m| m.unit)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn docs_metrics_md_lists_every_metric_with_its_unit() {
+        let doc = include_str!("../../../docs/metrics.md");
+        for m in super::CATALOG {
+            let row = format!("| `{}` | `{}` |", m.name, m.unit);
+            assert!(doc.contains(&row), "docs/metrics.md lacks the row for {} ({})", m.name, m.unit);
+        }
+    }
+}
