@@ -259,3 +259,102 @@ pub fn metrics_query(options: RunOptions, q: MetricsQuery) -> anyhow::Result<Exi
     }
     Ok(Exit::Success)
 }
+
+/// What `agent restart|stop|start|scale` asks the running agent to do.
+pub enum ProcessAction {
+    Restart(String),
+    Stop(String),
+    Start(String),
+    Scale(String, u32),
+}
+
+fn agent_url(config: &Config, path: &str) -> String {
+    // An agent listening on all addresses is reached on loopback.
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}{path}")
+}
+
+fn unreachable(config: &Config, e: reqwest::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot reach the agent at {}: {e}; is it running? (--listen / [agent] listen)",
+        config.listen
+    )
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .expect("client builds")
+}
+
+/// `agent ps`: the running agent's supervised instances.
+pub fn ps(options: RunOptions, as_json: bool) -> anyhow::Result<Exit> {
+    let config = options.resolve()?;
+    runtime()?.block_on(async {
+        let response =
+            http().get(agent_url(&config, "/status")).send().await.map_err(|e| unreachable(&config, e))?;
+        let body = response.text().await.context("reading /status")?;
+        let status: serde_json::Value = serde_json::from_str(&body).context("/status is not JSON")?;
+        let processes = status["processes"].as_array().cloned().unwrap_or_default();
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&processes)?);
+            return Ok(Exit::Success);
+        }
+        println!(
+            "{:<20} {:>7} {:>8} {:<10} {:>8} {:>9}  LAST EXIT",
+            "NAME", "REPLICA", "PID", "STATE", "RESTARTS", "UPTIME"
+        );
+        for p in processes {
+            let text = |k: &str| p[k].as_str().map(String::from).unwrap_or_else(|| "-".into());
+            let num = |k: &str| p[k].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+            let uptime = p["uptime_s"].as_f64().map(|u| format!("{u:.0}s")).unwrap_or_else(|| "-".into());
+            println!(
+                "{:<20} {:>7} {:>8} {:<10} {:>8} {:>9}  {}",
+                text("name"),
+                num("replica"),
+                num("pid"),
+                text("state"),
+                num("restarts"),
+                uptime,
+                text("last_exit")
+            );
+        }
+        Ok(Exit::Success)
+    })
+}
+
+/// `agent restart|stop|start NAME`, `agent scale NAME N`: a request with the agent's token.
+pub fn control(options: RunOptions, action: ProcessAction) -> anyhow::Result<Exit> {
+    let config = options.resolve()?;
+    let token_path = config.data_dir.join(crate::api::TOKEN_FILE);
+    let token = std::fs::read_to_string(&token_path).with_context(|| {
+        format!("reading the API token {} (--data-dir must be the running agent's)", token_path.display())
+    })?;
+    let path = match &action {
+        ProcessAction::Restart(n) => format!("/processes/{n}/restart"),
+        ProcessAction::Stop(n) => format!("/processes/{n}/stop"),
+        ProcessAction::Start(n) => format!("/processes/{n}/start"),
+        ProcessAction::Scale(n, count) => format!("/processes/{n}/replicas/{count}"),
+    };
+    runtime()?.block_on(async {
+        let response = http()
+            .post(agent_url(&config, &path))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .map_err(|e| unreachable(&config, e))?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if status.is_success() {
+            print!("{body}");
+            Ok(Exit::Success)
+        } else {
+            anyhow::bail!("{}", body.trim())
+        }
+    })
+}

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::plugins::registry::Registry;
 use crate::plugins::Runtime;
 use crate::store::Store;
+use crate::supervisor::Supervisor;
 use crate::telemetry::Telemetry;
 use anyhow::{bail, Context};
 use std::sync::Arc;
@@ -22,12 +23,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (writer, writer_thread) = store.start_writer()?;
     store.start_maintenance(config.retention, std::time::Duration::from_secs(60));
     let telemetry = Arc::new(Telemetry::default());
-    // Per-process samples arrive with the supervisor (issue 4); until then none are measured.
+    let token = write_token(data)?;
+    let supervisor = Supervisor::start(config.processes.clone(), data).await;
+    let watched = supervisor.clone();
     let sampler = crate::sampler::schedule::spawn(
         config.sample_interval,
         writer.clone(),
         telemetry.clone(),
-        Box::new(Vec::new),
+        Box::new(move || watched.process_refs()),
     );
 
     let runtime = Runtime::new(Some(&data.join("cache")))?;
@@ -63,6 +66,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::duration::format(config.sample_interval)
     );
     let state = Arc::new(ApiState {
+        supervisor: Some(supervisor.clone()),
+        token,
         registry: registry.clone(),
         collector,
         started: Instant::now(),
@@ -72,13 +77,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     api::serve(listener, state, stop_signal()).await?;
 
-    // Stop producing, then let the writer commit what it holds.
+    // Stop the children first (gracefully), then producing, then let the writer commit.
+    supervisor.shutdown().await;
     drop(sampler);
     drop(registry);
     drop(writer);
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A fresh random token for mutating API requests, written to `DATA_DIR/api.token` (0600).
+fn write_token(dir: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    let token = hex::encode(bytes);
+    let path = dir.join(crate::api::TOKEN_FILE);
+    let tmp = path.with_extension("tmp");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(token.as_bytes()))
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
 }
 
 /// Holds an exclusive lock on `DIR/agent.lock` for the life of the agent, so two agents never

@@ -16,5 +16,6 @@ pub mod duration;
 pub mod plugins;
 pub mod sampler;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 pub mod timefmt;

@@ -2,7 +2,7 @@
 //! Exit codes: 0 success; 1 the command failed (or, for `plugins list`, a file did not load);
 //! 2 bad usage or configuration.
 
-use agent::commands::{self, Exit};
+use agent::commands::{self, Exit, ProcessAction};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +26,38 @@ enum Command {
     /// Read the metrics database (works while the agent runs).
     #[command(subcommand)]
     Metrics(MetricsCommand),
+    /// List the running agent's supervised processes.
+    Ps {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Restart a supervised process now (also clears a `failed` state).
+    Restart {
+        name: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Stop a supervised process gracefully; it stays stopped until `agent start`.
+    Stop {
+        name: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Start a stopped or failed supervised process.
+    Start {
+        name: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Set the number of replicas of a supervised process.
+    Scale {
+        name: String,
+        replicas: u32,
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,7 +152,8 @@ impl RunArgs {
 
 fn main() {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Some(Command::Plugins(_) | Command::Metrics(_)));
+    // Only `run` logs at info; the one-shot commands print their answer on stdout.
+    let quiet = !matches!(cli.command, Some(Command::Run(_)) | None);
     if quiet {
         commands::exit_quietly_on_closed_pipe();
     }
@@ -147,6 +180,17 @@ fn main() {
         })) => {
             let query = commands::MetricsQuery { name, labels, since, from, to, step, format };
             commands::metrics_query(run.into_options(), query)
+        }
+        Some(Command::Ps { json, run }) => commands::ps(run.into_options(), json),
+        Some(Command::Restart { name, run }) => {
+            commands::control(run.into_options(), ProcessAction::Restart(name))
+        }
+        Some(Command::Stop { name, run }) => commands::control(run.into_options(), ProcessAction::Stop(name)),
+        Some(Command::Start { name, run }) => {
+            commands::control(run.into_options(), ProcessAction::Start(name))
+        }
+        Some(Command::Scale { name, replicas, run }) => {
+            commands::control(run.into_options(), ProcessAction::Scale(name, replicas))
         }
     };
     std::process::exit(match result {

@@ -7,3 +7,4 @@ mod hot_reload;
 mod loading;
 mod monitoring;
 mod sandbox;
+mod supervisor;

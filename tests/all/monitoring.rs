@@ -155,3 +155,25 @@ fn after_kill_9_the_database_opens_cleanly_and_at_most_the_last_interval_is_miss
         (newest > killed_at).then_some(())
     });
 }
+
+#[test]
+fn supervised_processes_are_sampled_with_their_name_and_replica() {
+    let dir = plugin_dir(&[]);
+    let config = "[agent]\nsample_interval = \"100ms\"\n[[process]]\nname = \"busy\"\ncommand = \"while :; do :; done\"\nshell = true\nreplicas = 2\n";
+    let agent = Agent::start(dir.path(), config);
+    let data = agent.data.path().to_path_buf();
+    let cpu = wait_for("CPU samples of replica 1", LIMIT, || {
+        let v = query_json(
+            &data,
+            &["process.cpu.utilization", "--label", "process=busy", "--label", "replica=1", "--since", "1m"],
+        );
+        (v[0]["values"].as_array()?.len() >= 3).then_some(v)
+    });
+    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+    let last = cpu[0]["values"].as_array().unwrap().last().unwrap().as_f64().unwrap();
+    assert!(last > 0.2 / cores && last <= 1.0, "a busy loop uses a good part of a core: {last}");
+    let rss = query_json(&data, &["process.memory.usage", "--label", "process=busy", "--since", "1m"]);
+    assert_eq!(rss.as_array().unwrap().len(), 2, "one series per replica");
+    let restarts = query_json(&data, &["process.restarts", "--label", "replica=0", "--since", "1m"]);
+    assert!(restarts[0]["values"].as_array().unwrap().iter().all(|v| v == 0.0));
+}

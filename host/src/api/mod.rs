@@ -15,7 +15,13 @@ use std::time::Instant;
 
 pub mod prometheus;
 
+/// The token mutating requests must carry (`Authorization: Bearer TOKEN`). The agent writes
+/// it to `DATA_DIR/api.token` (mode 0600) at start; the CLI reads it from there.
+pub const TOKEN_FILE: &str = "api.token";
+
 pub struct ApiState {
+    pub supervisor: Option<Arc<crate::supervisor::Supervisor>>,
+    pub token: String,
     pub registry: Option<Arc<Registry>>,
     pub collector: Option<Arc<Collector>>,
     pub started: Instant,
@@ -29,6 +35,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/processes/{name}/{action}", axum::routing::post(control))
+        .route("/processes/{name}/replicas/{count}", axum::routing::post(replicas))
         .with_state(state)
 }
 
@@ -45,8 +53,10 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
             "state": "failed", "faults": 0, "error": f.error,
         }));
     }
+    let processes = state.supervisor.as_ref().map(|s| s.status()).unwrap_or_default();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "processes": processes,
         "uptime_s": state.started.elapsed().as_secs(),
         "plugins_dir": state.registry.as_ref().map(|r| r.dir().display().to_string()),
         "plugins": plugins,
@@ -66,6 +76,76 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::Int
         uptime_s: state.started.elapsed().as_secs_f64(),
     });
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+}
+
+/// Whether the request carries the agent's token. Compared in constant time.
+fn authorized(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+type Reply = (axum::http::StatusCode, String);
+
+fn refuse(headers: &axum::http::HeaderMap, state: &ApiState) -> Option<Reply> {
+    if !authorized(headers, &state.token) {
+        return Some((
+            axum::http::StatusCode::UNAUTHORIZED,
+            format!("a token is required: Authorization: Bearer <DATA_DIR/{TOKEN_FILE}>\n"),
+        ));
+    }
+    if state.supervisor.is_none() {
+        return Some((axum::http::StatusCode::NOT_FOUND, "this agent supervises no processes\n".into()));
+    }
+    None
+}
+
+fn outcome(result: Result<(), crate::supervisor::SupervisorError>, done: String) -> Reply {
+    match result {
+        Ok(()) => (axum::http::StatusCode::OK, done + "\n"),
+        Err(e @ crate::supervisor::SupervisorError::Unknown(_)) => {
+            (axum::http::StatusCode::NOT_FOUND, e.to_string() + "\n")
+        }
+        Err(e) => (axum::http::StatusCode::BAD_REQUEST, e.to_string() + "\n"),
+    }
+}
+
+async fn control(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Path((name, action)): axum::extract::Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Reply {
+    if let Some(refused) = refuse(&headers, &state) {
+        return refused;
+    }
+    let supervisor = state.supervisor.as_ref().expect("checked by refuse");
+    let result = match action.as_str() {
+        "restart" => supervisor.restart(&name).await,
+        "stop" => supervisor.stop(&name).await,
+        "start" => supervisor.start_program(&name).await,
+        other => {
+            return (
+                axum::http::StatusCode::NOT_FOUND,
+                format!("unknown action `{other}`: restart, stop or start\n"),
+            )
+        }
+    };
+    outcome(result, format!("{action}: {name}"))
+}
+
+async fn replicas(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Path((name, count)): axum::extract::Path<(String, u32)>,
+    headers: axum::http::HeaderMap,
+) -> Reply {
+    if let Some(refused) = refuse(&headers, &state) {
+        return refused;
+    }
+    let supervisor = state.supervisor.as_ref().expect("checked by refuse");
+    outcome(supervisor.set_replicas(&name, count).await, format!("{name}: {count} replicas"))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.

@@ -4,8 +4,10 @@
 //! Owns: the file format and its defaults. Does not know about wasmtime, SQLite or HTTP.
 
 mod origin;
+mod process;
 
 pub use origin::{Origin, Scheme};
+pub use process::{parse_signal, Backoff, HealthCheck, LogFiles, Probe, ProcessSpec, Restart, StartLimit};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -36,6 +38,8 @@ pub struct Config {
     pub retention: crate::store::Retention,
     /// `[plugins.NAME]`: grants, limits and configuration per plugin, by plugin name.
     pub plugins: BTreeMap<String, PluginSettings>,
+    /// `[[process]]`: what the supervisor runs, in file order.
+    pub processes: Vec<ProcessSpec>,
 }
 
 /// What one plugin is granted and held to. Every field has a safe default: a plugin with no
@@ -110,6 +114,8 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     plugins: BTreeMap<String, Spanned<RawPlugin>>,
+    #[serde(default)]
+    process: Vec<process::RawProcess>,
 }
 
 #[derive(Deserialize, Default)]
@@ -242,6 +248,7 @@ impl Config {
             sample_interval,
             retention,
             plugins,
+            processes: process::validate(raw.process, at)?,
         })
     }
 
