@@ -202,27 +202,16 @@ impl Config {
                 )
             })?,
         };
-        let duration = |d: &Option<Spanned<String>>,
-                        field: &str,
-                        min: Duration|
-         -> Result<Option<Duration>, ConfigError> {
-            let Some(d) = d else { return Ok(None) };
-            let value = crate::duration::parse(d.get_ref())
-                .map_err(|e| at.error(Some(d.span()), &format!("{field}: {e}")))?;
-            if value < min {
-                let min = crate::duration::format(min);
-                return Err(at.error(Some(d.span()), &format!("{field}: must be at least {min}")));
-            }
-            Ok(Some(value))
-        };
-        let sample_interval =
-            duration(&raw.agent.sample_interval, "agent.sample_interval", Duration::from_millis(100))?
-                .unwrap_or(Duration::from_secs(1));
+        let sample_interval = at
+            .duration(&raw.agent.sample_interval, "agent.sample_interval", Duration::from_millis(100))?
+            .unwrap_or(Duration::from_secs(1));
         let mut retention = crate::store::Retention::default();
-        if let Some(r) = duration(&raw.store.retention, "store.retention", Duration::from_secs(60))? {
+        if let Some(r) = at.duration(&raw.store.retention, "store.retention", Duration::from_secs(60))? {
             retention.rollups = r;
         }
-        if let Some(r) = duration(&raw.store.raw_retention, "store.raw_retention", Duration::from_secs(60))? {
+        if let Some(r) =
+            at.duration(&raw.store.raw_retention, "store.raw_retention", Duration::from_secs(60))?
+        {
             retention.raw = r;
         }
         if retention.raw > retention.rollups {
@@ -307,17 +296,10 @@ fn plugin_settings(name: &str, raw: RawPlugin, at: &Located) -> Result<PluginSet
         }
         s.max_return_bytes = kib.get_ref() << 10;
     }
-    let duration = |d: Option<Spanned<String>>, f: &str| -> Result<Option<Duration>, ConfigError> {
-        d.map(|d| {
-            crate::duration::parse(d.get_ref())
-                .and_then(|v| if v.is_zero() { Err("must be more than zero".into()) } else { Ok(v) })
-                .map_err(|e| at.error(Some(d.span()), &format!("{}: {e}", field(f))))
-        })
-        .transpose()
-    };
-    s.cpu_limit = duration(raw.cpu_limit, "cpu_limit")?;
-    s.timeout = duration(raw.timeout, "timeout")?;
-    s.interval = duration(raw.interval, "interval")?;
+    let positive = Duration::from_millis(1);
+    s.cpu_limit = at.duration(&raw.cpu_limit, &field("cpu_limit"), positive)?;
+    s.timeout = at.duration(&raw.timeout, &field("timeout"), positive)?;
+    s.interval = at.duration(&raw.interval, &field("interval"), positive)?;
     s.config_json = serde_json::to_string(&raw.config).expect("a TOML table is valid JSON");
     s.disabled = raw.disabled;
     Ok(s)
@@ -332,6 +314,23 @@ struct Located<'a> {
 impl<'a> Located<'a> {
     fn none() -> Located<'static> {
         Located { file: None, text: "" }
+    }
+
+    /// An optional duration field: parsed, at least `min`, errors naming `field`.
+    fn duration(
+        &self,
+        d: &Option<Spanned<String>>,
+        field: &str,
+        min: Duration,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let Some(d) = d else { return Ok(None) };
+        let value = crate::duration::parse(d.get_ref())
+            .map_err(|e| self.error(Some(d.span()), &format!("{field}: {e}")))?;
+        if value < min {
+            let min = crate::duration::format(min);
+            return Err(self.error(Some(d.span()), &format!("{field}: must be at least {min}")));
+        }
+        Ok(Some(value))
     }
 
     fn error(&self, span: Option<std::ops::Range<usize>>, message: &str) -> ConfigError {

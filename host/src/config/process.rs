@@ -205,11 +205,7 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
         }
         let duration =
             |d: &Option<Spanned<String>>, f: &str, default: Duration| -> Result<Duration, ConfigError> {
-                match d {
-                    None => Ok(default),
-                    Some(d) => crate::duration::parse(d.get_ref())
-                        .map_err(|e| at.error(Some(d.span()), &format!("{}: {e}", field(f)))),
-                }
+                Ok(at.duration(d, &field(f), Duration::ZERO)?.unwrap_or(default))
             };
         let replicas = match &p.replicas {
             None => 1,
