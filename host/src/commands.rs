@@ -358,3 +358,58 @@ pub fn control(options: RunOptions, action: ProcessAction) -> anyhow::Result<Exi
         }
     })
 }
+
+/// `agent decisions`: the decision journal, read-only (works beside a running agent).
+pub fn decisions(
+    options: RunOptions,
+    group: Option<String>,
+    since: std::time::Duration,
+    format: Format,
+) -> anyhow::Result<Exit> {
+    let store = open_store(options)?;
+    let entries = store.decisions(group.as_deref(), crate::store::now_ms() - since.as_millis() as i64)?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+        Format::Csv => {
+            println!("time,group,current,ready,recommendation,target,action,reason,outcome");
+            for e in &entries {
+                let rec = e.recommendation.map(|r| r.to_string()).unwrap_or_default();
+                let quote = |t: &str| format!("\"{}\"", t.replace('"', "\"\""));
+                let action = serde_json::to_value(e.action)?.as_str().unwrap_or_default().to_string();
+                println!(
+                    "{},{},{},{},{rec},{},{action},{},{}",
+                    crate::timefmt::format(e.t_ms),
+                    e.group,
+                    e.current,
+                    e.ready,
+                    e.target,
+                    quote(&e.reason),
+                    quote(&e.outcome)
+                );
+            }
+        }
+        Format::Table => {
+            for e in &entries {
+                let action = serde_json::to_value(e.action)?.as_str().unwrap_or_default().to_string();
+                let changed: Vec<String> = e
+                    .steps
+                    .as_array()
+                    .map(|s| s.iter().filter_map(|s| s["guardrail"].as_str().map(String::from)).collect())
+                    .unwrap_or_default();
+                let guard =
+                    if changed.is_empty() { String::new() } else { format!(" [{}]", changed.join(", ")) };
+                println!(
+                    "{}  {:<12} {:<17} {} → {}{guard}  {}{}",
+                    crate::timefmt::format(e.t_ms),
+                    e.group,
+                    action,
+                    e.current,
+                    e.target,
+                    e.reason,
+                    if e.outcome.is_empty() { String::new() } else { format!(" — {}", e.outcome) }
+                );
+            }
+        }
+    }
+    Ok(Exit::Success)
+}

@@ -57,6 +57,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
 
+    let scaler = registry.as_ref().map(|r| crate::scaler::Scaler::start(&config.groups, r, &store));
+
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
         format!("listening on {} (agent.listen / --listen): is another agent running?", config.listen)
     })?;
@@ -67,6 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let state = Arc::new(ApiState {
         supervisor: Some(supervisor.clone()),
+        scaler,
         token,
         registry: registry.clone(),
         collector,

@@ -26,6 +26,19 @@ enum Command {
     /// Read the metrics database (works while the agent runs).
     #[command(subcommand)]
     Metrics(MetricsCommand),
+    /// The decision journal of the scaling groups (works while the agent runs).
+    Decisions {
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// How far back: 10m, 1h, 2d. Default 1h.
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        since: std::time::Duration,
+        #[arg(long, value_enum, default_value = "table")]
+        format: commands::Format,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// List the running agent's supervised processes.
     Ps {
         #[arg(long)]
@@ -182,6 +195,9 @@ fn main() {
             commands::metrics_query(run.into_options(), query)
         }
         Some(Command::Ps { json, run }) => commands::ps(run.into_options(), json),
+        Some(Command::Decisions { group, since, format, run }) => {
+            commands::decisions(run.into_options(), group, since, format)
+        }
         Some(Command::Restart { name, run }) => {
             commands::control(run.into_options(), ProcessAction::Restart(name))
         }

@@ -7,4 +7,5 @@ mod hot_reload;
 mod loading;
 mod monitoring;
 mod sandbox;
+mod scaler;
 mod supervisor;

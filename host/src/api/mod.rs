@@ -21,6 +21,7 @@ pub const TOKEN_FILE: &str = "api.token";
 
 pub struct ApiState {
     pub supervisor: Option<Arc<crate::supervisor::Supervisor>>,
+    pub scaler: Option<crate::scaler::Scaler>,
     pub token: String,
     pub registry: Option<Arc<Registry>>,
     pub collector: Option<Arc<Collector>>,
@@ -54,8 +55,10 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         }));
     }
     let processes = state.supervisor.as_ref().map(|s| s.status()).unwrap_or_default();
+    let groups = state.scaler.as_ref().map(|s| s.status()).unwrap_or_default();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "groups": groups,
         "processes": processes,
         "uptime_s": state.started.elapsed().as_secs(),
         "plugins_dir": state.registry.as_ref().map(|r| r.dir().display().to_string()),

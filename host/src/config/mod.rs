@@ -3,9 +3,11 @@
 //!
 //! Owns: the file format and its defaults. Does not know about wasmtime, SQLite or HTTP.
 
+mod group;
 mod origin;
 mod process;
 
+pub use group::{Fallback, GroupSpec, MetricWindow};
 pub use origin::{Origin, Scheme};
 pub use process::{parse_signal, Backoff, HealthCheck, LogFiles, Probe, ProcessSpec, Restart, StartLimit};
 
@@ -40,6 +42,8 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginSettings>,
     /// `[[process]]`: what the supervisor runs, in file order.
     pub processes: Vec<ProcessSpec>,
+    /// `[[group]]`: scaling groups, in file order.
+    pub groups: Vec<GroupSpec>,
 }
 
 /// What one plugin is granted and held to. Every field has a safe default: a plugin with no
@@ -116,6 +120,8 @@ struct RawConfig {
     plugins: BTreeMap<String, Spanned<RawPlugin>>,
     #[serde(default)]
     process: Vec<process::RawProcess>,
+    #[serde(default)]
+    group: Vec<group::RawGroup>,
 }
 
 #[derive(Deserialize, Default)]
@@ -238,6 +244,7 @@ impl Config {
             retention,
             plugins,
             processes: process::validate(raw.process, at)?,
+            groups: group::validate(raw.group, at)?,
         })
     }
 

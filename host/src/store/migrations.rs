@@ -36,6 +36,23 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (series, t)
     ) WITHOUT ROWID;
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 3: the decision journal: one row per evaluation of a scaling group.
+    "CREATE TABLE decisions (
+        id             INTEGER PRIMARY KEY,
+        t              INTEGER NOT NULL,
+        grp            TEXT NOT NULL,
+        current        INTEGER NOT NULL,
+        ready          INTEGER NOT NULL,
+        recommendation REAL,
+        reason         TEXT NOT NULL,
+        target         INTEGER NOT NULL,
+        steps          TEXT NOT NULL,
+        action         TEXT NOT NULL,
+        outcome        TEXT NOT NULL,
+        backend_ms     INTEGER,
+        inputs         TEXT NOT NULL
+    );
+    CREATE INDEX decisions_by_group ON decisions (grp, t);",
 ];
 
 /// Refuses a database from a newer agent; returns the schema version found.

@@ -5,6 +5,7 @@
 //! readers, background rollups and retention); plugin state. Does not know where samples come
 //! from, nor about plugins beyond their names.
 
+mod journal;
 mod maintenance;
 mod migrations;
 mod plugin_state;
@@ -12,6 +13,7 @@ mod query;
 mod series;
 mod writer;
 
+pub use journal::{Action, Entry as JournalEntry};
 pub use maintenance::{Report as MaintenanceReport, Retention};
 pub use plugin_state::PluginState;
 pub use query::{Selector, SeriesInfo, SeriesPoints};

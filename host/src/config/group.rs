@@ -1,0 +1,263 @@
+//! `[[group]]`: scaling groups — the metrics a policy sees, the policy and backend plugins, the
+//! bounds and the guardrails. Raw TOML → validated [`GroupSpec`].
+
+use super::{ConfigError, Located};
+use crate::scaler::guardrails::{Behavior, Direction, RateRule, Select};
+use serde::Deserialize;
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSpec {
+    pub name: String,
+    /// How often the group is evaluated. Default 15s.
+    pub interval: Duration,
+    pub metrics: Vec<MetricWindow>,
+    /// The policy plugin's name.
+    pub policy: String,
+    /// `policy_config`, as JSON (the policy's `context.params`).
+    pub policy_params: String,
+    /// The backend plugin's name.
+    pub backend: String,
+    /// `backend_config`, as JSON (the backend's `group.params`).
+    pub backend_params: String,
+    pub behavior: Behavior,
+    /// Do everything but call the backend's `scale`; journal "would scale".
+    pub dry_run: bool,
+    /// After this many evaluations in a row without a usable recommendation, scale to
+    /// `capacity` instead of holding. `None`: always hold.
+    pub fallback: Option<Fallback>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricWindow {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fallback {
+    pub after: u32,
+    pub capacity: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroup {
+    name: Spanned<String>,
+    interval: Option<Spanned<String>>,
+    #[serde(default)]
+    metrics: Vec<RawMetric>,
+    policy: String,
+    #[serde(default)]
+    policy_config: toml::Table,
+    backend: String,
+    #[serde(default)]
+    backend_config: toml::Table,
+    min: Spanned<u32>,
+    max: Spanned<u32>,
+    tolerance: Option<Spanned<f64>>,
+    sanity_ceiling: Option<u32>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    scale_up: RawDirection,
+    #[serde(default)]
+    scale_down: RawDirection,
+    fallback: Option<RawFallback>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetric {
+    name: String,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    window: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDirection {
+    stabilization: Option<Spanned<String>>,
+    cooldown: Option<Spanned<String>>,
+    select: Option<Spanned<String>>,
+    policies: Option<Vec<Spanned<RawRule>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(rename = "type")]
+    kind: String,
+    value: u32,
+    period: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFallback {
+    after: u32,
+    capacity: u32,
+}
+
+pub(super) fn validate(raw: Vec<RawGroup>, at: &Located) -> Result<Vec<GroupSpec>, ConfigError> {
+    let mut groups: Vec<GroupSpec> = Vec::new();
+    for g in raw {
+        let name = g.name.get_ref().clone();
+        let field = |f: &str| format!("group[{name}].{f}");
+        if !super::valid_plugin_name(&name) || groups.iter().any(|x| x.name == name) {
+            return Err(
+                at.error(Some(g.name.span()), &field("name: unique, lower-case letters, digits and `-`"))
+            );
+        }
+        let (min, max) = (*g.min.get_ref(), *g.max.get_ref());
+        if min > max {
+            return Err(at.error(Some(g.max.span()), &field(&format!("max: {max} is below min {min}"))));
+        }
+        let tolerance = match &g.tolerance {
+            None => 0.1,
+            Some(t) if (0.0..1.0).contains(t.get_ref()) => *t.get_ref(),
+            Some(t) => {
+                return Err(at.error(Some(t.span()), &field("tolerance: a fraction in [0, 1), e.g. 0.1")))
+            }
+        };
+        let interval = at
+            .duration(&g.interval, &field("interval"), Duration::from_millis(100))?
+            .unwrap_or(Duration::from_secs(15));
+        let mut metrics = Vec::new();
+        for m in g.metrics {
+            let window = at
+                .duration(&m.window, &field("metrics.window"), Duration::from_millis(100))?
+                .unwrap_or(Duration::from_secs(60));
+            metrics.push(MetricWindow { name: m.name, labels: m.labels.into_iter().collect(), window });
+        }
+        let defaults = Behavior::hpa(min, max);
+        let direction = |raw: &RawDirection, d: Direction, which: &str| -> Result<Direction, ConfigError> {
+            let ms = |x: Duration| x.as_millis() as i64;
+            let f = |k: &str| field(&format!("{which}.{k}"));
+            let select = match &raw.select {
+                None => d.select,
+                Some(s) => match s.get_ref().as_str() {
+                    "max" => Select::Max,
+                    "min" => Select::Min,
+                    "disabled" => Select::Disabled,
+                    other => {
+                        return Err(at.error(
+                            Some(s.span()),
+                            &format!("{}: `{other}` is not max, min or disabled", f("select")),
+                        ))
+                    }
+                },
+            };
+            let rules = match &raw.policies {
+                None => d.rules,
+                Some(list) => {
+                    let mut rules = Vec::new();
+                    for r in list {
+                        let span = r.span();
+                        let r = r.get_ref();
+                        let period = crate::duration::parse(&r.period).map_err(|e| {
+                            at.error(Some(span.clone()), &format!("{}: {e}", f("policies.period")))
+                        })?;
+                        let period_ms = ms(period).max(1);
+                        rules.push(match r.kind.as_str() {
+                            "pods" => RateRule::Pods { value: r.value, period_ms },
+                            "percent" => RateRule::Percent { value: r.value, period_ms },
+                            other => {
+                                return Err(at.error(
+                                    Some(span),
+                                    &format!("{}: `{other}` is not pods or percent", f("policies.type")),
+                                ))
+                            }
+                        });
+                    }
+                    rules
+                }
+            };
+            Ok(Direction {
+                stabilization_ms: at
+                    .duration(&raw.stabilization, &f("stabilization"), Duration::ZERO)?
+                    .map_or(d.stabilization_ms, ms),
+                cooldown_ms: at
+                    .duration(&raw.cooldown, &f("cooldown"), Duration::ZERO)?
+                    .map_or(d.cooldown_ms, ms),
+                rules,
+                select,
+            })
+        };
+        let behavior = Behavior {
+            min,
+            max,
+            tolerance,
+            sanity_ceiling: g.sanity_ceiling.unwrap_or(defaults.sanity_ceiling).max(max),
+            up: direction(&g.scale_up, defaults.up.clone(), "scale_up")?,
+            down: direction(&g.scale_down, defaults.down.clone(), "scale_down")?,
+        };
+        let json = |t: &toml::Table| serde_json::to_string(t).expect("a TOML table is valid JSON");
+        groups.push(GroupSpec {
+            name: name.clone(),
+            interval,
+            metrics,
+            policy: g.policy,
+            policy_params: json(&g.policy_config),
+            backend: g.backend,
+            backend_params: json(&g.backend_config),
+            behavior,
+            dry_run: g.dry_run,
+            fallback: g
+                .fallback
+                .map(|f| Fallback { after: f.after.max(1), capacity: f.capacity.clamp(min, max) }),
+        });
+    }
+    Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::scaler::guardrails::{RateRule, Select};
+    use std::path::Path;
+
+    #[test]
+    fn a_group_parses_with_hpa_defaults_and_overrides() {
+        let c = Config::parse(
+            r#"
+[[group]]
+name = "web"
+interval = "10s"
+policy = "target-tracking"
+policy_config = { target = 0.6 }
+backend = "ledger"
+min = 1
+max = 10
+metrics = [{ name = "system.cpu.utilization", window = "2m" }]
+[group.scale_down]
+stabilization = "1m"
+select = "min"
+policies = [{ type = "pods", value = 1, period = "30s" }]
+"#,
+            Path::new("agent.toml"),
+        )
+        .unwrap();
+        let g = &c.groups[0];
+        assert_eq!((g.behavior.min, g.behavior.max, g.behavior.tolerance), (1, 10, 0.1));
+        assert_eq!(g.policy_params, r#"{"target":0.6}"#);
+        assert_eq!(g.metrics[0].window.as_secs(), 120);
+        assert_eq!(g.behavior.down.stabilization_ms, 60_000);
+        assert_eq!(g.behavior.down.select, Select::Min);
+        assert_eq!(g.behavior.down.rules, [RateRule::Pods { value: 1, period_ms: 30_000 }]);
+        assert_eq!(g.behavior.up.rules.len(), 2, "HPA default scale-up rules");
+    }
+
+    #[test]
+    fn errors_name_the_group_and_field() {
+        let err = |t: &str| Config::parse(t, Path::new("agent.toml")).unwrap_err().0;
+        let base = "[[group]]\nname = \"g\"\npolicy = \"p\"\nbackend = \"b\"\n";
+        assert!(err(&format!("{base}min = 5\nmax = 2\n")).contains("group[g].max: 2 is below min 5"));
+        assert!(err(&format!("{base}min = 1\nmax = 2\ntolerance = 2.0\n")).contains("group[g].tolerance"));
+        let e = err(&format!("{base}min = 1\nmax = 2\n[group.scale_up]\nselect = \"most\"\n"));
+        assert!(e.contains("group[g].scale_up.select: `most`"), "{e}");
+    }
+}

@@ -1,0 +1,247 @@
+//! The control loop of one scaling group: every interval, read the metric windows from the
+//! store, ask the backend for capacity, ask the policy, apply the guardrails, have the backend
+//! act (unless dry-run), and journal all of it. Missing data or a failing policy holds the
+//! group (it never scales down on missing data), or scales to the fallback capacity after the
+//! configured number of failures in a row.
+
+use super::guardrails::{decide, History};
+use crate::config::GroupSpec;
+use crate::plugins::bindings::{Bounds, Group, PolicyContext, Target, Window};
+use crate::plugins::registry::Registry;
+use crate::store::{now_ms, Action, JournalEntry, Labels, Selector, Store};
+use serde::Serialize;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+/// What `/status` shows of a group.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GroupStatus {
+    pub name: String,
+    pub current: Option<u32>,
+    pub ready: Option<u32>,
+    pub desired: Option<u32>,
+    pub dry_run: bool,
+    pub last_action: Option<Action>,
+    pub last_reason: Option<String>,
+    pub last_ms: Option<i64>,
+    pub failures_in_a_row: u32,
+}
+
+/// Rebuilds stabilization and cooldown memory from the journal, so a restart cannot cause a
+/// burst of actions.
+pub fn history_from_journal(spec: &GroupSpec, entries: &[JournalEntry]) -> History {
+    let mut history = History::default();
+    for e in entries {
+        if let Some(r) = e.recommendation {
+            // Replaying a recommendation records it exactly as it was recorded live.
+            decide(r, e.current, e.t_ms, &spec.behavior, &mut history);
+        }
+        if e.action == Action::Scale {
+            history.actions.push_back((e.t_ms, e.current, e.target));
+        }
+    }
+    history
+}
+
+pub async fn run(
+    spec: Arc<GroupSpec>,
+    registry: Weak<Registry>,
+    store: Store,
+    status: Arc<Mutex<GroupStatus>>,
+) {
+    let lookback = spec.behavior.up.stabilization_ms.max(spec.behavior.down.stabilization_ms).max(3_600_000);
+    let mut history = match store.decisions(Some(&spec.name), now_ms() - lookback) {
+        Ok(entries) => history_from_journal(&spec, &entries),
+        Err(e) => {
+            tracing::error!(group = %spec.name, "reading the journal: {e}; starting without history");
+            History::default()
+        }
+    };
+    let mut failures = 0u32;
+    let mut tick = tokio::time::interval(spec.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(registry) = registry.upgrade() else { return };
+        let entry = evaluate(&spec, &registry, &store, &mut history, &mut failures).await;
+        history.prune(entry.t_ms, &spec.behavior);
+        if let Err(e) = store.journal(&entry) {
+            tracing::error!(group = %spec.name, "journaling a decision: {e}");
+        }
+        match entry.action {
+            Action::Hold => {
+                tracing::debug!(group = %spec.name, "hold at {}: {}", entry.current, entry.reason)
+            }
+            _ => {
+                tracing::info!(group = %spec.name, "{:?} {} → {}: {} ({})", entry.action, entry.current, entry.target, entry.reason, entry.outcome)
+            }
+        }
+        let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+        s.current = Some(entry.current);
+        s.ready = Some(entry.ready);
+        s.desired = Some(entry.target);
+        s.last_action = Some(entry.action);
+        s.last_reason = Some(entry.reason.clone());
+        s.last_ms = Some(entry.t_ms);
+        s.failures_in_a_row = failures;
+    }
+}
+
+async fn evaluate(
+    spec: &GroupSpec,
+    registry: &Registry,
+    store: &Store,
+    history: &mut History,
+    failures: &mut u32,
+) -> JournalEntry {
+    let now = now_ms();
+    let mut entry = JournalEntry {
+        t_ms: now,
+        group: spec.name.clone(),
+        current: 0,
+        ready: 0,
+        recommendation: None,
+        reason: String::new(),
+        target: 0,
+        steps: serde_json::json!([]),
+        action: Action::NoRecommendation,
+        outcome: String::new(),
+        backend_ms: None,
+        inputs: serde_json::json!({}),
+    };
+    let group = Group { name: spec.name.clone(), params: spec.backend_params.clone() };
+    let Some(backend) = registry.get(&spec.backend) else {
+        entry.reason = format!("backend plugin `{}` is not loaded", spec.backend);
+        return entry;
+    };
+    let capacity = match backend.describe(group.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            entry.reason = format!("backend `{}` describe failed: {e}", spec.backend);
+            return entry;
+        }
+    };
+    (entry.current, entry.ready, entry.target) = (capacity.replicas, capacity.ready, capacity.replicas);
+
+    // Every configured metric must have data: a policy never decides on part of its inputs.
+    let mut windows = Vec::new();
+    let mut missing = Vec::new();
+    let mut inputs = serde_json::Map::new();
+    for m in &spec.metrics {
+        let sel = Selector { name: m.name.clone(), matchers: m.labels.clone() };
+        let from = now - m.window.as_millis() as i64;
+        let series = store.query(&sel, from, now + 1, None).unwrap_or_default();
+        let with_data: Vec<_> = series.into_iter().filter(|s| !s.values.is_empty()).collect();
+        if with_data.is_empty() {
+            missing.push(m.name.clone());
+            continue;
+        }
+        for s in with_data {
+            let mean = s.values.iter().sum::<f64>() / s.values.len() as f64;
+            inputs.insert(
+                format!("{}{}", s.name, s.labels),
+                serde_json::json!({"points": s.values.len(), "mean": mean}),
+            );
+            windows.push(Window {
+                metric: s.name,
+                labels: labels(&s.labels),
+                length_ms: m.window.as_millis() as u64,
+                timestamps_ms: s.timestamps_ms,
+                values: s.values,
+            });
+        }
+    }
+    entry.inputs = serde_json::Value::Object(inputs);
+
+    let recommendation = if !missing.is_empty() {
+        Err(format!("no data for {} in the window; holding", missing.join(", ")))
+    } else {
+        match registry.get(&spec.policy) {
+            None => Err(format!("policy plugin `{}` is not loaded", spec.policy)),
+            Some(policy) => {
+                let ctx = PolicyContext {
+                    group: spec.name.clone(),
+                    now_ms: now,
+                    current: capacity.clone(),
+                    bounds: Bounds {
+                        min_replicas: spec.behavior.min,
+                        max_replicas: spec.behavior.max,
+                        max_tier: 0,
+                    },
+                    windows,
+                    params: spec.policy_params.clone(),
+                };
+                policy.evaluate(ctx).await.map_err(|e| format!("policy `{}`: {e}", spec.policy))
+            }
+        }
+    };
+
+    let target = match recommendation {
+        Ok(r) => {
+            let decision = decide(r.replicas, capacity.replicas, now, &spec.behavior, history);
+            entry.recommendation = Some(r.replicas);
+            entry.steps = serde_json::Value::Array(
+                decision
+                    .steps
+                    .iter()
+                    .map(|s| serde_json::json!({"guardrail": s.guardrail, "before": s.before, "after": s.after, "why": s.why}))
+                    .collect(),
+            );
+            match decision.plugin_fault {
+                Some(fault) => {
+                    *failures += 1;
+                    entry.reason = format!("plugin fault: {fault}");
+                }
+                None => {
+                    *failures = 0;
+                    entry.reason = r.reason;
+                }
+            }
+            decision.target
+        }
+        Err(why) => {
+            *failures += 1;
+            entry.reason = why;
+            capacity.replicas
+        }
+    };
+    let target = match spec.fallback {
+        Some(f) if *failures >= f.after => {
+            entry.reason =
+                format!("{} ({} failures in a row: fallback to {})", entry.reason, failures, f.capacity);
+            f.capacity
+        }
+        _ => target,
+    };
+    entry.target = target;
+    if target == capacity.replicas {
+        if entry.recommendation.is_some() {
+            entry.action = Action::Hold;
+        }
+        return entry;
+    }
+    if spec.dry_run {
+        entry.action = Action::WouldScale;
+        entry.outcome = format!("dry run: would scale {} → {target}", capacity.replicas);
+        return entry;
+    }
+    let started = Instant::now();
+    let result = backend.scale(group, Target { replicas: target, tier: capacity.tier }).await;
+    entry.backend_ms = Some(started.elapsed().as_millis() as u64);
+    match result {
+        Ok(outcome) => {
+            entry.action = Action::Scale;
+            entry.outcome = outcome.detail;
+            history.actions.push_back((now, capacity.replicas, target));
+        }
+        Err(e) => {
+            entry.action = Action::ScaleFailed;
+            entry.outcome = format!("backend `{}` scale failed: {e}", spec.backend);
+        }
+    }
+    entry
+}
+
+fn labels(l: &Labels) -> Vec<crate::plugins::bindings::Label> {
+    l.iter().map(|(k, v)| crate::plugins::bindings::Label { key: k.into(), value: v.into() }).collect()
+}

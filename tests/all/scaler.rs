@@ -1,0 +1,163 @@
+//! The scaling loop, end to end: an application's load (a loopback JSON endpoint) is collected
+//! by the http-json source into the store, read back as windows by the group, turned into a
+//! recommendation by target-tracking, passed through the guardrails and applied by the ledger
+//! backend — and every evaluation is journaled.
+
+use crate::common::{agent_cli, plugin, plugin_dir, wait_for, Agent, JsonServer};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn decisions(agent: &Agent, group: &str) -> Vec<serde_json::Value> {
+    let (code, out, err) = agent_cli(&[
+        "decisions",
+        "--group",
+        group,
+        "--since",
+        "10m",
+        "--format",
+        "json",
+        "--data-dir",
+        agent.data.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().clone()
+}
+
+fn group_status(agent: &Agent, name: &str) -> serde_json::Value {
+    agent.status()["groups"].as_array().unwrap().iter().find(|g| g["name"] == name).unwrap().clone()
+}
+
+fn config(app: &JsonServer) -> String {
+    format!(
+        r#"
+[plugins.http-json]
+allow_http = ["http://{addr}"]
+interval = "100ms"
+[plugins.http-json.config]
+url = "http://{addr}/"
+metrics = {{ "/load" = "app.load" }}
+
+[[group]]
+name = "web"
+interval = "300ms"
+metrics = [{{ name = "app.load", window = "1s" }}]
+policy = "target-tracking"
+policy_config = {{ target = 10, per = "total" }}
+backend = "ledger"
+backend_config = {{ initial = 1 }}
+min = 1
+max = 10
+[group.scale_down]
+stabilization = "0s"
+
+[[group]]
+name = "rehearsal"
+interval = "300ms"
+dry_run = true
+metrics = [{{ name = "app.load", window = "1s" }}]
+policy = "target-tracking"
+policy_config = {{ target = 10, per = "total" }}
+backend = "ledger"
+backend_config = {{ initial = 1 }}
+min = 1
+max = 10
+
+[[group]]
+name = "blind"
+interval = "300ms"
+metrics = [{{ name = "app.load", window = "1s" }}, {{ name = "app.missing", window = "1s" }}]
+policy = "target-tracking"
+policy_config = {{ target = 10, per = "total" }}
+backend = "ledger"
+backend_config = {{ initial = 3 }}
+min = 1
+max = 10
+"#,
+        addr = app.addr
+    )
+}
+
+#[test]
+fn load_drives_the_group_up_and_down_through_policy_guardrails_and_backend() {
+    let app = JsonServer::start(r#"{"load": 45}"#);
+    let dir = plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("ledger")]);
+    let agent = Agent::start(dir.path(), &config(&app));
+
+    // 45 / 10 per replica → 5; the HPA's default scale-up rule allows 1 → 5 (+4) at once.
+    let scaled = wait_for("a scale to 5", LIMIT, || {
+        decisions(&agent, "web").into_iter().find(|d| d["action"] == "scale" && d["target"] == 5)
+    });
+    assert_eq!(scaled["current"], 1);
+    assert_eq!(scaled["recommendation"], 5.0);
+    assert!(scaled["reason"].as_str().unwrap().contains("app.load mean 45.000 vs target 10"), "{scaled}");
+    assert!(scaled["outcome"].as_str().unwrap().starts_with("recorded 1 → 5 replicas"));
+    assert!(scaled["inputs"].as_object().unwrap().keys().any(|k| k.starts_with("app.load")));
+    wait_for("the group at 5", LIMIT, || (group_status(&agent, "web")["current"] == 5).then_some(()));
+
+    // Within tolerance: 48 → 5 (ceil 4.8) holds.
+    app.set_body(r#"{"load": 48}"#);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(group_status(&agent, "web")["current"], 5);
+
+    // No load: down to the minimum, not to zero (perhaps in steps, as the 1 s window drains).
+    app.set_body(r#"{"load": 0}"#);
+    wait_for("a scale down to 1", LIMIT, || {
+        decisions(&agent, "web").into_iter().find(|d| d["action"] == "scale" && d["target"] == 1)
+    });
+    let zero = wait_for("a recommendation of 0", LIMIT, || {
+        decisions(&agent, "web").into_iter().find(|d| d["recommendation"] == 0.0)
+    });
+    assert_eq!(zero["target"], 1);
+    let guardrails: Vec<&str> =
+        zero["steps"].as_array().unwrap().iter().map(|s| s["guardrail"].as_str().unwrap()).collect();
+    assert_eq!(guardrails, ["bounds"], "0 was raised to min 1");
+
+    // Dry run: journaled as "would scale", the backend never asked.
+    let rehearsal = decisions(&agent, "rehearsal");
+    let would = rehearsal.iter().find(|d| d["action"] == "would-scale").expect("a would-scale entry");
+    assert!(would["outcome"].as_str().unwrap().starts_with("dry run: would scale 1 → 5"));
+    assert!(rehearsal.iter().all(|d| d["current"] == 1), "the backend was never asked to scale");
+    assert_eq!(group_status(&agent, "rehearsal")["dry_run"], true);
+
+    // One metric missing: hold, never scale on part of the inputs.
+    let blind = decisions(&agent, "blind");
+    assert!(!blind.is_empty());
+    assert!(blind.iter().all(|d| d["action"] == "no-recommendation" && d["target"] == 3), "{blind:?}");
+    assert!(
+        blind.iter().all(|d| d["reason"].as_str().unwrap().contains("app.missing in the window; holding")),
+        "{blind:?}"
+    );
+    let status = group_status(&agent, "blind");
+    assert_eq!(status["last_action"], "no-recommendation");
+    assert!(status["failures_in_a_row"].as_u64().unwrap() >= 1);
+
+    // The table view names the guardrails that changed a number.
+    let (_, table, _) =
+        agent_cli(&["decisions", "--group", "web", "--data-dir", agent.data.path().to_str().unwrap()]);
+    assert!(table.lines().any(|l| l.contains("→ 1 [bounds]")), "{table}");
+}
+
+#[test]
+fn a_restart_rebuilds_stabilization_from_the_journal_instead_of_acting_at_once() {
+    let app = JsonServer::start(r#"{"load": 45}"#);
+    let dir = plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("ledger")]);
+    // Scale-down stabilization of 10 minutes: after scaling up, a drop in load must not scale
+    // down, before or after a restart.
+    let cfg = config(&app)
+        .replace("[group.scale_down]\nstabilization = \"0s\"", "[group.scale_down]\nstabilization = \"10m\"");
+    let agent = Agent::start(dir.path(), &cfg);
+    wait_for("a scale to 5", LIMIT, || decisions(&agent, "web").into_iter().find(|d| d["action"] == "scale"));
+    app.set_body(r#"{"load": 0}"#);
+    let data = agent.stop();
+    let agent = Agent::start_in(dir.path(), &cfg, data);
+    let held = wait_for("three evaluations after the restart", LIMIT, || {
+        let after: Vec<_> =
+            decisions(&agent, "web").into_iter().filter(|d| d["recommendation"] == 0.0).collect();
+        (after.len() >= 3).then_some(after)
+    });
+    for d in held {
+        assert_eq!(d["target"], 5, "held by the stabilization window rebuilt from the journal: {d}");
+        assert!(d["steps"].as_array().unwrap().iter().any(|s| s["guardrail"] == "stabilization"));
+    }
+}
