@@ -90,7 +90,7 @@ fn main() {
         }
 
         let prepared = loader::prepare(&rt, &wasm("plugins", "target-tracking")).await.unwrap();
-        let grants = Arc::new(Grants { plugin: "bench".into(), settings: PluginSettings::default(), state: None });
+        let grants = Arc::new(Grants { plugin: "bench".into(), settings: PluginSettings::default(), state: None, replicas: None });
         let limits = Limits::for_kind(Kind::Policy, &grants.settings);
 
         println!("\n## instantiate (fresh store + instance, target-tracking)");

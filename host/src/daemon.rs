@@ -49,6 +49,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 );
             }
             let registry = Registry::new(runtime.clone(), config.clone(), Some(store.clone()), dir);
+            registry.set_replica_control(supervisor.clone());
             registry.reconcile().await;
             registry.watch()?;
             let collector = Arc::new(Collector::new(Some(writer.clone()), telemetry.clone()));

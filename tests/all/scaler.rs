@@ -161,3 +161,73 @@ fn a_restart_rebuilds_stabilization_from_the_journal_instead_of_acting_at_once()
         assert!(d["steps"].as_array().unwrap().iter().any(|s| s["guardrail"] == "stabilization"));
     }
 }
+
+fn local_config(app: &JsonServer, granted: &str) -> String {
+    format!(
+        r#"
+[plugins.http-json]
+allow_http = ["http://{addr}"]
+interval = "100ms"
+[plugins.http-json.config]
+url = "http://{addr}/"
+metrics = {{ "/load" = "app.load" }}
+
+[plugins.local-replicas]
+processes = [{granted}]
+
+[[process]]
+name = "web"
+command = "exec sleep 600"
+shell = true
+
+[[group]]
+name = "web"
+interval = "300ms"
+metrics = [{{ name = "app.load", window = "1s" }}]
+policy = "target-tracking"
+policy_config = {{ target = 10, per = "total" }}
+backend = "local-replicas"
+backend_config = {{ process = "web" }}
+min = 1
+max = 4
+[group.scale_down]
+stabilization = "0s"
+"#,
+        addr = app.addr
+    )
+}
+
+#[test]
+fn a_group_scales_a_supervised_process_through_the_local_replicas_backend() {
+    let app = JsonServer::start(r#"{"load": 35}"#);
+    let dir = plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("local-replicas")]);
+    let agent = Agent::start(dir.path(), &local_config(&app, "\"web\""));
+    let running = |n: usize| {
+        let all = agent.status()["processes"].as_array().unwrap().clone();
+        (all.len() == n && all.iter().all(|p| p["state"] == "ready")).then_some(all)
+    };
+    // 35 / 10 → 4 replicas of the supervised process.
+    let four = wait_for("4 ready replicas", LIMIT, || running(4));
+    let replicas: Vec<u64> = four.iter().map(|p| p["replica"].as_u64().unwrap()).collect();
+    assert_eq!(replicas, [0, 1, 2, 3]);
+    let scaled = decisions(&agent, "web").into_iter().find(|d| d["action"] == "scale").unwrap();
+    // New replicas are launched by the time `set` returns, not necessarily ready.
+    assert!(scaled["outcome"].as_str().unwrap().starts_with("web: 1 → 4 replicas ("), "{scaled}");
+    app.set_body(r#"{"load": 12}"#);
+    wait_for("back to 2 replicas", LIMIT, || running(2));
+}
+
+#[test]
+fn the_replica_capability_is_refused_for_processes_not_granted() {
+    let app = JsonServer::start(r#"{"load": 35}"#);
+    let dir = plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("local-replicas")]);
+    let agent = Agent::start(dir.path(), &local_config(&app, ""));
+    let refused = wait_for("a refused describe", LIMIT, || decisions(&agent, "web").into_iter().next());
+    assert_eq!(refused["action"], "no-recommendation");
+    assert!(
+        refused["reason"].as_str().unwrap().contains("process `web` is not granted to this plugin"),
+        "{refused}"
+    );
+    agent.wait_log("replica control of `web` denied");
+    assert_eq!(agent.status()["processes"].as_array().unwrap().len(), 1, "nothing was scaled");
+}

@@ -70,6 +70,8 @@ pub struct PluginSettings {
     pub config_json: String,
     /// `disabled`: leave the plugin's file alone. Default false.
     pub disabled: bool,
+    /// `processes`: supervised processes whose replica count this (backend) plugin may change.
+    pub processes: Vec<String>,
 }
 
 impl Default for PluginSettings {
@@ -84,6 +86,7 @@ impl Default for PluginSettings {
             interval: None,
             config_json: "{}".into(),
             disabled: false,
+            processes: Vec::new(),
         }
     }
 }
@@ -156,6 +159,8 @@ struct RawPlugin {
     config: toml::Table,
     #[serde(default)]
     disabled: bool,
+    #[serde(default)]
+    processes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -309,6 +314,7 @@ fn plugin_settings(name: &str, raw: RawPlugin, at: &Located) -> Result<PluginSet
     s.interval = at.duration(&raw.interval, &field("interval"), positive)?;
     s.config_json = serde_json::to_string(&raw.config).expect("a TOML table is valid JSON");
     s.disabled = raw.disabled;
+    s.processes = raw.processes;
     Ok(s)
 }
 

@@ -29,6 +29,7 @@ pub mod backend {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "backend-plugin",
+        imports: { "elastic:plugin/replicas": async },
         exports: { default: async },
         with: {
             "elastic:plugin/types": super::source::elastic::plugin::types,

@@ -130,6 +130,9 @@ pub fn import_allowed(kind: Kind, name: &str) -> bool {
     if package == format!("{PACKAGE}/host") || package == format!("{PACKAGE}/types") {
         return true;
     }
+    if package == format!("{PACKAGE}/replicas") {
+        return kind == Kind::Backend;
+    }
     // Rust's wasm32-wasip2 std imports these whether or not the plugin uses them; the sandbox
     // gives them nothing to reach (no preopens, no env, no sockets).
     let wasi_base =

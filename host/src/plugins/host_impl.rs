@@ -1,5 +1,6 @@
 //! The `elastic:plugin/host` interface as the agent implements it for every plugin.
 
+use super::bindings::backend::elastic::plugin::replicas;
 use super::bindings::host_api::{self, Level};
 use super::bindings::source::elastic::plugin::types;
 use super::bindings::PluginError;
@@ -12,6 +13,30 @@ const MAX_LOG_LINE: usize = 4096;
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     host_api::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+/// The `replicas` interface, for backends only.
+pub fn add_replicas_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    replicas::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+fn capacity((replicas, ready): (u32, u32)) -> super::bindings::Capacity {
+    super::bindings::Capacity { replicas, ready, tier: 0, tier_name: String::new() }
+}
+
+impl replicas::Host for HostState {
+    async fn get(&mut self, process: String) -> Result<super::bindings::Capacity, PluginError> {
+        let control = self.grants.replicas_for(&process).map_err(PluginError::BadConfig)?;
+        control
+            .get(&process)
+            .map(capacity)
+            .ok_or_else(|| PluginError::BadConfig(format!("no [[process]] named `{process}`")))
+    }
+
+    async fn set(&mut self, process: String, count: u32) -> Result<super::bindings::Capacity, PluginError> {
+        let control = self.grants.replicas_for(&process).map_err(PluginError::BadConfig)?;
+        control.set(process, count).await.map(capacity).map_err(PluginError::InvalidInput)
+    }
 }
 
 impl types::Host for HostState {}

@@ -104,8 +104,12 @@ async fn prepare_bytes(rt: &Arc<Runtime>, path: &Path, bytes: Vec<u8>) -> Result
     // Ask it who it is, confined as any call is. The name is not known yet, so the file name
     // stands in for it in logs, and it gets no state and no grants.
     let stand_in = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let grants =
-        Arc::new(Grants { plugin: stand_in.into(), settings: PluginSettings::default(), state: None });
+    let grants = Arc::new(Grants {
+        plugin: stand_in.into(),
+        settings: PluginSettings::default(),
+        state: None,
+        replicas: None,
+    });
     let limits = worker::Limits::for_kind(header.kind, &grants.settings);
     let mut instance =
         Instance::new(rt, &pre, grants, &limits).await.map_err(|f| format!("cannot be instantiated: {f}"))?;

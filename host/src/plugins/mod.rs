@@ -78,6 +78,9 @@ impl Runtime {
             if kind != Kind::Policy {
                 wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut l)?;
             }
+            if kind == Kind::Backend {
+                host_impl::add_replicas_to_linker(&mut l)?;
+            }
             Ok(l)
         };
         let linkers = [linker(Kind::Source)?, linker(Kind::Policy)?, linker(Kind::Backend)?];

@@ -25,6 +25,8 @@ pub struct Registry {
     inner: Mutex<Inner>,
     /// Snapshot for readers that must not wait on a reconcile in progress.
     view: std::sync::RwLock<View>,
+    /// The supervisor's replica control, for backends granted processes.
+    replicas: std::sync::OnceLock<Arc<dyn super::sandbox::ReplicaControl>>,
 }
 
 #[derive(Default)]
@@ -87,7 +89,14 @@ impl Registry {
             dir: dir.to_path_buf(),
             inner: Mutex::default(),
             view: Default::default(),
+            replicas: Default::default(),
         })
+    }
+
+    /// Makes the supervisor's replica control available to backends granted processes. Call
+    /// before the first reconcile.
+    pub fn set_replica_control(&self, control: Arc<dyn super::sandbox::ReplicaControl>) {
+        let _ = self.replicas.set(control);
     }
 
     pub fn dir(&self) -> &Path {
@@ -238,6 +247,7 @@ impl Registry {
             plugin: name.as_str().into(),
             settings,
             state: self.store.as_ref().map(|s| s.plugin_state(&name)),
+            replicas: self.replicas.get().cloned(),
         });
         let path = prepared.path.clone();
         let handle = PluginHandle::spawn(self.rt.clone(), prepared, grants);

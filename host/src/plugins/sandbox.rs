@@ -26,9 +26,34 @@ pub struct Grants {
     pub settings: PluginSettings,
     /// `None` while a plugin is only being inspected.
     pub state: Option<PluginState>,
+    /// The supervisor's replica control; reachable only for the processes in `settings.processes`.
+    pub replicas: Option<Arc<dyn ReplicaControl>>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Changing the replica count of a supervised process: what the `replicas` host interface
+/// reaches. The supervisor implements it; plugins get it only through [`Grants::replicas_for`].
+pub trait ReplicaControl: Send + Sync {
+    /// (instances, ready instances) of `process`, or `None` if there is no such process.
+    fn get(&self, process: &str) -> Option<(u32, u32)>;
+    /// Sets the count; resolves once started and stopped. The error is for the plugin.
+    fn set(&self, process: String, count: u32) -> BoxFuture<Result<(u32, u32), String>>;
 }
 
 impl Grants {
+    /// The replica control for `process`, if — and only if — it was granted to this plugin.
+    pub fn replicas_for(&self, process: &str) -> Result<Arc<dyn ReplicaControl>, String> {
+        if !self.settings.processes.iter().any(|p| p == process) {
+            tracing::warn!(plugin = %self.plugin, "replica control of `{process}` denied: not in processes");
+            return Err(format!(
+                "process `{process}` is not granted to this plugin ([plugins.{}] processes)",
+                self.plugin
+            ));
+        }
+        self.replicas.clone().ok_or_else(|| "this agent supervises no processes".to_string())
+    }
+
     /// Reads the secret `name` if, and only if, it was granted to this plugin.
     pub fn secret(&self, name: &str) -> Option<String> {
         let source = self.settings.secrets.get(name)?;

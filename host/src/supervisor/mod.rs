@@ -47,6 +47,8 @@ pub struct Supervisor {
     statuses: Mutex<Vec<Arc<Mutex<InstanceStatus>>>>,
     marker: Arc<str>,
     http: reqwest::Client,
+    /// Itself, for the futures of `ReplicaControl::set`, which must own what they use.
+    self_ref: std::sync::OnceLock<std::sync::Weak<Supervisor>>,
 }
 
 impl Supervisor {
@@ -64,7 +66,9 @@ impl Supervisor {
             statuses: Default::default(),
             marker,
             http: health::client(),
+            self_ref: Default::default(),
         });
+        let _ = supervisor.self_ref.set(Arc::downgrade(&supervisor));
         {
             let mut programs = supervisor.programs.lock().await;
             for spec in specs {
@@ -203,6 +207,25 @@ impl Supervisor {
             programs.values_mut().flat_map(|p| p.instances.drain(..)).collect()
         };
         shutdown_all(all).await;
+    }
+}
+
+impl crate::plugins::sandbox::ReplicaControl for Supervisor {
+    fn get(&self, process: &str) -> Option<(u32, u32)> {
+        self.capacity(process)
+    }
+
+    fn set(
+        &self,
+        process: String,
+        count: u32,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(u32, u32), String>> + Send>> {
+        let this = self.self_ref.get().and_then(std::sync::Weak::upgrade);
+        Box::pin(async move {
+            let this = this.ok_or("the supervisor is shutting down")?;
+            this.set_replicas(&process, count).await.map_err(|e| e.to_string())?;
+            this.capacity(&process).ok_or_else(|| format!("no [[process]] named `{process}`"))
+        })
     }
 }
 

@@ -131,3 +131,7 @@ pub mod window {
 pub use backend::bindings::export_backend;
 pub use policy::bindings::export_policy;
 pub use source::bindings::export_source;
+
+/// The host capability to change a supervised process's replica count (backends granted
+/// `processes` only).
+pub use backend::bindings::elastic::plugin::replicas;

@@ -1,7 +1,9 @@
 //! Target tracking, as the Kubernetes HPA does it: `desired = ceil(current × value / target)`,
-//! with `value` the mean of the metric over the window. For a metric that is a total across the
-//! group (e.g. requests per second) rather than a per-replica average, set `per = "total"`:
-//! then `desired = ceil(value / target)`. Tolerance, stabilisation and bounds are the agent's
+//! with `value` the mean of the metric over the window — averaged across series when the metric
+//! has one series per replica (e.g. `process.cpu.utilization{process="web"}`), as the HPA
+//! averages over pods. For a metric that is a total across the group (e.g. requests per second)
+//! set `per = "total"`: then `value` is the sum of the series' means and `desired =
+//! ceil(value / target)`. Tolerance, stabilisation and bounds are the agent's
 //! guardrails, not this policy's.
 
 use elastic_sdk::policy::{Context, Guest, Recommendation};
@@ -33,13 +35,23 @@ pub fn desired(params: &Params, replicas: u32, windows: &[Window]) -> Result<(f6
             params.target
         )));
     }
-    let window = match &params.metric {
-        Some(name) => windows.iter().find(|w| &w.metric == name),
-        None => windows.first(),
+    let name = match &params.metric {
+        Some(name) => name.as_str(),
+        None => windows.first().map(|w| w.metric.as_str()).unwrap_or_default(),
+    };
+    let series: Vec<&Window> = windows.iter().filter(|w| w.metric == name).collect();
+    if series.is_empty() {
+        return Err(PluginError::InvalidInput("the group gives this policy no metric window".into()));
     }
-    .ok_or_else(|| PluginError::InvalidInput("the group gives this policy no metric window".into()))?;
-    let value = window::mean(window)
-        .ok_or_else(|| PluginError::InvalidInput(format!("no data for {} in the window", window.metric)))?;
+    let means: Vec<f64> = series.iter().filter_map(|w| window::mean(w)).collect();
+    if means.is_empty() {
+        return Err(PluginError::InvalidInput(format!("no data for {name} in the window")));
+    }
+    let value = match params.per.as_str() {
+        "total" => means.iter().sum::<f64>(),
+        _ => means.iter().sum::<f64>() / means.len() as f64,
+    };
+    let window = series[0];
     let (desired, how) = match params.per.as_str() {
         "replica" => (
             replicas.max(1) as f64 * value / params.target,
@@ -50,15 +62,14 @@ pub fn desired(params: &Params, replicas: u32, windows: &[Window]) -> Result<(f6
             return Err(PluginError::BadConfig(format!("per must be `replica` or `total`, not `{other}`")))
         }
     };
-    Ok((
-        desired.ceil(),
-        format!(
-            "{} mean {value:.3} vs target {}: ceil({how}) = {}",
-            window.metric,
-            params.target,
-            desired.ceil()
-        ),
-    ))
+    let over = if means.len() > 1 { format!(" over {} series", means.len()) } else { String::new() };
+    let reason = format!(
+        "{} mean {value:.3}{over} vs target {}: ceil({how}) = {}",
+        window.metric,
+        params.target,
+        desired.ceil()
+    );
+    Ok((desired.ceil(), reason))
 }
 
 struct TargetTracking;
@@ -138,6 +149,17 @@ mod tests {
         assert!(reason.contains("ceil(4 × 0.900 / 0.6)"), "{reason}");
         // 120 req/s total, 50 per replica → 3.
         assert_eq!(desired(&params(50.0, "total"), 7, &[window(&[120.0])]).unwrap().0, 3.0);
+    }
+
+    #[test]
+    fn several_series_are_averaged_per_replica_or_summed_for_a_total() {
+        let (a, b) = (window(&[0.9, 0.9]), window(&[0.3]));
+        // Two replicas at 0.9 and 0.3 average 0.6; against 0.3 → ceil(2 × 0.6 / 0.3) = 4.
+        let (d, reason) = desired(&params(0.3, "replica"), 2, &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(d, 4.0);
+        assert!(reason.contains("over 2 series"), "{reason}");
+        // As totals they sum to 1.2; 0.3 each → 4.
+        assert_eq!(desired(&params(0.3, "total"), 2, &[a, b]).unwrap().0, 4.0);
     }
 
     #[test]
