@@ -31,13 +31,7 @@ fn group_status(agent: &Agent, name: &str) -> serde_json::Value {
 fn config(app: &JsonServer) -> String {
     format!(
         r#"
-[plugins.http-json]
-allow_http = ["http://{addr}"]
-interval = "100ms"
-[plugins.http-json.config]
-url = "http://{addr}/"
-metrics = {{ "/load" = "app.load" }}
-
+{source}
 [[group]]
 name = "web"
 interval = "300ms"
@@ -74,6 +68,15 @@ backend_config = {{ initial = 3 }}
 min = 1
 max = 10
 "#,
+        source = load_source(app)
+    )
+}
+
+/// The http-json source reading `{"load": N}` from the test's application every 100 ms.
+fn load_source(app: &JsonServer) -> String {
+    format!(
+        "[plugins.http-json]\nallow_http = [\"http://{addr}\"]\ninterval = \"100ms\"\n[plugins.http-json.config]\n\
+         url = \"http://{addr}/\"\nmetrics = {{ \"/load\" = \"app.load\" }}\n",
         addr = app.addr
     )
 }
@@ -165,13 +168,7 @@ fn a_restart_rebuilds_stabilization_from_the_journal_instead_of_acting_at_once()
 fn local_config(app: &JsonServer, granted: &str) -> String {
     format!(
         r#"
-[plugins.http-json]
-allow_http = ["http://{addr}"]
-interval = "100ms"
-[plugins.http-json.config]
-url = "http://{addr}/"
-metrics = {{ "/load" = "app.load" }}
-
+{source}
 [plugins.local-replicas]
 processes = [{granted}]
 
@@ -193,7 +190,7 @@ max = 4
 [group.scale_down]
 stabilization = "0s"
 "#,
-        addr = app.addr
+        source = load_source(app)
     )
 }
 
