@@ -413,3 +413,199 @@ pub fn decisions(
     }
     Ok(Exit::Success)
 }
+
+/// `agent simulate` arguments.
+#[derive(clap::Args)]
+pub struct SimulateArgs {
+    /// CSV with a `timestamp` column (Unix seconds) and a demand column.
+    #[arg(long)]
+    pub trace: PathBuf,
+    /// The [[group]] to simulate (default: the first in --config).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// The demand column (default: the first that is not `timestamp`).
+    #[arg(long)]
+    pub column: Option<String>,
+    /// Demand one unit serves per trace step.
+    #[arg(long, default_value_t = 50.0)]
+    pub capacity_per_unit: f64,
+    /// Time from scale-out to a new unit being ready.
+    #[arg(long, value_parser = crate::duration::parse, default_value = "2m")]
+    pub provision_delay: std::time::Duration,
+    /// Units at the start (default: the group's min).
+    #[arg(long)]
+    pub initial: Option<u32>,
+    /// What the policy sees as the group's first metric.
+    #[arg(long, value_enum, default_value = "utilization")]
+    pub metric: SimMetric,
+    #[arg(long)]
+    pub json: bool,
+    /// Write a chart of demand and supply to this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// What the simulated policy sees as its first metric.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SimMetric {
+    /// demand / (ready units × capacity per unit)
+    Utilization,
+    /// the trace's demand as it is
+    Demand,
+}
+
+/// Replays a trace through a group's policy component and the live guardrails, offline.
+pub fn simulate(options: RunOptions, args: SimulateArgs) -> anyhow::Result<Exit> {
+    use crate::scaler::simulate::{self, Model};
+    let config = Arc::new(options.resolve()?);
+    let group = match &args.group {
+        Some(name) => config
+            .groups
+            .iter()
+            .find(|g| &g.name == name)
+            .with_context(|| format!("no [[group]] named `{name}` in the configuration"))?,
+        None => {
+            config.groups.first().context("the configuration has no [[group]]; give --config with one")?
+        }
+    }
+    .clone();
+    anyhow::ensure!(args.capacity_per_unit > 0.0, "--capacity-per-unit must be positive");
+    let text =
+        std::fs::read_to_string(&args.trace).with_context(|| format!("reading {}", args.trace.display()))?;
+    let trace = simulate::read_csv(&text, args.column.as_deref())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.trace.display()))?;
+    let dir = config
+        .plugins_dir
+        .clone()
+        .context("give the plugins folder with --plugins DIR (or [agent] plugins)")?;
+    let metric = group.metrics.first().context("the group has no metrics")?.clone();
+
+    let tokio = runtime()?;
+    let state = tempfile_dir()?;
+    let handle = tokio.block_on(async {
+        let rt = Runtime::new(None)?;
+        let store = crate::store::Store::open(state.path())?;
+        let registry = Registry::new(rt, config.clone(), Some(store), &dir);
+        registry.reconcile().await;
+        let handle = registry
+            .get(&group.policy)
+            .with_context(|| format!("policy plugin `{}` is not in {}", group.policy, dir.display()))?;
+        anyhow::Ok((registry, handle))
+    })?;
+    let model = Model {
+        capacity_per_unit: args.capacity_per_unit,
+        provision_delay_ms: args.provision_delay.as_millis() as i64,
+        initial_units: args
+            .initial
+            .unwrap_or(group.behavior.min)
+            .clamp(group.behavior.min, group.behavior.max),
+        interval_ms: group.interval.as_millis() as i64,
+        window_ms: metric.window.as_millis() as i64,
+        metric: match args.metric {
+            SimMetric::Utilization => simulate::MetricKind::Utilization,
+            SimMetric::Demand => simulate::MetricKind::Demand,
+        },
+    };
+    let mut policy =
+        |now: i64, current: u32, ready: u32, times: &[i64], values: &[f64]| -> Result<f64, String> {
+            let ctx = crate::plugins::bindings::PolicyContext {
+                group: group.name.clone(),
+                now_ms: now,
+                current: crate::plugins::bindings::Capacity {
+                    replicas: current,
+                    ready,
+                    tier: 0,
+                    tier_name: String::new(),
+                },
+                bounds: crate::plugins::bindings::Bounds {
+                    min_replicas: group.behavior.min,
+                    max_replicas: group.behavior.max,
+                    max_tier: 0,
+                },
+                windows: vec![crate::plugins::bindings::Window {
+                    metric: metric.name.clone(),
+                    labels: vec![],
+                    length_ms: metric.window.as_millis() as u64,
+                    timestamps_ms: times.to_vec(),
+                    values: values.to_vec(),
+                }],
+                params: group.policy_params.clone(),
+            };
+            tokio.block_on(handle.1.evaluate(ctx)).map(|r| r.replicas).map_err(|e| e.to_string())
+        };
+    let started = std::time::Instant::now();
+    let (run, score) = simulate::run(&trace, &model, &group.behavior, &mut policy);
+    let took = started.elapsed();
+    let minutes = trace.len() as f64;
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} on {} — {} per unit, {} to provision",
+            group.name,
+            args.trace.display(),
+            args.capacity_per_unit,
+            crate::duration::format(args.provision_delay)
+        );
+        std::fs::write(path, crate::scaler::plot::svg(&run, &title))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"group": group.name, "policy": group.policy, "score": score, "trace_points": trace.len(), "seconds": took.as_secs_f64()})
+            )?
+        );
+    } else {
+        println!(
+            "group {} (policy {}), {} points, {:.1} h",
+            group.name,
+            group.policy,
+            trace.len(),
+            score.hours
+        );
+        println!("accuracy_U   {:.3} units under-provisioned on average", score.accuracy_u);
+        println!("accuracy_O   {:.3} units over-provisioned on average", score.accuracy_o);
+        println!("timeshare_U  {:.1} % of the time under-provisioned", score.timeshare_u * 100.0);
+        println!("timeshare_O  {:.1} % of the time over-provisioned", score.timeshare_o * 100.0);
+        println!("jitter       {:.3} adaptations per hour (supply minus demand)", score.jitter);
+        println!("instability  {:.1} % of the time moving against demand", score.instability * 100.0);
+        println!("actions      {}", score.actions);
+        println!("avg units    {:.2}", score.average_units);
+        if score.failed_evaluations > 0 {
+            println!(
+                "failed       {} evaluations without a usable recommendation (held)",
+                score.failed_evaluations
+            );
+        }
+        println!(
+            "replayed in {:.2} s ({:.0} trace points per second)",
+            took.as_secs_f64(),
+            minutes / took.as_secs_f64().max(1e-9)
+        );
+    }
+    drop(handle);
+    Ok(Exit::Success)
+}
+
+fn tempfile_dir() -> anyhow::Result<TempDir> {
+    let path = std::env::temp_dir().join(format!("agent-simulate-{}", std::process::id()));
+    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(TempDir { path })
+}
+
+/// A folder removed when dropped (the simulation's throw-away plugin state).
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -26,6 +26,13 @@ enum Command {
     /// Read the metrics database (works while the agent runs).
     #[command(subcommand)]
     Metrics(MetricsCommand),
+    /// Replay a demand trace (CSV) through a group's policy and guardrails, offline, and score it.
+    Simulate {
+        #[command(flatten)]
+        args: commands::SimulateArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// The decision journal of the scaling groups (works while the agent runs).
     Decisions {
         /// Only this group.
@@ -195,6 +202,7 @@ fn main() {
             commands::metrics_query(run.into_options(), query)
         }
         Some(Command::Ps { json, run }) => commands::ps(run.into_options(), json),
+        Some(Command::Simulate { args, run }) => commands::simulate(run.into_options(), args),
         Some(Command::Decisions { group, since, format, run }) => {
             commands::decisions(run.into_options(), group, since, format)
         }

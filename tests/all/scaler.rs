@@ -228,3 +228,76 @@ fn the_replica_capability_is_refused_for_processes_not_granted() {
     agent.wait_log("replica control of `web` denied");
     assert_eq!(agent.status()["processes"].as_array().unwrap().len(), 1, "nothing was scaled");
 }
+
+#[test]
+fn simulate_replays_a_trace_through_the_real_policy_and_guardrails_and_scores_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two hours per minute: 100 requests/min, then a step to 400 for an hour.
+    let mut csv = String::from("timestamp,requests\n");
+    for minute in 0..120 {
+        csv.push_str(&format!("{},{}\n", 1_700_000_000 + minute * 60, if minute < 60 { 100 } else { 400 }));
+    }
+    let trace = dir.path().join("trace.csv");
+    std::fs::write(&trace, csv).unwrap();
+    let plugins = plugin_dir(&[&plugin("target-tracking")]);
+    let config = dir.path().join("sim.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nplugins = \"{}\"\n[[group]]\nname = \"g\"\ninterval = \"1m\"\nmetrics = [{{ name = \"utilization\", window = \"1m\" }}]\n\
+             policy = \"target-tracking\"\npolicy_config = {{ target = 0.8 }}\nbackend = \"ledger\"\nmin = 1\nmax = 20\n",
+            plugins.path().display()
+        ),
+    )
+    .unwrap();
+    let plot = dir.path().join("run.svg");
+    let (code, out, err) = agent_cli(&[
+        "simulate",
+        "--config",
+        config.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--capacity-per-unit",
+        "50",
+        "--provision-delay",
+        "2m",
+        "--json",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s = &v["score"];
+    assert_eq!(v["trace_points"], 120);
+    // Demand is 2 then 8 units: the policy scales up after the step, and the 2-minute
+    // provisioning delay leaves a short stretch under-provisioned.
+    assert!(s["actions"].as_u64().unwrap() >= 2, "{s}");
+    let under = s["timeshare_u"].as_f64().unwrap();
+    assert!(under > 0.0 && under < 0.2, "{s}");
+    assert!(s["average_units"].as_f64().unwrap() > 4.0, "{s}");
+    assert!((s["hours"].as_f64().unwrap() - 119.0 / 60.0).abs() < 1e-9);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg")
+            && svg.matches("<polyline").count() == 3
+            && svg.trim_end().ends_with("</svg>")
+    );
+
+    // Bad input: one clear line each.
+    let (code, _, err) = agent_cli(&[
+        "simulate",
+        "--config",
+        config.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--group",
+        "nope",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no [[group]] named `nope`"), "{err}");
+    std::fs::write(&trace, "timestamp,requests\n1,many\n").unwrap();
+    let (code, _, err) =
+        agent_cli(&["simulate", "--config", config.to_str().unwrap(), "--trace", trace.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("trace.csv: line 2: `1,many` is not a timestamp and a number"), "{err}");
+}

@@ -2,11 +2,13 @@
 //! the store, the policy plugin, the host's guardrails (`guardrails.rs`, which no plugin can
 //! bypass), the backend plugin, and the decision journal.
 //!
-//! Not yet here (issue 5, open): the local-replicas backend, `agent simulate`, and the
-//! threshold, step and predictive policies.
+//! `simulate.rs` replays traces offline through the same guardrails (`agent simulate`), `plot.rs`
+//! draws the result. Not yet here (issue 5, open): the threshold, step and predictive policies.
 
 pub mod group;
 pub mod guardrails;
+pub mod plot;
+pub mod simulate;
 
 use crate::config::GroupSpec;
 use crate::plugins::registry::Registry;
