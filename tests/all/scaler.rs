@@ -301,3 +301,57 @@ fn simulate_replays_a_trace_through_the_real_policy_and_guardrails_and_scores_it
     assert_eq!(code, 1);
     assert!(err.contains("trace.csv: line 2: `1,many` is not a timestamp and a number"), "{err}");
 }
+
+#[test]
+fn threshold_and_step_policies_follow_a_load_step_in_simulation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("timestamp,requests\n");
+    for minute in 0..90 {
+        csv.push_str(&format!(
+            "{},{}\n",
+            1_700_000_000 + minute * 60,
+            if (30..60).contains(&minute) { 400 } else { 50 }
+        ));
+    }
+    let trace = dir.path().join("trace.csv");
+    std::fs::write(&trace, csv).unwrap();
+    let plugins = plugin_dir(&[&plugin("threshold"), &plugin("step")]);
+    let group = |name: &str, policy: &str, params: &str| {
+        format!(
+            "[[group]]\nname = \"{name}\"\ninterval = \"1m\"\nmetrics = [{{ name = \"utilization\", window = \"1m\" }}]\npolicy = \"{policy}\"\n\
+             policy_config = {params}\nbackend = \"ledger\"\nmin = 1\nmax = 20\ntolerance = 0.0\n[group.scale_down]\nstabilization = \"0s\"\n"
+        )
+    };
+    let config = dir.path().join("sim.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nplugins = \"{}\"\n{}{}",
+            plugins.path().display(),
+            group("t", "threshold", "{ high = 0.8, low = 0.4, up_after = 2, down_after = 3, step = 2 }"),
+            group("s", "step", "{ scale_out = { alarm = 0.8, steps = [{ from = 0.0, adjust = 3 }] }, scale_in = { alarm = 0.4, steps = [{ from = 0.0, adjust = -1 }] } }"),
+        ),
+    )
+    .unwrap();
+    for g in ["t", "s"] {
+        let (code, out, err) = agent_cli(&[
+            "simulate",
+            "--config",
+            config.to_str().unwrap(),
+            "--trace",
+            trace.to_str().unwrap(),
+            "--group",
+            g,
+            "--json",
+            "--provision-delay",
+            "1m",
+        ]);
+        assert_eq!(code, 0, "{g}: {err}");
+        let s = serde_json::from_str::<serde_json::Value>(&out).unwrap()["score"].clone();
+        // Demand goes 1 → 8 → 1 units: both follow it up and back down.
+        assert!(s["actions"].as_u64().unwrap() >= 4, "{g}: {s}");
+        assert_eq!(s["failed_evaluations"], 0, "{g}: {s}");
+        assert!(s["timeshare_u"].as_f64().unwrap() < 0.3, "{g}: {s}");
+        assert!(s["average_units"].as_f64().unwrap() > 2.0, "{g}: {s}");
+    }
+}

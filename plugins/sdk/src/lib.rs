@@ -135,3 +135,14 @@ pub use source::bindings::export_source;
 /// The host capability to change a supervised process's replica count (backends granted
 /// `processes` only).
 pub use backend::bindings::elastic::plugin::replicas;
+
+/// The value of metric `name` (or of the first window's metric) over its windows: the mean of
+/// each series, averaged across series. `None` when no series has data (unknown is not zero).
+pub fn mean_of(windows: &[Window], name: Option<&str>) -> Option<(String, f64)> {
+    let name = name.map(str::to_string).or_else(|| windows.first().map(|w| w.metric.clone()))?;
+    let means: Vec<f64> = windows.iter().filter(|w| w.metric == name).filter_map(window::mean).collect();
+    if means.is_empty() {
+        return None;
+    }
+    Some((name, means.iter().sum::<f64>() / means.len() as f64))
+}
