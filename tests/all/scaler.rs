@@ -229,16 +229,22 @@ fn the_replica_capability_is_refused_for_processes_not_granted() {
     assert_eq!(agent.status()["processes"].as_array().unwrap().len(), 1, "nothing was scaled");
 }
 
+/// A per-minute trace CSV of `minutes` rows, `requests(minute)` each, in `dir`.
+fn write_trace(dir: &std::path::Path, minutes: i64, requests: impl Fn(i64) -> u32) -> std::path::PathBuf {
+    let mut csv = String::from("timestamp,requests\n");
+    for minute in 0..minutes {
+        csv.push_str(&format!("{},{}\n", 1_700_000_000 + minute * 60, requests(minute)));
+    }
+    let path = dir.join("trace.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
 #[test]
 fn simulate_replays_a_trace_through_the_real_policy_and_guardrails_and_scores_it() {
     let dir = tempfile::tempdir().unwrap();
     // Two hours per minute: 100 requests/min, then a step to 400 for an hour.
-    let mut csv = String::from("timestamp,requests\n");
-    for minute in 0..120 {
-        csv.push_str(&format!("{},{}\n", 1_700_000_000 + minute * 60, if minute < 60 { 100 } else { 400 }));
-    }
-    let trace = dir.path().join("trace.csv");
-    std::fs::write(&trace, csv).unwrap();
+    let trace = write_trace(dir.path(), 120, |minute| if minute < 60 { 100 } else { 400 });
     let plugins = plugin_dir(&[&plugin("target-tracking")]);
     let config = dir.path().join("sim.toml");
     std::fs::write(
@@ -305,16 +311,7 @@ fn simulate_replays_a_trace_through_the_real_policy_and_guardrails_and_scores_it
 #[test]
 fn threshold_and_step_policies_follow_a_load_step_in_simulation() {
     let dir = tempfile::tempdir().unwrap();
-    let mut csv = String::from("timestamp,requests\n");
-    for minute in 0..90 {
-        csv.push_str(&format!(
-            "{},{}\n",
-            1_700_000_000 + minute * 60,
-            if (30..60).contains(&minute) { 400 } else { 50 }
-        ));
-    }
-    let trace = dir.path().join("trace.csv");
-    std::fs::write(&trace, csv).unwrap();
+    let trace = write_trace(dir.path(), 90, |minute| if (30..60).contains(&minute) { 400 } else { 50 });
     let plugins = plugin_dir(&[&plugin("threshold"), &plugin("step")]);
     let group = |name: &str, policy: &str, params: &str| {
         format!(
