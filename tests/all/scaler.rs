@@ -67,6 +67,7 @@ backend = "ledger"
 backend_config = {{ initial = 3 }}
 min = 1
 max = 10
+fallback = {{ after = 4, capacity = 2 }}
 "#,
         source = load_source(app)
     )
@@ -123,17 +124,25 @@ fn load_drives_the_group_up_and_down_through_policy_guardrails_and_backend() {
     assert!(rehearsal.iter().all(|d| d["current"] == 1), "the backend was never asked to scale");
     assert_eq!(group_status(&agent, "rehearsal")["dry_run"], true);
 
-    // One metric missing: hold, never scale on part of the inputs.
+    // One metric missing: hold, never scale on part of the inputs — until the fallback: after 4
+    // failures in a row, the configured fallback capacity.
+    let fallback = wait_for("the fallback", LIMIT, || {
+        decisions(&agent, "blind").into_iter().find(|d| d["action"] == "scale")
+    });
     let blind = decisions(&agent, "blind");
-    assert!(!blind.is_empty());
-    assert!(blind.iter().all(|d| d["action"] == "no-recommendation" && d["target"] == 3), "{blind:?}");
+    let before: Vec<_> = blind.iter().take_while(|d| d["action"] != "scale").collect();
+    assert_eq!(before.len(), 3, "three holds first: {blind:?}");
+    for d in before.iter().chain([&&fallback]) {
+        assert!(d["reason"].as_str().unwrap().contains("app.missing in the window; holding"), "{d}");
+    }
+    assert!(before.iter().all(|d| d["action"] == "no-recommendation" && d["target"] == 3));
+    assert_eq!((fallback["current"].as_u64(), fallback["target"].as_u64()), (Some(3), Some(2)));
     assert!(
-        blind.iter().all(|d| d["reason"].as_str().unwrap().contains("app.missing in the window; holding")),
-        "{blind:?}"
+        fallback["reason"].as_str().unwrap().contains("4 failures in a row: fallback to 2"),
+        "{fallback}"
     );
     let status = group_status(&agent, "blind");
-    assert_eq!(status["last_action"], "no-recommendation");
-    assert!(status["failures_in_a_row"].as_u64().unwrap() >= 1);
+    assert!(status["failures_in_a_row"].as_u64().unwrap() >= 4);
 
     // The table view names the guardrails that changed a number.
     let (_, table, _) =
