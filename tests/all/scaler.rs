@@ -361,3 +361,53 @@ fn threshold_and_step_policies_follow_a_load_step_in_simulation() {
         assert!(s["average_units"].as_f64().unwrap() > 2.0, "{g}: {s}");
     }
 }
+
+#[test]
+fn the_predictive_policy_provisions_ahead_of_a_seasonal_load_and_can_only_forecast() {
+    let dir = tempfile::tempdir().unwrap();
+    // Six hours of an hourly cycle between 50 and 450 requests a minute.
+    let trace = write_trace(dir.path(), 360, |m| {
+        (250.0 + 200.0 * (m as f64 / 60.0 * std::f64::consts::TAU).sin()) as u32
+    });
+    let plugins = plugin_dir(&[&plugin("predictive")]);
+    let config = dir.path().join("sim.toml");
+    let group = |name: &str, extra: &str| {
+        format!(
+            "[[group]]\nname = \"{name}\"\ninterval = \"1m\"\nmetrics = [{{ name = \"demand\", window = \"1m\" }}]\npolicy = \"predictive\"\n\
+             policy_config = {{ capacity_per_unit = 50, horizon = \"3m\", season = \"1h\", period = \"1m\"{extra} }}\n\
+             backend = \"ledger\"\nmin = 1\nmax = 20\ntolerance = 0.0\n[group.scale_down]\nstabilization = \"0s\"\n"
+        )
+    };
+    let text = format!(
+        "[agent]\nplugins = \"{}\"\n{}{}",
+        plugins.path().display(),
+        group("ahead", ""),
+        group("watch", ", forecast_only = true")
+    );
+    std::fs::write(&config, text).unwrap();
+    let score = |g: &str| {
+        let (code, out, err) = agent_cli(&[
+            "simulate",
+            "--config",
+            config.to_str().unwrap(),
+            "--trace",
+            trace.to_str().unwrap(),
+            "--group",
+            g,
+            "--metric",
+            "demand",
+            "--provision-delay",
+            "2m",
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{g}: {err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["score"].clone()
+    };
+    let ahead = score("ahead");
+    assert_eq!(ahead["failed_evaluations"], 0, "{ahead}");
+    assert!(ahead["actions"].as_u64().unwrap() > 20, "it follows the cycle: {ahead}");
+    // Provisioning 3 minutes ahead keeps the group from lagging the rising edge for long.
+    assert!(ahead["timeshare_u"].as_f64().unwrap() < 0.15, "{ahead}");
+    let watch = score("watch");
+    assert_eq!(watch["actions"], 0, "forecast-only never acts: {watch}");
+}

@@ -3,7 +3,7 @@
 //! bypass), the backend plugin, and the decision journal.
 //!
 //! `simulate.rs` replays traces offline through the same guardrails (`agent simulate`), `plot.rs`
-//! draws the result. Not yet here (issue 5, open): the threshold, step and predictive policies.
+//! draws the result.
 
 pub mod group;
 pub mod guardrails;

@@ -1,0 +1,270 @@
+//! Predictive scaling: an additive Holt-Winters model of the demand (level, trend and a daily
+//! season by default) is updated every evaluation and forecast `horizon` ahead — the time new
+//! capacity takes to be ready — and the group is provisioned for
+//! `max(forecast, demand now) × (1 + margin)`, so it never goes below what the current load
+//! needs. With `forecast_only = true` it journals the forecast and recommends the current
+//! capacity. The fitted model lives in the plugin's persistent state, per group.
+//!
+//! The metric is the group's total demand (e.g. requests per minute); `capacity_per_unit` is
+//! how much of it one unit serves.
+//!
+//! ```toml
+//! policy = "predictive"
+//! policy_config = { capacity_per_unit = 50, horizon = "5m", margin = 0.1, season = "1d", period = "1m" }
+//! ```
+
+use elastic_sdk::policy::{Context, Guest, Recommendation};
+use elastic_sdk::{host, key, mean_of, parse_json, Metadata, PluginError};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub capacity_per_unit: f64,
+    #[serde(default = "horizon")]
+    pub horizon: String,
+    #[serde(default = "margin")]
+    pub margin: f64,
+    #[serde(default = "season")]
+    pub season: String,
+    /// The time one model step stands for: the group's evaluation interval.
+    #[serde(default = "period")]
+    pub period: String,
+    #[serde(default = "alpha")]
+    pub alpha: f64,
+    #[serde(default = "beta")]
+    pub beta: f64,
+    #[serde(default = "gamma")]
+    pub gamma: f64,
+    #[serde(default)]
+    pub forecast_only: bool,
+    #[serde(default)]
+    pub metric: Option<String>,
+}
+
+fn horizon() -> String {
+    "5m".into()
+}
+fn margin() -> f64 {
+    0.1
+}
+fn season() -> String {
+    "1d".into()
+}
+fn period() -> String {
+    "1m".into()
+}
+fn alpha() -> f64 {
+    0.3
+}
+fn beta() -> f64 {
+    0.01
+}
+fn gamma() -> f64 {
+    0.3
+}
+
+/// `250ms`, `5m`, `1d` → milliseconds.
+fn millis(text: &str, key: &str) -> Result<i64, PluginError> {
+    let bad = || PluginError::BadConfig(format!("{key}: `{text}` is not a duration like 5m or 1d"));
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let n: i64 = text[..split].parse().map_err(|_| bad())?;
+    let unit = match &text[split..] {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    Ok(n * unit)
+}
+
+/// Additive Holt-Winters state.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Model {
+    pub level: f64,
+    pub trend: f64,
+    pub season: Vec<f64>,
+    /// Observations so far; the season is trusted after one full cycle.
+    pub seen: u64,
+    /// The step (time / period) of the last observation.
+    pub last_step: i64,
+}
+
+impl Model {
+    pub fn new(season_len: usize) -> Model {
+        Model { level: 0.0, trend: 0.0, season: vec![0.0; season_len.max(1)], seen: 0, last_step: i64::MIN }
+    }
+
+    /// Takes observation `y` at model step `step` (repeats of a step are ignored). The first
+    /// cycle only collects: then the level is its mean and each seasonal component its
+    /// deviation from that mean (the usual Holt-Winters initialisation).
+    pub fn observe(&mut self, step: i64, y: f64, p: &Params) {
+        if step == self.last_step {
+            return;
+        }
+        let len = self.season.len();
+        let slot = step.rem_euclid(len as i64) as usize;
+        self.last_step = step;
+        self.seen += 1;
+        if (self.seen as usize) <= len {
+            self.season[slot] = y;
+            self.level += (y - self.level) / self.seen as f64;
+            if self.seen as usize == len {
+                let mean = self.level;
+                self.season.iter_mut().for_each(|s| *s -= mean);
+            }
+            return;
+        }
+        let level = p.alpha * (y - self.season[slot]) + (1.0 - p.alpha) * (self.level + self.trend);
+        self.trend = p.beta * (level - self.level) + (1.0 - p.beta) * self.trend;
+        self.level = level;
+        self.season[slot] = p.gamma * (y - self.level) + (1.0 - p.gamma) * self.season[slot];
+    }
+
+    /// The demand expected `h` steps after the last observation.
+    pub fn forecast(&self, h: i64) -> f64 {
+        let slot = (self.last_step + h).rem_euclid(self.season.len() as i64) as usize;
+        // Until a full cycle has been seen, the mean so far is the forecast.
+        if (self.seen as usize) < self.season.len() {
+            return self.level.max(0.0);
+        }
+        (self.level + h as f64 * self.trend + self.season[slot]).max(0.0)
+    }
+}
+
+thread_local! {
+    /// Models by group, with evaluations since they were last persisted.
+    static MODELS: RefCell<HashMap<String, (Model, u32)>> = RefCell::new(HashMap::new());
+}
+
+/// Persist every this many evaluations (the model is ~12 bytes per season slot).
+const PERSIST_EVERY: u32 = 10;
+
+pub fn recommend(p: &Params, model: &Model, horizon_steps: i64, now: f64) -> (f64, f64) {
+    let forecast = model.forecast(horizon_steps);
+    let need = forecast.max(now) * (1.0 + p.margin);
+    (forecast, (need / p.capacity_per_unit).ceil())
+}
+
+struct Predictive;
+
+impl Guest for Predictive {
+    fn metadata() -> Metadata {
+        Metadata {
+            name: "predictive".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Holt-Winters forecast with daily seasonality; provisions ahead of the forecast plus a margin.".into(),
+            config_keys: vec![
+                key("capacity_per_unit", "demand one unit serves (in the metric's unit)", true),
+                key("horizon", "how far ahead to provision (the time new capacity takes); default 5m", false),
+                key("margin", "head-room over the forecast, a fraction; default 0.1", false),
+                key("season", "the seasonal cycle; default 1d", false),
+                key("period", "the time one evaluation stands for (the group's interval); default 1m", false),
+                key("alpha", "level smoothing, 0-1; default 0.3", false),
+                key("beta", "trend smoothing, 0-1; default 0.01", false),
+                key("gamma", "season smoothing, 0-1; default 0.3", false),
+                key("forecast_only", "journal the forecast but keep the current capacity; default false", false),
+                key("metric", "which of the group's metrics (total demand); default the first", false),
+            ],
+        }
+    }
+
+    fn evaluate(ctx: Context) -> Result<Recommendation, PluginError> {
+        let p: Params = parse_json(&ctx.params, "policy_config")?;
+        if !(p.capacity_per_unit > 0.0) {
+            return Err(PluginError::BadConfig("capacity_per_unit must be positive".into()));
+        }
+        let period = millis(&p.period, "period")?.max(1);
+        let season_len = (millis(&p.season, "season")? / period).clamp(1, 100_000) as usize;
+        let horizon_steps = (millis(&p.horizon, "horizon")? / period).max(1);
+        let (metric, now) = mean_of(&ctx.windows, p.metric.as_deref())
+            .ok_or_else(|| PluginError::InvalidInput("no data in the metric window".into()))?;
+        let key = format!("model:{}", ctx.group);
+        let (forecast, replicas) = MODELS.with_borrow_mut(|models| -> Result<(f64, f64), PluginError> {
+            let entry = models.entry(ctx.group.clone()).or_insert_with(|| {
+                let stored: Option<Model> =
+                    host::state_get(&key).and_then(|b| serde_json::from_slice(&b).ok());
+                (stored.filter(|m| m.season.len() == season_len).unwrap_or_else(|| Model::new(season_len)), 0)
+            });
+            entry.0.observe(ctx.now_ms.div_euclid(period), now, &p);
+            entry.1 += 1;
+            if entry.1 >= PERSIST_EVERY {
+                host::state_set(&key, &serde_json::to_vec(&entry.0).expect("serialisable"))?;
+                entry.1 = 0;
+            }
+            Ok(recommend(&p, &entry.0, horizon_steps, now))
+        })?;
+        let reason = format!(
+            "{metric} now {now:.1}, forecast {forecast:.1} in {} (+{:.0}% margin) → {replicas} units of {}",
+            p.horizon,
+            p.margin * 100.0,
+            p.capacity_per_unit
+        );
+        if p.forecast_only {
+            return Ok(Recommendation {
+                replicas: ctx.current.replicas as f64,
+                tier: None,
+                reason: format!("forecast only: {reason}"),
+            });
+        }
+        Ok(Recommendation { replicas, tier: None, reason })
+    }
+}
+
+elastic_sdk::export_policy!(Predictive);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Params {
+        parse_json(r#"{"capacity_per_unit": 10}"#, "test").unwrap()
+    }
+
+    /// A daily-like cycle of 60 steps: 50 ± 40.
+    fn demand(step: i64) -> f64 {
+        50.0 + 40.0 * (2.0 * std::f64::consts::PI * (step % 60) as f64 / 60.0).sin()
+    }
+
+    #[test]
+    fn after_a_few_cycles_the_forecast_follows_the_season_better_than_the_last_value() {
+        let p = params();
+        let mut m = Model::new(60);
+        for step in 0..240 {
+            m.observe(step, demand(step), &p);
+        }
+        let (mut model_err, mut naive_err) = (0.0, 0.0);
+        for step in 240..300 {
+            let h = 5;
+            model_err += (m.forecast(h) - demand(step - 1 + h)).abs();
+            naive_err += (demand(step - 1) - demand(step - 1 + h)).abs();
+            m.observe(step, demand(step), &p);
+        }
+        assert!(model_err < naive_err / 3.0, "model {model_err:.1} vs naive {naive_err:.1}");
+    }
+
+    #[test]
+    fn never_below_what_current_load_needs_and_margin_applies() {
+        let p = params();
+        let mut m = Model::new(60);
+        m.observe(0, 10.0, &p);
+        // Forecast 10, but 95 now → ceil(95 × 1.1 / 10) = 11.
+        assert_eq!(recommend(&p, &m, 5, 95.0).1, 11.0);
+        assert_eq!(recommend(&p, &m, 5, 0.0).1, 2.0, "ceil(10 × 1.1 / 10)");
+    }
+
+    #[test]
+    fn the_model_round_trips_through_state_and_durations_parse() {
+        let p = params();
+        let mut m = Model::new(4);
+        m.observe(7, 3.0, &p);
+        let back: Model = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(millis("1d", "season").unwrap(), 86_400_000);
+        assert!(millis("soon", "horizon").is_err());
+    }
+}
