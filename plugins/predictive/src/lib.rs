@@ -175,7 +175,7 @@ impl Guest for Predictive {
 
     fn evaluate(ctx: Context) -> Result<Recommendation, PluginError> {
         let p: Params = parse_json(&ctx.params, "policy_config")?;
-        if !(p.capacity_per_unit > 0.0) {
+        if !p.capacity_per_unit.is_finite() || p.capacity_per_unit <= 0.0 {
             return Err(PluginError::BadConfig("capacity_per_unit must be positive".into()));
         }
         let period = millis(&p.period, "period")?.max(1);
