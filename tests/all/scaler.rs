@@ -317,43 +317,58 @@ fn simulate_replays_a_trace_through_the_real_policy_and_guardrails_and_scores_it
     assert!(err.contains("trace.csv: line 2: `1,many` is not a timestamp and a number"), "{err}");
 }
 
+/// A simulation group on the ledger backend, evaluated every minute over a one-minute window.
+fn sim_group(name: &str, metric: &str, policy: &str, params: &str) -> String {
+    format!(
+        "[[group]]\nname = \"{name}\"\ninterval = \"1m\"\nmetrics = [{{ name = \"{metric}\", window = \"1m\" }}]\n\
+         policy = \"{policy}\"\npolicy_config = {params}\nbackend = \"ledger\"\nmin = 1\nmax = 20\ntolerance = 0.0\n\
+         [group.scale_down]\nstabilization = \"0s\"\n"
+    )
+}
+
+/// Writes `groups` with the plugins folder to `dir/sim.toml`.
+fn sim_config(dir: &std::path::Path, plugins: &std::path::Path, groups: &[String]) -> std::path::PathBuf {
+    let path = dir.join("sim.toml");
+    std::fs::write(&path, format!("[agent]\nplugins = \"{}\"\n{}", plugins.display(), groups.concat()))
+        .unwrap();
+    path
+}
+
+/// `agent simulate --json` of `group`; returns the score.
+fn sim_score(
+    config: &std::path::Path,
+    trace: &std::path::Path,
+    group: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut args = vec!["simulate", "--config", config.to_str().unwrap(), "--trace", trace.to_str().unwrap()];
+    args.extend_from_slice(&["--group", group, "--json"]);
+    args.extend_from_slice(extra);
+    let (code, out, err) = agent_cli(&args);
+    assert_eq!(code, 0, "{group}: {err}");
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()["score"].clone()
+}
+
 #[test]
 fn threshold_and_step_policies_follow_a_load_step_in_simulation() {
     let dir = tempfile::tempdir().unwrap();
     let trace = write_trace(dir.path(), 90, |minute| if (30..60).contains(&minute) { 400 } else { 50 });
     let plugins = plugin_dir(&[&plugin("threshold"), &plugin("step")]);
-    let group = |name: &str, policy: &str, params: &str| {
-        format!(
-            "[[group]]\nname = \"{name}\"\ninterval = \"1m\"\nmetrics = [{{ name = \"utilization\", window = \"1m\" }}]\npolicy = \"{policy}\"\n\
-             policy_config = {params}\nbackend = \"ledger\"\nmin = 1\nmax = 20\ntolerance = 0.0\n[group.scale_down]\nstabilization = \"0s\"\n"
-        )
-    };
-    let config = dir.path().join("sim.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nplugins = \"{}\"\n{}{}",
-            plugins.path().display(),
-            group("t", "threshold", "{ high = 0.8, low = 0.4, up_after = 2, down_after = 3, step = 2 }"),
-            group("s", "step", "{ scale_out = { alarm = 0.8, steps = [{ from = 0.0, adjust = 3 }] }, scale_in = { alarm = 0.4, steps = [{ from = 0.0, adjust = -1 }] } }"),
-        ),
-    )
-    .unwrap();
+    let config = sim_config(
+        dir.path(),
+        plugins.path(),
+        &[
+            sim_group("t", "utilization", "threshold", "{ high = 0.8, low = 0.4, up_after = 2, down_after = 3, step = 2 }"),
+            sim_group(
+                "s",
+                "utilization",
+                "step",
+                "{ scale_out = { alarm = 0.8, steps = [{ from = 0.0, adjust = 3 }] }, scale_in = { alarm = 0.4, steps = [{ from = 0.0, adjust = -1 }] } }",
+            ),
+        ],
+    );
     for g in ["t", "s"] {
-        let (code, out, err) = agent_cli(&[
-            "simulate",
-            "--config",
-            config.to_str().unwrap(),
-            "--trace",
-            trace.to_str().unwrap(),
-            "--group",
-            g,
-            "--json",
-            "--provision-delay",
-            "1m",
-        ]);
-        assert_eq!(code, 0, "{g}: {err}");
-        let s = serde_json::from_str::<serde_json::Value>(&out).unwrap()["score"].clone();
+        let s = sim_score(&config, &trace, g, &["--provision-delay", "1m"]);
         // Demand goes 1 → 8 → 1 units: both follow it up and back down.
         assert!(s["actions"].as_u64().unwrap() >= 4, "{g}: {s}");
         assert_eq!(s["failed_evaluations"], 0, "{g}: {s}");
@@ -370,44 +385,23 @@ fn the_predictive_policy_provisions_ahead_of_a_seasonal_load_and_can_only_foreca
         (250.0 + 200.0 * (m as f64 / 60.0 * std::f64::consts::TAU).sin()) as u32
     });
     let plugins = plugin_dir(&[&plugin("predictive")]);
-    let config = dir.path().join("sim.toml");
-    let group = |name: &str, extra: &str| {
-        format!(
-            "[[group]]\nname = \"{name}\"\ninterval = \"1m\"\nmetrics = [{{ name = \"demand\", window = \"1m\" }}]\npolicy = \"predictive\"\n\
-             policy_config = {{ capacity_per_unit = 50, horizon = \"3m\", season = \"1h\", period = \"1m\"{extra} }}\n\
-             backend = \"ledger\"\nmin = 1\nmax = 20\ntolerance = 0.0\n[group.scale_down]\nstabilization = \"0s\"\n"
-        )
+    let params = |extra: &str| {
+        format!("{{ capacity_per_unit = 50, horizon = \"3m\", season = \"1h\", period = \"1m\"{extra} }}")
     };
-    let text = format!(
-        "[agent]\nplugins = \"{}\"\n{}{}",
-        plugins.path().display(),
-        group("ahead", ""),
-        group("watch", ", forecast_only = true")
+    let config = sim_config(
+        dir.path(),
+        plugins.path(),
+        &[
+            sim_group("ahead", "demand", "predictive", &params("")),
+            sim_group("watch", "demand", "predictive", &params(", forecast_only = true")),
+        ],
     );
-    std::fs::write(&config, text).unwrap();
-    let score = |g: &str| {
-        let (code, out, err) = agent_cli(&[
-            "simulate",
-            "--config",
-            config.to_str().unwrap(),
-            "--trace",
-            trace.to_str().unwrap(),
-            "--group",
-            g,
-            "--metric",
-            "demand",
-            "--provision-delay",
-            "2m",
-            "--json",
-        ]);
-        assert_eq!(code, 0, "{g}: {err}");
-        serde_json::from_str::<serde_json::Value>(&out).unwrap()["score"].clone()
-    };
-    let ahead = score("ahead");
+    let extra = ["--metric", "demand", "--provision-delay", "2m"];
+    let ahead = sim_score(&config, &trace, "ahead", &extra);
     assert_eq!(ahead["failed_evaluations"], 0, "{ahead}");
     assert!(ahead["actions"].as_u64().unwrap() > 20, "it follows the cycle: {ahead}");
     // Provisioning 3 minutes ahead keeps the group from lagging the rising edge for long.
     assert!(ahead["timeshare_u"].as_f64().unwrap() < 0.15, "{ahead}");
-    let watch = score("watch");
+    let watch = sim_score(&config, &trace, "watch", &extra);
     assert_eq!(watch["actions"], 0, "forecast-only never acts: {watch}");
 }
