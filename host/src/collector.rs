@@ -117,8 +117,8 @@ impl Collector {
                 tokio::spawn(async move {
                     let result = handle.collect().await;
                     let stamp = now_ms();
-                    let counts = result.as_ref().ok().map(|samples| samples.len());
                     let result = result.map(|samples| {
+                        let count = samples.len();
                         let (stored, dropped) = Self::convert(&name, samples, stamp);
                         let t = &this.telemetry;
                         if dropped > 0 {
@@ -129,7 +129,7 @@ impl Collector {
                         if let Some(w) = &this.writer {
                             w.submit(stored);
                         }
-                        counts.unwrap_or(0)
+                        count
                     });
                     if result.is_err() {
                         this.telemetry.source_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -114,12 +114,13 @@ pub fn run(trace: &[Point], model: &Model, behavior: &Behavior, policy: &mut dyn
         };
         metric_t.push(now);
         metric_v.push(value);
-        let start = metric_t.partition_point(|t| *t <= now - model.window_ms);
+        // Points before the window are dropped in batches, not on every step.
+        let mut start = metric_t.partition_point(|t| *t <= now - model.window_ms);
         if start > 4096 {
             metric_t.drain(..start);
             metric_v.drain(..start);
+            start = 0;
         }
-        let start = metric_t.partition_point(|t| *t <= now - model.window_ms);
         if now >= next_eval {
             next_eval = now + model.interval_ms;
             let current = units.len() as u32;
