@@ -371,18 +371,20 @@ pub fn decisions(
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
         Format::Csv => {
-            println!("time,group,current,ready,recommendation,target,action,reason,outcome");
+            println!("time,group,current,ready,recommendation,target,tier,target_tier,action,reason,outcome");
             for e in &entries {
                 let rec = e.recommendation.map(|r| r.to_string()).unwrap_or_default();
                 let quote = |t: &str| format!("\"{}\"", t.replace('"', "\"\""));
                 let action = serde_json::to_value(e.action)?.as_str().unwrap_or_default().to_string();
                 println!(
-                    "{},{},{},{},{rec},{},{action},{},{}",
+                    "{},{},{},{},{rec},{},{},{},{action},{},{}",
                     crate::timefmt::format(e.t_ms),
                     e.group,
                     e.current,
                     e.ready,
                     e.target,
+                    e.tier,
+                    e.target_tier,
                     quote(&e.reason),
                     quote(&e.outcome)
                 );
@@ -398,8 +400,13 @@ pub fn decisions(
                     .unwrap_or_default();
                 let guard =
                     if changed.is_empty() { String::new() } else { format!(" [{}]", changed.join(", ")) };
+                let tier = if e.tier == e.target_tier {
+                    String::new()
+                } else {
+                    format!(", tier {} → {}", e.tier, e.target_tier)
+                };
                 println!(
-                    "{}  {:<12} {:<17} {} → {}{guard}  {}{}",
+                    "{}  {:<12} {:<17} {} → {}{tier}{guard}  {}{}",
                     crate::timefmt::format(e.t_ms),
                     e.group,
                     action,

@@ -257,6 +257,7 @@ pub struct JsonServer {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     body: Arc<Mutex<String>>,
+    status: Arc<std::sync::atomic::AtomicU16>,
 }
 
 impl JsonServer {
@@ -265,7 +266,8 @@ impl JsonServer {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let body = Arc::new(Mutex::new(body.to_string()));
-        let (h, b) = (hits.clone(), body.clone());
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(200));
+        let (h, b, st) = (hits.clone(), body.clone(), status.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
@@ -278,16 +280,22 @@ impl JsonServer {
                 let body = b.lock().unwrap().clone();
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    st.load(Ordering::SeqCst),
                     body.len()
                 );
             }
         });
-        JsonServer { addr, hits, body }
+        JsonServer { addr, hits, body, status }
     }
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// The HTTP status of the following answers (200 at first).
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
     }
 
     pub fn set_body(&self, body: &str) {
@@ -302,5 +310,36 @@ pub fn agent_cli(args: &[&str]) -> (i32, String, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The journal of `group` over the last 10 minutes, through `agent decisions --format json`.
+pub fn decisions(agent: &Agent, group: &str) -> Vec<serde_json::Value> {
+    let (code, out, err) = agent_cli(&[
+        "decisions",
+        "--group",
+        group,
+        "--since",
+        "10m",
+        "--format",
+        "json",
+        "--data-dir",
+        agent.data.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().clone()
+}
+
+/// The `/status` entry of scaling group `name`.
+pub fn group_status(agent: &Agent, name: &str) -> serde_json::Value {
+    agent.status()["groups"].as_array().unwrap().iter().find(|g| g["name"] == name).unwrap().clone()
+}
+
+/// The http-json source reading `{"load": N}` from the test's application every 100 ms.
+pub fn load_source(app: &JsonServer) -> String {
+    format!(
+        "[plugins.http-json]\nallow_http = [\"http://{addr}\"]\ninterval = \"100ms\"\n[plugins.http-json.config]\n\
+         url = \"http://{addr}/\"\nmetrics = {{ \"/load\" = \"app.load\" }}\n",
+        addr = app.addr
     )
 }

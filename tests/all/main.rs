@@ -6,6 +6,7 @@ mod cli;
 mod hot_reload;
 mod loading;
 mod monitoring;
+mod openstack;
 mod sandbox;
 mod scaler;
 mod supervisor;

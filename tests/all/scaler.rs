@@ -3,30 +3,12 @@
 //! recommendation by target-tracking, passed through the guardrails and applied by the ledger
 //! backend — and every evaluation is journaled.
 
-use crate::common::{agent_cli, plugin, plugin_dir, wait_for, Agent, JsonServer};
+use crate::common::{
+    agent_cli, decisions, group_status, load_source, plugin, plugin_dir, wait_for, Agent, JsonServer,
+};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn decisions(agent: &Agent, group: &str) -> Vec<serde_json::Value> {
-    let (code, out, err) = agent_cli(&[
-        "decisions",
-        "--group",
-        group,
-        "--since",
-        "10m",
-        "--format",
-        "json",
-        "--data-dir",
-        agent.data.path().to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().clone()
-}
-
-fn group_status(agent: &Agent, name: &str) -> serde_json::Value {
-    agent.status()["groups"].as_array().unwrap().iter().find(|g| g["name"] == name).unwrap().clone()
-}
 
 fn config(app: &JsonServer) -> String {
     format!(
@@ -70,15 +52,6 @@ max = 10
 fallback = {{ after = 4, capacity = 2 }}
 "#,
         source = load_source(app)
-    )
-}
-
-/// The http-json source reading `{"load": N}` from the test's application every 100 ms.
-fn load_source(app: &JsonServer) -> String {
-    format!(
-        "[plugins.http-json]\nallow_http = [\"http://{addr}\"]\ninterval = \"100ms\"\n[plugins.http-json.config]\n\
-         url = \"http://{addr}/\"\nmetrics = {{ \"/load\" = \"app.load\" }}\n",
-        addr = app.addr
     )
 }
 

@@ -2,7 +2,7 @@
 //! bounds and the guardrails. Raw TOML → validated [`GroupSpec`].
 
 use super::{ConfigError, Located};
-use crate::scaler::guardrails::{Behavior, Direction, RateRule, Select};
+use crate::scaler::guardrails::{Behavior, Direction, RateRule, Select, TierRules};
 use serde::Deserialize;
 use std::time::Duration;
 use toml::Spanned;
@@ -22,6 +22,8 @@ pub struct GroupSpec {
     /// `backend_config`, as JSON (the backend's `group.params`).
     pub backend_params: String,
     pub behavior: Behavior,
+    /// Vertical scaling: `min_tier`, `max_tier` (default 0: no vertical moves), `tier_cooldown`.
+    pub tiers: TierRules,
     /// Do everything but call the backend's `scale`; journal "would scale".
     pub dry_run: bool,
     /// After this many evaluations in a row without a usable recommendation, scale to
@@ -59,6 +61,10 @@ pub(super) struct RawGroup {
     max: Spanned<u32>,
     tolerance: Option<Spanned<f64>>,
     sanity_ceiling: Option<u32>,
+    #[serde(default)]
+    min_tier: u32,
+    max_tier: Option<Spanned<u32>>,
+    tier_cooldown: Option<Spanned<String>>,
     #[serde(default)]
     dry_run: bool,
     #[serde(default)]
@@ -195,6 +201,20 @@ pub(super) fn validate(raw: Vec<RawGroup>, at: &Located) -> Result<Vec<GroupSpec
             up: direction(&g.scale_up, defaults.up.clone(), "scale_up")?,
             down: direction(&g.scale_down, defaults.down.clone(), "scale_down")?,
         };
+        let max_tier = g.max_tier.as_ref().map_or(g.min_tier, |t| *t.get_ref());
+        if let Some(t) = g.max_tier.as_ref().filter(|t| *t.get_ref() < g.min_tier) {
+            return Err(at.error(
+                Some(t.span()),
+                &field(&format!("max_tier: {max_tier} is below min_tier {}", g.min_tier)),
+            ));
+        }
+        let tiers = TierRules {
+            min: g.min_tier,
+            max: max_tier,
+            cooldown_ms: at
+                .duration(&g.tier_cooldown, &field("tier_cooldown"), Duration::ZERO)?
+                .map_or(TierRules::default().cooldown_ms, |d| d.as_millis() as i64),
+        };
         let json = |t: &toml::Table| serde_json::to_string(t).expect("a TOML table is valid JSON");
         groups.push(GroupSpec {
             name: name.clone(),
@@ -205,6 +225,7 @@ pub(super) fn validate(raw: Vec<RawGroup>, at: &Located) -> Result<Vec<GroupSpec
             backend: g.backend,
             backend_params: json(&g.backend_config),
             behavior,
+            tiers,
             dry_run: g.dry_run,
             fallback: g
                 .fallback
@@ -217,7 +238,7 @@ pub(super) fn validate(raw: Vec<RawGroup>, at: &Located) -> Result<Vec<GroupSpec
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
-    use crate::scaler::guardrails::{RateRule, Select};
+    use crate::scaler::guardrails::{RateRule, Select, TierRules};
     use std::path::Path;
 
     #[test]
@@ -249,6 +270,21 @@ policies = [{ type = "pods", value = 1, period = "30s" }]
         assert_eq!(g.behavior.down.select, Select::Min);
         assert_eq!(g.behavior.down.rules, [RateRule::Pods { value: 1, period_ms: 30_000 }]);
         assert_eq!(g.behavior.up.rules.len(), 2, "HPA default scale-up rules");
+        assert_eq!(g.tiers, TierRules::default(), "no vertical moves unless asked");
+    }
+
+    #[test]
+    fn tiers_parse_and_are_checked() {
+        let base = "[[group]]\nname = \"g\"\npolicy = \"p\"\nbackend = \"b\"\nmin = 1\nmax = 2\n";
+        let c = Config::parse(
+            &format!("{base}min_tier = 1\nmax_tier = 3\ntier_cooldown = \"30s\"\n"),
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.groups[0].tiers, TierRules { min: 1, max: 3, cooldown_ms: 30_000 });
+        let e =
+            Config::parse(&format!("{base}min_tier = 2\nmax_tier = 1\n"), Path::new("a.toml")).unwrap_err().0;
+        assert!(e.contains("group[g].max_tier: 1 is below min_tier 2"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! group (it never scales down on missing data), or scales to the fallback capacity after the
 //! configured number of failures in a row.
 
-use super::guardrails::{decide, History};
+use super::guardrails::{decide, decide_tier, History};
 use crate::config::GroupSpec;
 use crate::plugins::bindings::{Bounds, Group, PolicyContext, Target, Window};
 use crate::plugins::registry::Registry;
@@ -20,6 +20,10 @@ pub struct GroupStatus {
     pub current: Option<u32>,
     pub ready: Option<u32>,
     pub desired: Option<u32>,
+    /// Size tier now and decided, and its name (vertical scaling).
+    pub tier: Option<u32>,
+    pub desired_tier: Option<u32>,
+    pub tier_name: Option<String>,
     pub dry_run: bool,
     pub last_action: Option<Action>,
     pub last_reason: Option<String>,
@@ -37,7 +41,12 @@ pub fn history_from_journal(spec: &GroupSpec, entries: &[JournalEntry]) -> Histo
             decide(r, e.current, e.t_ms, &spec.behavior, &mut history);
         }
         if e.action == Action::Scale {
-            history.actions.push_back((e.t_ms, e.current, e.target));
+            if e.target != e.current {
+                history.actions.push_back((e.t_ms, e.current, e.target));
+            }
+            if e.target_tier != e.tier {
+                history.last_tier_change_ms = Some(e.t_ms);
+            }
         }
     }
     history
@@ -63,12 +72,15 @@ pub async fn run(
     loop {
         tick.tick().await;
         let Some(registry) = registry.upgrade() else { return };
-        let entry = evaluate(&spec, &registry, &store, &mut history, &mut failures).await;
+        let (entry, tier_name) = evaluate(&spec, &registry, &store, &mut history, &mut failures).await;
         history.prune(entry.t_ms, &spec.behavior);
         if let Err(e) = store.journal(&entry) {
             tracing::error!(group = %spec.name, "journaling a decision: {e}");
         }
         match entry.action {
+            _ if entry.target_tier != entry.tier => {
+                tracing::info!(group = %spec.name, "{:?} {} → {} replicas, tier {} → {}: {} ({})", entry.action, entry.current, entry.target, entry.tier, entry.target_tier, entry.reason, entry.outcome)
+            }
             Action::Hold => {
                 tracing::debug!(group = %spec.name, "hold at {}: {}", entry.current, entry.reason)
             }
@@ -80,6 +92,9 @@ pub async fn run(
         s.current = Some(entry.current);
         s.ready = Some(entry.ready);
         s.desired = Some(entry.target);
+        s.tier = Some(entry.tier);
+        s.desired_tier = Some(entry.target_tier);
+        s.tier_name = tier_name.clone();
         s.last_action = Some(entry.action);
         s.last_reason = Some(entry.reason.clone());
         s.last_ms = Some(entry.t_ms);
@@ -93,7 +108,7 @@ async fn evaluate(
     store: &Store,
     history: &mut History,
     failures: &mut u32,
-) -> JournalEntry {
+) -> (JournalEntry, Option<String>) {
     let now = now_ms();
     let mut entry = JournalEntry {
         t_ms: now,
@@ -103,6 +118,8 @@ async fn evaluate(
         recommendation: None,
         reason: String::new(),
         target: 0,
+        tier: 0,
+        target_tier: 0,
         steps: serde_json::json!([]),
         action: Action::NoRecommendation,
         outcome: String::new(),
@@ -112,16 +129,36 @@ async fn evaluate(
     let group = Group { name: spec.name.clone(), params: spec.backend_params.clone() };
     let Some(backend) = registry.get(&spec.backend) else {
         entry.reason = format!("backend plugin `{}` is not loaded", spec.backend);
-        return entry;
+        return (entry, None);
     };
     let capacity = match backend.describe(group.clone()).await {
         Ok(c) => c,
         Err(e) => {
             entry.reason = format!("backend `{}` describe failed: {e}", spec.backend);
-            return entry;
+            return (entry, None);
         }
     };
     (entry.current, entry.ready, entry.target) = (capacity.replicas, capacity.ready, capacity.replicas);
+    (entry.tier, entry.target_tier) = (capacity.tier, capacity.tier);
+    let tier_name = (!capacity.tier_name.is_empty()).then(|| capacity.tier_name.clone());
+    let entry =
+        evaluate_policy(spec, registry, store, history, failures, entry, capacity, backend, group).await;
+    (entry, tier_name)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn evaluate_policy(
+    spec: &GroupSpec,
+    registry: &Registry,
+    store: &Store,
+    history: &mut History,
+    failures: &mut u32,
+    mut entry: JournalEntry,
+    capacity: crate::plugins::bindings::Capacity,
+    backend: crate::plugins::worker::PluginHandle,
+    group: Group,
+) -> JournalEntry {
+    let now = entry.t_ms;
 
     // Every configured metric must have data: a policy never decides on part of its inputs.
     let mut windows = Vec::new();
@@ -166,7 +203,7 @@ async fn evaluate(
                     bounds: Bounds {
                         min_replicas: spec.behavior.min,
                         max_replicas: spec.behavior.max,
-                        max_tier: 0,
+                        max_tier: spec.tiers.max,
                     },
                     windows,
                     params: spec.policy_params.clone(),
@@ -176,8 +213,10 @@ async fn evaluate(
         }
     };
 
+    let mut wanted_tier = None;
     let target = match recommendation {
         Ok(r) => {
+            wanted_tier = r.tier;
             let decision = decide(r.replicas, capacity.replicas, now, &spec.behavior, history);
             entry.recommendation = Some(r.replicas);
             entry.steps = serde_json::Value::Array(
@@ -214,7 +253,12 @@ async fn evaluate(
         _ => target,
     };
     entry.target = target;
-    if target == capacity.replicas {
+    let (tier, tier_steps) = decide_tier(wanted_tier, capacity.tier, now, &spec.tiers, history);
+    entry.target_tier = tier;
+    if let serde_json::Value::Array(steps) = &mut entry.steps {
+        steps.extend(tier_steps.iter().map(|s| serde_json::json!({"guardrail": s.guardrail, "before": s.before, "after": s.after, "why": s.why})));
+    }
+    if target == capacity.replicas && tier == capacity.tier {
         if entry.recommendation.is_some() {
             entry.action = Action::Hold;
         }
@@ -222,17 +266,23 @@ async fn evaluate(
     }
     if spec.dry_run {
         entry.action = Action::WouldScale;
-        entry.outcome = format!("dry run: would scale {} → {target}", capacity.replicas);
+        entry.outcome =
+            format!("dry run: would scale {} → {target}, tier {} → {tier}", capacity.replicas, capacity.tier);
         return entry;
     }
     let started = Instant::now();
-    let result = backend.scale(group, Target { replicas: target, tier: capacity.tier }).await;
+    let result = backend.scale(group, Target { replicas: target, tier }).await;
     entry.backend_ms = Some(started.elapsed().as_millis() as u64);
     match result {
         Ok(outcome) => {
             entry.action = Action::Scale;
             entry.outcome = outcome.detail;
-            history.actions.push_back((now, capacity.replicas, target));
+            if target != capacity.replicas {
+                history.actions.push_back((now, capacity.replicas, target));
+            }
+            if tier != capacity.tier {
+                history.last_tier_change_ms = Some(now);
+            }
         }
         Err(e) => {
             entry.action = Action::ScaleFailed;

@@ -13,6 +13,9 @@
 //!    `Percent` percent per period, `select` max/min of them, or disabled.
 //! 8. **bounds** again, so the group is always within `[min, max]` whatever came before.
 //!
+//! Vertical moves (a policy's `tier`) have their own, shorter list, in [`decide_tier`]: bounds
+//! `[min_tier, max_tier]`, then a cooldown after the last tier change (a resize is disruptive).
+//!
 //! Pure: time and history are passed in, so the live loop and `agent simulate` share it.
 
 use std::collections::VecDeque;
@@ -95,6 +98,61 @@ pub struct History {
     pub recommendations: VecDeque<(i64, u32)>,
     /// (time, from, to) of each scaling action, oldest first.
     pub actions: VecDeque<(i64, u32, u32)>,
+    /// When the tier last changed.
+    pub last_tier_change_ms: Option<i64>,
+}
+
+/// A group's vertical limits: the size ladder's allowed range and the pause between moves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TierRules {
+    pub min: u32,
+    pub max: u32,
+    pub cooldown_ms: i64,
+}
+
+impl Default for TierRules {
+    /// No ladder: tier 0 only; 5 min between moves once there is one.
+    fn default() -> TierRules {
+        TierRules { min: 0, max: 0, cooldown_ms: 300_000 }
+    }
+}
+
+/// The tier to move to: the policy's wish (or the current tier when it has none) within
+/// `[min, max]`, held during the cooldown after the last tier change. Steps as for replicas.
+pub fn decide_tier(
+    wanted: Option<u32>,
+    current: u32,
+    now_ms: i64,
+    r: &TierRules,
+    history: &History,
+) -> (u32, Vec<Step>) {
+    let mut steps = Vec::new();
+    let wish = wanted.unwrap_or(current);
+    let bounded = wish.clamp(r.min, r.max);
+    if bounded != wish {
+        steps.push(Step {
+            guardrail: "tier-bounds",
+            before: wish as f64,
+            after: bounded as f64,
+            why: format!("tier bounds [{}, {}]", r.min, r.max),
+        });
+    }
+    if bounded != current {
+        if let Some(last) = history.last_tier_change_ms.filter(|t| now_ms - t < r.cooldown_ms) {
+            steps.push(Step {
+                guardrail: "tier-cooldown",
+                before: bounded as f64,
+                after: current as f64,
+                why: format!(
+                    "tier changed {} s ago; cooldown {} s",
+                    (now_ms - last) / 1000,
+                    r.cooldown_ms / 1000
+                ),
+            });
+            return (current, steps);
+        }
+    }
+    (bounded, steps)
 }
 
 impl History {
@@ -296,6 +354,21 @@ mod tests {
 
     fn guardrails(d: &Decision) -> Vec<&str> {
         d.steps.iter().map(|s| s.guardrail).collect()
+    }
+
+    #[test]
+    fn tiers_are_bounded_and_cooled_down() {
+        let rules = TierRules { min: 0, max: 2, cooldown_ms: 60_000 };
+        let mut h = History::default();
+        assert_eq!(decide_tier(None, 1, 0, &rules, &h), (1, vec![]));
+        let (t, steps) = decide_tier(Some(5), 1, 0, &rules, &h);
+        assert_eq!((t, steps[0].guardrail), (2, "tier-bounds"));
+        h.last_tier_change_ms = Some(10_000);
+        let (t, steps) = decide_tier(Some(2), 1, 30_000, &rules, &h);
+        assert_eq!((t, steps[0].guardrail), (1, "tier-cooldown"));
+        assert_eq!(decide_tier(Some(0), 1, 70_000, &rules, &h).0, 0, "after the cooldown");
+        // A tier outside lowered bounds is brought back in, unless cooling down.
+        assert_eq!(decide_tier(None, 3, 70_000, &rules, &h).0, 2);
     }
 
     #[test]

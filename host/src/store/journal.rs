@@ -55,6 +55,9 @@ pub struct Entry {
     /// The policy's reason, or why there was no recommendation.
     pub reason: String,
     pub target: u32,
+    /// The size tier before the decision, and the one decided (equal when not scaling vertically).
+    pub tier: u32,
+    pub target_tier: u32,
     /// The guardrails that changed the number (JSON list of {guardrail, before, after, why}).
     pub steps: serde_json::Value,
     pub action: Action,
@@ -70,8 +73,8 @@ impl Store {
     pub fn journal(&self, e: &Entry) -> Result<(), StoreError> {
         self.with(|c| {
             c.prepare_cached(
-                "INSERT INTO decisions (t, grp, current, ready, recommendation, reason, target, steps, action, outcome, backend_ms, inputs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO decisions (t, grp, current, ready, recommendation, reason, target, steps, action, outcome, backend_ms, inputs, tier, target_tier)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?
             .execute(params![
                 e.t_ms,
@@ -85,7 +88,9 @@ impl Store {
                 e.action.as_str(),
                 e.outcome,
                 e.backend_ms.map(|m| m as i64),
-                e.inputs.to_string()
+                e.inputs.to_string(),
+                e.tier,
+                e.target_tier
             ])
             .map(|_| ())
         })
@@ -95,7 +100,7 @@ impl Store {
     pub fn decisions(&self, group: Option<&str>, since_ms: i64) -> Result<Vec<Entry>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT t, grp, current, ready, recommendation, reason, target, steps, action, outcome, backend_ms, inputs
+                "SELECT t, grp, current, ready, recommendation, reason, target, steps, action, outcome, backend_ms, inputs, tier, target_tier
                  FROM decisions WHERE t >= ?1 AND (?2 IS NULL OR grp = ?2) ORDER BY t, id",
             )?;
             let rows = stmt.query_map(params![since_ms, group], |r| {
@@ -115,6 +120,8 @@ impl Store {
                     outcome: r.get(9)?,
                     backend_ms: r.get::<_, Option<i64>>(10)?.map(|m| m as u64),
                     inputs: json(11)?,
+                    tier: r.get(12)?,
+                    target_tier: r.get(13)?,
                 })
             })?;
             rows.collect()
@@ -138,6 +145,8 @@ mod tests {
             recommendation: Some(3.5),
             reason: "because".into(),
             target: 4,
+            tier: 1,
+            target_tier: 2,
             steps: serde_json::json!([{"guardrail": "round"}]),
             action,
             outcome: "ok".into(),

@@ -53,6 +53,9 @@ const MIGRATIONS: &[&str] = &[
         inputs         TEXT NOT NULL
     );
     CREATE INDEX decisions_by_group ON decisions (grp, t);",
+    // 4: vertical scaling: the size tier before and after each decision.
+    "ALTER TABLE decisions ADD COLUMN tier INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE decisions ADD COLUMN target_tier INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Refuses a database from a newer agent; returns the schema version found.

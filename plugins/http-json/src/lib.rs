@@ -64,53 +64,19 @@ fn value_of(v: &serde_json::Value) -> Option<f64> {
     }
 }
 
-/// GET `url` with wasi:http; the agent's grant decides whether it may leave.
+/// GET `url`; the agent's grant decides whether it may leave.
 fn get(url: &str) -> Result<Vec<u8>, PluginError> {
-    use wasip2::http::outgoing_handler;
-    use wasip2::http::types::{Fields, OutgoingRequest, Scheme};
-
-    let unavailable = |what: &str| PluginError::Unavailable(format!("GET {url}: {what}"));
-    let (scheme, rest) =
-        url.split_once("://").ok_or_else(|| PluginError::BadConfig(format!("url `{url}` has no scheme")))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let request = OutgoingRequest::new(Fields::new());
-    let scheme = match scheme {
-        "http" => Scheme::Http,
-        "https" => Scheme::Https,
-        other => return Err(PluginError::BadConfig(format!("url scheme `{other}` is not http(s)"))),
-    };
-    let bad = |_| PluginError::BadConfig(format!("url `{url}` is not valid"));
-    request.set_scheme(Some(&scheme)).map_err(bad)?;
-    request.set_authority(Some(authority)).map_err(bad)?;
-    request.set_path_with_query(Some(path)).map_err(bad)?;
-    let pending = outgoing_handler::handle(request, None).map_err(|e| unavailable(&format!("{e:?}")))?;
-    pending.subscribe().block();
-    let response = pending
-        .get()
-        .ok_or_else(|| unavailable("no response"))?
-        .map_err(|_| unavailable("response taken twice"))?
-        .map_err(|e| unavailable(&format!("{e:?}")))?;
-    let status = response.status();
-    if !(200..300).contains(&status) {
-        return Err(unavailable(&format!("HTTP {status}")));
+    use elastic_sdk::http::{HttpError, Request};
+    let response =
+        Request::get(url).timeout(std::time::Duration::from_secs(5)).send().map_err(|e| match e {
+            HttpError::BadUrl(why) => PluginError::BadConfig(format!("url: {why}")),
+            HttpError::TooLarge => PluginError::InvalidInput(format!("GET {url}: {e}")),
+            e => PluginError::Unavailable(format!("GET {url}: {e}")),
+        })?;
+    if !(200..300).contains(&response.status) {
+        return Err(PluginError::Unavailable(format!("GET {url}: HTTP {}", response.status)));
     }
-    let body = response.consume().map_err(|_| unavailable("no body"))?;
-    let stream = body.stream().map_err(|_| unavailable("no body stream"))?;
-    let mut bytes = Vec::new();
-    loop {
-        match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => bytes.extend_from_slice(&chunk),
-            Err(wasip2::io::streams::StreamError::Closed) => break,
-            Err(e) => return Err(unavailable(&format!("reading the body: {e:?}"))),
-        }
-        if bytes.len() > 8 << 20 {
-            return Err(PluginError::InvalidInput(format!("GET {url}: body larger than 8 MiB")));
-        }
-    }
-    Ok(bytes)
+    Ok(response.body)
 }
 
 struct HttpJson;

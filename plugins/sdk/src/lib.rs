@@ -66,6 +66,9 @@ pub use source::bindings::elastic::plugin::types::{
     Bounds, Capacity, ConfigKey, Label, PluginError, PluginMetadata as Metadata, Sample, Target, Window,
 };
 
+#[cfg(feature = "http")]
+pub mod http;
+
 /// Deserialises the plugin's `[plugins.NAME.config]` table into `T`. Errors name the key.
 pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, PluginError> {
     parse_json(&host::config(), "[plugins.<name>.config]")
@@ -145,4 +148,16 @@ pub fn mean_of(windows: &[Window], name: Option<&str>) -> Option<(String, f64)> 
         return None;
     }
     Some((name, means.iter().sum::<f64>() / means.len() as f64))
+}
+
+/// Durations in a plugin's configuration, written as in `agent.toml` (`250ms`, `5s`, `2m`, `1h`).
+pub mod duration {
+    pub use elastic_duration::{format, parse};
+    use std::time::Duration;
+
+    /// For `#[serde(deserialize_with = "elastic_sdk::duration::deserialize")]`.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
 }

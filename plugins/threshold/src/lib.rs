@@ -7,6 +7,8 @@
 //! policy = "threshold"
 //! policy_config = { high = 0.8, low = 0.3, up_after = 2, down_after = 5, step = 1 }
 //! ```
+//! With `mode = "tier"` it scales vertically instead, as the seed's resize did: `step` tiers up
+//! the group's size ladder (bigger flavor) above `high`, down below `low`, within `max_tier`.
 
 use elastic_sdk::policy::{Context, Guest, Recommendation};
 use elastic_sdk::{host, key, mean_of, parse_json, Metadata, PluginError};
@@ -25,6 +27,17 @@ pub struct Params {
     pub step: u32,
     #[serde(default)]
     pub metric: Option<String>,
+    /// `replicas` (default): change the number of units; `tier`: change their size.
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Replicas,
+    Tier,
 }
 
 fn one() -> u32 {
@@ -79,6 +92,11 @@ impl Guest for Threshold {
                 key("down_after", "evaluations in a row below `low` before scaling in; default 1", false),
                 key("step", "replicas added or removed at a time; default 1", false),
                 key("metric", "which of the group's metrics; default the first", false),
+                key(
+                    "mode",
+                    "replicas (default) or tier: scale the size of the units instead of their number",
+                    false,
+                ),
             ],
         }
     }
@@ -92,9 +110,20 @@ impl Guest for Threshold {
             .ok_or_else(|| PluginError::InvalidInput("no data in the metric window".into()))?;
         let key = format!("streak:{}", ctx.group);
         let streak = host::state_get(&key).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        let (streak, replicas, reason) = step(&p, streak, ctx.current.replicas, value, &metric);
+        let current = match p.mode {
+            Mode::Replicas => ctx.current.replicas,
+            Mode::Tier => ctx.current.tier,
+        };
+        let (streak, wanted, reason) = step(&p, streak, current, value, &metric);
         host::state_set(&key, &serde_json::to_vec(&streak).expect("serialisable"))?;
-        Ok(Recommendation { replicas, tier: None, reason })
+        Ok(match p.mode {
+            Mode::Replicas => Recommendation { replicas: wanted, tier: None, reason },
+            Mode::Tier => Recommendation {
+                replicas: ctx.current.replicas as f64,
+                tier: Some((wanted as u32).min(ctx.bounds.max_tier)),
+                reason: format!("{reason} (tier)"),
+            },
+        })
     }
 }
 
@@ -105,7 +134,15 @@ mod tests {
     use super::*;
 
     fn params() -> Params {
-        Params { high: 0.8, low: 0.3, up_after: 2, down_after: 3, step: 2, metric: None }
+        Params {
+            high: 0.8,
+            low: 0.3,
+            up_after: 2,
+            down_after: 3,
+            step: 2,
+            metric: None,
+            mode: Mode::Replicas,
+        }
     }
 
     #[test]

@@ -1,0 +1,105 @@
+//! The OpenStack backend: a scaling group is a set of Nova servers tagged with the group's name.
+//! Horizontal scaling creates and deletes servers from a template; vertical scaling resizes them
+//! along a flavor ladder (resize → VERIFY_RESIZE → optional health check → confirm or revert).
+//!
+//! ```toml
+//! [plugins.openstack]
+//! allow_http = ["http://keystone.example:5000", "http://nova.example:8774", "http://glance.example:9292"]
+//! secrets = { password = { env = "OS_PASSWORD" } }
+//! [plugins.openstack.config]
+//! auth_url = "http://keystone.example:5000/v3"
+//! username = "autoscaler"
+//! project_name = "web"
+//!
+//! [[group]]
+//! name = "web"
+//! backend = "openstack"
+//! backend_config = { image = "ubuntu-24.04", flavors = ["m1.small", "m1.medium"], networks = "auto" }
+//! ```
+//! Every key is in `docs/openstack.md`.
+
+pub mod config;
+pub mod errors;
+pub mod group;
+pub mod nova;
+pub mod plan;
+pub mod session;
+pub mod time;
+
+use elastic_sdk::backend::{Group as GroupRef, Guest, Outcome};
+use elastic_sdk::{host, key, log, parse_json, Capacity, Metadata, PluginError, Target};
+use std::cell::RefCell;
+
+/// The session and memory of this instance; rebuilt when the plugin's config changes.
+struct Instance {
+    session: session::Session,
+    memory: group::Memory,
+}
+
+thread_local! {
+    static INSTANCE: RefCell<Option<Instance>> = const { RefCell::new(None) };
+}
+
+fn with_group<T>(
+    g: &GroupRef,
+    what: &str,
+    f: impl FnOnce(&mut session::Session, &mut group::Memory, &group::Group) -> Result<T, PluginError>,
+) -> Result<T, PluginError> {
+    let source = host::config();
+    let params: config::GroupParams = parse_json(&g.params, &format!("group[{}].backend_config", g.name))?;
+    let ladder = params.ladder()?;
+    let group = group::Group { name: &g.name, params, ladder };
+    INSTANCE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|i| i.session.source != source) {
+            let cloud: config::Cloud = parse_json(&source, "[plugins.openstack.config]")?;
+            *slot =
+                Some(Instance { session: session::Session::new(cloud, source), memory: Default::default() });
+        }
+        let i = slot.as_mut().expect("just set");
+        i.session.requests = 0;
+        let result = f(&mut i.session, &mut i.memory, &group);
+        log::debug(&format!("{what} {}: {} API requests", g.name, i.session.requests));
+        result
+    })
+}
+
+struct OpenStack;
+
+impl Guest for OpenStack {
+    fn metadata() -> Metadata {
+        Metadata {
+            name: "openstack".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Nova servers: creates and deletes them (horizontal) and resizes them along a flavor ladder (vertical).".into(),
+            config_keys: vec![
+                key("auth_url", "Keystone v3 URL, e.g. http://keystone:5000/v3", true),
+                key("auth_type", "password (default) or application_credential", false),
+                key("username", "user name (password auth)", false),
+                key("user_domain_name", "the user's domain; default Default", false),
+                key("project_name", "project to scope to (password auth)", false),
+                key("project_domain_name", "the project's domain; default Default", false),
+                key("application_credential_id", "application credential ID (its secret: secret `application_credential_secret`)", false),
+                key("region_name", "region of the endpoints; default the catalog's first", false),
+                key("interface", "endpoint interface: public (default), internal, admin", false),
+                key("compute_endpoint", "use this compute URL instead of the catalog's", false),
+                key("microversion", "highest compute microversion to use, 2.N; default 2.96", false),
+                key("request_timeout", "limit on each HTTP request; default 10s", false),
+                key("retries", "extra attempts for a retryable failure; default 4", false),
+            ],
+        }
+    }
+
+    fn describe(g: GroupRef) -> Result<Capacity, PluginError> {
+        with_group(&g, "describe", group::describe)
+    }
+
+    fn scale(g: GroupRef, target: Target) -> Result<Outcome, PluginError> {
+        with_group(&g, "scale", |s, m, group| {
+            let (capacity, detail) = group::scale(s, m, group, target)?;
+            Ok(Outcome { capacity, detail })
+        })
+    }
+}
+
+elastic_sdk::export_backend!(OpenStack);

@@ -1,0 +1,527 @@
+//! The OpenStack backend against a real Keystone and Nova (`../shared/openstack`, or any cloud
+//! in `OS_*`): the real agent, the real plugin component, our fault proxy in front of Nova.
+//! Without a cloud each test prints a loud SKIPPED line (and fails under `REQUIRE_CLOUD=1`,
+//! which CI sets). The tests share one project's quota, so they run one at a time.
+
+mod cloud;
+mod proxy;
+
+use crate::common::{decisions, group_status, load_source, plugin, plugin_dir, wait_for, Agent, JsonServer};
+use cloud::{summary, Cloud, Credentials};
+use proxy::{Fault, FaultProxy};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(90);
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The cloud from `OS_*` and the lock that runs these tests one at a time; `None` (after a loud
+/// SKIPPED line) without a cloud.
+fn cloud_or_skip(test: &str) -> Option<(Credentials, MutexGuard<'static, ()>)> {
+    let creds = Credentials::from_env(test)?;
+    Some((creds, SERIAL.lock().unwrap_or_else(|p| p.into_inner())))
+}
+
+/// Prints a measurement where the test run's output shows it (the harness does not capture it).
+fn report(line: &str) {
+    let _ = writeln!(std::io::stderr(), "MEASURED {line}");
+}
+
+/// The cloud, a proxy in front of its Nova, and a group name no earlier run used.
+struct Bench {
+    creds: Credentials,
+    cloud: Cloud,
+    proxy: FaultProxy,
+    group: String,
+}
+
+impl Bench {
+    fn new(creds: Credentials, kind: &str) -> Bench {
+        let cloud = Cloud::login(&creds).unwrap_or_else(|e| panic!("logging in to {}: {e}", creds.auth_url));
+        let nova: SocketAddr =
+            cloud.compute.split('/').nth(2).unwrap().parse().expect("compute endpoint host:port");
+        let group = format!("os-{kind}-{}", std::process::id());
+        cloud.clean_group(&group);
+        Bench { creds, proxy: FaultProxy::start(nova), cloud, group }
+    }
+
+    /// The compute endpoint through the proxy (same path as the catalog's).
+    fn proxied(&self) -> String {
+        let path: String = self.cloud.compute.split('/').skip(3).collect::<Vec<_>>().join("/");
+        format!("http://{}/{path}", self.proxy.addr)
+    }
+
+    fn config(&self, app: &JsonServer, plugin_extra: &str, extra_allow: &[String], group: &str) -> String {
+        format!(
+            "{}{}\n{group}",
+            load_source(app),
+            self.creds.plugin_toml(Some(&self.proxied()), extra_allow, plugin_extra)
+        )
+    }
+
+    /// Creates `elastic-test-huge`, a flavor no fake host can hold (2 TB RAM), and lifts this
+    /// project's RAM and core quotas so that the scheduler, not the quota, refuses it.
+    fn unplaceable_flavor(&self) {
+        self.cloud.ensure_flavor("elastic-test-huge", 2_000_000, 1, 1);
+        self.cloud.set_quota(&self.cloud.project_id, json!({"ram": -1, "cores": -1}));
+    }
+
+    fn servers(&self) -> Vec<Value> {
+        self.cloud.group_servers(&self.group)
+    }
+
+    /// Waits until Nova lists exactly `n` servers of the group, all ACTIVE (and on `flavor`).
+    fn wait_servers(&self, n: usize, flavor: Option<&str>) -> Vec<Value> {
+        wait_for(&format!("{n} ACTIVE servers of {} in Nova", self.group), LIMIT, || {
+            let s = self.servers();
+            let ok = s.len() == n
+                && s.iter().all(|x| x["status"] == "ACTIVE" && x["OS-EXT-STS:task_state"].is_null())
+                && flavor.is_none_or(|f| s.iter().all(|x| x["flavor"]["original_name"] == f));
+            ok.then_some(s)
+        })
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        self.cloud.clean_group(&self.group);
+    }
+}
+
+fn horizontal_group(name: &str, max: u32, extra: &str) -> String {
+    format!(
+        "[[group]]\nname = \"{name}\"\ninterval = \"1s\"\nmetrics = [{{ name = \"app.load\", window = \"1s\" }}]\n\
+         policy = \"target-tracking\"\npolicy_config = {{ target = 1, per = \"total\" }}\nbackend = \"openstack\"\n\
+         backend_config = {{ image = \"cirros-fake\", flavor = \"m1.tiny\", networks = \"none\" {extra} }}\n\
+         min = 0\nmax = {max}\ntolerance = 0.0\n[group.scale_down]\nstabilization = \"0s\"\n"
+    )
+}
+
+fn plugins() -> tempfile::TempDir {
+    plugin_dir(&[
+        &plugin("http-json"),
+        &plugin("target-tracking"),
+        &plugin("threshold"),
+        &plugin("openstack"),
+    ])
+}
+
+/// Waits for a journal entry of `group` matching `pred`; on timeout shows the journal's end and
+/// the agent's log.
+fn wait_journal(agent: &Agent, group: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let entries = decisions(agent, group);
+        if let Some(d) = entries.iter().find(|d| pred(d)) {
+            return d.clone();
+        }
+        if started.elapsed() > LIMIT {
+            let tail: Vec<String> = entries
+                .iter()
+                .rev()
+                .take(8)
+                .map(|d| {
+                    format!(
+                        "{} {}→{} tier {}→{}: {} — {}",
+                        d["action"],
+                        d["current"],
+                        d["target"],
+                        d["tier"],
+                        d["target_tier"],
+                        d["reason"],
+                        d["outcome"]
+                    )
+                })
+                .collect();
+            let log = agent.log();
+            let log_tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "timed out waiting for {what}; journal (newest first):\n{}\nlog (newest first):\n{}",
+                tail.join("\n"),
+                log_tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn scale_out_zero_to_three_and_in_to_one() {
+    let Some((creds, _serial)) = cloud_or_skip("openstack::scale_out_zero_to_three_and_in_to_one") else {
+        return;
+    };
+    let bench = Bench::new(creds, "h");
+    let app = JsonServer::start(r#"{"load": 0}"#);
+    let dir = plugins();
+    let agent =
+        Agent::start(dir.path(), &bench.config(&app, "", &[], &horizontal_group(&bench.group, 5, "")));
+    wait_for("the group at 0", LIMIT, || (group_status(&agent, &bench.group)["current"] == 0).then_some(()));
+
+    app.set_body(r#"{"load": 3}"#);
+    let decided =
+        wait_journal(&agent, &bench.group, "a scale to 3", |d| d["action"] == "scale" && d["target"] == 3);
+    assert!(decided["outcome"].as_str().unwrap().matches("created").count() == 3, "{decided}");
+    let t0 = decided["t_ms"].as_i64().unwrap();
+    let active = wait_for("3 ACTIVE in Nova", LIMIT, || {
+        let s = bench.servers();
+        (s.len() == 3 && s.iter().all(|x| x["status"] == "ACTIVE")).then(agent::store::now_ms)
+    });
+    let ready = wait_for("the agent reporting 3 ready", LIMIT, || {
+        (group_status(&agent, &bench.group)["ready"] == 3).then(agent::store::now_ms)
+    });
+    report(&format!(
+        "openstack scale-out 0→3: decision → all ACTIVE in Nova {:.1} s; → agent reports 3 ready {:.1} s (1 s evaluation interval)",
+        (active - t0) as f64 / 1000.0,
+        (ready - t0) as f64 / 1000.0
+    ));
+    let servers = bench.wait_servers(3, Some("m1.tiny"));
+    assert!(servers
+        .iter()
+        .all(|s| s["tags"].as_array().unwrap().contains(&json!(format!("elastic-group:{}", bench.group)))));
+    agent.wait_log("ACTIVE");
+
+    // Steady state: what an evaluation costs in API calls (Nova, through the proxy; the token is cached).
+    let (requests, evaluations) = (bench.proxy.log().len(), decisions(&agent, &bench.group).len());
+    std::thread::sleep(Duration::from_secs(6));
+    let (requests, evaluations) =
+        (bench.proxy.log().len() - requests, decisions(&agent, &bench.group).len() - evaluations);
+    let per = requests as f64 / evaluations as f64;
+    report(&format!("openstack steady state: {requests} Nova requests in {evaluations} evaluations = {per:.2} per evaluation"));
+    assert!(
+        evaluations >= 3 && per <= 2.0,
+        "{requests} requests in {evaluations} evaluations: {:?}",
+        bench.proxy.log()
+    );
+
+    app.set_body(r#"{"load": 1}"#);
+    let scaled_in =
+        wait_journal(&agent, &bench.group, "a scale to 1", |d| d["action"] == "scale" && d["target"] == 1);
+    assert!(scaled_in["outcome"].as_str().unwrap().contains("gone after"), "{scaled_in}");
+    let left = bench.wait_servers(1, Some("m1.tiny"));
+    wait_for("the agent reporting 1", LIMIT, || {
+        (group_status(&agent, &bench.group)["ready"] == 1).then_some(())
+    });
+    // Deletion policy `newest`: the oldest server stays.
+    let oldest = servers.iter().map(|s| s["created"].as_str().unwrap()).min().unwrap();
+    let kept: Vec<_> = servers.iter().filter(|s| s["created"] == oldest).map(|s| s["id"].clone()).collect();
+    assert!(kept.contains(&left[0]["id"]), "kept {} of {:?}", left[0]["name"], summary(&servers));
+}
+
+#[test]
+fn resize_is_confirmed_reverted_on_a_failed_check_and_an_unschedulable_one_is_detected() {
+    let Some((creds, _serial)) = cloud_or_skip(
+        "openstack::resize_is_confirmed_reverted_on_a_failed_check_and_an_unschedulable_one_is_detected",
+    ) else {
+        return;
+    };
+    let bench = Bench::new(creds, "v");
+    bench.unplaceable_flavor();
+    let app = JsonServer::start(r#"{"load": 0}"#);
+    let health = JsonServer::start(r#"{"ok": true}"#);
+    health.set_status(500);
+    let group = format!(
+        "[[group]]\nname = \"{}\"\ninterval = \"1s\"\nmetrics = [{{ name = \"app.load\", window = \"1s\" }}]\n\
+         policy = \"threshold\"\npolicy_config = {{ high = 0.5, low = -1.0, mode = \"tier\" }}\nbackend = \"openstack\"\n\
+         backend_config = {{ image = \"cirros-fake\", flavors = [\"m1.tiny\", \"m1.small\", \"elastic-test-huge\"], \
+         networks = \"none\", verify = {{ url = \"http://{}/health/{{name}}\", timeout = \"1s\" }} }}\n\
+         min = 1\nmax = 1\nmax_tier = 2\ntier_cooldown = \"1s\"\n",
+        bench.group, health.addr
+    );
+    let dir = plugins();
+    let agent =
+        Agent::start(dir.path(), &bench.config(&app, "", &[format!("http://{}", health.addr)], &group));
+    let first = bench.wait_servers(1, Some("m1.tiny"));
+
+    // Up a tier while the server's health check fails: resized, checked, reverted.
+    app.set_body(r#"{"load": 1}"#);
+    let reverted = wait_journal(&agent, &bench.group, "a reverted resize", |d| {
+        d["action"] == "scale-failed" && d["target_tier"] == 1
+    });
+    let outcome = reverted["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains("m1.tiny → m1.small reverted: health check failed") && outcome.contains("HTTP 500"),
+        "{outcome}"
+    );
+    assert!(health.hits() >= 1);
+
+    // Healthy: resized and confirmed.
+    health.set_status(200);
+    let resized = wait_journal(&agent, &bench.group, "a confirmed resize", |d| {
+        d["action"] == "scale" && d["target_tier"] == 1
+    });
+    let outcome = resized["outcome"].as_str().unwrap();
+    assert!(outcome.contains("m1.tiny → m1.small (ACTIVE"), "{outcome}");
+    report(&format!(
+        "openstack resize m1.tiny → m1.small (request → VERIFY_RESIZE → health check → confirm → ACTIVE): {} ms in the backend call; {outcome}",
+        resized["backend_ms"]
+    ));
+
+    // Up again, to a flavor no host can take: Nova puts the server back to ACTIVE with no
+    // fault; only the instance action says it failed.
+    let failed = wait_journal(&agent, &bench.group, "an unschedulable resize detected", |d| {
+        d["action"] == "scale-failed" && d["target_tier"] == 2
+    });
+    let outcome = failed["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains("m1.small → elastic-test-huge failed: Nova's resize action: Error"),
+        "{outcome}"
+    );
+    report(&format!("openstack unschedulable resize: {outcome}"));
+    app.set_body(r#"{"load": 0}"#);
+    std::thread::sleep(Duration::from_secs(2));
+    let now = bench.wait_servers(1, Some("m1.small"));
+    assert_eq!(now[0]["id"], first[0]["id"], "the same server, resized, never replaced");
+    assert_eq!(group_status(&agent, &bench.group)["tier_name"], "m1.small");
+}
+
+#[test]
+fn quota_exceeded_as_the_non_admin_demo_user_then_converges() {
+    let Some((admin, _serial)) =
+        cloud_or_skip("openstack::quota_exceeded_as_the_non_admin_demo_user_then_converges")
+    else {
+        return;
+    };
+    let admin_cloud = Cloud::login(&admin).unwrap();
+    let demo_project = admin_cloud.project_id(&admin.demo().project);
+    admin_cloud.set_quota(&demo_project, json!({"instances": 2}));
+    struct Restore<'a>(&'a Cloud, String);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            self.0.set_quota(&self.1, json!({"instances": 10}));
+        }
+    }
+    let restore = Restore(&admin_cloud, demo_project.clone());
+    let bench = Bench::new(admin.demo(), "q");
+    let app = JsonServer::start(r#"{"load": 3}"#);
+    let dir = plugins();
+    let agent =
+        Agent::start(dir.path(), &bench.config(&app, "", &[], &horizontal_group(&bench.group, 5, "")));
+    let refused = wait_journal(&agent, &bench.group, "a quota refusal", |d| d["action"] == "scale-failed");
+    let outcome = refused["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains("quota exceeded") && outcome.contains("Quota exceeded for instances"),
+        "{outcome}"
+    );
+    bench.wait_servers(2, None);
+
+    drop(restore);
+    bench.wait_servers(3, Some("m1.tiny"));
+    wait_for("the agent reporting 3 ready", LIMIT, || {
+        (group_status(&agent, &bench.group)["ready"] == 3).then_some(())
+    });
+}
+
+#[test]
+fn faults_between_plugin_and_cloud_end_without_duplicates_or_orphans() {
+    let Some((creds, _serial)) =
+        cloud_or_skip("openstack::faults_between_plugin_and_cloud_end_without_duplicates_or_orphans")
+    else {
+        return;
+    };
+    let bench = Bench::new(creds, "f");
+    let app = JsonServer::start(r#"{"load": 2}"#);
+    let dir = plugins();
+    let config = bench.config(
+        &app,
+        "request_timeout = \"1s\"\nretries = 4\n",
+        &[],
+        &horizontal_group(&bench.group, 6, ""),
+    );
+    let mut agent = Agent::start(dir.path(), &config);
+    bench.wait_servers(2, None);
+    let converge = |agent: &Agent, n: u32| {
+        bench.wait_servers(n as usize, None);
+        wait_for(&format!("the agent at {n} ready"), LIMIT, || {
+            (group_status(agent, &bench.group)["ready"] == n).then_some(())
+        });
+    };
+
+    // 1. A burst of 503s on the list: retried with backoff, nothing changes.
+    bench.proxy.inject("GET", "/servers/detail", Fault::Status(503, None), 3);
+    wait_for("the 503 burst used", LIMIT, || bench.proxy.spent().then_some(()));
+    agent.wait_log("HTTP 503 injected by the test proxy; attempt 2 of 5");
+    converge(&agent, 2);
+    report(
+        "openstack fault 503 ×3 on GET /servers/detail: retried (backoff with jitter), group unchanged at 2",
+    );
+
+    // 2. 429 with Retry-After on create: waited as told, created once.
+    bench.proxy.inject("POST", "/servers", Fault::Status(429, Some(1)), 1);
+    app.set_body(r#"{"load": 3}"#);
+    converge(&agent, 3);
+    agent.wait_log("attempt 2 of 5 in 1.0 s");
+    report("openstack fault 429 Retry-After: 1 on POST /servers: waited 1.0 s, created once; 3 servers");
+
+    // 3. The connection drops after Nova created the server: the plugin must not create it
+    //    again; the next evaluation finds it.
+    bench.proxy.inject("POST", "/servers", Fault::DropAfterForward, 1);
+    app.set_body(r#"{"load": 4}"#);
+    let unknown = wait_journal(&agent, &bench.group, "the lost answer reported", |d| {
+        d["action"] == "scale-failed" && d["target"] == 4
+    });
+    assert!(unknown["outcome"].as_str().unwrap().contains("unknown until the next evaluation"), "{unknown}");
+    converge(&agent, 4);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(bench.servers().len(), 4, "a duplicate was created: {:?}", summary(&bench.servers()));
+    report("openstack fault: connection dropped after POST /servers reached Nova: reported, reconciled, 4 servers (no duplicate)");
+
+    // 4. A slow answer (3 s against a 1 s request timeout): timed out and retried.
+    bench.proxy.inject("GET", "/servers/detail", Fault::Delay(Duration::from_secs(3)), 1);
+    wait_for("the slow answer used", LIMIT, || bench.proxy.spent().then_some(()));
+    agent.wait_log("timed out; attempt 2 of 5");
+    converge(&agent, 4);
+    report("openstack fault: 3 s delay vs 1 s request_timeout on GET /servers/detail: timed out, retried, unchanged");
+
+    // 5. A connection dropped before Nova saw it, on a GET: retried.
+    bench.proxy.inject("GET", "/servers/detail", Fault::Drop, 2);
+    wait_for("the drops used", LIMIT, || bench.proxy.spent().then_some(()));
+    converge(&agent, 4);
+
+    // 6. The token expires: Nova says 401, the plugin logs in again and carries on.
+    bench.proxy.expire_tokens();
+    app.set_body(r#"{"load": 2}"#);
+    agent.wait_log("token rejected (401); authenticating again");
+    converge(&agent, 2);
+    report("openstack fault: token expired (401): re-authenticated once, scaled 4 → 2");
+
+    // 7. The agent is killed right after deciding to scale out; a new one on the same data
+    //    folder reconciles from Nova instead of creating again.
+    app.set_body(r#"{"load": 5}"#);
+    wait_journal(&agent, &bench.group, "a scale to 5", |d| d["action"] == "scale" && d["target"] == 5);
+    agent.kill9();
+    let data = std::mem::replace(&mut agent.data, tempfile::tempdir().unwrap());
+    drop(agent);
+    let agent = Agent::start_in(dir.path(), &config, data);
+    converge(&agent, 5);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(bench.servers().len(), 5, "{:?}", summary(&bench.servers()));
+    report("openstack fault: agent SIGKILLed after a scale-out; restarted: 5 servers, no duplicate");
+
+    // Nothing of ours outside the group either: every server in the project named like the
+    // group carries its tag.
+    let (_, all) = bench.cloud.compute(reqwest::Method::GET, "/servers/detail", None);
+    let named: Vec<_> = all["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"].as_str().unwrap().starts_with(&format!("{}-", bench.group)))
+        .collect();
+    assert_eq!(named.len(), 5, "orphans: {:?}", named.iter().map(|s| &s["name"]).collect::<Vec<_>>());
+}
+
+#[test]
+fn application_credentials_work_and_a_wrong_password_is_one_clear_line_without_the_secret() {
+    let Some((admin, _serial)) = cloud_or_skip(
+        "openstack::application_credentials_work_and_a_wrong_password_is_one_clear_line_without_the_secret",
+    ) else {
+        return;
+    };
+    let bench = Bench::new(admin.demo(), "a");
+    let (id, secret) = bench.cloud.create_application_credential(&bench.group);
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("app"), &secret).unwrap();
+    let app = JsonServer::start(r#"{"load": 1}"#);
+    let dir = plugins();
+    // The plugin table, with application-credential auth instead of the password.
+    let plugin = bench.creds.plugin_toml(Some(&bench.proxied()), &[], "").replace(
+        "secrets = { password = { env = \"OS_PASSWORD\" } }",
+        &format!(
+            "secrets = {{ application_credential_secret = {{ file = \"{}\" }} }}",
+            secrets.path().join("app").display()
+        ),
+    );
+    let plugin = plugin.replace(
+        "username = ",
+        &format!(
+            "auth_type = \"application_credential\"\napplication_credential_id = \"{id}\"\n#username = "
+        ),
+    );
+    let config = format!("{}{plugin}\n{}", load_source(&app), horizontal_group(&bench.group, 2, ""));
+    let agent = Agent::start(dir.path(), &config);
+    bench.wait_servers(1, Some("m1.tiny"));
+    assert!(!agent.log().contains(&secret), "the secret is in the log");
+    drop(agent);
+    bench.cloud.delete_application_credential(&id);
+
+    // A wrong password: the group holds with one line naming Keystone and what to check.
+    let wrong = "not-the-password-7f3a";
+    std::fs::write(secrets.path().join("pw"), wrong).unwrap();
+    let plugin = bench.creds.plugin_toml(Some(&bench.proxied()), &[], "").replace(
+        "secrets = { password = { env = \"OS_PASSWORD\" } }",
+        &format!("secrets = {{ password = {{ file = \"{}\" }} }}", secrets.path().join("pw").display()),
+    );
+    let config = format!("{}{plugin}\n{}", load_source(&app), horizontal_group(&bench.group, 2, ""));
+    let agent = Agent::start(dir.path(), &config);
+    let failed = wait_journal(&agent, &bench.group, "a failed describe", |d| {
+        d["reason"].as_str().unwrap().contains("describe failed")
+    });
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("Keystone") && reason.contains("401"), "{reason}");
+    assert!(!reason.contains('\n'), "{reason}");
+    let everything =
+        format!("{}{}", agent.log(), serde_json::to_string(&decisions(&agent, &bench.group)).unwrap());
+    assert!(!everything.contains(wrong), "the password leaked");
+    assert_eq!(bench.servers().len(), 1, "nothing changed");
+}
+
+#[test]
+fn an_older_cloud_without_tags_is_managed_through_metadata_and_names() {
+    let Some((creds, _serial)) =
+        cloud_or_skip("openstack::an_older_cloud_without_tags_is_managed_through_metadata_and_names")
+    else {
+        return;
+    };
+    let bench = Bench::new(creds, "m");
+    // The proxy answers the version document as a cloud whose newest microversion is 2.25
+    // (before server tags, `networks: none` and embedded flavors).
+    let path: String = format!("/{}", bench.cloud.compute.split('/').skip(3).collect::<Vec<_>>().join("/"));
+    let doc = r#"{"version": {"id": "v2.1", "status": "CURRENT", "version": "2.25", "min_version": "2.1"}}"#;
+    bench.proxy.inject_exact("GET", &path, Fault::Reply(doc.into()), 100);
+    let app = JsonServer::start(r#"{"load": 2}"#);
+    let dir = plugins();
+    let agent =
+        Agent::start(dir.path(), &bench.config(&app, "", &[], &horizontal_group(&bench.group, 3, "")));
+    agent.wait_log("cloud offers up to 2.25, using 2.25");
+    let servers = bench.wait_servers(2, Some("m1.tiny"));
+    assert!(servers.iter().all(|s| s["tags"].as_array().is_none_or(|t| t.is_empty())), "{servers:?}");
+    wait_for("the agent at 2 ready", LIMIT, || {
+        (group_status(&agent, &bench.group)["ready"] == 2).then_some(())
+    });
+    assert_eq!(group_status(&agent, &bench.group)["tier_name"], "m1.tiny", "flavor IDs are named");
+    app.set_body(r#"{"load": 1}"#);
+    bench.wait_servers(1, None);
+    let paths: Vec<String> = bench.proxy.log().into_iter().map(|(_, p, _)| p).collect();
+    assert!(
+        paths.iter().any(|p| p.contains("name=%5E")) && !paths.iter().any(|p| p.contains("tags=")),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn a_server_that_fails_to_build_is_reported_with_novas_fault_and_deleted() {
+    let Some((creds, _serial)) =
+        cloud_or_skip("openstack::a_server_that_fails_to_build_is_reported_with_novas_fault_and_deleted")
+    else {
+        return;
+    };
+    let bench = Bench::new(creds, "e");
+    bench.unplaceable_flavor();
+    let app = JsonServer::start(r#"{"load": 1}"#);
+    let dir = plugins();
+    let group = horizontal_group(&bench.group, 1, "")
+        .replace("flavor = \"m1.tiny\"", "flavor = \"elastic-test-huge\"");
+    let agent = Agent::start(dir.path(), &bench.config(&app, "", &[], &group));
+    let noted = wait_journal(&agent, &bench.group, "the ERROR server reported", |d| {
+        d["outcome"].as_str().unwrap().contains("went to ERROR")
+    });
+    let outcome = noted["outcome"].as_str().unwrap();
+    assert!(outcome.contains("No valid host was found"), "{outcome}");
+    agent.wait_log("went to ERROR: No valid host was found");
+    report(&format!("openstack: server that cannot be placed: {outcome}"));
+    drop(agent);
+    // Whatever the agent created last is at most one server: no pile of ERROR servers.
+    assert!(bench.servers().len() <= 1, "{:?}", summary(&bench.servers()));
+}
