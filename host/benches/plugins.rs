@@ -233,5 +233,49 @@ fn main() {
         }
         swaps.sort();
         println!("swap latency     p50 {:.0} ms, max {:.0} ms", percentile(&swaps, 0.5).as_secs_f64() * 1e3, swaps[9].as_secs_f64() * 1e3);
+
+        println!("\n## Rust vs Python: the same target-tracking rule (target-tracking, py-target-tracking)");
+        for name in ["target-tracking", "py-target-tracking"] {
+            let path = wasm("plugins", name);
+            let bytes = std::fs::read(&path).unwrap();
+            let runs = 3;
+            let mut compile = Vec::new();
+            for i in 0..runs {
+                let t = Instant::now();
+                cache.load(&rt.engine, &bytes, &format!("lang-{name}-{i}")).unwrap();
+                compile.push(t.elapsed());
+            }
+            compile.sort();
+            let prepared = loader::prepare(&rt, &path).await.unwrap();
+            let n = if name.starts_with("py-") { 200 } else { 2000 };
+            let t = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(Instance::new(&rt, &prepared.pre, grants.clone(), &limits).await.unwrap());
+            }
+            let instantiate = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+            let before = rss_kib();
+            let mut held = Vec::new();
+            for _ in 0..20 {
+                let mut i = Instance::new(&rt, &prepared.pre, grants.clone(), &limits).await.unwrap();
+                i.call(Call::Evaluate(ctx.clone()), &limits).await.unwrap().unwrap();
+                held.push(i);
+            }
+            let per_instance = (rss_kib().saturating_sub(before)) / 20;
+            let mut instance = held.pop().unwrap();
+            let n = if name.starts_with("py-") { 5_000 } else { 100_000 };
+            let t = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(instance.call(Call::Evaluate(ctx.clone()), &limits).await.unwrap().unwrap());
+            }
+            let call = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+            println!(
+                "{name:18} {:>6} KiB  compile {:>7.1} ms  instantiate {:>7.1} µs  evaluate {:>6.2} µs  RSS/instance {:>5} KiB",
+                bytes.len() / 1024,
+                compile[runs / 2].as_secs_f64() * 1e3,
+                instantiate,
+                call,
+                per_instance
+            );
+        }
     });
 }

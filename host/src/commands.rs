@@ -421,6 +421,24 @@ pub fn decisions(
     Ok(Exit::Success)
 }
 
+/// `agent plugins new`: writes the project and says how to build it.
+pub fn new_plugin(
+    name: &str,
+    kind: crate::scaffold::Kind,
+    lang: crate::scaffold::Lang,
+    dir: &Path,
+    sdk: Option<&Path>,
+) -> anyhow::Result<Exit> {
+    let root = crate::scaffold::generate(name, kind, lang, dir, sdk)?;
+    let test = match lang {
+        crate::scaffold::Lang::Rust => "cargo test",
+        crate::scaffold::Lang::Python => "python3 -m unittest",
+    };
+    println!("created {}", root.display());
+    println!("build: {}/build.sh   test: (cd {} && {test})", root.display(), root.display());
+    Ok(Exit::Success)
+}
+
 /// `agent simulate` arguments.
 #[derive(clap::Args)]
 pub struct SimulateArgs {

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod duration;
 pub mod plugins;
 pub mod sampler;
+pub mod scaffold;
 pub mod scaler;
 pub mod store;
 pub mod supervisor;

@@ -133,6 +133,21 @@ enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a new plugin project (Rust or Python) that builds to a .wasm with one command.
+    New {
+        /// The plugin's name: lower-case letters, digits and `-`.
+        name: String,
+        #[arg(long, value_enum)]
+        kind: agent::scaffold::Kind,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: agent::scaffold::Lang,
+        /// Where to create the project folder NAME. Default: the current folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The agent's plugins/sdk (Rust). Default: $ELASTIC_SDK, else the source tree the agent was built from.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// One line per .wasm file in the folder: name, kind, version, and `ok` or the error.
     List {
         #[command(flatten)]
@@ -182,6 +197,9 @@ fn main() {
         None => commands::run(cli.run.into_options()),
         Some(Command::Run(args)) => commands::run(args.into_options()),
         Some(Command::Plugins(PluginsCommand::Inspect { file, json })) => commands::inspect(&file, json),
+        Some(Command::Plugins(PluginsCommand::New { name, kind, lang, dir, sdk })) => {
+            commands::new_plugin(&name, kind, lang, &dir, sdk.as_deref())
+        }
         Some(Command::Plugins(PluginsCommand::List { run, json })) => {
             commands::list(run.into_options(), json)
         }

@@ -3,10 +3,14 @@
 mod common;
 
 mod cli;
+mod contract;
+mod guide;
 mod hot_reload;
 mod loading;
 mod monitoring;
 mod openstack;
+mod python;
 mod sandbox;
+mod scaffold;
 mod scaler;
 mod supervisor;

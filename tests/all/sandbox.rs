@@ -322,8 +322,21 @@ async fn the_ledger_backend_records_targets_per_group_across_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_against_the_frozen_previous_release_loads_and_runs_after_an_additive_change() {
+    // frozen-policy was built against wit/since_v0.1.0 (released 0.1.0); this agent speaks 0.1.1,
+    // which added the `about` interface. The old plugin imports none of it and must run as it did.
+    let h = host(&[&fixture("frozen-policy")], "").await;
+    let p = h.get("frozen-policy");
+    assert_eq!(p.status().contract, "0.1.0");
+    for call in 1..=2 {
+        let r = p.evaluate(ctx(serde_json::json!({}))).await.unwrap();
+        assert_eq!((r.replicas, r.reason), (3.0, format!("one more (call {call})")), "host state works too");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_built_against_another_compatible_release_of_the_contract_loads_and_runs() {
-    // patch-policy was built against elastic:plugin@0.1.7 (this agent speaks 0.1.0): its
+    // patch-policy was built against elastic:plugin@0.1.7 (this agent speaks 0.1.1): its
     // imports and exports are matched by semver, as a plugin built for an older 0.1.x is.
     let h = host(&[&fixture("patch-policy")], "").await;
     let p = h.get("patch-policy");

@@ -21,6 +21,7 @@ pub mod policy {
         with: {
             "elastic:plugin/types": super::source::elastic::plugin::types,
             "elastic:plugin/host": super::source::elastic::plugin::host,
+            "elastic:plugin/about": super::source::elastic::plugin::about,
         },
     });
 }
@@ -34,6 +35,7 @@ pub mod backend {
         with: {
             "elastic:plugin/types": super::source::elastic::plugin::types,
             "elastic:plugin/host": super::source::elastic::plugin::host,
+            "elastic:plugin/about": super::source::elastic::plugin::about,
         },
     });
 }
@@ -46,6 +48,6 @@ pub use source::elastic::plugin::types::{
 };
 
 /// The contract version this host is built for: the `@x.y.z` of every interface name.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.1.1";
 /// The WIT package name.
 pub const PACKAGE: &str = "elastic:plugin";

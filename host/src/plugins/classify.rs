@@ -127,7 +127,7 @@ pub fn compatible(guest: &str, host: &str) -> bool {
 /// message naming the import, rather than a linker error.
 pub fn import_allowed(kind: Kind, name: &str) -> bool {
     let package = name.split('@').next().unwrap_or(name);
-    if package == format!("{PACKAGE}/host") || package == format!("{PACKAGE}/types") {
+    if ["host", "types", "about"].iter().any(|i| package == format!("{PACKAGE}/{i}")) {
         return true;
     }
     if package == format!("{PACKAGE}/replicas") {
@@ -172,6 +172,7 @@ mod tests {
     #[test]
     fn policies_may_not_import_the_network() {
         assert!(import_allowed(Kind::Policy, "elastic:plugin/host@0.1.0"));
+        assert!(import_allowed(Kind::Policy, "elastic:plugin/about@0.1.1"));
         assert!(import_allowed(Kind::Policy, "wasi:cli/environment@0.2.6"));
         assert!(!import_allowed(Kind::Policy, "wasi:http/outgoing-handler@0.2.6"));
         assert!(import_allowed(Kind::Source, "wasi:http/outgoing-handler@0.2.6"));

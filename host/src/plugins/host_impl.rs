@@ -2,7 +2,7 @@
 
 use super::bindings::backend::elastic::plugin::replicas;
 use super::bindings::host_api::{self, Level};
-use super::bindings::source::elastic::plugin::types;
+use super::bindings::source::elastic::plugin::{about, types};
 use super::bindings::PluginError;
 use super::sandbox::HostState;
 use wasmtime::component::{HasSelf, Linker};
@@ -12,12 +12,23 @@ const MAX_LOG_LINE: usize = 4096;
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     host_api::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    about::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
 /// The `replicas` interface, for backends only.
 pub fn add_replicas_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     replicas::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+impl about::Host for HostState {
+    fn agent_version(&mut self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    fn hostname(&mut self) -> String {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+    }
 }
 
 fn capacity((replicas, ready): (u32, u32)) -> super::bindings::Capacity {

@@ -3,7 +3,7 @@
 //! without touching anything, or as the smallest example of a backend.
 
 use elastic_sdk::backend::{Group, Guest, Outcome};
-use elastic_sdk::{host, key, Capacity, Metadata, PluginError, Target};
+use elastic_sdk::{key, Capacity, Metadata, PluginError, Target};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Default, Debug, PartialEq)]
@@ -31,8 +31,7 @@ fn params(group: &Group) -> Result<Params, PluginError> {
 }
 
 fn load(group: &Group, params: &Params) -> Entry {
-    host::state_get(&format!("group:{}", group.name))
-        .and_then(|b| serde_json::from_slice(&b).ok())
+    elastic_sdk::state::get(&format!("group:{}", group.name))
         .unwrap_or(Entry { replicas: params.initial.unwrap_or(1), tier: 0 })
 }
 
@@ -73,10 +72,7 @@ impl Guest for Ledger {
         let params = params(&group)?;
         let before = load(&group, &params);
         let after = Entry { replicas: target.replicas, tier: target.tier };
-        host::state_set(
-            &format!("group:{}", group.name),
-            &serde_json::to_vec(&after).expect("serialisable"),
-        )?;
+        elastic_sdk::state::set(&format!("group:{}", group.name), &after)?;
         Ok(Outcome {
             capacity: capacity(&after, &params),
             detail: format!(

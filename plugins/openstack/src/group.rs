@@ -49,8 +49,7 @@ impl Group<'_> {
 
     /// The tier new servers get: the last target's, else the configured flavor's.
     fn current_tier(&self) -> u32 {
-        host::state_get(&self.state_key())
-            .and_then(|b| String::from_utf8(b).ok()?.parse().ok())
+        elastic_sdk::state::get::<u32>(&self.state_key())
             .filter(|t| (*t as usize) < self.ladder.len())
             .unwrap_or_else(|| self.params.initial_tier())
     }
@@ -196,7 +195,7 @@ pub fn scale(
             g.ladder.len()
         )));
     };
-    host::state_set(&g.state_key(), target.tier.to_string().as_bytes())?;
+    elastic_sdk::state::set(&g.state_key(), &target.tier)?;
     let mut done: Vec<String> = std::mem::take(&mut m.notes);
     let result = act(s, m, g, &members, target, &flavor, &mut done);
     let detail = if done.is_empty() { "nothing to do".to_string() } else { done.join("; ") };
@@ -455,6 +454,8 @@ fn server_body(
     let mv = s.microversion()?;
     let mut metadata: BTreeMap<String, String> = p.metadata.clone();
     metadata.insert(GROUP_KEY.into(), g.name.into());
+    // Which agent created it: the machine's name (contract 0.1.1 `about`).
+    metadata.insert("elastic-agent".into(), elastic_sdk::about::hostname());
     let mut body = json!({ "name": name, "imageRef": image, "flavorRef": flavor, "metadata": metadata });
     if mv >= (2, 52) {
         body["tags"] = json!([nova::group_tag(g.name)]);

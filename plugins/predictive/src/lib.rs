@@ -14,7 +14,7 @@
 //! ```
 
 use elastic_sdk::policy::{Context, Guest, Recommendation};
-use elastic_sdk::{host, key, mean_of, parse_json, Metadata, PluginError};
+use elastic_sdk::{key, mean_of, parse_json, Metadata, PluginError};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -186,14 +186,13 @@ impl Guest for Predictive {
         let key = format!("model:{}", ctx.group);
         let (forecast, replicas) = MODELS.with_borrow_mut(|models| -> Result<(f64, f64), PluginError> {
             let entry = models.entry(ctx.group.clone()).or_insert_with(|| {
-                let stored: Option<Model> =
-                    host::state_get(&key).and_then(|b| serde_json::from_slice(&b).ok());
+                let stored: Option<Model> = elastic_sdk::state::get(&key);
                 (stored.filter(|m| m.season.len() == season_len).unwrap_or_else(|| Model::new(season_len)), 0)
             });
             entry.0.observe(ctx.now_ms.div_euclid(period), now, &p);
             entry.1 += 1;
             if entry.1 >= PERSIST_EVERY {
-                host::state_set(&key, &serde_json::to_vec(&entry.0).expect("serialisable"))?;
+                elastic_sdk::state::set(&key, &entry.0)?;
                 entry.1 = 0;
             }
             Ok(recommend(&p, &entry.0, horizon_steps, now))

@@ -35,8 +35,9 @@ pub mod policy {
             export_macro_name: "export_policy",
             default_bindings_module: "elastic_sdk::policy::bindings",
             with: {
-                "elastic:plugin/types@0.1.0": crate::source::bindings::elastic::plugin::types,
-                "elastic:plugin/host@0.1.0": crate::source::bindings::elastic::plugin::host,
+                "elastic:plugin/types@0.1.1": crate::source::bindings::elastic::plugin::types,
+                "elastic:plugin/host@0.1.1": crate::source::bindings::elastic::plugin::host,
+                "elastic:plugin/about@0.1.1": crate::source::bindings::elastic::plugin::about,
             },
         });
     }
@@ -53,18 +54,19 @@ pub mod backend {
             export_macro_name: "export_backend",
             default_bindings_module: "elastic_sdk::backend::bindings",
             with: {
-                "elastic:plugin/types@0.1.0": crate::source::bindings::elastic::plugin::types,
-                "elastic:plugin/host@0.1.0": crate::source::bindings::elastic::plugin::host,
+                "elastic:plugin/types@0.1.1": crate::source::bindings::elastic::plugin::types,
+                "elastic:plugin/host@0.1.1": crate::source::bindings::elastic::plugin::host,
+                "elastic:plugin/about@0.1.1": crate::source::bindings::elastic::plugin::about,
             },
         });
     }
     pub use bindings::exports::elastic::plugin::backend::{Group, Guest, Outcome};
 }
 
-pub use source::bindings::elastic::plugin::host;
 pub use source::bindings::elastic::plugin::types::{
     Bounds, Capacity, ConfigKey, Label, PluginError, PluginMetadata as Metadata, Sample, Target, Window,
 };
+pub use source::bindings::elastic::plugin::{about, host};
 
 #[cfg(feature = "http")]
 pub mod http;
@@ -82,6 +84,50 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Res
 /// A config key description, for `metadata()`.
 pub fn key(name: &str, description: &str, required: bool) -> ConfigKey {
     ConfigKey { name: name.into(), description: description.into(), required }
+}
+
+/// Typed persistent state: any serde value under a key, stored as JSON by the agent. Survives
+/// reloads, hot swaps and restarts of the agent.
+pub mod state {
+    use super::{host, PluginError};
+
+    /// The value under `key`; `None` when absent or no longer of type `T` (e.g. after a plugin
+    /// upgrade changed it: start afresh rather than fail).
+    pub fn get<T: serde::de::DeserializeOwned>(key: &str) -> Option<T> {
+        host::state_get(key).and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// Stores `value` under `key`.
+    pub fn set<T: serde::Serialize>(key: &str, value: &T) -> Result<(), PluginError> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| PluginError::Other(format!("state `{key}`: cannot serialise: {e}")))?;
+        host::state_set(key, &bytes)
+    }
+
+    pub fn delete(key: &str) {
+        host::state_delete(key)
+    }
+}
+
+/// `info!("scaled {} to {}", a, b)` — `format!` arguments, logged through the agent.
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)*) => { $crate::log::info(&format!($($arg)*)) };
+}
+/// As [`info!`], at debug level.
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)*) => { $crate::log::debug(&format!($($arg)*)) };
+}
+/// As [`info!`], at warn level.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)*) => { $crate::log::warn(&format!($($arg)*)) };
+}
+/// As [`info!`], at error level.
+#[macro_export]
+macro_rules! error {
+    ($($arg:tt)*) => { $crate::log::error(&format!($($arg)*)) };
 }
 
 /// Log through the agent (the line is tagged with the plugin's name).
@@ -123,6 +169,31 @@ pub mod window {
         w.values.iter().copied().reduce(f64::max)
     }
 
+    /// The `p`-th percentile (0–100) by linear interpolation between closest ranks; `None` for
+    /// an empty window or a `p` outside [0, 100].
+    pub fn percentile(w: &Window, p: f64) -> Option<f64> {
+        if w.values.is_empty() || !(0.0..=100.0).contains(&p) {
+            return None;
+        }
+        let mut v = w.values.clone();
+        v.sort_by(f64::total_cmp);
+        let rank = p / 100.0 * (v.len() - 1) as f64;
+        let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+        Some(v[lo] + (v[hi] - v[lo]) * (rank - lo as f64))
+    }
+
+    /// Per-second rate of a counter over the window: increase / elapsed time, counting a drop
+    /// as a reset (the counter restarted from zero), as Prometheus' `rate` does. `None` with
+    /// fewer than two points or no elapsed time.
+    pub fn rate(w: &Window) -> Option<f64> {
+        let (first, last) = (*w.timestamps_ms.first()?, *w.timestamps_ms.last()?);
+        if w.values.len() < 2 || last <= first {
+            return None;
+        }
+        let increase: f64 = w.values.windows(2).map(|p| if p[1] >= p[0] { p[1] - p[0] } else { p[1] }).sum();
+        Some(increase / ((last - first) as f64 / 1000.0))
+    }
+
     /// `(timestamp_ms, value)` pairs, oldest first.
     pub fn points(w: &Window) -> impl Iterator<Item = (i64, f64)> + '_ {
         w.timestamps_ms.iter().copied().zip(w.values.iter().copied())
@@ -159,5 +230,40 @@ pub mod duration {
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = <String as serde::Deserialize>::deserialize(d)?;
         parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window::*;
+    use super::Window;
+
+    fn w(values: &[f64]) -> Window {
+        Window {
+            metric: "m".into(),
+            labels: vec![],
+            length_ms: 60_000,
+            timestamps_ms: (0..values.len() as i64).map(|i| i * 1000).collect(),
+            values: values.to_vec(),
+        }
+    }
+
+    #[test]
+    fn window_statistics() {
+        let x = w(&[4.0, 1.0, 3.0, 2.0]);
+        assert_eq!((mean(&x), max(&x), last(&x)), (Some(2.5), Some(4.0), Some(2.0)));
+        assert_eq!(percentile(&x, 50.0), Some(2.5));
+        assert_eq!(percentile(&x, 100.0), Some(4.0));
+        assert_eq!(percentile(&x, 0.0), Some(1.0));
+        assert_eq!(percentile(&x, 101.0), None);
+        assert_eq!(mean(&w(&[])), None, "unknown is not zero");
+    }
+
+    #[test]
+    fn rate_counts_resets() {
+        assert_eq!(rate(&w(&[10.0, 20.0, 30.0])), Some(10.0));
+        // 10 → 20, reset, 5 → 15: increase 10 + 5 + 10 over 3 s.
+        assert_eq!(rate(&w(&[10.0, 20.0, 5.0, 15.0])), Some(25.0 / 3.0));
+        assert_eq!(rate(&w(&[1.0])), None);
     }
 }

@@ -11,7 +11,7 @@
 //! the group's size ladder (bigger flavor) above `high`, down below `low`, within `max_tier`.
 
 use elastic_sdk::policy::{Context, Guest, Recommendation};
-use elastic_sdk::{host, key, mean_of, parse_json, Metadata, PluginError};
+use elastic_sdk::{key, mean_of, parse_json, Metadata, PluginError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize, Debug, Clone)]
@@ -109,13 +109,13 @@ impl Guest for Threshold {
         let (metric, value) = mean_of(&ctx.windows, p.metric.as_deref())
             .ok_or_else(|| PluginError::InvalidInput("no data in the metric window".into()))?;
         let key = format!("streak:{}", ctx.group);
-        let streak = host::state_get(&key).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let streak = elastic_sdk::state::get(&key).unwrap_or_default();
         let current = match p.mode {
             Mode::Replicas => ctx.current.replicas,
             Mode::Tier => ctx.current.tier,
         };
         let (streak, wanted, reason) = step(&p, streak, current, value, &metric);
-        host::state_set(&key, &serde_json::to_vec(&streak).expect("serialisable"))?;
+        elastic_sdk::state::set(&key, &streak)?;
         Ok(match p.mode {
             Mode::Replicas => Recommendation { replicas: wanted, tier: None, reason },
             Mode::Tier => Recommendation {

@@ -178,6 +178,8 @@ fn scale_out_zero_to_three_and_in_to_one() {
         (ready - t0) as f64 / 1000.0
     ));
     let servers = bench.wait_servers(3, Some("m1.tiny"));
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    assert!(servers.iter().all(|s| s["metadata"]["elastic-agent"] == hostname.as_str()), "{servers:?}");
     assert!(servers
         .iter()
         .all(|s| s["tags"].as_array().unwrap().contains(&json!(format!("elastic-group:{}", bench.group)))));

@@ -1,0 +1,75 @@
+//! docs/plugin-guide.md cannot rot: its shell blocks are run here, in order, as one script in
+//! an empty folder, with the agent on the PATH — create, build, test, inspect, simulate, deploy
+//! into a running agent, read the decisions.
+
+use crate::common::{agent_bin, plugin, root};
+use std::io::Write;
+use std::process::Command;
+use std::time::Instant;
+
+/// The ```sh blocks of a Markdown file, in order.
+fn shell_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn every_command_of_the_plugin_guide_runs() {
+    let guide = std::fs::read_to_string(root().join("docs/plugin-guide.md")).unwrap();
+    let blocks = shell_blocks(&guide);
+    assert!(blocks.len() >= 6, "the guide lost its commands: {} blocks", blocks.len());
+    plugin("ledger"); // builds the plugins the guide copies
+    let dir = tempfile::tempdir().unwrap();
+    let script =
+        format!("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{}", blocks.join("\n"));
+    let path = std::env::var("PATH").unwrap_or_default();
+    let started = Instant::now();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .env("PATH", format!("{}:{path}", agent_bin().parent().unwrap().display()))
+        .env("AGENT_PLUGINS", root().join("target/plugins"))
+        // The generated crate's dependencies build once for all tests.
+        .env("CARGO_TARGET_DIR", root().join("target/scaffold"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "the guide's script failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- agent.log\n{log}"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "MEASURED plugin guide, every command (new project built from scratch in a warm target dir): {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    for expected in
+        ["policy my-policy 0.1.0", "accuracy", "my-policy.wasm", "vs target 0.5", "\"name\":\"my-policy\""]
+    {
+        assert!(stdout.contains(expected), "`{expected}` missing from the guide's output:\n{stdout}");
+    }
+    assert!(log.contains("loaded policy `my-policy`"), "{log}");
+}
+
+#[test]
+fn shell_blocks_are_found_in_order() {
+    let md = "text\n```sh\na\nb\n```\n```toml\nx\n```\n```sh\nc\n```\n";
+    assert_eq!(shell_blocks(md), ["a\nb\n", "c\n"]);
+}
