@@ -33,6 +33,14 @@ fn inspect(wasm: &Path) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// The project's own test passes, its build command builds it, and the agent sees what was asked.
+fn test_build_inspect(project: &Path, name: &str, kind: &str, mut test: Command, mut build: Command) {
+    run(&format!("{name}: test"), &mut test);
+    run(&format!("{name}: ./build.sh"), &mut build);
+    let info = inspect(&project.join(format!("{name}.wasm")));
+    assert_eq!((info["kind"].as_str(), info["name"].as_str()), (Some(kind), Some(name)), "{info}");
+}
+
 #[test]
 fn generated_rust_projects_build_test_and_load_and_a_policy_is_hot_added() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,24 +49,11 @@ fn generated_rust_projects_build_test_and_load_and_a_policy_is_hot_added() {
     for kind in ["policy", "source", "backend"] {
         let name = format!("my-{kind}");
         let project = new(dir.path(), &name, kind, "rust");
-        run(
-            &format!("{name}: cargo test"),
-            Command::new("cargo")
-                .arg("test")
-                .arg("-q")
-                .current_dir(&project)
-                .env("CARGO_TARGET_DIR", &target),
-        );
-        run(
-            &format!("{name}: ./build.sh"),
-            Command::new(project.join("build.sh")).env("CARGO_TARGET_DIR", &target),
-        );
-        let info = inspect(&project.join(format!("{name}.wasm")));
-        assert_eq!(
-            (info["kind"].as_str(), info["name"].as_str()),
-            (Some(kind), Some(name.as_str())),
-            "{info}"
-        );
+        let mut test = Command::new("cargo");
+        test.args(["test", "-q"]).current_dir(&project).env("CARGO_TARGET_DIR", &target);
+        let mut build = Command::new(project.join("build.sh"));
+        build.env("CARGO_TARGET_DIR", &target);
+        test_build_inspect(&project, &name, kind, test, build);
     }
 
     // Into a running agent whose group names the policy before it exists: the group holds,
@@ -96,19 +91,10 @@ fn generated_python_projects_test_build_and_load() {
     for kind in ["policy", "source", "backend"] {
         let name = format!("py-{kind}");
         let project = new(dir.path(), &name, kind, "python");
-        run(
-            &format!("{name}: python3 -m unittest"),
-            Command::new("python3").args(["-m", "unittest"]).current_dir(&project),
-        );
-        run(
-            &format!("{name}: ./build.sh"),
-            Command::new(project.join("build.sh")).env("COMPONENTIZE_PY", &cpy),
-        );
-        let info = inspect(&project.join(format!("{name}.wasm")));
-        assert_eq!(
-            (info["kind"].as_str(), info["name"].as_str()),
-            (Some(kind), Some(name.as_str())),
-            "{info}"
-        );
+        let mut test = Command::new("python3");
+        test.args(["-m", "unittest"]).current_dir(&project);
+        let mut build = Command::new(project.join("build.sh"));
+        build.env("COMPONENTIZE_PY", &cpy);
+        test_build_inspect(&project, &name, kind, test, build);
     }
 }
