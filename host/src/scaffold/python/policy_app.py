@@ -24,8 +24,10 @@ class Policy(exports.Policy):
         means = [sum(w.values) / len(w.values) for w in ctx.windows if w.values]
         if not means:
             raise Err(types.PluginError_InvalidInput("no data in the metric window"))
+        # Units still starting carry no load yet: count the ready ones (as the HPA does).
+        serving = ctx.current.ready if ctx.current.ready > 0 else ctx.current.replicas
         try:
-            replicas = logic.desired(params.get("target"), ctx.current.replicas, sum(means) / len(means))
+            replicas = logic.desired(params.get("target"), serving, sum(means) / len(means))
         except ValueError as e:
             raise Err(types.PluginError_BadConfig(str(e)))
         return policy.Recommendation(replicas, None, f"mean {sum(means) / len(means):.3f} vs target {params['target']}")

@@ -39,7 +39,9 @@ impl Guest for Plugin {
         let p: Params = parse_json(&ctx.params, "policy_config")?;
         let (metric, mean) = mean_of(&ctx.windows, None)
             .ok_or_else(|| PluginError::InvalidInput("no data in the metric window".into()))?;
-        let replicas = desired(&p, ctx.current.replicas, mean)?;
+        // Units still starting carry no load yet: count the ready ones (as the HPA does).
+        let serving = if ctx.current.ready > 0 { ctx.current.ready } else { ctx.current.replicas };
+        let replicas = desired(&p, serving, mean)?;
         elastic_sdk::debug!("{metric} mean {mean:.3} → {replicas} replicas");
         Ok(Recommendation { replicas, tier: None, reason: format!("{metric} mean {mean:.3} vs target {}", p.target) })
     }
