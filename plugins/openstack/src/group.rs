@@ -47,6 +47,14 @@ impl Group<'_> {
         format!("tier:{}", self.name)
     }
 
+    fn failures_key(&self) -> String {
+        format!("build-failures:{}", self.name)
+    }
+
+    fn build_failures(&self) -> plan::BuildFailures {
+        elastic_sdk::state::get(&self.failures_key()).unwrap_or_default()
+    }
+
     /// The tier new servers get: the last target's, else the configured flavor's.
     fn current_tier(&self) -> u32 {
         elastic_sdk::state::get::<u32>(&self.state_key())
@@ -85,13 +93,13 @@ pub fn reconcile(s: &mut Session, m: &mut Memory, g: &Group) -> Result<Vec<Serve
             "ERROR" => {
                 let fault = server.fault.clone().unwrap_or_else(|| "no fault message".into());
                 let why = format!("went to ERROR: {fault}");
-                cleanup(s, m, &server, &why, now)?;
+                cleanup(s, m, g, &server, &why, now)?;
                 continue;
             }
             "BUILD" if now - server.created_ms > g.params.build_timeout.as_millis() as i64 => {
                 let why =
                     format!("still building after {}", elastic_sdk::duration::format(g.params.build_timeout));
-                cleanup(s, m, &server, &why, now)?;
+                cleanup(s, m, g, &server, &why, now)?;
                 continue;
             }
             "BUILD" => {
@@ -118,6 +126,12 @@ pub fn reconcile(s: &mut Session, m: &mut Memory, g: &Group) -> Result<Vec<Serve
             _ => {}
         }
         if server.ready() {
+            // A server that built after the last failure ends the run of failures.
+            let failures = g.build_failures();
+            if failures.count > 0 && server.created_ms > failures.last_ms {
+                log::info(&format!("{} built fine: creating at full speed again", server.name));
+                elastic_sdk::state::delete(&g.failures_key());
+            }
             if let Some(created) = m.building.remove(&server.id) {
                 log::info(&format!(
                     "{} ({}) ACTIVE {:.1} s after it was created",
@@ -133,12 +147,25 @@ pub fn reconcile(s: &mut Session, m: &mut Memory, g: &Group) -> Result<Vec<Serve
 }
 
 /// Deletes a server that will never serve, and tells why in the log and the next outcome.
-fn cleanup(s: &mut Session, m: &mut Memory, server: &Server, why: &str, now: i64) -> Result<(), PluginError> {
+/// Counts it as a build failure: creates back off (see [`plan::BuildFailures`]).
+fn cleanup(
+    s: &mut Session,
+    m: &mut Memory,
+    g: &Group,
+    server: &Server,
+    why: &str,
+    now: i64,
+) -> Result<(), PluginError> {
     let note = format!("{} ({}) {why}; deleted it", server.name, server.id);
     log::warn(&note);
     nova::delete(s, &server.id).map_err(api)?;
     m.deleting.insert(server.id.clone(), now);
     m.building.remove(&server.id);
+    let mut failures = g.build_failures();
+    failures.count += 1;
+    failures.last_ms = now;
+    failures.last = note.clone();
+    elastic_sdk::state::set(&g.failures_key(), &failures)?;
     m.notes.push(note);
     Ok(())
 }
@@ -222,6 +249,21 @@ fn act(
     let have = members.len() as u32;
     let mut victims = Vec::new();
     if target.replicas > have {
+        let failures = g.build_failures();
+        if let Some(wait) = failures.wait_ms(host::now_ms()) {
+            let why = format!(
+                "holding creation for {:.0} s more: {} server(s) in a row failed to build (last: {})",
+                wait as f64 / 1000.0,
+                failures.count,
+                failures.last
+            );
+            // Nova's quota recheck at build time fails a create with an ERROR server, not a 403.
+            return Err(if failures.last.contains("Quota exceeded") {
+                PluginError::QuotaExceeded(why)
+            } else {
+                PluginError::Unavailable(why)
+            });
+        }
         let flavor_id = flavor_id(s, m, flavor)?;
         let image_id = image_id(s, m, &g.params.image)?;
         for _ in have..target.replicas {

@@ -4,6 +4,34 @@
 use crate::config::DeletionPolicy;
 use crate::nova::Server;
 use elastic_sdk::Capacity;
+use serde::{Deserialize, Serialize};
+
+/// Servers of a group that failed to build (ERROR, or stuck building) in a row. Kept in the
+/// plugin's state, so a restart does not forget it and start a create/delete storm again.
+#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
+pub struct BuildFailures {
+    pub count: u32,
+    pub last_ms: i64,
+    /// What happened last, for the message.
+    pub last: String,
+}
+
+impl BuildFailures {
+    /// How long new creates wait after the last failure: 10 s, doubling with each failure in a
+    /// row, at most 5 minutes.
+    pub fn backoff_ms(&self) -> i64 {
+        match self.count {
+            0 => 0,
+            n => (10_000i64 << (n - 1).min(5)).min(300_000),
+        }
+    }
+
+    /// Milliseconds until creating is allowed again; `None` when it is.
+    pub fn wait_ms(&self, now_ms: i64) -> Option<i64> {
+        let left = self.last_ms + self.backoff_ms() - now_ms;
+        (self.count > 0 && left > 0).then_some(left)
+    }
+}
 
 /// A server's tier: its flavor's place in the ladder; `None` for a flavor not on it.
 pub fn tier_of(server: &Server, ladder: &[String]) -> Option<u32> {
@@ -74,6 +102,16 @@ mod tests {
         assert_eq!((c.replicas, c.ready, c.tier, c.tier_name.as_str()), (3, 1, 1, "m1.small"));
         let c = capacity(&[], &ladder(), 2);
         assert_eq!((c.replicas, c.ready, c.tier, c.tier_name.as_str()), (0, 0, 2, "m1.medium"));
+    }
+
+    #[test]
+    fn build_failures_back_off_exponentially_up_to_five_minutes() {
+        let f = |count, last_ms| BuildFailures { count, last_ms, last: String::new() };
+        assert_eq!(f(0, 0).wait_ms(0), None);
+        assert_eq!(f(1, 1000).wait_ms(5000), Some(6000));
+        assert_eq!(f(1, 1000).wait_ms(11_000), None);
+        assert_eq!(f(3, 0).backoff_ms(), 40_000);
+        assert_eq!(f(30, 0).backoff_ms(), 300_000);
     }
 
     #[test]

@@ -523,6 +523,14 @@ fn a_server_that_fails_to_build_is_reported_with_novas_fault_and_deleted() {
     assert!(outcome.contains("No valid host was found"), "{outcome}");
     agent.wait_log("went to ERROR: No valid host was found");
     report(&format!("openstack: server that cannot be placed: {outcome}"));
+    // No create/delete storm: after the failure, creates back off (10 s, doubling).
+    assert!(
+        outcome.contains("holding creation") && outcome.contains("1 server(s) in a row failed to build"),
+        "{outcome}"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let creates = bench.proxy.log().iter().filter(|(m, p, _)| m == "POST" && p.ends_with("/servers")).count();
+    assert_eq!(creates, 1, "creates during the backoff: {:?}", bench.proxy.log());
     drop(agent);
     // Whatever the agent created last is at most one server: no pile of ERROR servers.
     assert!(bench.servers().len() <= 1, "{:?}", summary(&bench.servers()));
