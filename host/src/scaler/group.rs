@@ -141,24 +141,6 @@ async fn evaluate(
     (entry.current, entry.ready, entry.target) = (capacity.replicas, capacity.ready, capacity.replicas);
     (entry.tier, entry.target_tier) = (capacity.tier, capacity.tier);
     let tier_name = (!capacity.tier_name.is_empty()).then(|| capacity.tier_name.clone());
-    let entry =
-        evaluate_policy(spec, registry, store, history, failures, entry, capacity, backend, group).await;
-    (entry, tier_name)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn evaluate_policy(
-    spec: &GroupSpec,
-    registry: &Registry,
-    store: &Store,
-    history: &mut History,
-    failures: &mut u32,
-    mut entry: JournalEntry,
-    capacity: crate::plugins::bindings::Capacity,
-    backend: crate::plugins::worker::PluginHandle,
-    group: Group,
-) -> JournalEntry {
-    let now = entry.t_ms;
 
     // Every configured metric must have data: a policy never decides on part of its inputs.
     let mut windows = Vec::new();
@@ -262,13 +244,13 @@ async fn evaluate_policy(
         if entry.recommendation.is_some() {
             entry.action = Action::Hold;
         }
-        return entry;
+        return (entry, tier_name);
     }
     if spec.dry_run {
         entry.action = Action::WouldScale;
         entry.outcome =
             format!("dry run: would scale {} → {target}, tier {} → {tier}", capacity.replicas, capacity.tier);
-        return entry;
+        return (entry, tier_name);
     }
     let started = Instant::now();
     let result = backend.scale(group, Target { replicas: target, tier }).await;
@@ -289,7 +271,7 @@ async fn evaluate_policy(
             entry.outcome = format!("backend `{}` scale failed: {e}", spec.backend);
         }
     }
-    entry
+    (entry, tier_name)
 }
 
 fn labels(l: &Labels) -> Vec<crate::plugins::bindings::Label> {
