@@ -72,6 +72,9 @@ pub fn reconcile(s: &mut Session, m: &mut Memory, g: &Group) -> Result<Vec<Serve
     let servers = list(s, m, g)?;
     let now = host::now_ms();
     let mut members = Vec::new();
+    // Read once per pass, not per server: state lives in the agent's database.
+    let failures = g.build_failures();
+    let notes_before = m.notes.len();
     m.deleting.retain(|id, _| servers.iter().any(|s| &s.id == id));
     for server in servers {
         if server.leaving() {
@@ -126,12 +129,6 @@ pub fn reconcile(s: &mut Session, m: &mut Memory, g: &Group) -> Result<Vec<Serve
             _ => {}
         }
         if server.ready() {
-            // A server that built after the last failure ends the run of failures.
-            let failures = g.build_failures();
-            if failures.count > 0 && server.created_ms > failures.last_ms {
-                log::info(&format!("{} built fine: creating at full speed again", server.name));
-                elastic_sdk::state::delete(&g.failures_key());
-            }
             if let Some(created) = m.building.remove(&server.id) {
                 log::info(&format!(
                     "{} ({}) ACTIVE {:.1} s after it was created",
@@ -142,6 +139,14 @@ pub fn reconcile(s: &mut Session, m: &mut Memory, g: &Group) -> Result<Vec<Serve
             }
         }
         members.push(server);
+    }
+    // A server that built after the last failure ends the run of failures (unless this pass
+    // found new ones).
+    if failures.count > 0 && m.notes.len() == notes_before {
+        if let Some(built) = members.iter().find(|x| x.ready() && x.created_ms > failures.last_ms) {
+            log::info(&format!("{} built fine: creating at full speed again", built.name));
+            elastic_sdk::state::delete(&g.failures_key());
+        }
     }
     Ok(members)
 }

@@ -103,7 +103,7 @@ impl Session {
         }
     }
 
-    /// Forgets the token, e.g. after a config change.
+    /// The cached token, or a new one when it is missing or about to expire.
     fn token(&mut self) -> Result<String, String> {
         let now = host::now_ms();
         if let Some(t) = &self.token {
