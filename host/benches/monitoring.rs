@@ -61,7 +61,7 @@ fn ingest(c: &mut Criterion) {
                 t += 100_000;
                 batch
             },
-            |batch| write_batch(&mut conn, &mut interner, &batch).unwrap(),
+            |batch| write_batch(&mut conn, &mut interner, &batch, &mut 0).unwrap(),
             criterion::BatchSize::LargeInput,
         )
     });

@@ -90,7 +90,7 @@ fn main() {
         }
 
         let prepared = loader::prepare(&rt, &wasm("plugins", "target-tracking")).await.unwrap();
-        let grants = Arc::new(Grants { plugin: "bench".into(), settings: PluginSettings::default(), state: None, replicas: None });
+        let grants = Arc::new(Grants::new("bench", PluginSettings::default(), None, None));
         let limits = Limits::for_kind(Kind::Policy, &grants.settings);
 
         println!("\n## instantiate (fresh store + instance, target-tracking)");
@@ -190,7 +190,7 @@ fn main() {
             std::hint::black_box(handle.evaluate(ctx.clone()).await.unwrap());
         }
         println!("through worker   {:>7.2} µs  (queue to the plugin's owner task and back)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
-        registry.get("ledger").unwrap().describe(agent::plugins::bindings::Group { name: "g".into(), params: String::new() }).await.unwrap();
+        registry.get("ledger").unwrap().describe(agent::plugins::bindings::Group { name: "g".into(), params: String::new() }, u32::MAX).await.unwrap();
         println!("\n## memory");
         println!("process RSS      {:>7} KiB at start, {} KiB with all 3 plugins loaded and instantiated", rss_start, rss_kib());
 

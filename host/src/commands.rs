@@ -82,9 +82,16 @@ pub fn run(options: RunOptions) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// A runtime for the one-shot commands: no cache, compiling in a confined child as the daemon
+/// does (the file may be a stranger's).
+fn tool_runtime(limits: crate::plugins::CompileLimits) -> anyhow::Result<Arc<Runtime>> {
+    let compiler = crate::plugins::Compiler::child_of_self(limits).context("locating the agent binary")?;
+    Runtime::with_compiler(None, compiler)
+}
+
 pub fn inspect(file: &Path, as_json: bool) -> anyhow::Result<Exit> {
     runtime()?.block_on(async {
-        let rt = Runtime::new(None)?;
+        let rt = tool_runtime(Default::default())?;
         let p = loader::prepare(&rt, file).await?;
         let keys: Vec<_> = p
             .metadata
@@ -135,7 +142,7 @@ pub fn list(options: RunOptions, as_json: bool) -> anyhow::Result<Exit> {
         .clone()
         .context("give the folder with --plugins DIR (or [agent] plugins in --config)")?;
     runtime()?.block_on(async {
-        let rt = Runtime::new(None)?;
+        let rt = tool_runtime(config.compile)?;
         let registry = Registry::new(rt, config, None, &dir);
         registry.reconcile().await;
         let (plugins, failed) = registry.status();
@@ -508,7 +515,7 @@ pub fn simulate(options: RunOptions, args: SimulateArgs) -> anyhow::Result<Exit>
     let tokio = runtime()?;
     let state = tempfile_dir()?;
     let handle = tokio.block_on(async {
-        let rt = Runtime::new(None)?;
+        let rt = tool_runtime(config.compile)?;
         let store = crate::store::Store::open(state.path())?;
         let registry = Registry::new(rt, config.clone(), Some(store), &dir);
         registry.reconcile().await;

@@ -20,7 +20,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(data).with_context(|| format!("creating the data folder {}", data.display()))?;
     let _lock = lock_data_dir(data)?;
     let store = Store::open(data)?;
-    let (writer, writer_thread) = store.start_writer()?;
+    let limits = crate::store::WriterLimits { max_series: config.max_series, idle: config.retention.raw };
+    let (writer, writer_thread) = store.start_writer_with(limits)?;
     store.start_maintenance(config.retention, std::time::Duration::from_secs(60));
     let telemetry = Arc::new(Telemetry::default());
     let token = write_token(data)?;
@@ -33,13 +34,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Box::new(move || watched.process_refs()),
     );
 
-    let runtime = Runtime::new(Some(&data.join("cache")))?;
-    let (registry, collector) = match &config.plugins_dir {
+    let compiler =
+        crate::plugins::Compiler::child_of_self(config.compile).context("locating the agent binary")?;
+    let runtime = Runtime::with_compiler(Some(&data.join("cache")), compiler)?;
+    let registry = match &config.plugins_dir {
         None => {
             tracing::warn!(
                 "no plugins folder given (--plugins DIR or [agent] plugins): running without plugins"
             );
-            (None, None)
+            None
         }
         Some(dir) => {
             if !dir.is_dir() {
@@ -50,16 +53,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             let registry = Registry::new(runtime.clone(), config.clone(), Some(store.clone()), dir);
             registry.set_replica_control(supervisor.clone());
-            registry.reconcile().await;
-            registry.watch()?;
-            let collector = Arc::new(Collector::new(Some(writer.clone()), telemetry.clone()));
-            tokio::spawn(collector.clone().run(Arc::downgrade(&registry), config.clone()));
-            (Some(registry), Some(collector))
+            Some(registry)
         }
     };
-
+    let collector =
+        registry.as_ref().map(|_| Arc::new(Collector::new(Some(writer.clone()), telemetry.clone())));
     let scaler = registry.as_ref().map(|r| crate::scaler::Scaler::start(&config.groups, r, &store));
 
+    // The API answers from the first moment; plugins show as `loading` until they are ready.
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
         format!("listening on {} (agent.listen / --listen): is another agent running?", config.listen)
     })?;
@@ -73,13 +74,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         scaler,
         token,
         registry: registry.clone(),
-        collector,
+        collector: collector.clone(),
         started: Instant::now(),
         store: Some(store.clone()),
         writer: Some(writer.stats.clone()),
         telemetry,
     });
-    api::serve(listener, state, stop_signal()).await?;
+    let api = tokio::spawn(api::serve(listener, state, stop_signal()));
+    if let (Some(registry), Some(collector)) = (&registry, collector) {
+        registry.watch()?;
+        registry.start().await;
+        tokio::spawn(collector.run(Arc::downgrade(registry), config.clone()));
+    }
+    api.await.context("the API task failed")??;
 
     // Stop the children first (gracefully), then producing, then let the writer commit.
     supervisor.shutdown().await;

@@ -20,4 +20,5 @@ pub mod scaler;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod text;
 pub mod timefmt;

@@ -186,6 +186,10 @@ impl RunArgs {
 }
 
 fn main() {
+    // The daemon's compiler child (see plugins::compile): before anything else starts.
+    if std::env::args_os().nth(1).is_some_and(|a| a == agent::plugins::compile::CHILD_ARG) {
+        agent::plugins::compile::child_main();
+    }
     let cli = Cli::parse();
     // Only `run` logs at info; the one-shot commands print their answer on stdout.
     let quiet = !matches!(cli.command, Some(Command::Run(_)) | None);

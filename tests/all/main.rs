@@ -3,6 +3,7 @@
 mod common;
 
 mod cli;
+mod containment;
 mod contract;
 mod guide;
 mod hot_reload;

@@ -303,20 +303,20 @@ async fn the_ledger_backend_records_targets_per_group_across_restarts() {
     };
     let h = host(&[&plugin("ledger")], "").await;
     let b = h.get("ledger");
-    let c = b.describe(group("web")).await.unwrap();
+    let c = b.describe(group("web"), 1000).await.unwrap();
     assert_eq!((c.replicas, c.ready, c.tier_name.as_str()), (2, 2, "small"));
-    let out = b.scale(group("web"), Target { replicas: 5, tier: 1 }).await.unwrap();
+    let out = b.scale(group("web"), Target { replicas: 5, tier: 1 }, 1000).await.unwrap();
     assert_eq!(out.detail, "recorded 2 → 5 replicas, tier 0 → 1");
     assert_eq!((out.capacity.replicas, out.capacity.tier_name.as_str()), (5, "large"));
-    assert_eq!(b.describe(group("api")).await.unwrap().replicas, 2, "groups are independent");
+    assert_eq!(b.describe(group("api"), 1000).await.unwrap().replicas, 2, "groups are independent");
 
     let Host { registry, store, data, .. } = h;
     drop((registry, store, b));
     let h = host_in(&[&plugin("ledger")], "", data).await;
-    assert_eq!(h.get("ledger").describe(group("web")).await.unwrap().replicas, 5);
+    assert_eq!(h.get("ledger").describe(group("web"), 1000).await.unwrap().replicas, 5);
     let bad = Group { name: "web".into(), params: r#"{"initial": "lots"}"#.into() };
     assert!(matches!(
-        h.get("ledger").describe(bad).await,
+        h.get("ledger").describe(bad, 1000).await,
         Err(CallError::Plugin(agent::plugins::bindings::PluginError::BadConfig(_)))
     ));
 }

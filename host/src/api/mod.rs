@@ -47,6 +47,10 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
     // One list with every plugin file's state: running plugins as they report themselves, and
     // files that provide no running plugin as `failed`, named after the file.
     let mut plugins: Vec<serde_json::Value> = running.iter().map(|p| json!(p)).collect();
+    for file in state.registry.as_ref().map(|r| r.loading()).unwrap_or_default() {
+        let stem = std::path::Path::new(&file).file_stem().map(|s| s.to_string_lossy().into_owned());
+        plugins.push(json!({"name": stem, "file": file, "kind": null, "version": null, "state": "loading", "faults": 0}));
+    }
     for f in failed.iter().filter(|f| f.kept_running.is_none()) {
         let stem = std::path::Path::new(&f.file).file_stem().map(|s| s.to_string_lossy().into_owned());
         plugins.push(json!({
@@ -69,15 +73,21 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::IntoResponse {
-    let latest = state.writer.as_ref().map(|w| w.latest()).unwrap_or_default();
-    let plugins = state.registry.as_ref().map(|r| r.status().0).unwrap_or_default();
-    let body = prometheus::render(&prometheus::Inputs {
-        latest: &latest,
-        writer: state.writer.as_deref(),
-        telemetry: &state.telemetry,
-        plugins: &plugins,
-        uptime_s: state.started.elapsed().as_secs_f64(),
-    });
+    // Rendering is proportional to the series (bounded by [store] max_series): off the async
+    // workers, so /healthz and the rest never wait on it.
+    let body = tokio::task::spawn_blocking(move || {
+        let latest = state.writer.as_ref().map(|w| w.latest()).unwrap_or_default();
+        let plugins = state.registry.as_ref().map(|r| r.status().0).unwrap_or_default();
+        prometheus::render(&prometheus::Inputs {
+            latest: &latest,
+            writer: state.writer.as_deref(),
+            telemetry: &state.telemetry,
+            plugins: &plugins,
+            uptime_s: state.started.elapsed().as_secs_f64(),
+        })
+    })
+    .await
+    .unwrap_or_default();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 

@@ -2,6 +2,12 @@
 //! agent's own figures. Metric names follow OpenTelemetry's Prometheus translation: dots become
 //! underscores and the unit becomes a suffix (`system.memory.usage` in `By` →
 //! `system_memory_usage_bytes`; a ratio `1` → `_ratio`).
+//!
+//! Whatever the sources send, the page is valid text format: metric and label names are
+//! sanitised by the format's rules, `HELP` text and label values escaped, series that collide
+//! after sanitising exposed once (the first in series order), and no source's series enters the
+//! `agent_` namespace of the agent's own families (those are counted in
+//! `agent_exposition_series_hidden`, and stay queryable with `agent metrics`).
 
 use crate::plugins::worker::Status;
 use crate::sampler::catalog::unit_of;
@@ -19,6 +25,9 @@ pub struct Inputs<'a> {
     pub plugins: &'a [Status],
     pub uptime_s: f64,
 }
+
+/// The namespace of the agent's own families.
+const OWN_PREFIX: &str = "agent_";
 
 /// The Prometheus name of a metric with an OpenTelemetry name and unit.
 pub fn prometheus_name(name: &str, unit: Option<&str>) -> String {
@@ -38,11 +47,12 @@ pub fn prometheus_name(name: &str, unit: Option<&str>) -> String {
     out
 }
 
+/// A metric name by the format's rules, `[a-zA-Z_][a-zA-Z0-9_]*` (colons are for recording
+/// rules): anything else becomes `_`, runs of `_` collapse, a leading digit gets a `_`.
 fn sanitize(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 1);
     for c in name.chars() {
-        let ok = c.is_ascii_alphanumeric() || c == '_' || c == ':';
-        let c = if ok { c } else { '_' };
+        let c = if c.is_ascii_alphanumeric() { c } else { '_' };
         if !(c == '_' && out.ends_with('_')) {
             out.push(c);
         }
@@ -53,13 +63,34 @@ fn sanitize(name: &str) -> String {
     out
 }
 
+/// A label name by the format's rules (`__` prefixes are reserved: runs of `_` collapse).
+fn label_name(key: &str) -> String {
+    let mut out = sanitize(key);
+    while out.starts_with("__") {
+        out.remove(0);
+    }
+    out
+}
+
+/// A label value: backslash, double quote and line feed escaped.
 fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// `HELP` text: backslash and line feed escaped.
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// `{k="v",…}`: label names sanitised; of two that become the same name, the first is kept.
 fn labels<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let parts: Vec<String> =
-        pairs.into_iter().map(|(k, v)| format!("{}=\"{}\"", sanitize(k), escape(v))).collect();
+    let mut seen = std::collections::HashSet::new();
+    let parts: Vec<String> = pairs
+        .into_iter()
+        .map(|(k, v)| (label_name(k), v))
+        .filter(|(k, _)| seen.insert(k.clone()))
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
     if parts.is_empty() {
         String::new()
     } else {
@@ -98,11 +129,17 @@ pub fn render(inputs: &Inputs) -> String {
             .push(line);
     };
 
+    let mut hidden = 0u64;
+    let mut exposed = std::collections::HashSet::new();
     for l in inputs.latest {
         let name = prometheus_name(&l.key.name, unit_of(&l.key.name));
+        let series = format!("{name}{}", labels(l.key.labels.iter()));
+        if name.starts_with(OWN_PREFIX) || !exposed.insert(series.clone()) {
+            hidden += 1;
+            continue;
+        }
         let help = format!("{} (latest sample)", l.key.name);
-        let line = format!("{name}{} {}", labels(l.key.labels.iter()), number(l.value));
-        add(name, &help, "gauge", line);
+        add(name, &help, "gauge", format!("{series} {}", number(l.value)));
     }
 
     let t = inputs.telemetry;
@@ -116,6 +153,13 @@ pub fn render(inputs: &Inputs) -> String {
         );
     };
     own("agent_uptime_seconds", "Seconds since the agent started.", "gauge", &[], inputs.uptime_s);
+    own(
+        "agent_exposition_series_hidden",
+        "Series not on this page: in the agent_ namespace, or the same as another after sanitising.",
+        "gauge",
+        &[],
+        hidden as f64,
+    );
     own(
         "agent_sampler_ticks_total",
         "Sampling ticks done.",
@@ -183,6 +227,20 @@ pub fn render(inputs: &Inputs) -> String {
         );
         own("agent_store_batches_total", "Batches committed.", "counter", &[], load(&w.batches) as f64);
         own(
+            "agent_store_series_refused_total",
+            "Samples of new series refused: the store held [store] max_series live series.",
+            "counter",
+            &[],
+            load(&w.series_refused) as f64,
+        );
+        own(
+            "agent_store_live_series",
+            "Series written within the raw retention.",
+            "gauge",
+            &[],
+            w.live_series() as f64,
+        );
+        own(
             "agent_store_write_seconds_total",
             "Time spent committing batches.",
             "counter",
@@ -216,11 +274,21 @@ pub fn render(inputs: &Inputs) -> String {
         );
         let quarantined = if p.state == crate::plugins::worker::State::Quarantined { 1.0 } else { 0.0 };
         own("agent_plugin_quarantined", "1 while a plugin is quarantined.", "gauge", &l, quarantined);
+        for (budget, n) in &p.over_budget {
+            let l = [("plugin", p.name.as_str()), ("kind", p.kind.as_str()), ("budget", budget)];
+            own(
+                "agent_plugin_over_budget_total",
+                "Events over a plugin's budget (series, sample-shape, sample-time, log-lines, state, http-*).",
+                "counter",
+                &l,
+                *n as f64,
+            );
+        }
     }
 
     let mut out = String::new();
     for (name, f) in families {
-        let _ = writeln!(out, "# HELP {name} {}", escape(&f.help));
+        let _ = writeln!(out, "# HELP {name} {}", escape_help(&f.help));
         let _ = writeln!(out, "# TYPE {name} {}", f.kind);
         for line in f.lines {
             out.push_str(&line);
@@ -254,5 +322,136 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(labels([("a.b", "x\"y\\z\n")]), r#"{a_b="x\"y\\z\n"}"#);
+    }
+
+    #[test]
+    fn label_names_follow_the_rules_and_collisions_keep_the_first() {
+        assert_eq!(
+            labels([("__name__", "x"), ("9", "y"), ("a:b", "1"), ("a_b", "2")]),
+            r#"{_name_="x",_9="y",a_b="1"}"#
+        );
+    }
+
+    /// Checks `page` against the text format's grammar strictly; returns the first problem.
+    pub(crate) fn check_exposition(page: &str) -> Result<(), String> {
+        let ident = |s: &str, label: bool| {
+            let mut chars = s.chars();
+            let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+            first_ok
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !(label && s.starts_with("__"))
+        };
+        let (mut typed, mut series) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+        let mut current = String::new();
+        for (n, line) in page.lines().enumerate() {
+            let bad = |why: &str| Err(format!("line {}: {why}: {line:?}", n + 1));
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or("");
+                if !ident(name, false) {
+                    return bad("HELP name");
+                }
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+                if !ident(name, false)
+                    || !["gauge", "counter"].contains(&kind)
+                    || !typed.insert(name.to_string())
+                {
+                    return bad("TYPE");
+                }
+                current = name.to_string();
+            } else {
+                let (head, value) = line.rsplit_once(' ').ok_or("no value".to_string())?;
+                if value.parse::<f64>().is_err() && !["NaN", "+Inf", "-Inf"].contains(&value) {
+                    return bad("value");
+                }
+                let (name, rest) = head.split_once('{').map_or((head, None), |(n, r)| (n, Some(r)));
+                if name != current || !series.insert(head.to_string()) {
+                    return bad("sample outside its family, or a duplicate series");
+                }
+                if let Some(rest) = rest {
+                    let mut rest = rest.strip_suffix('}').ok_or("no closing brace".to_string())?;
+                    let mut names = std::collections::HashSet::new();
+                    while !rest.is_empty() {
+                        let (k, after) = rest.split_once("=\"").ok_or("no =\"".to_string())?;
+                        if !ident(k, true) || !names.insert(k) {
+                            return bad("label name");
+                        }
+                        let mut chars = after.char_indices();
+                        let end = loop {
+                            match chars.next() {
+                                Some((_, '\\')) => match chars.next() {
+                                    Some((_, '\\' | '"' | 'n')) => {}
+                                    _ => return bad("escape"),
+                                },
+                                Some((i, '"')) => break i,
+                                Some((_, '\n')) => return bad("raw line feed"),
+                                Some(_) => {}
+                                None => return bad("unterminated value"),
+                            }
+                        };
+                        rest = after[end + 1..].strip_prefix(',').unwrap_or(&after[end + 1..]);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A property test: random hostile names, label keys and values never break the page.
+    #[test]
+    fn any_series_makes_a_valid_page() {
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet: Vec<char> = "aZ_9:.-{}=\",\\\n\r\t #é\u{0}\u{7f}\u{2028}".chars().collect();
+        let text = |next: &mut dyn FnMut() -> u64| -> String {
+            let len = next() % 12;
+            let mut s: String =
+                (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+            if next() % 5 == 0 {
+                s = ["agent_uptime_seconds", "agent.plugin.calls", "__name__", "le", ""]
+                    [(next() % 5) as usize]
+                    .into();
+            }
+            s
+        };
+        let telemetry = Telemetry::default();
+        for round in 0..200 {
+            let mut latest = Vec::new();
+            for _ in 0..20 {
+                let mut l = crate::store::Labels::new();
+                for _ in 0..next() % 4 {
+                    l.insert(text(&mut next), text(&mut next));
+                }
+                let key = crate::store::SeriesKey::new(text(&mut next), l);
+                latest.push(Latest { key: std::sync::Arc::new(key), t_ms: 0, value: (next() % 100) as f64 });
+            }
+            latest.sort_by(|a, b| a.key.cmp(&b.key));
+            let page = render(&Inputs {
+                latest: &latest,
+                writer: None,
+                telemetry: &telemetry,
+                plugins: &[],
+                uptime_s: 1.0,
+            });
+            if let Err(e) = check_exposition(&page) {
+                panic!("round {round}: {e}\n{page}");
+            }
+            assert_eq!(page.matches("# TYPE agent_uptime_seconds ").count(), 1);
+        }
+    }
+
+    #[test]
+    fn the_checker_rejects_what_prometheus_rejects() {
+        assert!(check_exposition("# TYPE a gauge\na{x=\"1\"} 2\n").is_ok());
+        assert!(check_exposition("# TYPE a gauge\na{x=\"1\"} 2\na{x=\"1\"} 3\n").is_err(), "duplicate");
+        assert!(check_exposition("# TYPE a gauge\na{__x=\"1\"} 2\n").is_err(), "reserved");
+        assert!(check_exposition("# TYPE a gauge\na{x=\"1\\q\"} 2\n").is_err(), "escape");
+        assert!(check_exposition("# TYPE a.b gauge\n").is_err(), "name");
+        assert!(check_exposition("# TYPE a gauge\nb 1\n").is_err(), "outside family");
     }
 }

@@ -38,6 +38,12 @@ pub struct Config {
     pub sample_interval: Duration,
     /// `[store]`: how long data is kept.
     pub retention: crate::store::Retention,
+    /// `[store] max_series`: series the store keeps live in memory, all sources together. New
+    /// series beyond it are dropped and counted. Default 50000.
+    pub max_series: usize,
+    /// `[agent] compile_timeout`, `compile_memory_mib`: limits of the child process that
+    /// compiles a plugin. Defaults 60s and 2048 MiB.
+    pub compile: crate::plugins::CompileLimits,
     /// `[plugins.NAME]`: grants, limits and configuration per plugin, by plugin name.
     pub plugins: BTreeMap<String, PluginSettings>,
     /// `[[process]]`: what the supervisor runs, in file order.
@@ -72,6 +78,53 @@ pub struct PluginSettings {
     pub disabled: bool,
     /// `processes`: supervised processes whose replica count this (backend) plugin may change.
     pub processes: Vec<String>,
+    /// What the plugin may make the agent spend on its behalf (series, log, state, HTTP).
+    pub budgets: Budgets,
+}
+
+/// A plugin's budgets: what it may make the *agent* do. Defaults are what a careful operator
+/// running plugins from strangers would choose; `[plugins.NAME]` overrides each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budgets {
+    /// `max_series`: live series a source may have (series not written for longer than the raw
+    /// retention stop counting). New series beyond it are dropped and counted. Default 1000.
+    pub max_series: usize,
+    /// `log_lines_per_sec` / `log_kib_per_sec`: the plugin's log rate, with bursts of 5 s of
+    /// it. Default 10 lines and 8 KiB per second.
+    pub log: crate::plugins::meter::LogLimits,
+    /// `state_kib`: total size of the plugin's persistent state. Default 1024 KiB.
+    pub state_bytes: u64,
+    /// `state_write_kib_per_min`: bytes of state written per minute (a token bucket holding one
+    /// minute). Default 1024 KiB, so state costs the disk at most ~1.4 GiB a day.
+    pub state_write_bytes_per_min: u64,
+    /// `http_requests_per_call`: outbound requests one call may start. Default 32.
+    pub http_requests_per_call: u32,
+    /// `http_concurrency`: requests in flight at once. Default 4.
+    pub http_concurrency: u32,
+    /// `http_rate`: requests per second to each origin (a token bucket holding one second's
+    /// worth, at least one call's). Default 10.
+    pub http_rate: f64,
+    /// `http_kib_per_call`: response bytes one call may receive. Default 16384 KiB.
+    pub http_bytes_per_call: u64,
+    /// `http_response_timeout`: total time of one response, from sending to the last byte of
+    /// the body. Default 30s (and never beyond the call's own timeout).
+    pub http_response_timeout: Duration,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets {
+            max_series: 1000,
+            log: crate::plugins::meter::LogLimits::default(),
+            state_bytes: 1 << 20,
+            state_write_bytes_per_min: 1 << 20,
+            http_requests_per_call: 32,
+            http_concurrency: 4,
+            http_rate: 10.0,
+            http_bytes_per_call: 16 << 20,
+            http_response_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for PluginSettings {
@@ -87,6 +140,7 @@ impl Default for PluginSettings {
             config_json: "{}".into(),
             disabled: false,
             processes: Vec::new(),
+            budgets: Budgets::default(),
         }
     }
 }
@@ -132,6 +186,10 @@ struct RawConfig {
 struct RawStore {
     retention: Option<Spanned<String>>,
     raw_retention: Option<Spanned<String>>,
+    journal_retention: Option<Spanned<String>>,
+    journal_max_rows: Option<Spanned<u64>>,
+    state_grace: Option<Spanned<String>>,
+    max_series: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -141,6 +199,8 @@ struct RawAgent {
     listen: Option<Spanned<String>>,
     plugins: Option<PathBuf>,
     sample_interval: Option<Spanned<String>>,
+    compile_timeout: Option<Spanned<String>>,
+    compile_memory_mib: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -161,6 +221,16 @@ struct RawPlugin {
     disabled: bool,
     #[serde(default)]
     processes: Vec<String>,
+    max_series: Option<Spanned<u64>>,
+    log_lines_per_sec: Option<Spanned<u64>>,
+    log_kib_per_sec: Option<Spanned<u64>>,
+    state_kib: Option<Spanned<u64>>,
+    state_write_kib_per_min: Option<Spanned<u64>>,
+    http_requests_per_call: Option<Spanned<u64>>,
+    http_concurrency: Option<Spanned<u64>>,
+    http_rate: Option<Spanned<u64>>,
+    http_kib_per_call: Option<Spanned<u64>>,
+    http_response_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -228,6 +298,27 @@ impl Config {
         if retention.raw > retention.rollups {
             retention.rollups = retention.raw;
         }
+        let day = Duration::from_secs(86_400);
+        if let Some(r) = at.duration(&raw.store.journal_retention, "store.journal_retention", day)? {
+            retention.journal = r;
+        }
+        if let Some(r) = at.duration(&raw.store.state_grace, "store.state_grace", Duration::from_secs(60))? {
+            retention.state_grace = r;
+        }
+        if let Some(rows) = at.at_least(&raw.store.journal_max_rows, "store.journal_max_rows", 1000)? {
+            retention.journal_rows = rows;
+        }
+        let max_series =
+            at.at_least(&raw.store.max_series, "store.max_series", 1000)?.unwrap_or(50_000) as usize;
+        let mut compile = crate::plugins::CompileLimits::default();
+        if let Some(t) =
+            at.duration(&raw.agent.compile_timeout, "agent.compile_timeout", Duration::from_secs(1))?
+        {
+            compile.timeout = t;
+        }
+        if let Some(mib) = at.at_least(&raw.agent.compile_memory_mib, "agent.compile_memory_mib", 256)? {
+            compile.memory_bytes = mib << 20;
+        }
         let mut plugins = BTreeMap::new();
         for (name, raw_plugin) in raw.plugins {
             let span = raw_plugin.span();
@@ -247,6 +338,8 @@ impl Config {
             plugins_dir: raw.agent.plugins,
             sample_interval,
             retention,
+            max_series,
+            compile,
             plugins,
             processes: process::validate(raw.process, at)?,
             groups: group::validate(raw.group, at)?,
@@ -268,7 +361,7 @@ pub fn valid_plugin_name(name: &str) -> bool {
 
 fn plugin_settings(name: &str, raw: RawPlugin, at: &Located) -> Result<PluginSettings, ConfigError> {
     let field = |f: &str| format!("plugins.{name}.{f}");
-    let mut s = PluginSettings::default();
+    let mut s = PluginSettings { budgets: budgets(&raw, at, &field)?, ..Default::default() };
     for grant in raw.allow_http {
         let origin = Origin::parse_grant(grant.get_ref())
             .map_err(|e| at.error(Some(grant.span()), &format!("{}: {e}", field("allow_http"))))?;
@@ -318,6 +411,53 @@ fn plugin_settings(name: &str, raw: RawPlugin, at: &Located) -> Result<PluginSet
     Ok(s)
 }
 
+fn budgets(raw: &RawPlugin, at: &Located, field: &dyn Fn(&str) -> String) -> Result<Budgets, ConfigError> {
+    let mut b = Budgets::default();
+    // Each count is at least 1 and at most a bound past which it is no budget at all.
+    let count = |v: &Option<Spanned<u64>>, name: &str, max: u64| -> Result<Option<u64>, ConfigError> {
+        let Some(v) = v else { return Ok(None) };
+        if !(1..=max).contains(v.get_ref()) {
+            return Err(
+                at.error(Some(v.span()), &format!("{}: {} is outside 1..={max}", field(name), v.get_ref()))
+            );
+        }
+        Ok(Some(*v.get_ref()))
+    };
+    if let Some(n) = count(&raw.max_series, "max_series", 1_000_000)? {
+        b.max_series = n as usize;
+    }
+    if let Some(n) = count(&raw.log_lines_per_sec, "log_lines_per_sec", 100_000)? {
+        b.log.lines_per_sec = n as f64;
+    }
+    if let Some(n) = count(&raw.log_kib_per_sec, "log_kib_per_sec", 1 << 20)? {
+        b.log.bytes_per_sec = (n << 10) as f64;
+    }
+    if let Some(n) = count(&raw.state_kib, "state_kib", 1 << 20)? {
+        b.state_bytes = n << 10;
+    }
+    if let Some(n) = count(&raw.state_write_kib_per_min, "state_write_kib_per_min", 1 << 22)? {
+        b.state_write_bytes_per_min = n << 10;
+    }
+    if let Some(n) = count(&raw.http_requests_per_call, "http_requests_per_call", 100_000)? {
+        b.http_requests_per_call = n as u32;
+    }
+    if let Some(n) = count(&raw.http_concurrency, "http_concurrency", 1000)? {
+        b.http_concurrency = n as u32;
+    }
+    if let Some(n) = count(&raw.http_rate, "http_rate", 100_000)? {
+        b.http_rate = n as f64;
+    }
+    if let Some(n) = count(&raw.http_kib_per_call, "http_kib_per_call", 1 << 22)? {
+        b.http_bytes_per_call = n << 10;
+    }
+    let timeout =
+        at.duration(&raw.http_response_timeout, &field("http_response_timeout"), Duration::from_millis(1))?;
+    if let Some(t) = timeout {
+        b.http_response_timeout = t;
+    }
+    Ok(b)
+}
+
 /// Turns byte spans into `file:line:column:` prefixes.
 struct Located<'a> {
     file: Option<&'a Path>,
@@ -344,6 +484,15 @@ impl<'a> Located<'a> {
             return Err(self.error(Some(d.span()), &format!("{field}: must be at least {min}")));
         }
         Ok(Some(value))
+    }
+
+    /// An optional count field of at least `min`.
+    fn at_least(&self, v: &Option<Spanned<u64>>, field: &str, min: u64) -> Result<Option<u64>, ConfigError> {
+        let Some(v) = v else { return Ok(None) };
+        if *v.get_ref() < min {
+            return Err(self.error(Some(v.span()), &format!("{field}: must be at least {min}")));
+        }
+        Ok(Some(*v.get_ref()))
     }
 
     fn error(&self, span: Option<std::ops::Range<usize>>, message: &str) -> ConfigError {

@@ -62,49 +62,97 @@ impl CompileCache {
         mac
     }
 
-    /// The component for `wasm`, from the cache when a verified entry exists, else compiled
-    /// (and cached; a failure to write the cache is logged, not fatal).
-    pub fn load(
-        &self,
-        engine: &Engine,
-        wasm: &[u8],
-        content_hash: &str,
-    ) -> wasmtime::Result<(Component, Origin)> {
+    /// The component for `content_hash`, if a verified entry exists. The entry's time is
+    /// refreshed, so garbage collection keeps what is in use.
+    pub fn lookup(&self, engine: &Engine, content_hash: &str) -> Option<Component> {
         let path = self.entry(content_hash);
-        if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.len() > TAG_LEN {
-                let (tag, artifact) = bytes.split_at(TAG_LEN);
-                if self.tag(artifact).verify_slice(tag).is_ok() {
-                    // SAFETY: the HMAC proves this agent's own `serialize` wrote these bytes for
-                    // this engine configuration.
-                    match unsafe { Component::deserialize(engine, artifact) } {
-                        Ok(component) => return Ok((component, Origin::Cached)),
-                        Err(e) => {
-                            tracing::warn!("{}: cached artifact unusable ({e}); recompiling", path.display())
-                        }
-                    }
-                } else {
-                    tracing::warn!(
-                        "{}: cache entry was not written by this agent; recompiling",
-                        path.display()
-                    );
-                }
+        let bytes = std::fs::read(&path).ok()?;
+        if bytes.len() <= TAG_LEN {
+            return None;
+        }
+        let (tag, artifact) = bytes.split_at(TAG_LEN);
+        if self.tag(artifact).verify_slice(tag).is_err() {
+            tracing::warn!("{}: cache entry was not written by this agent; recompiling", path.display());
+            return None;
+        }
+        // SAFETY: the HMAC proves this agent's own `serialize` wrote these bytes for this engine
+        // configuration.
+        match unsafe { Component::deserialize(engine, artifact) } {
+            Ok(component) => {
+                let _ = std::fs::File::options()
+                    .append(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                Some(component)
+            }
+            Err(e) => {
+                tracing::warn!("{}: cached artifact unusable ({e}); recompiling", path.display());
+                None
             }
         }
-        let component = Component::from_binary(engine, wasm)?;
-        match component.serialize() {
-            Ok(artifact) => {
-                let mut bytes = self.tag(&artifact).finalize().into_bytes().to_vec();
-                bytes.extend_from_slice(&artifact);
-                let tmp = path.with_extension("tmp");
-                if let Err(e) = write_private(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
-                    tracing::warn!("{}: could not write the compile cache: {e}", path.display());
-                }
-            }
-            Err(e) => tracing::warn!("could not serialise a compiled component: {e}"),
-        }
-        Ok((component, Origin::Compiled))
     }
+
+    /// Stores an artifact this agent produced (a failure to write is logged, not fatal).
+    pub fn store(&self, content_hash: &str, artifact: &[u8]) {
+        let path = self.entry(content_hash);
+        let mut bytes = self.tag(artifact).finalize().into_bytes().to_vec();
+        bytes.extend_from_slice(artifact);
+        let tmp = path.with_extension("tmp");
+        if let Err(e) = write_private(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
+            tracing::warn!("{}: could not write the compile cache: {e}", path.display());
+        }
+    }
+
+    /// Removes entries of other engines (an upgraded agent), half-written files, and entries
+    /// not used for `unused`; then the least recently used until the cache holds at most
+    /// `max_bytes`. Entries in `keep` (content hashes of loaded plugins) are never removed.
+    pub fn collect_garbage(&self, keep: &[String], unused: std::time::Duration, max_bytes: u64) -> GcReport {
+        let mut report = GcReport::default();
+        let Ok(dir) = std::fs::read_dir(&self.dir) else { return report };
+        let now = std::time::SystemTime::now();
+        let mut live = Vec::new();
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "key" {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            let used = meta.modified().unwrap_or(now);
+            let age = now.duration_since(used).unwrap_or_default();
+            let ours = name.ends_with(&format!("-{}.cwasm", self.engine_hash));
+            let kept = keep.iter().any(|h| name.starts_with(h.as_str()));
+            if kept && ours {
+                live.push((used, meta.len(), entry.path(), true));
+            } else if !ours || age > unused {
+                if std::fs::remove_file(entry.path()).is_ok() {
+                    report.removed += 1;
+                    report.bytes += meta.len();
+                }
+            } else {
+                live.push((used, meta.len(), entry.path(), false));
+            }
+        }
+        live.sort_by_key(|e| e.0);
+        let mut total: u64 = live.iter().map(|e| e.1).sum();
+        for (_, len, path, kept) in live {
+            if total <= max_bytes {
+                break;
+            }
+            if !kept && std::fs::remove_file(&path).is_ok() {
+                total -= len;
+                report.removed += 1;
+                report.bytes += len;
+            }
+        }
+        report
+    }
+}
+
+/// What a garbage collection removed.
+#[derive(Debug, Default, PartialEq)]
+pub struct GcReport {
+    pub removed: u64,
+    pub bytes: u64,
 }
 
 /// Hex SHA-256 of a file's bytes: the identity of a plugin version.

@@ -8,7 +8,7 @@ use super::sandbox::HostState;
 use wasmtime::component::{HasSelf, Linker};
 
 /// Longest log line a plugin may write; longer ones are cut (a plugin must not flood the log).
-const MAX_LOG_LINE: usize = 4096;
+pub const MAX_LOG_LINE: usize = 1024;
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     host_api::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
@@ -53,12 +53,12 @@ impl replicas::Host for HostState {
 impl types::Host for HostState {}
 
 impl host_api::Host for HostState {
-    fn log(&mut self, level: Level, mut message: String) {
-        if message.len() > MAX_LOG_LINE {
-            let cut = (0..=MAX_LOG_LINE).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
-            message.truncate(cut);
-            message.push('…');
+    fn log(&mut self, level: Level, message: String) {
+        // Rate-limited per plugin, cut, and escaped so no plugin can forge a line of the log.
+        if !self.grants.meter.admit_log(message.len().min(MAX_LOG_LINE)) {
+            return;
         }
+        let message = super::meter::clean(&message, MAX_LOG_LINE);
         let plugin = &*self.grants.plugin;
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
@@ -86,8 +86,15 @@ impl host_api::Host for HostState {
     }
 
     fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), PluginError> {
+        use crate::store::StateError;
         match &self.grants.state {
-            Some(state) => state.set(&key, &value).map_err(PluginError::InvalidInput),
+            Some(state) => state.set(&key, &value).map_err(|e| match e {
+                StateError::Budget(why) => {
+                    self.grants.meter.exceeded(super::meter::Budget::State, 1, || why.clone());
+                    PluginError::QuotaExceeded(why)
+                }
+                StateError::Invalid(why) => PluginError::InvalidInput(why),
+            }),
             None => Err(PluginError::Unavailable(
                 "no persistent state while the plugin is being inspected".into(),
             )),

@@ -63,7 +63,8 @@ pub async fn prepare(rt: &Arc<Runtime>, path: &Path) -> Result<Prepared, LoadErr
     prepare_bytes(rt, path, bytes).await.map_err(fail)
 }
 
-async fn prepare_bytes(rt: &Arc<Runtime>, path: &Path, bytes: Vec<u8>) -> Result<Prepared, String> {
+/// As [`prepare`], for bytes already read from `path`.
+pub async fn prepare_bytes(rt: &Arc<Runtime>, path: &Path, bytes: Vec<u8>) -> Result<Prepared, String> {
     let header = classify::read_header(&bytes).map_err(|e: HeaderError| e.to_string())?;
     if let Some(bad) = header.imports.iter().find(|i| !classify::import_allowed(header.kind, i)) {
         let why = if bad.starts_with("wasi:http/") {
@@ -74,20 +75,9 @@ async fn prepare_bytes(rt: &Arc<Runtime>, path: &Path, bytes: Vec<u8>) -> Result
         return Err(format!("imports `{bad}`, which a {} may not import: {why}", header.kind));
     }
 
-    // Compiling is CPU-heavy; keep it off the async workers.
     let hash = content_hash(&bytes);
     let started = Instant::now();
-    let (component, origin) = {
-        let (rt, hash) = (rt.clone(), hash.clone());
-        tokio::task::spawn_blocking(move || match &rt.cache {
-            Some(cache) => cache.load(&rt.engine, &bytes, &hash),
-            None => wasmtime::component::Component::from_binary(&rt.engine, &bytes)
-                .map(|c| (c, cache::Origin::Compiled)),
-        })
-        .await
-        .map_err(|e| format!("compiler task failed: {e}"))?
-        .map_err(|e| format!("does not compile: {}", one_line(&e)))?
-    };
+    let (component, origin) = component(rt, &hash, bytes).await?;
     let compile_time = started.elapsed();
 
     let linked = rt
@@ -104,23 +94,83 @@ async fn prepare_bytes(rt: &Arc<Runtime>, path: &Path, bytes: Vec<u8>) -> Result
     // Ask it who it is, confined as any call is. The name is not known yet, so the file name
     // stands in for it in logs, and it gets no state and no grants.
     let stand_in = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let grants = Arc::new(Grants {
-        plugin: stand_in.into(),
-        settings: PluginSettings::default(),
-        state: None,
-        replicas: None,
-    });
-    let limits = worker::Limits::for_kind(header.kind, &grants.settings);
+    let grants = Arc::new(Grants::new(&stand_in, PluginSettings::default(), None, None));
+    // Short fixed limits whatever the kind: a backend's 10-minute timeout is for cloud calls,
+    // not for saying who it is.
+    let limits = worker::Limits::metadata();
     let mut instance =
         Instance::new(rt, &pre, grants, &limits).await.map_err(|f| format!("cannot be instantiated: {f}"))?;
     let metadata = instance.metadata(&limits).await.map_err(|f| format!("metadata() failed: {f}"))?;
-    if !valid_plugin_name(&metadata.name) {
+    check_metadata(&metadata)?;
+    Ok(Prepared { path: path.to_path_buf(), hash, header, metadata, pre, origin, compile_time })
+}
+
+/// Caps on what a plugin may say about itself: it is echoed in logs, `/status` and the CLI.
+pub const MAX_VERSION: usize = 64;
+pub const MAX_DESCRIPTION: usize = 1024;
+pub const MAX_CONFIG_KEYS: usize = 256;
+pub const MAX_KEY_NAME: usize = 64;
+
+/// Refuses metadata that is too large or could forge output, with one line that quotes at
+/// most a short, escaped prefix of the offending text.
+fn check_metadata(m: &Metadata) -> Result<(), String> {
+    let quote = |s: &str| super::meter::clean(s, 40);
+    if !valid_plugin_name(&m.name) {
         return Err(format!(
             "says its name is `{}`; a plugin name is 1-64 lower-case letters, digits and `-`",
-            metadata.name.escape_debug()
+            quote(&m.name)
         ));
     }
-    Ok(Prepared { path: path.to_path_buf(), hash, header, metadata, pre, origin, compile_time })
+    let printable = |s: &str| !s.chars().any(char::is_control);
+    if m.version.is_empty() || m.version.len() > MAX_VERSION || !printable(&m.version) {
+        return Err(format!(
+            "says its version is `{}`; a version is 1-{MAX_VERSION} printable characters",
+            quote(&m.version)
+        ));
+    }
+    if m.description.len() > MAX_DESCRIPTION {
+        return Err(format!("has a {}-byte description; at most {MAX_DESCRIPTION}", m.description.len()));
+    }
+    if m.config_keys.len() > MAX_CONFIG_KEYS {
+        return Err(format!("lists {} config keys; at most {MAX_CONFIG_KEYS}", m.config_keys.len()));
+    }
+    for k in &m.config_keys {
+        if k.name.is_empty() || k.name.len() > MAX_KEY_NAME || !printable(&k.name) {
+            return Err(format!(
+                "lists config key `{}`; a key is 1-{MAX_KEY_NAME} printable characters",
+                quote(&k.name)
+            ));
+        }
+        if k.description.len() > MAX_DESCRIPTION {
+            return Err(format!("config key `{}` has a description over {MAX_DESCRIPTION} bytes", k.name));
+        }
+    }
+    Ok(())
+}
+
+/// The compiled component: from the cache, or compiled (in a child, for the daemon) and cached.
+async fn component(
+    rt: &Arc<Runtime>,
+    hash: &str,
+    bytes: Vec<u8>,
+) -> Result<(wasmtime::component::Component, cache::Origin), String> {
+    if rt.cache.is_some() {
+        let (rt, hash) = (rt.clone(), hash.to_string());
+        let cached = tokio::task::spawn_blocking(move || rt.cache.as_ref()?.lookup(&rt.engine, &hash))
+            .await
+            .map_err(|e| format!("cache task failed: {e}"))?;
+        if let Some(component) = cached {
+            return Ok((component, cache::Origin::Cached));
+        }
+    }
+    let artifact = rt.compiler.compile(&rt.engine, bytes).await?;
+    // SAFETY: the artifact was produced by this binary's own compiler, just now.
+    let component = unsafe { wasmtime::component::Component::deserialize(&rt.engine, &artifact) }
+        .map_err(|e| format!("does not compile: {}", one_line(&e)))?;
+    if let Some(cache) = &rt.cache {
+        cache.store(hash, &artifact);
+    }
+    Ok((component, cache::Origin::Compiled))
 }
 
 /// The first line of an error chain, without wasmtime's multi-line backtraces.

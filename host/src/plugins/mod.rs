@@ -13,13 +13,17 @@
 pub mod bindings;
 pub mod cache;
 pub mod classify;
+pub mod compile;
 mod engine;
 mod host_impl;
 pub mod loader;
+pub mod meter;
+pub mod outbound;
 pub mod registry;
 pub mod sandbox;
 pub mod worker;
 
+pub use compile::{CompileLimits, Compiler};
 use sandbox::HostState;
 use std::path::Path;
 use std::sync::Arc;
@@ -62,12 +66,19 @@ pub struct Runtime {
     pub engine: wasmtime::Engine,
     linkers: [Linker<HostState>; 3],
     cache: Option<cache::CompileCache>,
+    compiler: Compiler,
     _ticker: engine::EpochTicker,
 }
 
 impl Runtime {
-    /// A runtime whose compile cache lives in `cache_dir` (none: always compile).
+    /// A runtime whose compile cache lives in `cache_dir` (none: always compile), compiling in
+    /// this process: for tools and benchmarks. The daemon uses [`Runtime::with_compiler`].
     pub fn new(cache_dir: Option<&Path>) -> anyhow::Result<Arc<Runtime>> {
+        Runtime::with_compiler(cache_dir, Compiler::InProcess)
+    }
+
+    /// A runtime that compiles with `compiler`.
+    pub fn with_compiler(cache_dir: Option<&Path>, compiler: Compiler) -> anyhow::Result<Arc<Runtime>> {
         let engine = engine::new_engine()?;
         let linker = |kind| -> anyhow::Result<Linker<HostState>> {
             let mut l = Linker::new(&engine);
@@ -86,10 +97,15 @@ impl Runtime {
         let linkers = [linker(Kind::Source)?, linker(Kind::Policy)?, linker(Kind::Backend)?];
         let cache = cache_dir.map(|d| cache::CompileCache::open(d, &engine)).transpose()?;
         let ticker = engine::EpochTicker::start(&engine);
-        Ok(Arc::new(Runtime { engine, linkers, cache, _ticker: ticker }))
+        Ok(Arc::new(Runtime { engine, linkers, cache, compiler, _ticker: ticker }))
     }
 
     fn linker(&self, kind: Kind) -> &Linker<HostState> {
         &self.linkers[kind as usize]
+    }
+
+    /// The compile cache, if this runtime has one.
+    pub fn cache(&self) -> Option<&cache::CompileCache> {
+        self.cache.as_ref()
     }
 }

@@ -27,17 +27,23 @@ pub struct Registry {
     view: std::sync::RwLock<View>,
     /// The supervisor's replica control, for backends granted processes.
     replicas: std::sync::OnceLock<Arc<dyn super::sandbox::ReplicaControl>>,
+    /// Whether the files present at start-up have all been tried.
+    started: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
 struct Inner {
     files: BTreeMap<PathBuf, FileEntry>,
     plugins: BTreeMap<String, Loaded>,
+    /// Files being loaded: the stamp being loaded and the load's generation (a later load of
+    /// the same file supersedes it).
+    loading: BTreeMap<PathBuf, (Stamp, u64)>,
+    generation: u64,
 }
 
 struct FileEntry {
     /// Length and mtime: a cheap check before re-reading the file.
-    stamp: (u64, Option<SystemTime>),
+    stamp: Stamp,
     hash: Option<String>,
     /// The plugin this file provides, or why it provides none.
     outcome: Result<String, String>,
@@ -54,6 +60,7 @@ struct Loaded {
 struct View {
     plugins: BTreeMap<String, PluginHandle>,
     failed: Vec<FailedFile>,
+    loading: Vec<String>,
 }
 
 /// A file in the folder that is not running as a plugin, and why.
@@ -90,6 +97,7 @@ impl Registry {
             inner: Mutex::default(),
             view: Default::default(),
             replicas: Default::default(),
+            started: Default::default(),
         })
     }
 
@@ -114,25 +122,63 @@ impl Registry {
         view.plugins.values().filter(|h| h.kind() == kind).cloned().collect()
     }
 
+    /// Starts loading the folder in the background; [`Registry::started`] turns true once every
+    /// file present now has been tried.
+    pub async fn start(self: &Arc<Self>) {
+        let (_, loads) = self.start_reconcile().await;
+        let this = self.clone();
+        tokio::spawn(async move {
+            for load in loads {
+                let _ = load.await;
+            }
+            this.started.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+
+    /// Whether the files present at start-up have all been tried.
+    pub fn started(&self) -> bool {
+        self.started.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Files being loaded now.
+    pub fn loading(&self) -> Vec<String> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).loading.clone()
+    }
+
     /// Status of every running plugin, and the files that failed.
     pub fn status(&self) -> (Vec<Status>, Vec<FailedFile>) {
         let view = self.view.read().unwrap_or_else(|p| p.into_inner()).clone();
         (view.plugins.values().map(PluginHandle::status).collect(), view.failed)
     }
 
-    /// Brings the running set in line with the folder. Safe to call at any time; calls are
-    /// serialised.
-    pub async fn reconcile(&self) -> Vec<Change> {
+    /// Brings the running set in line with the folder and waits for every load it started.
+    /// Safe to call at any time.
+    pub async fn reconcile(self: &Arc<Self>) -> Vec<Change> {
+        let (mut changes, loads) = self.start_reconcile().await;
+        for load in loads {
+            if let Ok(mut more) = load.await {
+                changes.append(&mut more);
+            }
+        }
+        self.started.store(true, std::sync::atomic::Ordering::Relaxed);
+        changes
+    }
+
+    /// Unloads what left the folder and starts one task per new or changed file, without waiting
+    /// for them: each file loads on its own, so a slow one never delays another.
+    pub async fn start_reconcile(
+        self: &Arc<Self>,
+    ) -> (Vec<Change>, Vec<tokio::task::JoinHandle<Vec<Change>>>) {
         let mut inner = self.inner.lock().await;
         let mut changes = Vec::new();
         let on_disk = match wasm_files(&self.dir) {
             Ok(files) => files,
             Err(e) => {
                 tracing::error!("{}: cannot list the plugins folder: {e}", self.dir.display());
-                return changes;
+                return (changes, Vec::new());
             }
         };
-
+        inner.loading.retain(|p, _| on_disk.contains_key(p));
         let gone: Vec<PathBuf> = inner.files.keys().filter(|p| !on_disk.contains_key(*p)).cloned().collect();
         for path in gone {
             let entry = inner.files.remove(&path).expect("listed above");
@@ -144,66 +190,84 @@ impl Registry {
                 }
             }
         }
-
+        let mut loads = Vec::new();
         for (path, stamp) in on_disk {
-            if inner.files.get(&path).is_some_and(|e| e.stamp == stamp) {
+            let known = inner.files.get(&path).is_some_and(|e| e.stamp == stamp);
+            if known || inner.loading.get(&path).is_some_and(|l| l.0 == stamp) {
                 continue;
             }
-            let bytes_hash = std::fs::read(&path).ok().map(|b| super::cache::content_hash(&b));
-            if let Some(entry) = inner.files.get_mut(&path) {
-                if bytes_hash.is_some() && entry.hash == bytes_hash {
-                    entry.stamp = stamp; // touched, not changed
-                    continue;
-                }
-            }
-            let previous = inner.files.get(&path).and_then(|e| e.outcome.clone().ok());
-            let still_running =
-                previous.clone().filter(|n| inner.plugins.get(n).is_some_and(|l| l.path == path));
-            let entry = match loader::prepare(&self.rt, &path).await {
-                Err(e) => {
-                    changes.push(Change::Failed(path.display().to_string()));
-                    match still_running {
-                        // A bad replacement: the running version stays, and keeps its file.
-                        Some(name) => {
-                            tracing::error!("{e}; plugin `{name}` keeps running its previous version");
-                            FileEntry { stamp, hash: bytes_hash, outcome: Ok(name), error: Some(e.reason) }
-                        }
-                        None => {
-                            tracing::error!("{e}");
-                            FileEntry {
-                                stamp,
-                                hash: bytes_hash,
-                                outcome: Err(e.reason.clone()),
-                                error: Some(e.reason),
-                            }
-                        }
-                    }
-                }
-                Ok(prepared) => {
-                    let outcome = self.install(&mut inner, prepared, &mut changes).await;
-                    // A file that now names another plugin releases the one it used to provide.
-                    if let (Some(old), Ok(new)) = (&still_running, &outcome) {
-                        if old != new {
-                            inner.plugins.remove(old);
-                            changes.push(Change::Unloaded(old.clone()));
-                        }
-                    }
-                    let error = outcome.as_ref().err().cloned();
-                    FileEntry { stamp, hash: bytes_hash, outcome, error }
-                }
-            };
-            inner.files.insert(path, entry);
+            inner.generation += 1;
+            let generation = inner.generation;
+            inner.loading.insert(path.clone(), (stamp, generation));
+            loads.push(tokio::spawn(self.clone().load(path, stamp, generation)));
         }
         self.publish(&inner);
+        (changes, loads)
+    }
+
+    /// Loads one file and installs it, unless the folder moved on meanwhile.
+    async fn load(self: Arc<Self>, path: PathBuf, stamp: Stamp, generation: u64) -> Vec<Change> {
+        let current = |inner: &Inner| inner.loading.get(&path).is_some_and(|l| l.1 == generation);
+        let read = read_plugin_file(&path).await;
+        let hash = read.as_ref().ok().map(|b| super::cache::content_hash(b));
+        {
+            let mut inner = self.inner.lock().await;
+            if !current(&inner) {
+                return Vec::new();
+            }
+            if let Some(entry) = inner.files.get_mut(&path).filter(|e| hash.is_some() && e.hash == hash) {
+                entry.stamp = stamp; // touched, not changed
+                inner.loading.remove(&path);
+                self.publish(&inner);
+                return Vec::new();
+            }
+        }
+        let result = match read {
+            Ok(bytes) => loader::prepare_bytes(&self.rt, &path, bytes).await,
+            Err(e) => Err(e),
+        };
+        let mut inner = self.inner.lock().await;
+        if !current(&inner) {
+            return Vec::new();
+        }
+        inner.loading.remove(&path);
+        let mut changes = Vec::new();
+        let previous = inner.files.get(&path).and_then(|e| e.outcome.clone().ok());
+        let still_running = previous.filter(|n| inner.plugins.get(n).is_some_and(|l| l.path == path));
+        let installed =
+            result.and_then(|prepared| self.install(&mut inner, prepared, still_running.as_deref()));
+        let (entry, swap) = match installed {
+            Ok((name, change, swap)) => {
+                changes.push(change);
+                if let Some(old) = still_running.filter(|old| *old != name) {
+                    // A file that now names another plugin releases the one it used to provide.
+                    inner.plugins.remove(&old);
+                    changes.push(Change::Unloaded(old));
+                }
+                (FileEntry { stamp, hash, outcome: Ok(name), error: None }, swap)
+            }
+            Err(reason) => {
+                changes.push(Change::Failed(path.display().to_string()));
+                (failed_entry(&path, stamp, hash, reason, still_running), None)
+            }
+        };
+        inner.files.insert(path, entry);
+        self.publish(&inner);
+        drop(inner);
+        // Outside the lock: a swap waits for the call in progress, which may be long.
+        if let Some((handle, prepared)) = swap {
+            handle.swap(prepared).await;
+        }
         changes
     }
 
-    async fn install(
+    /// Starts `prepared`, or prepares the swap of the running version, or says why not.
+    fn install(
         &self,
         inner: &mut Inner,
         prepared: Prepared,
-        changes: &mut Vec<Change>,
-    ) -> Result<String, String> {
+        still_running: Option<&str>,
+    ) -> Result<(String, Change, Option<(PluginHandle, Prepared)>), String> {
         let name = prepared.metadata.name.clone();
         let settings = self.config.plugin(&name);
         if settings.disabled {
@@ -211,25 +275,23 @@ impl Registry {
         }
         if let Some(loaded) = inner.plugins.get(&name) {
             if loaded.path != prepared.path {
-                let reason = format!(
+                return Err(format!(
                     "claims plugin name `{name}`, which {} already has; rename one of them (metadata.name)",
                     loaded.path.display()
-                );
-                tracing::error!("{}: {reason}", prepared.path.display());
-                changes.push(Change::Failed(prepared.path.display().to_string()));
-                return Err(reason);
+                ));
             }
-            let what = format!(
-                "{} {} → {}",
-                prepared.kind(),
-                loaded.handle.status().version,
-                prepared.metadata.version
-            );
-            let path = prepared.path.display().to_string();
-            loaded.handle.swap(prepared).await;
-            tracing::info!("{path}: swapped plugin `{name}` ({what})");
-            changes.push(Change::Swapped(name.clone()));
-            return Ok(name);
+            let (was, now) = (loaded.handle.kind(), prepared.kind());
+            if was != now {
+                return Err(format!(
+                    "is now a {now}, but `{name}` runs as a {was}; a plugin keeps its kind: remove the file, then add the {now}"
+                ));
+            }
+            let what = format!("{now} {} → {}", loaded.handle.status().version, prepared.metadata.version);
+            tracing::info!("{}: swapping plugin `{name}` ({what})", prepared.path.display());
+            return Ok((name.clone(), Change::Swapped(name), Some((loaded.handle.clone(), prepared))));
+        }
+        if let Some(old) = still_running.filter(|old| *old != name) {
+            tracing::info!("{}: now provides `{name}` instead of `{old}`", prepared.path.display());
         }
         tracing::info!(
             "{}: loaded {} `{name}` {} (contract {}, {} in {:.1}ms)",
@@ -243,17 +305,15 @@ impl Registry {
             },
             prepared.compile_time.as_secs_f64() * 1000.0
         );
-        let grants = Arc::new(Grants {
-            plugin: name.as_str().into(),
-            settings,
-            state: self.store.as_ref().map(|s| s.plugin_state(&name)),
-            replicas: self.replicas.get().cloned(),
-        });
+        let state = self.store.as_ref().map(|s| s.plugin_state(&name).with_budget(&settings.budgets));
+        if let Some(store) = &self.store {
+            let _ = store.mark_plugins_seen(std::slice::from_ref(&name), crate::store::now_ms());
+        }
+        let grants = Arc::new(Grants::new(&name, settings, state, self.replicas.get().cloned()));
         let path = prepared.path.clone();
         let handle = PluginHandle::spawn(self.rt.clone(), prepared, grants);
         inner.plugins.insert(name.clone(), Loaded { handle, path });
-        changes.push(Change::Loaded(name.clone()));
-        Ok(name)
+        Ok((name.clone(), Change::Loaded(name), None))
     }
 
     fn publish(&self, inner: &Inner) {
@@ -280,7 +340,28 @@ impl Registry {
                 Some(FailedFile { file: path.display().to_string(), state: "failed", error, kept_running })
             })
             .collect();
-        *self.view.write().unwrap_or_else(|p| p.into_inner()) = View { plugins, failed };
+        let loading = inner.loading.keys().map(|p| p.display().to_string()).collect();
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = View { plugins, failed, loading };
+    }
+
+    /// Records which plugins are loaded (their state is kept) and collects the compile cache's
+    /// garbage: entries of other engines, and entries unused for 30 days or over 1 GiB in all,
+    /// except those of loaded plugins.
+    pub fn upkeep(&self) {
+        let running = self.view.read().unwrap_or_else(|p| p.into_inner()).plugins.clone();
+        let names: Vec<String> = running.keys().cloned().collect();
+        if let Some(store) = &self.store {
+            if let Err(e) = store.mark_plugins_seen(&names, crate::store::now_ms()) {
+                tracing::warn!("recording loaded plugins: {e}");
+            }
+        }
+        if let Some(cache) = self.rt.cache() {
+            let keep: Vec<String> = running.values().map(|h| h.status().sha256).collect();
+            let report = cache.collect_garbage(&keep, CACHE_UNUSED, CACHE_MAX_BYTES);
+            if report.removed > 0 {
+                tracing::info!("compile cache: removed {} entries ({} bytes)", report.removed, report.bytes);
+            }
+        }
     }
 
     /// Watches the folder and reconciles after each burst of changes, until the registry is
@@ -296,6 +377,14 @@ impl Registry {
             tracing::warn!("{}: cannot watch for changes ({e}); rescanning every 2s", self.dir.display());
         }
         let weak = Arc::downgrade(self);
+        let upkeep = weak.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(UPKEEP_EVERY).await;
+                let Some(registry) = upkeep.upgrade() else { break };
+                drop(tokio::task::spawn_blocking(move || registry.upkeep()).await);
+            }
+        });
         tokio::spawn(async move {
             let _watcher = watcher; // lives as long as this task
             let rescan = if watching.is_ok() { Duration::from_secs(30) } else { Duration::from_secs(2) };
@@ -306,15 +395,56 @@ impl Registry {
                 let Some(registry) = weak.upgrade() else {
                     break;
                 };
-                registry.reconcile().await;
+                // Start the loads, do not wait for them: the next change is seen at once.
+                drop(registry.start_reconcile().await);
             }
         });
         Ok(())
     }
 }
 
+const UPKEEP_EVERY: Duration = Duration::from_secs(600);
+const CACHE_UNUSED: Duration = Duration::from_secs(30 * 86_400);
+const CACHE_MAX_BYTES: u64 = 1 << 30;
+
+/// The entry of a file that did not load: if it replaced a running version, that version stays
+/// and keeps its file.
+fn failed_entry(
+    path: &Path,
+    stamp: Stamp,
+    hash: Option<String>,
+    reason: String,
+    still_running: Option<String>,
+) -> FileEntry {
+    match still_running {
+        Some(name) => {
+            tracing::error!(
+                "{}: {reason}; plugin `{name}` keeps running its previous version",
+                path.display()
+            );
+            FileEntry { stamp, hash, outcome: Ok(name), error: Some(reason) }
+        }
+        None => {
+            tracing::error!("{}: {reason}", path.display());
+            FileEntry { stamp, hash, outcome: Err(reason.clone()), error: Some(reason) }
+        }
+    }
+}
+
+/// A plugin file's bytes, refusing one too large to be a plugin before reading it.
+async fn read_plugin_file(path: &Path) -> Result<Vec<u8>, String> {
+    let len = tokio::fs::metadata(path).await.map_err(|e| format!("cannot read: {e}"))?.len();
+    if len > loader::MAX_FILE_BYTES {
+        return Err(format!("is {len} bytes, more than the {} a plugin may be", loader::MAX_FILE_BYTES));
+    }
+    tokio::fs::read(path).await.map_err(|e| format!("cannot read: {e}"))
+}
+
+/// Length and mtime of a file.
+type Stamp = (u64, Option<SystemTime>);
+
 /// `*.wasm` regular files directly in `dir`, with their (length, mtime).
-fn wasm_files(dir: &Path) -> std::io::Result<BTreeMap<PathBuf, (u64, Option<SystemTime>)>> {
+fn wasm_files(dir: &Path) -> std::io::Result<BTreeMap<PathBuf, Stamp>> {
     let mut files = BTreeMap::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;

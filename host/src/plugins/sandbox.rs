@@ -16,8 +16,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// How often the epoch advances. A call's CPU budget is counted in these ticks, and a runaway
-/// guest yields to other tasks at least this often.
+/// How often the epoch advances: a running guest's CPU time is checked, and it yields to other
+/// tasks, at least this often.
 pub const TICK: Duration = Duration::from_millis(5);
 
 /// What a plugin was granted, shared by all its instances.
@@ -28,6 +28,10 @@ pub struct Grants {
     pub state: Option<PluginState>,
     /// The supervisor's replica control; reachable only for the processes in `settings.processes`.
     pub replicas: Option<Arc<dyn ReplicaControl>>,
+    /// What the plugin has made the agent spend, against its budgets.
+    pub meter: Arc<super::meter::Meter>,
+    /// Its outbound request rate per origin, shared by its instances.
+    pub http_rates: Arc<super::outbound::Rates>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -42,6 +46,16 @@ pub trait ReplicaControl: Send + Sync {
 }
 
 impl Grants {
+    pub fn new(
+        plugin: &str,
+        settings: PluginSettings,
+        state: Option<PluginState>,
+        replicas: Option<Arc<dyn ReplicaControl>>,
+    ) -> Grants {
+        let meter = super::meter::Meter::new(plugin.into(), settings.budgets.log);
+        Grants { plugin: plugin.into(), settings, state, replicas, meter, http_rates: Default::default() }
+    }
+
     /// The replica control for `process`, if — and only if — it was granted to this plugin.
     pub fn replicas_for(&self, process: &str) -> Result<Arc<dyn ReplicaControl>, String> {
         if !self.settings.processes.iter().any(|p| p == process) {
@@ -79,8 +93,8 @@ pub struct HostState {
     http: WasiHttpCtx,
     gate: HttpGate,
     pub limiter: MemoryLimiter,
-    /// Epoch ticks of guest execution left in the current call.
-    pub budget_ticks: u64,
+    /// Guest execution time of the current call, against its CPU budget.
+    pub cpu: CpuClock,
     /// The last bytes the guest wrote to stderr (a panic message ends up here).
     pub stderr: TailBuffer,
 }
@@ -97,18 +111,43 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
-        let gate =
-            HttpGate { plugin: grants.plugin.clone(), allowed: grants.settings.allow_http.clone().into() };
+        let outbound = super::outbound::Outbound::new(
+            grants.settings.budgets.clone(),
+            grants.meter.clone(),
+            grants.http_rates.clone(),
+        );
+        let gate = HttpGate {
+            plugin: grants.plugin.clone(),
+            allowed: grants.settings.allow_http.clone().into(),
+            outbound,
+        };
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HANDLES);
         HostState {
             limiter: MemoryLimiter::new(grants.settings.memory_limit_bytes),
             grants,
             wasi,
-            table: ResourceTable::new(),
+            table,
             http: WasiHttpCtx::new(),
             gate,
-            budget_ticks: 0,
+            cpu: CpuClock::default(),
             stderr,
         }
+    }
+}
+
+/// Host resources (HTTP requests, bodies, streams, pollables) one instance may hold at once.
+const MAX_HANDLES: usize = 10_000;
+
+impl HostState {
+    /// A call starts: its outbound requests must end by `deadline`.
+    pub fn begin_call(&mut self, deadline: std::time::Instant) {
+        self.gate.outbound.begin_call(deadline);
+    }
+
+    /// The call ended: cancels its open requests; returns how many there were.
+    pub fn end_call(&mut self) -> u32 {
+        self.gate.outbound.end_call()
     }
 }
 
@@ -128,6 +167,7 @@ impl WasiHttpView for HostState {
 pub struct HttpGate {
     plugin: Arc<str>,
     allowed: Arc<[Origin]>,
+    outbound: super::outbound::Outbound,
 }
 
 /// Longest a plugin's request may wait on the network at each stage, whatever it asks for.
@@ -161,10 +201,17 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
             + Send,
     > {
         let uri = request.uri();
-        if let Err(why) = self.check(uri.scheme_str(), uri.authority().map(|a| a.as_str())) {
-            tracing::warn!(plugin = %self.plugin, "outbound HTTP denied: {why}");
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
+        let origin = match self.check(uri.scheme_str(), uri.authority().map(|a| a.as_str())) {
+            Ok(origin) => origin,
+            Err(why) => {
+                tracing::warn!(plugin = %self.plugin, "outbound HTTP denied: {}", crate::text::clean(&why, 200));
+                return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+            }
+        };
+        let slot = match self.outbound.admit(&origin) {
+            Ok(slot) => slot,
+            Err(e) => return Box::new(async { Err(e) }),
+        };
         let cap = |t: Option<Duration>| Some(t.map_or(HTTP_STAGE_TIMEOUT, |t| t.min(HTTP_STAGE_TIMEOUT)));
         let options = wasmtime_wasi_http::RequestOptions {
             connect_timeout: cap(options.and_then(|o| o.connect_timeout)),
@@ -172,11 +219,80 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
             between_bytes_timeout: cap(options.and_then(|o| o.between_bytes_timeout)),
         };
         drop(fut);
+        let (out, deadline) = (self.outbound.clone(), self.outbound.response_deadline());
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
+            let send = async move { wasmtime_wasi_http::default_send_request(request, Some(options)).await };
+            let (response, io) = out.bounded(deadline, true, send).await?;
+            let response = response.map(|b| out.meter_body(b.boxed_unsync(), deadline, slot).boxed_unsync());
+            let io = out.bounded(deadline, false, io);
+            Ok((response, Box::new(io) as IoFuture))
         })
+    }
+}
+
+/// Guest execution time of one call. The store's call hook marks each entry into and exit from
+/// the guest's code, and the epoch callback charges what ran since: waiting (on the host, on
+/// HTTP, in the executor's queue after a yield) is never charged.
+#[derive(Default)]
+pub struct CpuClock {
+    budget: Duration,
+    used: Duration,
+    /// When the guest last started running, if it is running.
+    since: Option<std::time::Instant>,
+    /// Set by the yield future when the guest is about to run again.
+    resumed: Arc<ResumeMarker>,
+}
+
+impl CpuClock {
+    pub fn arm(&mut self, budget: Duration) {
+        self.budget = budget;
+        self.used = Duration::ZERO;
+        self.since = None;
+    }
+
+    /// The guest's code starts (or resumes) running.
+    pub fn enter(&mut self) {
+        self.since = Some(std::time::Instant::now());
+    }
+
+    /// The guest's code stops running (or is checked at a tick): charge what it ran.
+    pub fn leave(&mut self) {
+        if let Some(since) = self.since.take() {
+            let now = std::time::Instant::now();
+            let since = self.resumed.take().map_or(since, |r| r.max(since));
+            self.used += now.saturating_duration_since(since);
+        }
+    }
+
+    /// Whether the budget is spent; if not, the guest keeps running from now.
+    pub fn spent(&mut self) -> bool {
+        if self.used >= self.budget {
+            return true;
+        }
+        self.enter();
+        false
+    }
+
+    pub fn used(&self) -> Duration {
+        self.used
+    }
+
+    pub fn resume_marker(&self) -> Arc<ResumeMarker> {
+        self.resumed.clone()
+    }
+}
+
+/// When a yielded guest was resumed (the time it waited in the queue is not its CPU time).
+#[derive(Default)]
+pub struct ResumeMarker(Mutex<Option<std::time::Instant>>);
+
+impl ResumeMarker {
+    pub fn mark(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    }
+    fn take(&self) -> Option<std::time::Instant> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -303,9 +419,11 @@ mod tests {
     use super::*;
 
     fn gate(allowed: &[&str]) -> HttpGate {
+        let meter = crate::plugins::meter::Meter::new("t".into(), Default::default());
         HttpGate {
             plugin: "t".into(),
             allowed: allowed.iter().map(|a| Origin::parse_grant(a).unwrap()).collect::<Vec<_>>().into(),
+            outbound: crate::plugins::outbound::Outbound::new(Default::default(), meter, Default::default()),
         }
     }
 

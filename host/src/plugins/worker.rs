@@ -8,7 +8,7 @@ use super::bindings::{
     PluginError, PolicyContext, Recommendation, Sample, Target,
 };
 use super::loader::{one_line, Pre, Prepared};
-use super::sandbox::{Grants, HostState, MemoryLimitExceeded, TICK};
+use super::sandbox::{Grants, HostState, MemoryLimitExceeded};
 use super::{Kind, Runtime};
 use crate::config::PluginSettings;
 use serde::Serialize;
@@ -20,8 +20,9 @@ use wasmtime::UpdateDeadline;
 /// The limits one call runs under.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Guest execution time (epoch ticks while the guest runs; time waiting on the host's HTTP
-    /// does not count).
+    /// Guest execution time: measured from each entry into the guest's code to its next exit
+    /// (a host call, a return, a yield). Time waiting on the host (HTTP, sleeping, the async
+    /// runtime's queue) does not count; the wall-clock `timeout` bounds that.
     pub cpu: Duration,
     /// Wall-clock time for the whole call.
     pub timeout: Duration,
@@ -45,7 +46,24 @@ impl Limits {
             memory: s.memory_limit_bytes,
         }
     }
+
+    /// `metadata()`'s limits, the same for every kind and every configuration: saying who it is
+    /// takes a plugin microseconds, and loading must never wait on one that takes longer.
+    pub fn metadata() -> Limits {
+        Limits {
+            cpu: Duration::from_millis(50),
+            timeout: Duration::from_secs(2),
+            max_return: 64 << 10,
+            memory: 64 << 20,
+        }
+    }
 }
+
+/// Longest text a plugin's reply may carry into the log, the journal and `/status` (a
+/// recommendation's reason, an outcome's detail, an error's message). Longer text is cut.
+pub const MAX_TEXT: usize = 1024;
+/// Longest tier name.
+pub const MAX_TIER_NAME: usize = 64;
 
 /// How a call went wrong on the plugin's side (as opposed to a [`PluginError`] it returned).
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -62,6 +80,10 @@ pub enum Fault {
     ReturnTooLarge { size: u64, limit: u64 },
     #[error("returned an invalid value: {0}")]
     Malformed(String),
+    #[error("reported {replicas} replicas, above the group's sanity ceiling of {ceiling}")]
+    Implausible { replicas: u32, ceiling: u32 },
+    #[error("holds too many open handles ({0}); a plugin must drop what it no longer uses")]
+    Handles(String),
 }
 
 /// Why a call produced no result.
@@ -100,6 +122,8 @@ pub struct Instance {
     store: wasmtime::Store<HostState>,
     bound: Bound,
     calls: u64,
+    /// It left requests open when a call ended: its handles go with it.
+    abandoned: bool,
 }
 
 enum Bound {
@@ -113,8 +137,9 @@ enum Bound {
 pub enum Call {
     Collect,
     Evaluate(PolicyContext),
-    Describe(Group),
-    Scale(Group, Target),
+    /// With the group's sanity ceiling: a capacity above it is a lie, and a fault.
+    Describe(Group, u32),
+    Scale(Group, Target, u32),
 }
 
 #[derive(Debug, Clone)]
@@ -138,15 +163,32 @@ impl Instance {
     ) -> Result<Instance, Fault> {
         let mut store = wasmtime::Store::new(&rt.engine, HostState::new(grants));
         store.limiter(|s| &mut s.limiter);
-        // Each tick the guest is still running, charge one tick of CPU and yield to the
-        // executor, so a loop neither outlives its budget nor starves other tasks.
+        // The guest's CPU time is what passes between entering its code and leaving it.
+        store.call_hook(|mut ctx, hook| {
+            let cpu = &mut ctx.data_mut().cpu;
+            if hook.entering_host() {
+                cpu.leave();
+            } else {
+                cpu.enter();
+            }
+            Ok(())
+        });
+        // Each tick the guest is still running: charge what it ran, stop it past its budget,
+        // else yield to the executor so a loop starves no other task.
         store.epoch_deadline_callback(|mut ctx| {
-            let state = ctx.data_mut();
-            if state.budget_ticks == 0 {
+            let cpu = &mut ctx.data_mut().cpu;
+            cpu.leave();
+            if cpu.spent() {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            state.budget_ticks -= 1;
-            Ok(UpdateDeadline::Yield(1))
+            let resumed = cpu.resume_marker();
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    resumed.mark();
+                }),
+            ))
         });
         arm(&mut store, limits);
         let result = tokio::time::timeout(limits.timeout, async {
@@ -158,7 +200,7 @@ impl Instance {
         })
         .await;
         let bound = settle(&store, result, limits)?;
-        Ok(Instance { store, bound, calls: 0 })
+        Ok(Instance { store, bound, calls: 0, abandoned: false })
     }
 
     pub async fn metadata(&mut self, limits: &Limits) -> Result<Metadata, Fault> {
@@ -189,6 +231,10 @@ impl Instance {
     ) -> Result<Result<Reply, PluginError>, CallFault> {
         arm(&mut self.store, limits);
         self.calls += 1;
+        let ceiling = match &call {
+            Call::Describe(_, c) | Call::Scale(_, _, c) => *c,
+            _ => u32::MAX,
+        };
         let store = &mut self.store;
         let result = tokio::time::timeout(limits.timeout, async {
             Ok(match (&self.bound, call) {
@@ -200,32 +246,37 @@ impl Instance {
                     .call_evaluate(store, &ctx)
                     .await
                     .map(|r| r.map(Reply::Recommendation)),
-                (Bound::Backend(b), Call::Describe(g)) => {
+                (Bound::Backend(b), Call::Describe(g, _)) => {
                     b.elastic_plugin_backend().call_describe(store, &g).await.map(|r| r.map(Reply::Capacity))
                 }
-                (Bound::Backend(b), Call::Scale(g, t)) => {
+                (Bound::Backend(b), Call::Scale(g, t, _)) => {
                     b.elastic_plugin_backend().call_scale(store, &g, t).await.map(|r| r.map(Reply::Outcome))
                 }
                 (bound, _) => return Err(bound.kind()),
             })
         })
         .await;
+        // Whatever it started and left open ends with the call.
+        self.abandoned |= self.store.data_mut().end_call() > 0;
         let result = match result {
             Ok(Err(kind)) => return Err(CallFault::WrongKind(kind)),
             Ok(Ok(r)) => Ok(r),
             Err(elapsed) => Err(elapsed),
         };
-        let reply = settle(&self.store, result, limits).map_err(CallFault::Fault)?;
+        let mut reply = settle(&self.store, result, limits).map_err(CallFault::Fault)?;
         if let Ok(reply) = &reply {
             check_size(reply_size(reply), limits).map_err(CallFault::Fault)?;
-            validate(reply).map_err(CallFault::Fault)?;
+            validate(reply, ceiling).map_err(CallFault::Fault)?;
         }
+        clean_reply(&mut reply);
         Ok(reply)
     }
 
     /// Whether this instance has served long enough to be replaced by a fresh one.
     fn worn_out(&self, limits: &Limits) -> bool {
-        self.calls >= RECYCLE_AFTER_CALLS || self.store.data().limiter.peak as u64 > limits.memory / 2
+        self.abandoned
+            || self.calls >= RECYCLE_AFTER_CALLS
+            || self.store.data().limiter.peak as u64 > limits.memory / 2
     }
 }
 
@@ -248,8 +299,8 @@ impl Bound {
 
 /// Sets the budget for the next call: the deadline starts at 0, so it must be set every time.
 fn arm(store: &mut wasmtime::Store<HostState>, limits: &Limits) {
-    let ticks = (limits.cpu.as_nanos() / TICK.as_nanos()).max(1) as u64;
-    store.data_mut().budget_ticks = ticks;
+    store.data_mut().cpu.arm(limits.cpu);
+    store.data_mut().begin_call(Instant::now() + limits.timeout);
     store.data().stderr.clear();
     store.set_epoch_deadline(1);
 }
@@ -268,16 +319,19 @@ fn settle<T>(
     if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
         return Err(Fault::MemoryLimit(limit.to_string()));
     }
+    if let Some(full) = error.downcast_ref::<wasmtime::component::ResourceTableError>() {
+        return Err(Fault::Handles(full.to_string()));
+    }
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => Err(Fault::CpuLimit(limits.cpu)),
         Some(trap) => {
             let mut message = trap.to_string();
             if let Some(said) = store.data().stderr.summary() {
-                message = format!("{message}; it said: {said}");
+                message = format!("{message}; it said: {}", super::meter::clean(&said, 512));
             }
             Err(Fault::Trap(message))
         }
-        None => Err(Fault::Malformed(one_line(&error))),
+        None => Err(Fault::Malformed(super::meter::clean(&one_line(&error), 512))),
     }
 }
 
@@ -300,8 +354,16 @@ fn reply_size(reply: &Reply) -> u64 {
     size as u64
 }
 
-/// Values the contract forbids.
-fn validate(reply: &Reply) -> Result<(), Fault> {
+/// Values the contract forbids, and capacities no group can have.
+fn validate(reply: &Reply, ceiling: u32) -> Result<(), Fault> {
+    let capacity = match reply {
+        Reply::Capacity(c) => Some(c),
+        Reply::Outcome(o) => Some(&o.capacity),
+        _ => None,
+    };
+    if let Some(c) = capacity.filter(|c| c.replicas > ceiling) {
+        return Err(Fault::Implausible { replicas: c.replicas, ceiling });
+    }
     match reply {
         Reply::Recommendation(r) if !r.replicas.is_finite() || r.replicas < 0.0 => {
             Err(Fault::Malformed(format!("recommendation of {} replicas", r.replicas)))
@@ -310,6 +372,28 @@ fn validate(reply: &Reply) -> Result<(), Fault> {
             Err(Fault::Malformed(format!("capacity with {} ready of {} replicas", c.ready, c.replicas)))
         }
         _ => Ok(()),
+    }
+}
+
+/// Escapes and caps the text a reply carries, so it is safe for every medium it reaches.
+fn clean_reply(reply: &mut Result<Reply, PluginError>) {
+    use super::meter::clean_in_place;
+    match reply {
+        Ok(Reply::Recommendation(r)) => clean_in_place(&mut r.reason, MAX_TEXT),
+        Ok(Reply::Capacity(c)) => clean_in_place(&mut c.tier_name, MAX_TIER_NAME),
+        Ok(Reply::Outcome(o)) => {
+            clean_in_place(&mut o.detail, MAX_TEXT);
+            clean_in_place(&mut o.capacity.tier_name, MAX_TIER_NAME);
+        }
+        Ok(Reply::Samples(_)) => {} // shaped and counted by the collector
+        Err(
+            PluginError::BadConfig(m)
+            | PluginError::Unavailable(m)
+            | PluginError::InvalidInput(m)
+            | PluginError::QuotaExceeded(m)
+            | PluginError::Conflict(m)
+            | PluginError::Other(m),
+        ) => clean_in_place(m, MAX_TEXT),
     }
 }
 
@@ -332,6 +416,8 @@ pub struct Status {
     pub last_fault: Option<String>,
     /// Milliseconds until a quarantined plugin is tried again.
     pub quarantine_ms: Option<u64>,
+    /// Budgets the plugin ran into (series, log-lines, state, http-*), with their counts.
+    pub over_budget: std::collections::BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -344,6 +430,7 @@ pub enum State {
 
 struct Shared {
     tx: mpsc::Sender<Msg>,
+    meter: Arc<super::meter::Meter>,
     status: Mutex<Status>,
     quarantined_until: Mutex<Option<Instant>>,
 }
@@ -376,8 +463,14 @@ impl PluginHandle {
             call_ns_total: 0,
             last_fault: None,
             quarantine_ms: None,
+            over_budget: Default::default(),
         };
-        let shared = Arc::new(Shared { tx, status: Mutex::new(status), quarantined_until: Mutex::new(None) });
+        let shared = Arc::new(Shared {
+            tx,
+            meter: grants.meter.clone(),
+            status: Mutex::new(status),
+            quarantined_until: Mutex::new(None),
+        });
         let limits = Limits::for_kind(prepared.kind(), &grants.settings);
         let worker = Worker {
             rt,
@@ -394,6 +487,7 @@ impl PluginHandle {
 
     pub fn status(&self) -> Status {
         let mut status = lock(&self.shared.status).clone();
+        status.over_budget = self.shared.meter.counts();
         if let Some(until) = *lock(&self.shared.quarantined_until) {
             let left = until.saturating_duration_since(Instant::now());
             if !left.is_zero() {
@@ -406,6 +500,11 @@ impl PluginHandle {
 
     pub fn name(&self) -> String {
         lock(&self.shared.status).name.clone()
+    }
+
+    /// The plugin's budget counters.
+    pub fn meter(&self) -> Arc<super::meter::Meter> {
+        self.shared.meter.clone()
     }
 
     pub fn kind(&self) -> Kind {
@@ -433,15 +532,16 @@ impl PluginHandle {
         }
     }
 
-    pub async fn describe(&self, group: Group) -> Result<Capacity, CallError> {
-        match self.call(Call::Describe(group)).await? {
+    /// The backend's capacity for `group`; above `ceiling` replicas it is a fault.
+    pub async fn describe(&self, group: Group, ceiling: u32) -> Result<Capacity, CallError> {
+        match self.call(Call::Describe(group, ceiling)).await? {
             Reply::Capacity(c) => Ok(c),
             _ => unreachable!("the worker answers Describe with a Capacity"),
         }
     }
 
-    pub async fn scale(&self, group: Group, target: Target) -> Result<Outcome, CallError> {
-        match self.call(Call::Scale(group, target)).await? {
+    pub async fn scale(&self, group: Group, target: Target, ceiling: u32) -> Result<Outcome, CallError> {
+        match self.call(Call::Scale(group, target, ceiling)).await? {
             Reply::Outcome(o) => Ok(o),
             _ => unreachable!("the worker answers Scale with an Outcome"),
         }

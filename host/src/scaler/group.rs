@@ -72,6 +72,12 @@ pub async fn run(
     loop {
         tick.tick().await;
         let Some(registry) = registry.upgrade() else { return };
+        // At start-up, wait for the group's plugins while the folder is still being loaded.
+        if !registry.started()
+            && (registry.get(&spec.policy).is_none() || registry.get(&spec.backend).is_none())
+        {
+            continue;
+        }
         let (entry, tier_name) = evaluate(&spec, &registry, &store, &mut history, &mut failures).await;
         history.prune(entry.t_ms, &spec.behavior);
         if let Err(e) = store.journal(&entry) {
@@ -131,7 +137,8 @@ async fn evaluate(
         entry.reason = format!("backend plugin `{}` is not loaded", spec.backend);
         return (entry, None);
     };
-    let capacity = match backend.describe(group.clone()).await {
+    let ceiling = spec.behavior.sanity_ceiling;
+    let capacity = match backend.describe(group.clone(), ceiling).await {
         Ok(c) => c,
         Err(e) => {
             entry.reason = format!("backend `{}` describe failed: {e}", spec.backend);
@@ -253,7 +260,7 @@ async fn evaluate(
         return (entry, tier_name);
     }
     let started = Instant::now();
-    let result = backend.scale(group, Target { replicas: target, tier }).await;
+    let result = backend.scale(group, Target { replicas: target, tier }, ceiling).await;
     entry.backend_ms = Some(started.elapsed().as_millis() as u64);
     match result {
         Ok(outcome) => {

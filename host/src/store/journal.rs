@@ -68,9 +68,14 @@ pub struct Entry {
     pub inputs: serde_json::Value,
 }
 
+/// Longest `reason` and `outcome` kept in a journal row; longer text is cut, saying how much.
+pub const MAX_JOURNAL_TEXT: usize = 2048;
+
 impl Store {
-    /// Appends `entry` to the journal.
+    /// Appends `entry` to the journal, its free text escaped and cut at [`MAX_JOURNAL_TEXT`].
     pub fn journal(&self, e: &Entry) -> Result<(), StoreError> {
+        let reason = crate::text::clean(&e.reason, MAX_JOURNAL_TEXT);
+        let outcome = crate::text::clean(&e.outcome, MAX_JOURNAL_TEXT);
         self.with(|c| {
             c.prepare_cached(
                 "INSERT INTO decisions (t, grp, current, ready, recommendation, reason, target, steps, action, outcome, backend_ms, inputs, tier, target_tier)
@@ -82,11 +87,11 @@ impl Store {
                 e.current,
                 e.ready,
                 e.recommendation,
-                e.reason,
+                reason,
                 e.target,
                 e.steps.to_string(),
                 e.action.as_str(),
-                e.outcome,
+                outcome,
                 e.backend_ms.map(|m| m as i64),
                 e.inputs.to_string(),
                 e.tier,

@@ -14,11 +14,23 @@ pub struct Retention {
     pub raw: Duration,
     /// 1-minute rollups. Default 7 days.
     pub rollups: Duration,
+    /// Decision journal rows. Default 30 days.
+    pub journal: Duration,
+    /// At most this many journal rows, the oldest dropped first. Default 1 000 000.
+    pub journal_rows: u64,
+    /// State of a plugin no longer loaded is kept this long, then removed. Default 7 days.
+    pub state_grace: Duration,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { raw: Duration::from_secs(86_400), rollups: Duration::from_secs(7 * 86_400) }
+        Retention {
+            raw: Duration::from_secs(86_400),
+            rollups: Duration::from_secs(7 * 86_400),
+            journal: Duration::from_secs(30 * 86_400),
+            journal_rows: 1_000_000,
+            state_grace: Duration::from_secs(7 * 86_400),
+        }
     }
 }
 
@@ -28,6 +40,11 @@ pub struct Report {
     pub rolled_up_minutes: u64,
     pub deleted_samples: u64,
     pub deleted_rollups: u64,
+    pub deleted_decisions: u64,
+    /// Series left with no samples and no rollups.
+    pub deleted_series: u64,
+    /// Plugins whose state was removed after the grace period.
+    pub forgotten_plugins: u64,
 }
 
 const MINUTE: i64 = 60_000;
@@ -108,7 +125,44 @@ fn pass(conn: &Connection, now: i64, retention: &Retention) -> rusqlite::Result<
             .execute("DELETE FROM rollups WHERE series = ?1 AND t < ?2", params![id, rollup_cutoff])?
             as u64;
     }
+    journal_and_leftovers(conn, now, retention, &mut report)?;
     Ok(report)
+}
+
+/// The journal's retention (age, then rows), series with nothing left, and the state of plugins
+/// not loaded for the grace period.
+fn journal_and_leftovers(
+    conn: &Connection,
+    now: i64,
+    retention: &Retention,
+    report: &mut Report,
+) -> rusqlite::Result<()> {
+    let journal_cutoff = now - retention.journal.as_millis() as i64;
+    report.deleted_decisions += conn.execute("DELETE FROM decisions WHERE t < ?1", [journal_cutoff])? as u64;
+    report.deleted_decisions += conn.execute(
+        "DELETE FROM decisions WHERE id <= (SELECT id FROM decisions ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+        [retention.journal_rows as i64],
+    )? as u64;
+    report.deleted_series += conn.execute(
+        "DELETE FROM series WHERE NOT EXISTS (SELECT 1 FROM samples WHERE series = series.id)
+         AND NOT EXISTS (SELECT 1 FROM rollups WHERE series = series.id)",
+        [],
+    )? as u64;
+    let state_cutoff = now - retention.state_grace.as_millis() as i64;
+    let gone: Vec<String> = conn
+        .prepare("SELECT plugin FROM plugin_seen WHERE t < ?1")?
+        .query_map([state_cutoff], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for plugin in gone {
+        conn.execute("DELETE FROM plugin_state WHERE plugin = ?1", [&plugin])?;
+        conn.execute("DELETE FROM plugin_seen WHERE plugin = ?1", [&plugin])?;
+        tracing::info!(
+            "state of plugin `{plugin}` removed: not loaded for {}",
+            crate::duration::format(retention.state_grace)
+        );
+        report.forgotten_plugins += 1;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -130,14 +184,22 @@ mod tests {
         thread.join().unwrap();
 
         // At 4:30, minutes 0–2 are complete and past the one-minute grace.
-        let retention = Retention { raw: Duration::from_secs(3600), rollups: Duration::from_secs(7200) };
+        let retention = Retention {
+            raw: Duration::from_secs(3600),
+            rollups: Duration::from_secs(7200),
+            ..Default::default()
+        };
         let report = store.maintain(270_000, &retention).unwrap();
         assert_eq!(report.rolled_up_minutes, 3);
         assert_eq!(store.rollup_watermark().unwrap(), 180_000);
         assert_eq!(store.maintain(270_000, &retention).unwrap(), Report::default(), "nothing twice");
 
         // Much later the raw samples are gone, the rollups answer minute-step queries.
-        let later = Retention { raw: Duration::from_secs(60), rollups: Duration::from_secs(7200) };
+        let later = Retention {
+            raw: Duration::from_secs(60),
+            rollups: Duration::from_secs(7200),
+            ..Default::default()
+        };
         let report = store.maintain(3_000_000, &later).unwrap();
         assert_eq!(report.deleted_samples, 180);
         let sel = Selector { name: "load".into(), matchers: vec![] };
@@ -146,8 +208,54 @@ mod tests {
         assert_eq!(minutes[0].timestamps_ms, [0, 60_000, 120_000]);
         assert_eq!(minutes[0].values, [29.5, 89.5, 149.5]);
 
-        // Past the rollup retention, they go too.
+        // Past the rollup retention, they go too, and so does the series.
         let report = store.maintain(3_000_000 + 7_200_000, &retention).unwrap();
         assert_eq!(report.deleted_rollups, 3);
+        assert_eq!(report.deleted_series, 1);
+    }
+
+    #[test]
+    fn the_journal_and_the_state_of_removed_plugins_are_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let day = 86_400_000;
+        for t in 0..10 {
+            let e = crate::store::JournalEntry {
+                t_ms: t * day,
+                group: "g".into(),
+                current: 1,
+                ready: 1,
+                recommendation: None,
+                reason: String::new(),
+                target: 1,
+                tier: 0,
+                target_tier: 0,
+                steps: serde_json::json!([]),
+                action: crate::store::Action::Hold,
+                outcome: String::new(),
+                backend_ms: None,
+                inputs: serde_json::json!({}),
+            };
+            store.journal(&e).unwrap();
+        }
+        store.plugin_state("kept").set("k", b"v").unwrap();
+        store.plugin_state("gone").set("k", b"v").unwrap();
+        store.mark_plugins_seen(&["kept".into()], 10 * day).unwrap();
+        store.mark_plugins_seen(&["gone".into()], 2 * day).unwrap();
+        let retention = Retention {
+            journal: Duration::from_secs(5 * 86_400),
+            journal_rows: 3,
+            state_grace: Duration::from_secs(7 * 86_400),
+            ..Default::default()
+        };
+        let report = store.maintain(10 * day, &retention).unwrap();
+        assert_eq!(report.deleted_decisions, 7, "5 by age, then 2 more by rows");
+        assert_eq!(
+            store.decisions(None, 0).unwrap().iter().map(|e| e.t_ms / day).collect::<Vec<_>>(),
+            [7, 8, 9]
+        );
+        assert_eq!(report.forgotten_plugins, 1);
+        assert_eq!(store.plugin_state("gone").get("k"), None);
+        assert_eq!(store.plugin_state("kept").get("k").unwrap(), b"v");
     }
 }

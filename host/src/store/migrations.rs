@@ -56,6 +56,10 @@ const MIGRATIONS: &[&str] = &[
     // 4: vertical scaling: the size tier before and after each decision.
     "ALTER TABLE decisions ADD COLUMN tier INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE decisions ADD COLUMN target_tier INTEGER NOT NULL DEFAULT 0;",
+    // 5: when each plugin was last loaded, so the state of a removed one can be let go.
+    "CREATE TABLE plugin_seen (plugin TEXT PRIMARY KEY, t INTEGER NOT NULL);
+    INSERT INTO plugin_seen (plugin, t)
+        SELECT DISTINCT plugin, CAST(strftime('%s', 'now') AS INTEGER) * 1000 FROM plugin_state;",
 ];
 
 /// Refuses a database from a newer agent; returns the schema version found.

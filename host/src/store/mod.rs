@@ -15,10 +15,10 @@ mod writer;
 
 pub use journal::{Action, Entry as JournalEntry};
 pub use maintenance::{Report as MaintenanceReport, Retention};
-pub use plugin_state::PluginState;
+pub use plugin_state::{PluginState, StateError};
 pub use query::{Selector, SeriesInfo, SeriesPoints};
 pub use series::{now_ms, Labels, Sample, SeriesKey};
-pub use writer::{write_batch, Interner, Latest, Writer, WriterStats};
+pub use writer::{write_batch, Interner, Latest, Writer, WriterLimits, WriterStats};
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};

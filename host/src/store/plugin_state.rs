@@ -22,16 +22,58 @@ pub struct PluginState {
     store: Store,
     plugin: Arc<str>,
     cache: Cache,
+    /// Total bytes (keys and values) the plugin may keep.
+    max_bytes: u64,
+    /// Bytes it may write per minute, as a token bucket holding one minute.
+    writes: Arc<Mutex<crate::plugins::meter::TokenBucket>>,
+}
+
+/// Why a write was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateError {
+    /// Over the plugin's state budget (size or write rate).
+    Budget(String),
+    /// A bad key or value, or the database failed.
+    Invalid(String),
 }
 
 impl Store {
-    /// The state of plugin `name`.
+    /// The state of plugin `name`, with the default budgets.
     pub fn plugin_state(&self, name: &str) -> PluginState {
-        PluginState { store: self.clone(), plugin: name.into(), cache: Arc::default() }
+        PluginState {
+            store: self.clone(),
+            plugin: name.into(),
+            cache: Arc::default(),
+            max_bytes: u64::MAX,
+            writes: Arc::new(Mutex::new(crate::plugins::meter::TokenBucket::new(f64::MAX, f64::MAX))),
+        }
+        .with_budget(&crate::config::Budgets::default())
+    }
+
+    /// Records that these plugins are loaded now: their state is kept.
+    pub fn mark_plugins_seen(&self, names: &[String], now_ms: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "INSERT INTO plugin_seen (plugin, t) VALUES (?1, ?2)
+                 ON CONFLICT (plugin) DO UPDATE SET t = excluded.t",
+            )?;
+            for n in names {
+                stmt.execute(params![n, now_ms])?;
+            }
+            Ok(())
+        })
     }
 }
 
 impl PluginState {
+    /// The same state under `budgets`' size and write-rate limits.
+    pub fn with_budget(mut self, budgets: &crate::config::Budgets) -> PluginState {
+        self.max_bytes = budgets.state_bytes;
+        let per_min = budgets.state_write_bytes_per_min as f64;
+        self.writes = Arc::new(Mutex::new(crate::plugins::meter::TokenBucket::new(per_min / 60.0, per_min)));
+        self
+    }
+
     fn cached<T>(&self, f: impl FnOnce(&mut HashMap<String, Vec<u8>>) -> T) -> Result<T, StoreError> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.is_none() {
@@ -56,17 +98,40 @@ impl PluginState {
         }
     }
 
-    /// Sets `key`. Refuses keys, values or key counts over the limits with a message for the plugin.
-    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+    /// Sets `key`. Refuses keys, values or key counts over the limits, and writes over the
+    /// plugin's budgets, with a message for the plugin.
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
+        let invalid = |m: String| StateError::Invalid(m);
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
-            return Err(format!("state key must be 1..={MAX_KEY_BYTES} bytes"));
+            return Err(invalid(format!("state key must be 1..={MAX_KEY_BYTES} bytes")));
         }
         if value.len() > MAX_VALUE_BYTES {
-            return Err(format!("state value is {} bytes, more than {MAX_VALUE_BYTES}", value.len()));
+            return Err(invalid(format!(
+                "state value is {} bytes, more than {MAX_VALUE_BYTES}",
+                value.len()
+            )));
         }
-        let full = self.cached(|m| !m.contains_key(key) && m.len() >= MAX_KEYS).map_err(|e| e.to_string())?;
+        let (full, total_after) = self
+            .cached(|m| {
+                let total: usize = m.iter().map(|(k, v)| k.len() + v.len()).sum();
+                let old = m.get(key).map_or(0, |v| key.len() + v.len());
+                (!m.contains_key(key) && m.len() >= MAX_KEYS, (total - old + key.len() + value.len()) as u64)
+            })
+            .map_err(|e| invalid(e.to_string()))?;
         if full {
-            return Err(format!("plugin state already holds {MAX_KEYS} keys; delete some first"));
+            return Err(invalid(format!("plugin state already holds {MAX_KEYS} keys; delete some first")));
+        }
+        if total_after > self.max_bytes {
+            return Err(StateError::Budget(format!(
+                "state would hold {total_after} bytes, more than its state_kib budget of {} KiB",
+                self.max_bytes >> 10
+            )));
+        }
+        let written = (key.len() + value.len()) as f64;
+        if !self.writes.lock().unwrap_or_else(|p| p.into_inner()).take_with_debt(written) {
+            return Err(StateError::Budget(
+                "state writes are over the state_write_kib_per_min budget; write less often".into(),
+            ));
         }
         self.store
             .with(|c| {
@@ -78,9 +143,9 @@ impl PluginState {
             })
             .map_err(|e| {
                 tracing::error!(plugin = %self.plugin, "writing plugin state: {e}");
-                "the agent could not store the value".to_string()
+                invalid("the agent could not store the value".to_string())
             })?;
-        self.cached(|m| m.insert(key.to_string(), value.to_vec())).map_err(|e| e.to_string())?;
+        self.cached(|m| m.insert(key.to_string(), value.to_vec())).map_err(|e| invalid(e.to_string()))?;
         Ok(())
     }
 
@@ -111,13 +176,38 @@ mod tests {
         assert_eq!(store.plugin_state("b").get("k"), None);
         assert_eq!(store.plugin_state("a").get("k").unwrap(), b"1");
         assert!(a.set("", b"x").is_err());
-        assert!(a.set("big", &vec![0; MAX_VALUE_BYTES + 1]).unwrap_err().contains("more than"));
+        let err = |e: StateError| match e {
+            StateError::Invalid(m) | StateError::Budget(m) => m,
+        };
+        assert!(err(a.set("big", &vec![0; MAX_VALUE_BYTES + 1]).unwrap_err()).contains("more than"));
         for i in 1..MAX_KEYS {
             a.set(&format!("k{i}"), b"").unwrap();
         }
-        assert!(a.set("one-too-many", b"").unwrap_err().contains("already holds"));
+        assert!(err(a.set("one-too-many", b"").unwrap_err()).contains("already holds"));
         a.delete("k");
         a.set("one-too-many", b"").unwrap();
         assert_eq!(store.plugin_state("a").get("k"), None);
+    }
+
+    #[test]
+    fn total_size_and_write_rate_are_budgeted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let budgets = crate::config::Budgets {
+            state_bytes: 100 << 10,
+            state_write_bytes_per_min: 1 << 30,
+            ..Default::default()
+        };
+        let s = store.plugin_state("p").with_budget(&budgets);
+        s.set("a", &vec![0; 60 << 10]).unwrap();
+        assert!(
+            matches!(s.set("b", &vec![0; 60 << 10]), Err(StateError::Budget(m)) if m.contains("state_kib"))
+        );
+        s.set("a", &vec![0; 90 << 10]).unwrap(); // replacing counts the new size only
+        let slow = crate::config::Budgets { state_write_bytes_per_min: 10 << 10, ..Default::default() };
+        let s = store.plugin_state("q").with_budget(&slow);
+        s.set("a", &vec![0; 8 << 10]).unwrap();
+        assert!(matches!(s.set("a", &vec![0; 8 << 10]), Err(StateError::Budget(m)) if m.contains("per_min")));
+        assert_eq!(s.get("a").unwrap().len(), 8 << 10, "the refused write changed nothing");
     }
 }

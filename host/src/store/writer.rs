@@ -21,6 +21,10 @@ pub struct WriterStats {
     /// Sum and last of the time to commit a batch, in nanoseconds.
     pub write_ns_total: AtomicU64,
     pub write_ns_last: AtomicU64,
+    /// Samples of new series refused because the store holds `max_series` live series.
+    pub series_refused: AtomicU64,
+    /// Series that left memory after no write for the raw retention.
+    pub series_evicted: AtomicU64,
     /// The latest stored value of every series written since start: `/metrics` serves these.
     latest: RwLock<HashMap<i64, Latest>>,
 }
@@ -33,6 +37,11 @@ pub struct Latest {
 }
 
 impl WriterStats {
+    /// Live series: written within the raw retention.
+    pub fn live_series(&self) -> usize {
+        self.latest.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// The latest value of each series, sorted by series.
     pub fn latest(&self) -> Vec<Latest> {
         let mut all: Vec<Latest> =
@@ -68,16 +77,30 @@ impl Writer {
     }
 }
 
-/// Series name+labels → id, cached for the writer's lifetime.
-#[derive(Default)]
+/// Series name+labels → id, for the live series (at most `max` of them).
 pub struct Interner {
     ids: HashMap<SeriesKey, (i64, Arc<SeriesKey>)>,
+    max: usize,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Interner::with_max(usize::MAX)
+    }
 }
 
 impl Interner {
-    fn id(&mut self, conn: &Connection, key: &SeriesKey) -> rusqlite::Result<(i64, Arc<SeriesKey>)> {
+    pub fn with_max(max: usize) -> Interner {
+        Interner { ids: HashMap::new(), max }
+    }
+
+    /// The id of `key`; `None` when it is new and the store already holds `max` live series.
+    fn id(&mut self, conn: &Connection, key: &SeriesKey) -> rusqlite::Result<Option<(i64, Arc<SeriesKey>)>> {
         if let Some(hit) = self.ids.get(key) {
-            return Ok(hit.clone());
+            return Ok(Some(hit.clone()));
+        }
+        if self.ids.len() >= self.max {
+            return Ok(None);
         }
         let labels = key.labels.to_json();
         conn.prepare_cached("INSERT OR IGNORE INTO series (name, labels) VALUES (?1, ?2)")?
@@ -87,16 +110,37 @@ impl Interner {
             .query_row(params![key.name, labels], |r| r.get(0))?;
         let entry = (id, Arc::new(key.clone()));
         self.ids.insert(key.clone(), entry.clone());
-        Ok(entry)
+        Ok(Some(entry))
+    }
+
+    fn forget(&mut self, key: &SeriesKey) {
+        self.ids.remove(key);
     }
 }
 
-/// Writes `batch` in one transaction. Non-finite values are skipped (the producer counts them).
+/// What the writer holds in memory, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterLimits {
+    /// Live series at most (all sources together).
+    pub max_series: usize,
+    /// A series not written for this long leaves memory (it stays in the database).
+    pub idle: std::time::Duration,
+}
+
+impl Default for WriterLimits {
+    fn default() -> Self {
+        WriterLimits { max_series: 50_000, idle: std::time::Duration::from_secs(86_400) }
+    }
+}
+
+/// Writes `batch` in one transaction. Non-finite values are skipped (the producer counts them),
+/// and so are samples of new series the interner refuses (counted in `refused`).
 /// Returns what was written, as (series id, key, time, value) of the newest sample per series.
 pub fn write_batch(
     conn: &mut Connection,
     interner: &mut Interner,
     batch: &[Sample],
+    refused: &mut u64,
 ) -> rusqlite::Result<Vec<(i64, Latest)>> {
     let tx = conn.transaction()?;
     let mut newest: HashMap<i64, Latest> = HashMap::new();
@@ -104,7 +148,10 @@ pub fn write_batch(
         let mut insert =
             tx.prepare_cached("INSERT OR REPLACE INTO samples (series, t, v) VALUES (?1, ?2, ?3)")?;
         for s in batch.iter().filter(|s| s.value.is_finite()) {
-            let (id, key) = interner.id(&tx, &s.key)?;
+            let Some((id, key)) = interner.id(&tx, &s.key)? else {
+                *refused += 1;
+                continue;
+            };
             insert.execute(params![id, s.t_ms, s.value])?;
             let entry = newest.entry(id).or_insert_with(|| Latest { key, t_ms: i64::MIN, value: 0.0 });
             if s.t_ms >= entry.t_ms {
@@ -121,8 +168,16 @@ pub fn write_batch(
 const QUEUE: usize = 256;
 
 impl Store {
-    /// Starts the writer thread on its own connection.
+    /// Starts the writer thread on its own connection, with the default limits.
     pub fn start_writer(&self) -> Result<(Writer, std::thread::JoinHandle<()>), super::StoreError> {
+        self.start_writer_with(WriterLimits::default())
+    }
+
+    /// Starts the writer thread on its own connection.
+    pub fn start_writer_with(
+        &self,
+        limits: WriterLimits,
+    ) -> Result<(Writer, std::thread::JoinHandle<()>), super::StoreError> {
         let conn = self.connect()?;
         let (tx, rx) = sync_channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
@@ -130,14 +185,21 @@ impl Store {
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(conn, rx, &thread_stats, &path))
+            .spawn(move || run(conn, rx, &thread_stats, &path, limits))
             .expect("spawning the store writer");
         Ok((Writer { tx, stats }, handle))
     }
 }
 
-fn run(mut conn: Connection, rx: Receiver<Vec<Sample>>, stats: &WriterStats, path: &std::path::Path) {
-    let mut interner = Interner::default();
+fn run(
+    mut conn: Connection,
+    rx: Receiver<Vec<Sample>>,
+    stats: &WriterStats,
+    path: &std::path::Path,
+    limits: WriterLimits,
+) {
+    let mut interner = Interner::with_max(limits.max_series);
+    let mut swept = Instant::now();
     while let Ok(mut batch) = rx.recv() {
         // Whatever else is already queued goes into the same transaction.
         while batch.len() < 100_000 {
@@ -146,14 +208,26 @@ fn run(mut conn: Connection, rx: Receiver<Vec<Sample>>, stats: &WriterStats, pat
                 Err(_) => break,
             }
         }
+        if swept.elapsed() > SWEEP_EVERY {
+            evict_idle(stats, &mut interner, limits.idle);
+            swept = Instant::now();
+        }
         let started = Instant::now();
-        match write_batch(&mut conn, &mut interner, &batch) {
+        let mut refused = 0;
+        match write_batch(&mut conn, &mut interner, &batch, &mut refused) {
             Ok(newest) => {
                 let ns = started.elapsed().as_nanos() as u64;
                 stats.write_ns_total.fetch_add(ns, Ordering::Relaxed);
                 stats.write_ns_last.store(ns, Ordering::Relaxed);
                 stats.batches.fetch_add(1, Ordering::Relaxed);
-                stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats.written.fetch_add(batch.len() as u64 - refused, Ordering::Relaxed);
+                if refused > 0 && stats.series_refused.fetch_add(refused, Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        "{}: the store holds {} live series ([store] max_series); samples of new series are dropped and counted",
+                        path.display(),
+                        limits.max_series
+                    );
+                }
                 let mut latest = stats.latest.write().unwrap_or_else(|p| p.into_inner());
                 for (id, l) in newest {
                     match latest.get_mut(&id) {
@@ -170,5 +244,28 @@ fn run(mut conn: Connection, rx: Receiver<Vec<Sample>>, stats: &WriterStats, pat
                 tracing::error!("{}: writing {} samples failed: {e}", path.display(), batch.len());
             }
         }
+    }
+}
+
+/// How often the writer looks for series to let go of.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Drops from memory the series not written for `idle` (their data stays in the database).
+fn evict_idle(stats: &WriterStats, interner: &mut Interner, idle: std::time::Duration) {
+    let cutoff = super::now_ms() - idle.as_millis() as i64;
+    let mut latest = stats.latest.write().unwrap_or_else(|p| p.into_inner());
+    let before = latest.len();
+    latest.retain(|_, l| {
+        let keep = l.t_ms >= cutoff;
+        if !keep {
+            interner.forget(&l.key);
+        }
+        keep
+    });
+    let evicted = (before - latest.len()) as u64;
+    if evicted > 0 {
+        stats.series_evicted.fetch_add(evicted, Ordering::Relaxed);
+        latest.shrink_to_fit();
+        interner.ids.shrink_to_fit();
     }
 }

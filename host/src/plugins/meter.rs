@@ -1,0 +1,286 @@
+//! What a plugin makes the host spend on its behalf, counted per plugin.
+//!
+//! The sandbox confines a plugin's own code; this module is the other half: the budgets on what
+//! the *agent* does for it (series, samples, log lines, state, outbound HTTP). Each budget is
+//! enforced where the work happens, but counted and reported here: one counter per budget in
+//! `/status` and `/metrics`, and one log line per episode (the first excess after a quiet
+//! minute), never one per event. [`clean`] is the one escaping of plugin text for the log and
+//! the journal.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use crate::text::{clean, clean_in_place};
+
+/// The budgets a plugin can run into. Their names appear in `/status`, `/metrics` and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Budget {
+    /// A new series beyond the source's `max_series` (or the store's).
+    Series,
+    /// A sample whose name or labels are over the size limits.
+    SampleShape,
+    /// A sample stamped too far in the past or the future.
+    SampleTime,
+    /// Log lines over the rate limit.
+    LogLines,
+    /// State writes refused: total size or write rate.
+    State,
+    /// Outbound requests over the per-call count.
+    HttpRequests,
+    /// Outbound requests over the concurrency limit.
+    HttpConcurrency,
+    /// Outbound requests over the per-origin rate.
+    HttpRate,
+    /// Responses cut at the bytes-per-call budget.
+    HttpBytes,
+    /// Responses cut at the total time per response.
+    HttpTime,
+    /// Requests still open when the call ended, cancelled.
+    HttpAbandoned,
+}
+
+const ALL: [Budget; 11] = [
+    Budget::Series,
+    Budget::SampleShape,
+    Budget::SampleTime,
+    Budget::LogLines,
+    Budget::State,
+    Budget::HttpRequests,
+    Budget::HttpConcurrency,
+    Budget::HttpRate,
+    Budget::HttpBytes,
+    Budget::HttpTime,
+    Budget::HttpAbandoned,
+];
+
+impl Budget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Budget::Series => "series",
+            Budget::SampleShape => "sample-shape",
+            Budget::SampleTime => "sample-time",
+            Budget::LogLines => "log-lines",
+            Budget::State => "state",
+            Budget::HttpRequests => "http-requests",
+            Budget::HttpConcurrency => "http-concurrency",
+            Budget::HttpRate => "http-rate",
+            Budget::HttpBytes => "http-bytes",
+            Budget::HttpTime => "http-time",
+            Budget::HttpAbandoned => "http-abandoned",
+        }
+    }
+}
+
+/// A quiet spell this long ends an episode: the next excess is logged again.
+pub const EPISODE_GAP: Duration = Duration::from_secs(60);
+
+/// One plugin's counters. Shared by its worker, its instances and the collector.
+pub struct Meter {
+    plugin: Arc<str>,
+    counts: [AtomicU64; ALL.len()],
+    /// Per budget: when the current episode's last event happened, and its count so far.
+    episodes: Mutex<[Option<(Instant, u64)>; ALL.len()]>,
+    log: Mutex<LogBucket>,
+}
+
+impl Meter {
+    pub fn new(plugin: Arc<str>, log: LogLimits) -> Arc<Meter> {
+        Arc::new(Meter {
+            plugin,
+            counts: Default::default(),
+            episodes: Mutex::new([None; ALL.len()]),
+            log: Mutex::new(LogBucket::new(log)),
+        })
+    }
+
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    /// Counts `n` events over budget `b`. Logs `what` (plugin text in it must be [`clean`]ed)
+    /// only when this starts an episode.
+    pub fn exceeded(&self, b: Budget, n: u64, what: impl FnOnce() -> String) {
+        self.counts[b as usize].fetch_add(n, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut episodes = lock(&self.episodes);
+        let slot = &mut episodes[b as usize];
+        let (starts, before) = match *slot {
+            Some((last, count)) if now.duration_since(last) < EPISODE_GAP => (false, count),
+            Some((_, count)) => (true, count),
+            None => (true, 0),
+        };
+        *slot = Some((now, if starts { n } else { before + n }));
+        drop(episodes);
+        if starts {
+            let previous = if before > 0 { format!(" (previous episode: {before})") } else { String::new() };
+            tracing::warn!(
+                plugin = %self.plugin,
+                "over its {} budget: {}; further excess is counted in /status and logged again after a quiet minute{previous}",
+                b.as_str(),
+                what()
+            );
+        }
+    }
+
+    pub fn count(&self, b: Budget) -> u64 {
+        self.counts[b as usize].load(Ordering::Relaxed)
+    }
+
+    /// The budgets exceeded so far, with their counts.
+    pub fn counts(&self) -> BTreeMap<&'static str, u64> {
+        ALL.iter().map(|&b| (b.as_str(), self.count(b))).filter(|(_, n)| *n > 0).collect()
+    }
+
+    /// Whether a log line of `bytes` may be written now. A line that may be written after some
+    /// were suppressed is preceded by one summary line.
+    pub fn admit_log(&self, bytes: usize) -> bool {
+        let mut bucket = lock(&self.log);
+        let admitted = bucket.take(bytes, Instant::now());
+        if !admitted {
+            drop(bucket);
+            self.counts[Budget::LogLines as usize].fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        if let Some((lines, bytes, since)) = bucket.suppressed.take() {
+            drop(bucket);
+            tracing::warn!(
+                plugin = %self.plugin,
+                "suppressed {lines} log lines ({bytes} bytes) over {:.1}s: over its log-lines budget",
+                since.elapsed().as_secs_f64()
+            );
+        }
+        true
+    }
+}
+
+/// The log rate limit of one plugin: lines and bytes per second, each a token bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LogLimits {
+    pub lines_per_sec: f64,
+    pub bytes_per_sec: f64,
+    /// Bucket size, in seconds of rate: how large a burst is let through.
+    pub burst_secs: f64,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits { lines_per_sec: 10.0, bytes_per_sec: 8192.0, burst_secs: 5.0 }
+    }
+}
+
+struct LogBucket {
+    limits: LogLimits,
+    lines: f64,
+    bytes: f64,
+    at: Instant,
+    /// Lines and bytes suppressed since the first suppression of this run.
+    suppressed: Option<(u64, u64, Instant)>,
+}
+
+impl LogBucket {
+    fn new(limits: LogLimits) -> LogBucket {
+        let burst = limits.burst_secs;
+        LogBucket {
+            limits,
+            lines: limits.lines_per_sec * burst,
+            bytes: limits.bytes_per_sec * burst,
+            at: Instant::now(),
+            suppressed: None,
+        }
+    }
+
+    fn take(&mut self, bytes: usize, now: Instant) -> bool {
+        let l = self.limits;
+        let dt = now.duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.lines = (self.lines + dt * l.lines_per_sec).min(l.lines_per_sec * l.burst_secs);
+        self.bytes = (self.bytes + dt * l.bytes_per_sec).min(l.bytes_per_sec * l.burst_secs);
+        if self.lines >= 1.0 && self.bytes >= bytes as f64 {
+            self.lines -= 1.0;
+            self.bytes -= bytes as f64;
+            return true;
+        }
+        let s = self.suppressed.get_or_insert((0, 0, now));
+        s.0 += 1;
+        s.1 += bytes as u64;
+        false
+    }
+}
+
+/// A token bucket: `rate` per second, holding at most `burst`.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(rate: f64, burst: f64) -> TokenBucket {
+        TokenBucket { rate, burst, tokens: burst, at: Instant::now() }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+    }
+
+    /// Takes `n` tokens if there are that many.
+    pub fn take(&mut self, n: f64) -> bool {
+        self.refill();
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// As [`TokenBucket::take`], but a full bucket lets one take larger than itself through
+    /// (the debt is paid back before the next), so the rate holds on average.
+    pub fn take_with_debt(&mut self, n: f64) -> bool {
+        self.refill();
+        if self.tokens >= n || self.tokens >= self.burst {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_bucket_admits_a_burst_then_the_rate() {
+        let limits = LogLimits { lines_per_sec: 10.0, bytes_per_sec: 1000.0, burst_secs: 2.0 };
+        let mut b = LogBucket::new(limits);
+        let t0 = b.at;
+        let admitted = (0..100).filter(|_| b.take(10, t0)).count();
+        assert_eq!(admitted, 20, "the burst is 2 s of 10 lines/s");
+        assert_eq!(b.suppressed.map(|s| s.0), Some(80));
+        // One second later ten more lines, but large lines run out of bytes first: 1800 bytes
+        // were left in the 2000-byte bucket.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!((0..4).filter(|_| b.take(600, t1)).count(), 3);
+    }
+
+    #[test]
+    fn exceeded_counts_every_event_and_reports_nonzero_budgets() {
+        let m = Meter::new("p".into(), LogLimits::default());
+        m.exceeded(Budget::Series, 3, || "x".into());
+        m.exceeded(Budget::Series, 2, || panic!("not logged twice in an episode"));
+        assert_eq!(m.count(Budget::Series), 5);
+        assert_eq!(m.counts().into_iter().collect::<Vec<_>>(), [("series", 5)]);
+    }
+}
