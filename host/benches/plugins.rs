@@ -11,7 +11,7 @@ use agent::plugins::loader;
 use agent::plugins::registry::Registry;
 use agent::plugins::sandbox::Grants;
 use agent::plugins::worker::{Call, Instance, Limits};
-use agent::plugins::{cache::CompileCache, Kind, Runtime};
+use agent::plugins::{Kind, Runtime};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,9 +60,8 @@ fn main() {
     let rss_start = rss_kib();
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     tokio.block_on(async {
-        let rt = Runtime::new(None).unwrap();
         let cache_dir = tempfile::tempdir().unwrap();
-        let cache = CompileCache::open(cache_dir.path(), &rt.engine).unwrap();
+        let rt = Runtime::new(Some(cache_dir.path())).unwrap();
 
         println!("## compile and load (per plugin; median of 5)");
         for (dir, name) in [("plugins", "target-tracking"), ("plugins", "http-json"), ("plugins", "ledger"), ("test-plugins", "rogue-policy")] {
@@ -72,10 +71,10 @@ fn main() {
             for i in 0..5 {
                 let hash = format!("{name}-{i}");
                 let t = Instant::now();
-                cache.load(&rt.engine, &bytes, &hash).unwrap();
+                loader::component(&rt, &hash, bytes.clone()).await.unwrap();
                 cold.push(t.elapsed());
                 let t = Instant::now();
-                let (_, origin) = cache.load(&rt.engine, &bytes, &hash).unwrap();
+                let (_, origin) = loader::component(&rt, &hash, bytes.clone()).await.unwrap();
                 cached.push(t.elapsed());
                 assert_eq!(origin, agent::plugins::cache::Origin::Cached);
             }
@@ -242,7 +241,7 @@ fn main() {
             let mut compile = Vec::new();
             for i in 0..runs {
                 let t = Instant::now();
-                cache.load(&rt.engine, &bytes, &format!("lang-{name}-{i}")).unwrap();
+                loader::component(&rt, &format!("lang-{name}-{i}"), bytes.clone()).await.unwrap();
                 compile.push(t.elapsed());
             }
             compile.sort();

@@ -138,13 +138,24 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts `agent run --plugins DIR` with `config` (TOML, may be empty) and waits for /healthz.
+    /// Starts `agent run --plugins DIR` with `config` (TOML, may be empty), waits for /healthz
+    /// and for the plugins present at start-up to be tried.
     pub fn start(plugins: &Path, config: &str) -> Agent {
         Self::start_in(plugins, config, tempfile::tempdir().unwrap())
     }
 
     /// As [`Agent::start`], reusing a data folder (for restarts).
     pub fn start_in(plugins: &Path, config: &str, data: tempfile::TempDir) -> Agent {
+        let agent = Agent::spawn(plugins, config, data);
+        // The API answers before the plugins are loaded; most tests start from a loaded folder.
+        wait_for("the plugins present at start-up to be tried", Duration::from_secs(90), || {
+            agent.status()["plugins_settled"].as_bool().filter(|s| *s)
+        });
+        agent
+    }
+
+    /// Starts the agent and waits for /healthz only: plugins may still be loading.
+    pub fn spawn(plugins: &Path, config: &str, data: tempfile::TempDir) -> Agent {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config_path = data.path().join("agent.toml");
         std::fs::write(&config_path, config).unwrap();

@@ -66,9 +66,16 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         "processes": processes,
         "uptime_s": state.started.elapsed().as_secs(),
         "plugins_dir": state.registry.as_ref().map(|r| r.dir().display().to_string()),
+        // Every file present at start-up has been tried (loaded or failed).
+        "plugins_settled": state.registry.as_ref().is_none_or(|r| r.started()),
         "plugins": plugins,
         "failed_files": failed,
         "sources": sources,
+        "store": state.writer.as_ref().map(|w| json!({
+            "live_series": w.live_series(),
+            "series_refused": w.series_refused.load(std::sync::atomic::Ordering::Relaxed),
+            "series_evicted": w.series_evicted.load(std::sync::atomic::Ordering::Relaxed),
+        })),
     }))
 }
 

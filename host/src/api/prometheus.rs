@@ -412,7 +412,7 @@ mod tests {
             let len = next() % 12;
             let mut s: String =
                 (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
-            if next() % 5 == 0 {
+            if next().is_multiple_of(5) {
                 s = ["agent_uptime_seconds", "agent.plugin.calls", "__name__", "le", ""]
                     [(next() % 5) as usize]
                     .into();

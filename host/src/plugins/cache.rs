@@ -166,3 +166,38 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_collection_keeps_loaded_and_recent_entries_within_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = super::super::engine::new_engine().unwrap();
+        let cache = CompileCache::open(dir.path(), &engine).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86_400);
+        let put = |hash: &str, len: usize, used: std::time::SystemTime| {
+            let path = cache.entry(hash);
+            std::fs::write(&path, vec![0u8; len]).unwrap();
+            std::fs::File::options().append(true).open(&path).unwrap().set_modified(used).unwrap();
+        };
+        let now = std::time::SystemTime::now();
+        put("loaded-but-old", 10, old);
+        put("unused-old", 10, old);
+        put("recent-a", 600, now - std::time::Duration::from_secs(60));
+        put("recent-b", 600, now);
+        std::fs::write(dir.path().join("deadbeef-0000000000000000.cwasm"), b"other engine").unwrap();
+        std::fs::write(dir.path().join("x.tmp"), b"half written").unwrap();
+        let unused = std::time::Duration::from_secs(30 * 86_400);
+        let report = cache.collect_garbage(&["loaded-but-old".into()], unused, 1000);
+        let left: std::collections::BTreeSet<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let has = |h: &str| left.iter().any(|n| n.starts_with(h));
+        assert!(has("key") && has("loaded-but-old") && has("recent-b"), "{left:?}");
+        assert!(!has("unused-old") && !has("recent-a") && !has("deadbeef") && !has("x.tmp"), "{left:?}");
+        assert_eq!(report.removed, 4);
+    }
+}

@@ -149,7 +149,7 @@ fn check_metadata(m: &Metadata) -> Result<(), String> {
 }
 
 /// The compiled component: from the cache, or compiled (in a child, for the daemon) and cached.
-async fn component(
+pub async fn component(
     rt: &Arc<Runtime>,
     hash: &str,
     bytes: Vec<u8>,

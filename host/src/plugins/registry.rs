@@ -267,7 +267,7 @@ impl Registry {
         inner: &mut Inner,
         prepared: Prepared,
         still_running: Option<&str>,
-    ) -> Result<(String, Change, Option<(PluginHandle, Prepared)>), String> {
+    ) -> Result<Installed, String> {
         let name = prepared.metadata.name.clone();
         let settings = self.config.plugin(&name);
         if settings.disabled {
@@ -287,7 +287,7 @@ impl Registry {
                 ));
             }
             let what = format!("{now} {} → {}", loaded.handle.status().version, prepared.metadata.version);
-            tracing::info!("{}: swapping plugin `{name}` ({what})", prepared.path.display());
+            tracing::info!("{}: swapped plugin `{name}` ({what})", prepared.path.display());
             return Ok((name.clone(), Change::Swapped(name), Some((loaded.handle.clone(), prepared))));
         }
         if let Some(old) = still_running.filter(|old| *old != name) {
@@ -439,6 +439,12 @@ async fn read_plugin_file(path: &Path) -> Result<Vec<u8>, String> {
     }
     tokio::fs::read(path).await.map_err(|e| format!("cannot read: {e}"))
 }
+
+/// What installing a file did: the plugin's name, the change, and a swap still to make.
+type Installed = (String, Change, Option<(PluginHandle, Prepared)>);
+
+/// A file's load in progress; it answers with what it changed.
+pub type Load = tokio::task::JoinHandle<Vec<Change>>;
 
 /// Length and mtime of a file.
 type Stamp = (u64, Option<SystemTime>);
