@@ -387,3 +387,25 @@ async fn a_dripping_body_is_cut_at_the_total_response_time() {
     }
     assert_eq!(p.meter().count(agent::plugins::meter::Budget::HttpTime), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holding_too_many_host_handles_is_reported_as_what_it_is() {
+    let config = "[plugins.rogue-source]\nallow_http = [\"http://127.0.0.1:9\"]\n[plugins.rogue-source.config]\nmode = \"handles\"\ncount = 20000\n";
+    let h = host(&[&fixture("rogue-source")], config).await;
+    let p = h.get("rogue-source");
+    match p.collect().await {
+        Err(CallError::Fault(Fault::Handles(why))) => assert!(why.contains("table"), "{why}"),
+        other => panic!("expected a handles fault, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_again_and_again_for_what_was_not_granted_is_counted_not_logged_each_time() {
+    let config =
+        "[plugins.rogue-source.config]\nmode = \"http-many\"\nurl = \"http://127.0.0.1:9/\"\ncount = 1000\n";
+    let h = host(&[&fixture("rogue-source")], config).await;
+    let p = h.get("rogue-source");
+    let samples = p.collect().await.unwrap();
+    assert_eq!(samples[1].value, 1000.0, "every request refused: {samples:?}");
+    assert_eq!(p.meter().count(agent::plugins::meter::Budget::Denied), 1000);
+}

@@ -39,9 +39,11 @@ pub enum Budget {
     HttpTime,
     /// Requests still open when the call ended, cancelled.
     HttpAbandoned,
+    /// Asks for what it was not granted (an origin, a process, an unreadable secret).
+    Denied,
 }
 
-const ALL: [Budget; 11] = [
+const ALL: [Budget; 12] = [
     Budget::Series,
     Budget::SampleShape,
     Budget::SampleTime,
@@ -53,6 +55,7 @@ const ALL: [Budget; 11] = [
     Budget::HttpBytes,
     Budget::HttpTime,
     Budget::HttpAbandoned,
+    Budget::Denied,
 ];
 
 impl Budget {
@@ -69,6 +72,7 @@ impl Budget {
             Budget::HttpBytes => "http-bytes",
             Budget::HttpTime => "http-time",
             Budget::HttpAbandoned => "http-abandoned",
+            Budget::Denied => "denied",
         }
     }
 }

@@ -61,6 +61,10 @@ impl Outbound {
         Outbound { budgets, meter, rates, call: CallRequests::new(far) }
     }
 
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
     /// A call starts; it must end by `deadline`.
     pub fn begin_call(&mut self, deadline: Instant) {
         self.call = CallRequests::new(deadline);

@@ -59,7 +59,10 @@ impl Grants {
     /// The replica control for `process`, if — and only if — it was granted to this plugin.
     pub fn replicas_for(&self, process: &str) -> Result<Arc<dyn ReplicaControl>, String> {
         if !self.settings.processes.iter().any(|p| p == process) {
-            tracing::warn!(plugin = %self.plugin, "replica control of `{process}` denied: not in processes");
+            let process = crate::text::clean(process, 64);
+            self.meter.exceeded(super::meter::Budget::Denied, 1, || {
+                format!("replica control of `{process}` denied: not in processes")
+            });
             return Err(format!(
                 "process `{process}` is not granted to this plugin ([plugins.{}] processes)",
                 self.plugin
@@ -79,7 +82,9 @@ impl Grants {
         };
         if value.is_none() {
             // Say where we looked, never what we found.
-            tracing::warn!(plugin = %self.plugin, "secret `{name}` is granted but {source:?} could not be read");
+            self.meter.exceeded(super::meter::Budget::Denied, 1, || {
+                format!("secret `{name}` is granted but {source:?} could not be read")
+            });
         }
         value
     }
@@ -116,11 +121,7 @@ impl HostState {
             grants.meter.clone(),
             grants.http_rates.clone(),
         );
-        let gate = HttpGate {
-            plugin: grants.plugin.clone(),
-            allowed: grants.settings.allow_http.clone().into(),
-            outbound,
-        };
+        let gate = HttpGate { allowed: grants.settings.allow_http.clone().into(), outbound };
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_HANDLES);
         HostState {
@@ -165,7 +166,6 @@ impl WasiHttpView for HostState {
 
 /// The one place outbound HTTP is allowed or denied.
 pub struct HttpGate {
-    plugin: Arc<str>,
     allowed: Arc<[Origin]>,
     outbound: super::outbound::Outbound,
 }
@@ -204,7 +204,10 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
         let origin = match self.check(uri.scheme_str(), uri.authority().map(|a| a.as_str())) {
             Ok(origin) => origin,
             Err(why) => {
-                tracing::warn!(plugin = %self.plugin, "outbound HTTP denied: {}", crate::text::clean(&why, 200));
+                let why = crate::text::clean(&why, 200);
+                self.outbound
+                    .meter()
+                    .exceeded(super::meter::Budget::Denied, 1, || format!("outbound HTTP denied: {why}"));
                 return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
             }
         };
@@ -421,7 +424,6 @@ mod tests {
     fn gate(allowed: &[&str]) -> HttpGate {
         let meter = crate::plugins::meter::Meter::new("t".into(), Default::default());
         HttpGate {
-            plugin: "t".into(),
             allowed: allowed.iter().map(|a| Origin::parse_grant(a).unwrap()).collect::<Vec<_>>().into(),
             outbound: crate::plugins::outbound::Outbound::new(Default::default(), meter, Default::default()),
         }
