@@ -120,7 +120,7 @@ fn main() {
         {
             // The floor: the generated async binding alone, no limits armed, no timeout.
             let agent::plugins::loader::Pre::Policy(pre) = &prepared.pre else { unreachable!() };
-            let mut store = wasmtime::Store::new(&rt.engine, agent::plugins::sandbox::HostState::new(grants.clone()));
+            let mut store = wasmtime::Store::new(&rt.engine, agent::plugins::sandbox::HostState::new(grants.clone(), Kind::Policy));
             store.set_epoch_deadline(u64::MAX / 2);
             let bound = pre.instantiate_async(&mut store).await.unwrap();
             let t = Instant::now();
@@ -155,7 +155,7 @@ fn main() {
             let mut linker = wasmtime::component::Linker::new(&rt.engine);
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
             agent::plugins::host_linker(&mut linker).unwrap();
-            let mut store = wasmtime::Store::new(&rt.engine, agent::plugins::sandbox::HostState::new(grants.clone()));
+            let mut store = wasmtime::Store::new(&rt.engine, agent::plugins::sandbox::HostState::new(grants.clone(), Kind::Policy));
             store.set_epoch_deadline(u64::MAX / 2);
             let instance = linker.instantiate(&mut store, &component).unwrap();
             let iface = instance.get_export_index(&mut store, None, "elastic:plugin/policy@0.1.0").unwrap();

@@ -97,15 +97,17 @@ pub struct Budgets {
     /// `state_write_kib_per_min`: bytes of state written per minute (a token bucket holding one
     /// minute). Default 1024 KiB, so state costs the disk at most ~1.4 GiB a day.
     pub state_write_bytes_per_min: u64,
-    /// `http_requests_per_call`: outbound requests one call may start. Default 32.
-    pub http_requests_per_call: u32,
-    /// `http_concurrency`: requests in flight at once. Default 4.
-    pub http_concurrency: u32,
-    /// `http_rate`: requests per second to each origin (a token bucket holding one second's
-    /// worth, at least one call's). Default 10.
-    pub http_rate: f64,
-    /// `http_kib_per_call`: response bytes one call may receive. Default 16384 KiB.
-    pub http_bytes_per_call: u64,
+    /// `http_requests_per_call`: outbound requests one call may start. Default by kind: 32 for
+    /// sources, 4096 for backends (which poll long operations inside one call).
+    pub http_requests_per_call: Option<u32>,
+    /// `http_concurrency`: requests in flight at once. Default 4 for sources, 8 for backends.
+    pub http_concurrency: Option<u32>,
+    /// `http_rate`: requests per second to each origin, with bursts of 5 s of it. Default 10
+    /// for sources, 20 for backends.
+    pub http_rate: Option<f64>,
+    /// `http_kib_per_call`: response bytes one call may receive. Default 16 MiB for sources,
+    /// 256 MiB for backends.
+    pub http_bytes_per_call: Option<u64>,
     /// `http_response_timeout`: total time of one response, from sending to the last byte of
     /// the body. Default 30s (and never beyond the call's own timeout).
     pub http_response_timeout: Duration,
@@ -118,11 +120,39 @@ impl Default for Budgets {
             log: crate::plugins::meter::LogLimits::default(),
             state_bytes: 1 << 20,
             state_write_bytes_per_min: 1 << 20,
-            http_requests_per_call: 32,
-            http_concurrency: 4,
-            http_rate: 10.0,
-            http_bytes_per_call: 16 << 20,
+            http_requests_per_call: None,
+            http_concurrency: None,
+            http_rate: None,
+            http_bytes_per_call: None,
             http_response_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A plugin's outbound-HTTP budget, its defaults resolved for its kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpBudget {
+    pub requests_per_call: u32,
+    pub concurrency: u32,
+    /// Requests per second to each origin, and the bucket's size (5 s of it).
+    pub rate: f64,
+    pub burst: f64,
+    pub bytes_per_call: u64,
+    pub response_timeout: Duration,
+}
+
+impl Budgets {
+    /// The HTTP budget of a plugin of `kind`.
+    pub fn http(&self, kind: crate::plugins::Kind) -> HttpBudget {
+        let backend = kind == crate::plugins::Kind::Backend;
+        let rate = self.http_rate.unwrap_or(if backend { 20.0 } else { 10.0 });
+        HttpBudget {
+            requests_per_call: self.http_requests_per_call.unwrap_or(if backend { 4096 } else { 32 }),
+            concurrency: self.http_concurrency.unwrap_or(if backend { 8 } else { 4 }),
+            rate,
+            burst: rate * 5.0,
+            bytes_per_call: self.http_bytes_per_call.unwrap_or(if backend { 256 << 20 } else { 16 << 20 }),
+            response_timeout: self.http_response_timeout,
         }
     }
 }
@@ -438,18 +468,11 @@ fn budgets(raw: &RawPlugin, at: &Located, field: &dyn Fn(&str) -> String) -> Res
     if let Some(n) = count(&raw.state_write_kib_per_min, "state_write_kib_per_min", 1 << 22)? {
         b.state_write_bytes_per_min = n << 10;
     }
-    if let Some(n) = count(&raw.http_requests_per_call, "http_requests_per_call", 100_000)? {
-        b.http_requests_per_call = n as u32;
-    }
-    if let Some(n) = count(&raw.http_concurrency, "http_concurrency", 1000)? {
-        b.http_concurrency = n as u32;
-    }
-    if let Some(n) = count(&raw.http_rate, "http_rate", 100_000)? {
-        b.http_rate = n as f64;
-    }
-    if let Some(n) = count(&raw.http_kib_per_call, "http_kib_per_call", 1 << 22)? {
-        b.http_bytes_per_call = n << 10;
-    }
+    b.http_requests_per_call =
+        count(&raw.http_requests_per_call, "http_requests_per_call", 1_000_000)?.map(|n| n as u32);
+    b.http_concurrency = count(&raw.http_concurrency, "http_concurrency", 1000)?.map(|n| n as u32);
+    b.http_rate = count(&raw.http_rate, "http_rate", 100_000)?.map(|n| n as f64);
+    b.http_bytes_per_call = count(&raw.http_kib_per_call, "http_kib_per_call", 1 << 22)?.map(|n| n << 10);
     let timeout =
         at.duration(&raw.http_response_timeout, &field("http_response_timeout"), Duration::from_millis(1))?;
     if let Some(t) = timeout {

@@ -38,6 +38,16 @@ pub enum Pre {
     Backend(BackendPluginPre<HostState>),
 }
 
+impl Pre {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Pre::Source(_) => Kind::Source,
+            Pre::Policy(_) => Kind::Policy,
+            Pre::Backend(_) => Kind::Backend,
+        }
+    }
+}
+
 /// Why a file could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}: {reason}", file.display())]

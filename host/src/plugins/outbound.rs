@@ -8,7 +8,7 @@
 //! request outlives its call and nothing it held stays in memory.
 
 use super::meter::{Budget, Meter, TokenBucket};
-use crate::config::{Budgets, Origin};
+use crate::config::{HttpBudget, Origin};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::collections::HashMap;
@@ -26,7 +26,7 @@ pub type Rates = Mutex<HashMap<Origin, TokenBucket>>;
 /// One plugin instance's outbound HTTP, against its budgets. Clones share the call's counters.
 #[derive(Clone)]
 pub struct Outbound {
-    budgets: Budgets,
+    budget: HttpBudget,
     meter: Arc<Meter>,
     rates: Arc<Rates>,
     call: Arc<CallRequests>,
@@ -56,9 +56,9 @@ impl CallRequests {
 }
 
 impl Outbound {
-    pub fn new(budgets: Budgets, meter: Arc<Meter>, rates: Arc<Rates>) -> Outbound {
+    pub fn new(budget: HttpBudget, meter: Arc<Meter>, rates: Arc<Rates>) -> Outbound {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
-        Outbound { budgets, meter, rates, call: CallRequests::new(far) }
+        Outbound { budget, meter, rates, call: CallRequests::new(far) }
     }
 
     pub fn meter(&self) -> &Meter {
@@ -85,17 +85,17 @@ impl Outbound {
 
     /// Whether a request to `origin` may go out now; if so, it counts from here.
     pub fn admit(&self, origin: &Origin) -> Result<InFlight, HttpError> {
-        let b = &self.budgets;
+        let b = &self.budget;
         let call = &self.call;
-        if call.started.load(Ordering::Relaxed) >= b.http_requests_per_call {
-            let max = b.http_requests_per_call;
+        if call.started.load(Ordering::Relaxed) >= b.requests_per_call {
+            let max = b.requests_per_call;
             self.meter.exceeded(Budget::HttpRequests, 1, || {
                 format!("a call started more than http_requests_per_call ({max}) requests; refused")
             });
             return Err(HttpError::HttpRequestDenied);
         }
-        if call.in_flight.load(Ordering::SeqCst) >= b.http_concurrency {
-            let max = b.http_concurrency;
+        if call.in_flight.load(Ordering::SeqCst) >= b.concurrency {
+            let max = b.concurrency;
             self.meter.exceeded(Budget::HttpConcurrency, 1, || {
                 format!("more than http_concurrency ({max}) requests in flight; refused")
             });
@@ -103,11 +103,10 @@ impl Outbound {
         }
         let admitted = {
             let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
-            let burst = b.http_rate.max(b.http_requests_per_call as f64);
-            rates.entry(origin.clone()).or_insert_with(|| TokenBucket::new(b.http_rate, burst)).take(1.0)
+            rates.entry(origin.clone()).or_insert_with(|| TokenBucket::new(b.rate, b.burst)).take(1.0)
         };
         if !admitted {
-            let rate = b.http_rate;
+            let rate = b.rate;
             self.meter.exceeded(Budget::HttpRate, 1, || {
                 format!("more than http_rate ({rate}/s) requests to {origin}; refused")
             });
@@ -120,7 +119,7 @@ impl Outbound {
 
     /// The longest a response started now may take: its own limit, and never past the call.
     pub fn response_deadline(&self) -> Instant {
-        (Instant::now() + self.budgets.http_response_timeout).min(self.call.deadline)
+        (Instant::now() + self.budget.response_timeout).min(self.call.deadline)
     }
 
     /// `fut` (sending a request, or driving its connection), cut when the call ends or at
@@ -157,7 +156,7 @@ impl Outbound {
         Metered {
             inner: body,
             call: self.call.clone(),
-            limit: self.budgets.http_bytes_per_call,
+            limit: self.budget.bytes_per_call,
             meter: self.meter.clone(),
             deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
             slot: Some(slot),

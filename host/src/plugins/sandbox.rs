@@ -105,7 +105,7 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(grants: Arc<Grants>) -> HostState {
+    pub fn new(grants: Arc<Grants>, kind: super::Kind) -> HostState {
         let stderr = TailBuffer::default();
         // Deny-all: no preopened directories, no environment, no arguments, no sockets, no
         // name lookups. Clocks and randomness are the host's (they reveal nothing).
@@ -117,7 +117,7 @@ impl HostState {
             .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
         let outbound = super::outbound::Outbound::new(
-            grants.settings.budgets.clone(),
+            grants.settings.budgets.http(kind),
             grants.meter.clone(),
             grants.http_rates.clone(),
         );
@@ -425,7 +425,11 @@ mod tests {
         let meter = crate::plugins::meter::Meter::new("t".into(), Default::default());
         HttpGate {
             allowed: allowed.iter().map(|a| Origin::parse_grant(a).unwrap()).collect::<Vec<_>>().into(),
-            outbound: crate::plugins::outbound::Outbound::new(Default::default(), meter, Default::default()),
+            outbound: crate::plugins::outbound::Outbound::new(
+                crate::config::Budgets::default().http(crate::plugins::Kind::Source),
+                meter,
+                Default::default(),
+            ),
         }
     }
 

@@ -161,7 +161,7 @@ impl Instance {
         grants: Arc<Grants>,
         limits: &Limits,
     ) -> Result<Instance, Fault> {
-        let mut store = wasmtime::Store::new(&rt.engine, HostState::new(grants));
+        let mut store = wasmtime::Store::new(&rt.engine, HostState::new(grants, pre.kind()));
         store.limiter(|s| &mut s.limiter);
         // The guest's CPU time is what passes between entering its code and leaving it.
         store.call_hook(|mut ctx, hook| {
