@@ -170,8 +170,10 @@ fn supervised_processes_are_sampled_with_their_name_and_replica() {
         (v[0]["values"].as_array()?.len() >= 3).then_some(v)
     });
     let cores = std::thread::available_parallelism().unwrap().get() as f64;
-    let last = cpu[0]["values"].as_array().unwrap().last().unwrap().as_f64().unwrap();
-    assert!(last > 0.2 / cores && last <= 1.0, "a busy loop uses a good part of a core: {last}");
+    // The busiest reading: other tests share the two cores, so any single one may be low.
+    let values: Vec<f64> = serde_json::from_value(cpu[0]["values"].clone()).unwrap();
+    let busiest = values.iter().copied().fold(0.0, f64::max);
+    assert!(busiest > 0.2 / cores && busiest <= 1.0, "a busy loop uses a good part of a core: {values:?}");
     let rss = query_json(&data, &["process.memory.usage", "--label", "process=busy", "--since", "1m"]);
     assert_eq!(rss.as_array().unwrap().len(), 2, "one series per replica");
     let restarts = query_json(&data, &["process.restarts", "--label", "replica=0", "--since", "1m"]);

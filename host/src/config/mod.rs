@@ -90,7 +90,7 @@ pub struct Budgets {
     /// retention stop counting). New series beyond it are dropped and counted. Default 1000.
     pub max_series: usize,
     /// `log_lines_per_sec` / `log_kib_per_sec`: the plugin's log rate, with bursts of 5 s of
-    /// it. Default 10 lines and 8 KiB per second.
+    /// it. Default 10 lines and 2 KiB per second (at most ~170 MiB of log a day).
     pub log: crate::plugins::meter::LogLimits,
     /// `state_kib`: total size of the plugin's persistent state. Default 1024 KiB.
     pub state_bytes: u64,
@@ -414,22 +414,11 @@ fn plugin_settings(name: &str, raw: RawPlugin, at: &Located) -> Result<PluginSet
         };
         s.secrets.insert(secret, source);
     }
-    if let Some(mib) = raw.memory_mib {
-        if !(1..=4096).contains(mib.get_ref()) {
-            return Err(at.error(
-                Some(mib.span()),
-                &format!("{}: {} is outside 1..=4096", field("memory_mib"), mib.get_ref()),
-            ));
-        }
-        s.memory_limit_bytes = mib.get_ref() << 20;
+    if let Some(mib) = at.within(&raw.memory_mib, &field("memory_mib"), 1..=4096)? {
+        s.memory_limit_bytes = mib << 20;
     }
-    if let Some(kib) = raw.max_return_kib {
-        if *kib.get_ref() == 0 {
-            return Err(
-                at.error(Some(kib.span()), &format!("{}: must be at least 1", field("max_return_kib")))
-            );
-        }
-        s.max_return_bytes = kib.get_ref() << 10;
+    if let Some(kib) = at.at_least(&raw.max_return_kib, &field("max_return_kib"), 1)? {
+        s.max_return_bytes = kib << 10;
     }
     let positive = Duration::from_millis(1);
     s.cpu_limit = at.duration(&raw.cpu_limit, &field("cpu_limit"), positive)?;
@@ -444,15 +433,7 @@ fn plugin_settings(name: &str, raw: RawPlugin, at: &Located) -> Result<PluginSet
 fn budgets(raw: &RawPlugin, at: &Located, field: &dyn Fn(&str) -> String) -> Result<Budgets, ConfigError> {
     let mut b = Budgets::default();
     // Each count is at least 1 and at most a bound past which it is no budget at all.
-    let count = |v: &Option<Spanned<u64>>, name: &str, max: u64| -> Result<Option<u64>, ConfigError> {
-        let Some(v) = v else { return Ok(None) };
-        if !(1..=max).contains(v.get_ref()) {
-            return Err(
-                at.error(Some(v.span()), &format!("{}: {} is outside 1..={max}", field(name), v.get_ref()))
-            );
-        }
-        Ok(Some(*v.get_ref()))
-    };
+    let count = |v: &Option<Spanned<u64>>, name: &str, max: u64| at.within(v, &field(name), 1..=max);
     if let Some(n) = count(&raw.max_series, "max_series", 1_000_000)? {
         b.max_series = n as usize;
     }
@@ -511,11 +492,26 @@ impl<'a> Located<'a> {
 
     /// An optional count field of at least `min`.
     fn at_least(&self, v: &Option<Spanned<u64>>, field: &str, min: u64) -> Result<Option<u64>, ConfigError> {
+        self.within(v, field, min..=u64::MAX)
+    }
+
+    /// An optional count field within `range`.
+    fn within(
+        &self,
+        v: &Option<Spanned<u64>>,
+        field: &str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Option<u64>, ConfigError> {
         let Some(v) = v else { return Ok(None) };
-        if *v.get_ref() < min {
-            return Err(self.error(Some(v.span()), &format!("{field}: must be at least {min}")));
+        let n = *v.get_ref();
+        if !range.contains(&n) {
+            let why = match *range.end() {
+                u64::MAX => format!("must be at least {}", range.start()),
+                end => format!("{n} is outside {}..={end}", range.start()),
+            };
+            return Err(self.error(Some(v.span()), &format!("{field}: {why}")));
         }
-        Ok(Some(*v.get_ref()))
+        Ok(Some(n))
     }
 
     fn error(&self, span: Option<std::ops::Range<usize>>, message: &str) -> ConfigError {

@@ -170,7 +170,7 @@ pub struct LogLimits {
 
 impl Default for LogLimits {
     fn default() -> Self {
-        LogLimits { lines_per_sec: 10.0, bytes_per_sec: 8192.0, burst_secs: 5.0 }
+        LogLimits { lines_per_sec: 10.0, bytes_per_sec: 2048.0, burst_secs: 5.0 }
     }
 }
 

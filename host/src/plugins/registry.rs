@@ -3,7 +3,7 @@
 //! A new file is loaded, a changed one is prepared beside the running version and swapped in
 //! between calls, a removed one is unloaded. A file that fails to load is reported and, if it
 //! replaced a running version, that version keeps running. Two files may not claim one name:
-//! the one loaded first keeps it.
+//! at start-up the first in file-name order keeps it, later the one already running.
 
 use super::loader::{self, Prepared};
 use super::sandbox::Grants;
@@ -273,12 +273,19 @@ impl Registry {
         if settings.disabled {
             return Err(format!("plugin `{name}` is disabled in the configuration"));
         }
+        if inner.plugins.get(&name).is_some_and(|l| l.path > prepared.path) && !self.started() {
+            // Files present at start-up load at once; the first in file-name order keeps a name,
+            // whichever finished loading first.
+            let other = inner.plugins.remove(&name).expect("checked").path;
+            let why = claimed(&name, &prepared.path);
+            tracing::error!("{}: {why}", other.display());
+            if let Some(entry) = inner.files.get_mut(&other) {
+                (entry.outcome, entry.error) = (Err(why.clone()), Some(why));
+            }
+        }
         if let Some(loaded) = inner.plugins.get(&name) {
             if loaded.path != prepared.path {
-                return Err(format!(
-                    "claims plugin name `{name}`, which {} already has; rename one of them (metadata.name)",
-                    loaded.path.display()
-                ));
+                return Err(claimed(&name, &loaded.path));
             }
             let (was, now) = (loaded.handle.kind(), prepared.kind());
             if was != now {
@@ -305,7 +312,7 @@ impl Registry {
             },
             prepared.compile_time.as_secs_f64() * 1000.0
         );
-        let state = self.store.as_ref().map(|s| s.plugin_state(&name).with_budget(&settings.budgets));
+        let state = self.store.as_ref().map(|s| s.plugin_state_with(&name, &settings.budgets));
         if let Some(store) = &self.store {
             let _ = store.mark_plugins_seen(std::slice::from_ref(&name), crate::store::now_ms());
         }
@@ -406,6 +413,14 @@ impl Registry {
 const UPKEEP_EVERY: Duration = Duration::from_secs(600);
 const CACHE_UNUSED: Duration = Duration::from_secs(30 * 86_400);
 const CACHE_MAX_BYTES: u64 = 1 << 30;
+
+/// Why a file cannot have the name `name`: `holder` has it.
+fn claimed(name: &str, holder: &Path) -> String {
+    format!(
+        "claims plugin name `{name}`, which {} already has; rename one of them (metadata.name)",
+        holder.display()
+    )
+}
 
 /// The entry of a file that did not load: if it replaced a running version, that version stays
 /// and keeps its file.

@@ -40,14 +40,19 @@ pub enum StateError {
 impl Store {
     /// The state of plugin `name`, with the default budgets.
     pub fn plugin_state(&self, name: &str) -> PluginState {
+        self.plugin_state_with(name, &crate::config::Budgets::default())
+    }
+
+    /// The state of plugin `name` under `budgets`' size and write-rate limits.
+    pub fn plugin_state_with(&self, name: &str, budgets: &crate::config::Budgets) -> PluginState {
+        let per_min = budgets.state_write_bytes_per_min as f64;
         PluginState {
             store: self.clone(),
             plugin: name.into(),
             cache: Arc::default(),
-            max_bytes: u64::MAX,
-            writes: Arc::new(Mutex::new(crate::plugins::meter::TokenBucket::new(f64::MAX, f64::MAX))),
+            max_bytes: budgets.state_bytes,
+            writes: Arc::new(Mutex::new(crate::plugins::meter::TokenBucket::new(per_min / 60.0, per_min))),
         }
-        .with_budget(&crate::config::Budgets::default())
     }
 
     /// Records that these plugins are loaded now: their state is kept.
@@ -66,14 +71,6 @@ impl Store {
 }
 
 impl PluginState {
-    /// The same state under `budgets`' size and write-rate limits.
-    pub fn with_budget(mut self, budgets: &crate::config::Budgets) -> PluginState {
-        self.max_bytes = budgets.state_bytes;
-        let per_min = budgets.state_write_bytes_per_min as f64;
-        self.writes = Arc::new(Mutex::new(crate::plugins::meter::TokenBucket::new(per_min / 60.0, per_min)));
-        self
-    }
-
     fn cached<T>(&self, f: impl FnOnce(&mut HashMap<String, Vec<u8>>) -> T) -> Result<T, StoreError> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.is_none() {
@@ -198,14 +195,14 @@ mod tests {
             state_write_bytes_per_min: 1 << 30,
             ..Default::default()
         };
-        let s = store.plugin_state("p").with_budget(&budgets);
+        let s = store.plugin_state_with("p", &budgets);
         s.set("a", &vec![0; 60 << 10]).unwrap();
         assert!(
             matches!(s.set("b", &vec![0; 60 << 10]), Err(StateError::Budget(m)) if m.contains("state_kib"))
         );
         s.set("a", &vec![0; 90 << 10]).unwrap(); // replacing counts the new size only
         let slow = crate::config::Budgets { state_write_bytes_per_min: 10 << 10, ..Default::default() };
-        let s = store.plugin_state("q").with_budget(&slow);
+        let s = store.plugin_state_with("q", &slow);
         s.set("a", &vec![0; 8 << 10]).unwrap();
         assert!(matches!(s.set("a", &vec![0; 8 << 10]), Err(StateError::Budget(m)) if m.contains("per_min")));
         assert_eq!(s.get("a").unwrap().len(), 8 << 10, "the refused write changed nothing");

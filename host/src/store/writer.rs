@@ -79,7 +79,8 @@ impl Writer {
 
 /// Series name+labels → id, for the live series (at most `max` of them).
 pub struct Interner {
-    ids: HashMap<SeriesKey, (i64, Arc<SeriesKey>)>,
+    /// One copy of each key, shared with the `latest` map.
+    ids: HashMap<Arc<SeriesKey>, i64>,
     max: usize,
 }
 
@@ -96,8 +97,8 @@ impl Interner {
 
     /// The id of `key`; `None` when it is new and the store already holds `max` live series.
     fn id(&mut self, conn: &Connection, key: &SeriesKey) -> rusqlite::Result<Option<(i64, Arc<SeriesKey>)>> {
-        if let Some(hit) = self.ids.get(key) {
-            return Ok(Some(hit.clone()));
+        if let Some((key, id)) = self.ids.get_key_value(key) {
+            return Ok(Some((*id, key.clone())));
         }
         if self.ids.len() >= self.max {
             return Ok(None);
@@ -108,9 +109,9 @@ impl Interner {
         let id: i64 = conn
             .prepare_cached("SELECT id FROM series WHERE name = ?1 AND labels = ?2")?
             .query_row(params![key.name, labels], |r| r.get(0))?;
-        let entry = (id, Arc::new(key.clone()));
-        self.ids.insert(key.clone(), entry.clone());
-        Ok(Some(entry))
+        let key = Arc::new(key.clone());
+        self.ids.insert(key.clone(), id);
+        Ok(Some((id, key)))
     }
 
     fn forget(&mut self, key: &SeriesKey) {
