@@ -115,7 +115,15 @@ pub fn inspect(file: &Path, as_json: bool) -> anyhow::Result<Exit> {
         if as_json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            println!("{} {} {} — {}", p.kind(), p.metadata.name, p.metadata.version, p.metadata.description);
+            // The plugin's own words: escaped, so they cannot drive the terminal.
+            let said = |text: &str| crate::text::clean(text, 1024);
+            println!(
+                "{} {} {} — {}",
+                p.kind(),
+                p.metadata.name,
+                p.metadata.version,
+                said(&p.metadata.description)
+            );
             println!("file:      {} ({} bytes)", file.display(), report["size_bytes"]);
             println!("contract:  {}", report["contract"].as_str().unwrap_or_default());
             println!("config keys:");
@@ -124,7 +132,7 @@ pub fn inspect(file: &Path, as_json: bool) -> anyhow::Result<Exit> {
             }
             for k in &p.metadata.config_keys {
                 let required = if k.required { " (required)" } else { "" };
-                println!("  {}{required}: {}", k.name, k.description);
+                println!("  {}{required}: {}", k.name, said(&k.description));
             }
             println!("imports:");
             for i in &p.header.imports {
