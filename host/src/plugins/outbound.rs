@@ -30,6 +30,8 @@ pub struct Outbound {
     meter: Arc<Meter>,
     rates: Arc<Rates>,
     call: Arc<CallRequests>,
+    /// The call's end: no response may outlive it.
+    deadline: Instant,
 }
 
 /// The requests of the call in progress.
@@ -37,19 +39,16 @@ struct CallRequests {
     started: AtomicU32,
     bytes: AtomicU64,
     in_flight: AtomicU32,
-    /// The call's end: no response may outlive it.
-    deadline: Instant,
     /// Becomes true when the call ends; every request of the call watches it.
     ended: tokio::sync::watch::Sender<bool>,
 }
 
 impl CallRequests {
-    fn new(deadline: Instant) -> Arc<CallRequests> {
+    fn new() -> Arc<CallRequests> {
         Arc::new(CallRequests {
             started: AtomicU32::new(0),
             bytes: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
-            deadline,
             ended: tokio::sync::watch::channel(false).0,
         })
     }
@@ -57,21 +56,28 @@ impl CallRequests {
 
 impl Outbound {
     pub fn new(budget: HttpBudget, meter: Arc<Meter>, rates: Arc<Rates>) -> Outbound {
-        let far = Instant::now() + Duration::from_secs(86_400 * 365);
-        Outbound { budget, meter, rates, call: CallRequests::new(far) }
+        let deadline = Instant::now() + Duration::from_secs(86_400 * 365);
+        Outbound { budget, meter, rates, call: CallRequests::new(), deadline }
     }
 
     pub fn meter(&self) -> &Meter {
         &self.meter
     }
 
-    /// A call starts; it must end by `deadline`.
+    /// A call starts; it must end by `deadline`. (A call that sent nothing leaves nothing to
+    /// renew: most calls, a policy's always, cost no allocation here.)
     pub fn begin_call(&mut self, deadline: Instant) {
-        self.call = CallRequests::new(deadline);
+        self.deadline = deadline;
+        if self.call.started.load(Ordering::Relaxed) > 0 {
+            self.call = CallRequests::new();
+        }
     }
 
     /// The call ended: cancels what is still open and returns how many requests that was.
     pub fn end_call(&mut self) -> u32 {
+        if self.call.started.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
         let open = self.call.in_flight.load(Ordering::SeqCst);
         self.call.ended.send_replace(true);
         if open > 0 {
@@ -119,7 +125,7 @@ impl Outbound {
 
     /// The longest a response started now may take: its own limit, and never past the call.
     pub fn response_deadline(&self) -> Instant {
-        (Instant::now() + self.budget.response_timeout).min(self.call.deadline)
+        (Instant::now() + self.budget.response_timeout).min(self.deadline)
     }
 
     /// `fut` (sending a request, or driving its connection), cut when the call ends or at
