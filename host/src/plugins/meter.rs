@@ -99,10 +99,6 @@ impl Meter {
         })
     }
 
-    pub fn plugin(&self) -> &str {
-        &self.plugin
-    }
-
     /// Counts `n` events over budget `b`. Logs `what` (plugin text in it must be [`clean`]ed)
     /// only when this starts an episode.
     pub fn exceeded(&self, b: Budget, n: u64, what: impl FnOnce() -> String) {
@@ -175,35 +171,28 @@ impl Default for LogLimits {
 }
 
 struct LogBucket {
-    limits: LogLimits,
-    lines: f64,
-    bytes: f64,
-    at: Instant,
+    lines: TokenBucket,
+    bytes: TokenBucket,
     /// Lines and bytes suppressed since the first suppression of this run.
     suppressed: Option<(u64, u64, Instant)>,
 }
 
 impl LogBucket {
-    fn new(limits: LogLimits) -> LogBucket {
-        let burst = limits.burst_secs;
+    fn new(l: LogLimits) -> LogBucket {
         LogBucket {
-            limits,
-            lines: limits.lines_per_sec * burst,
-            bytes: limits.bytes_per_sec * burst,
-            at: Instant::now(),
+            lines: TokenBucket::new(l.lines_per_sec, l.lines_per_sec * l.burst_secs),
+            bytes: TokenBucket::new(l.bytes_per_sec, l.bytes_per_sec * l.burst_secs),
             suppressed: None,
         }
     }
 
+    /// A line of `bytes` takes a line and its bytes, both or neither.
     fn take(&mut self, bytes: usize, now: Instant) -> bool {
-        let l = self.limits;
-        let dt = now.duration_since(self.at).as_secs_f64();
-        self.at = now;
-        self.lines = (self.lines + dt * l.lines_per_sec).min(l.lines_per_sec * l.burst_secs);
-        self.bytes = (self.bytes + dt * l.bytes_per_sec).min(l.bytes_per_sec * l.burst_secs);
-        if self.lines >= 1.0 && self.bytes >= bytes as f64 {
-            self.lines -= 1.0;
-            self.bytes -= bytes as f64;
+        self.lines.refill(now);
+        self.bytes.refill(now);
+        if self.lines.tokens >= 1.0 && self.bytes.tokens >= bytes as f64 {
+            self.lines.tokens -= 1.0;
+            self.bytes.tokens -= bytes as f64;
             return true;
         }
         let s = self.suppressed.get_or_insert((0, 0, now));
@@ -227,15 +216,15 @@ impl TokenBucket {
         TokenBucket { rate, burst, tokens: burst, at: Instant::now() }
     }
 
-    fn refill(&mut self) {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
-        self.at = now;
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = self.at.max(now);
     }
 
     /// Takes `n` tokens if there are that many.
     pub fn take(&mut self, n: f64) -> bool {
-        self.refill();
+        self.refill(Instant::now());
         if self.tokens >= n {
             self.tokens -= n;
             true
@@ -247,7 +236,7 @@ impl TokenBucket {
     /// As [`TokenBucket::take`], but a full bucket lets one take larger than itself through
     /// (the debt is paid back before the next), so the rate holds on average.
     pub fn take_with_debt(&mut self, n: f64) -> bool {
-        self.refill();
+        self.refill(Instant::now());
         if self.tokens >= n || self.tokens >= self.burst {
             self.tokens -= n;
             true
@@ -269,7 +258,7 @@ mod tests {
     fn log_bucket_admits_a_burst_then_the_rate() {
         let limits = LogLimits { lines_per_sec: 10.0, bytes_per_sec: 1000.0, burst_secs: 2.0 };
         let mut b = LogBucket::new(limits);
-        let t0 = b.at;
+        let t0 = b.lines.at;
         let admitted = (0..100).filter(|_| b.take(10, t0)).count();
         assert_eq!(admitted, 20, "the burst is 2 s of 10 lines/s");
         assert_eq!(b.suppressed.map(|s| s.0), Some(80));

@@ -277,10 +277,6 @@ impl CpuClock {
         false
     }
 
-    pub fn used(&self) -> Duration {
-        self.used
-    }
-
     pub fn resume_marker(&self) -> Arc<ResumeMarker> {
         self.resumed.clone()
     }
