@@ -174,18 +174,17 @@ impl Collector {
     }
 
     /// Runs until the registry is dropped: every 100 ms, starts the collections that are due.
-    pub async fn run(
-        self: Arc<Self>,
-        registry: std::sync::Weak<Registry>,
-        config: Arc<crate::config::Config>,
-    ) {
+    /// Settings are read from the registry's configuration at each tick, so a reload applies
+    /// at the next collection.
+    pub async fn run(self: Arc<Self>, registry: std::sync::Weak<Registry>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let idle_ms = config.retention.raw.as_millis() as i64;
         loop {
             tick.tick().await;
             let Some(registry) = registry.upgrade() else {
                 break;
             };
+            let config = registry.config();
+            let idle_ms = config.retention.raw.as_millis() as i64;
             let now = Instant::now();
             let sources = registry.of_kind(Kind::Source);
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -13,8 +13,9 @@ use anyhow::{bail, Context};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Runs the agent until a stop signal.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the agent until a stop signal. `reload` reads the configuration again (SIGHUP,
+/// `POST /reload`).
+pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let data = &config.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("creating the data folder {}", data.display()))?;
@@ -25,7 +26,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     store.start_maintenance(config.retention, std::time::Duration::from_secs(60));
     let telemetry = Arc::new(Telemetry::default());
     let token = write_token(data)?;
-    let supervisor = Supervisor::start(config.processes.clone(), data).await;
+    let supervisor = Supervisor::start(config.processes.clone(), data, config.process_tree)
+        .await
+        .map_err(|e| anyhow::anyhow!("agent.{e}"))?;
     let watched = supervisor.clone();
     let sampler = crate::sampler::schedule::spawn(
         config.sample_interval,
@@ -58,7 +61,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let collector =
         registry.as_ref().map(|_| Arc::new(Collector::new(Some(writer.clone()), telemetry.clone())));
-    let scaler = registry.as_ref().map(|r| crate::scaler::Scaler::start(&config.groups, r, &store));
+    let scaler = registry.as_ref().map(|r| Arc::new(crate::scaler::Scaler::start(&config.groups, r, &store)));
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        config.clone(),
+        reload,
+        supervisor.clone(),
+        registry.clone(),
+        scaler.clone(),
+    ));
+    crate::reload::on_sighup(Arc::downgrade(&reloader));
 
     // The API answers from the first moment; plugins show as `loading` until they are ready.
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
@@ -69,9 +80,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener.local_addr()?,
         crate::duration::format(config.sample_interval)
     );
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let state = Arc::new(ApiState {
         supervisor: Some(supervisor.clone()),
         scaler,
+        reloader: Some(reloader),
         token,
         registry: registry.clone(),
         collector: collector.clone(),
@@ -79,12 +92,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store: Some(store.clone()),
         writer: Some(writer.stats.clone()),
         telemetry,
+        stopping: stopping_rx,
     });
-    let api = tokio::spawn(api::serve(listener, state, stop_signal()));
+    // Streams that never end on their own (`logs -f`) end when the agent stops, so the API's
+    // graceful shutdown does not wait on them.
+    let stop = async move {
+        stop_signal().await;
+        let _ = stopping_tx.send(true);
+    };
+    let api = tokio::spawn(api::serve(listener, state, stop));
     if let (Some(registry), Some(collector)) = (&registry, collector) {
         registry.watch()?;
         registry.start().await;
-        tokio::spawn(collector.run(Arc::downgrade(registry), config.clone()));
+        tokio::spawn(collector.run(Arc::downgrade(registry)));
     }
     api.await.context("the API task failed")??;
 

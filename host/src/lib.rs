@@ -5,7 +5,8 @@
 //! - [`store`]: the SQLite database; nothing else speaks SQL.
 //! - [`plugins`]: wasmtime; nothing else touches a component, a store or an instance.
 //! - [`api`]: the HTTP endpoints.
-//! - [`daemon`]: wires the above together for `agent run`.
+//! - [`daemon`]: wires the above together for `agent run`; [`reload`] applies a changed
+//!   configuration to it.
 
 pub mod api;
 pub mod collector;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod duration;
 pub mod plugins;
+pub mod reload;
 pub mod sampler;
 pub mod scaffold;
 pub mod scaler;

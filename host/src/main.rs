@@ -3,7 +3,7 @@
 //! 2 bad usage or configuration.
 
 use agent::commands::{self, Exit, ProcessAction};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -78,6 +78,38 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Show a supervised process's recent output (kept in memory by the agent); -f follows it.
+    Logs {
+        name: String,
+        /// Only this replica (default: all, each line prefixed with NAME-REPLICA).
+        #[arg(long)]
+        replica: Option<u32>,
+        /// Keep printing new lines as they come.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines of history to show first.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Make the running agent re-read its configuration file (as SIGHUP does); prints what changed.
+    Reload {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Validate a configuration file without running anything; exit 2 with the error if invalid.
+    CheckConfig {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Print a shell completion script: `agent completions bash > /etc/bash_completion.d/agent`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `agent man > agent.1 && man ./agent.1`.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -238,6 +270,19 @@ fn main() {
         Some(Command::Scale { name, replicas, run }) => {
             commands::control(run.into_options(), ProcessAction::Scale(name, replicas))
         }
+        Some(Command::Logs { name, replica, follow, lines, run }) => {
+            commands::logs(run.into_options(), commands::LogsArgs { name, replica, follow, lines })
+        }
+        Some(Command::Reload { run }) => commands::reload(run.into_options()),
+        Some(Command::CheckConfig { run }) => commands::check_config(run.into_options()),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "agent", &mut std::io::stdout());
+            Ok(Exit::Success)
+        }
+        Some(Command::Man) => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map(|_| Exit::Success)
+            .map_err(Into::into),
     };
     std::process::exit(match result {
         Ok(Exit::Success) => 0,

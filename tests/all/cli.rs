@@ -46,6 +46,41 @@ fn two_agents_cannot_share_a_data_folder() {
 }
 
 #[test]
+fn completions_and_the_manual_page_come_from_the_command_line_definition() {
+    let (code, bash, _) = agent_cli(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    assert!(bash.contains("complete -F _agent") && bash.contains("check-config"), "{bash}");
+    let (code, fish, _) = agent_cli(&["completions", "fish"]);
+    assert_eq!(code, 0);
+    assert!(fish.contains("complete -c agent") && fish.contains("reload"), "{fish}");
+    let (code, zsh, _) = agent_cli(&["completions", "zsh"]);
+    assert_eq!(code, 0);
+    assert!(zsh.starts_with("#compdef agent"), "{zsh}");
+    let (code, man, _) = agent_cli(&["man"]);
+    assert_eq!(code, 0);
+    assert!(man.contains(".TH agent 1") && man.contains("logs"), "{man}");
+    let (code, _, err) = agent_cli(&["completions", "tcsh"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn check_config_validates_without_running_and_exits_2_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "[[process]]\nname = \"a\"\ncommand = \"true\"\nmemory_max = \"lots\"\n")
+        .unwrap();
+    let (code, out, err) = agent_cli(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("agent.toml:4:14: process[a].memory_max: `lots` is not a size"), "{err}");
+    std::fs::write(&config, "[[process]]\nname = \"a\"\ncommand = \"true\"\nmemory_max = \"64MiB\"\n")
+        .unwrap();
+    let (code, out, err) = agent_cli(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with(": ok (processes: 1, groups: 0, plugin tables: 0)\n"), "{out}");
+    assert!(!dir.path().join("data").exists(), "nothing was run or created");
+}
+
+#[test]
 fn help_lists_the_commands() {
     let (code, out, _) = agent_cli(&["--help"]);
     assert_eq!(code, 0);

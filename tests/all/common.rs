@@ -203,6 +203,11 @@ impl Agent {
         agent
     }
 
+    /// The agent's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }

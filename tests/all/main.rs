@@ -15,3 +15,4 @@ mod sandbox;
 mod scaffold;
 mod scaler;
 mod supervisor;
+mod supervisor_ops;

@@ -6,16 +6,16 @@ use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-fn instances(agent: &Agent, name: &str) -> Vec<serde_json::Value> {
+pub(crate) fn instances(agent: &Agent, name: &str) -> Vec<serde_json::Value> {
     agent.status()["processes"].as_array().unwrap().iter().filter(|p| p["name"] == name).cloned().collect()
 }
 
-fn instance(agent: &Agent, name: &str, replica: u64) -> Option<serde_json::Value> {
+pub(crate) fn instance(agent: &Agent, name: &str, replica: u64) -> Option<serde_json::Value> {
     instances(agent, name).into_iter().find(|p| p["replica"] == replica)
 }
 
 /// Pids of live (non-zombie) processes whose environment carries `marker`.
-fn marked_processes(marker: &str) -> Vec<u32> {
+pub(crate) fn marked_processes(marker: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -28,7 +28,7 @@ fn marked_processes(marker: &str) -> Vec<u32> {
         .collect()
 }
 
-fn mark() -> String {
+pub(crate) fn mark() -> String {
     format!("{}-{}", std::process::id(), Instant::now().elapsed().as_nanos() ^ rand_bits())
 }
 
@@ -276,6 +276,7 @@ fn control_requests_need_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let agent =
         Agent::start(dir.path(), "[[process]]\nname = \"p\"\ncommand = \"sleep\"\nargs = [\"600\"]\n");
+    wait_for("p ready", LIMIT, || instance(&agent, "p", 0).filter(|p| p["state"] == "ready"));
     let token_file = agent.data.path().join("api.token");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);

@@ -13,6 +13,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod logs;
 pub mod prometheus;
 
 /// The token mutating requests must carry (`Authorization: Bearer TOKEN`). The agent writes
@@ -21,7 +22,8 @@ pub const TOKEN_FILE: &str = "api.token";
 
 pub struct ApiState {
     pub supervisor: Option<Arc<crate::supervisor::Supervisor>>,
-    pub scaler: Option<crate::scaler::Scaler>,
+    pub scaler: Option<Arc<crate::scaler::Scaler>>,
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
     pub token: String,
     pub registry: Option<Arc<Registry>>,
     pub collector: Option<Arc<Collector>>,
@@ -29,6 +31,8 @@ pub struct ApiState {
     pub store: Option<crate::store::Store>,
     pub writer: Option<Arc<crate::store::WriterStats>>,
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// Turns true when the agent stops: open-ended responses end then.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -36,6 +40,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/reload", axum::routing::post(reload))
+        .route("/processes/{name}/logs", get(logs::logs))
         .route("/processes/{name}/{action}", axum::routing::post(control))
         .route("/processes/{name}/replicas/{count}", axum::routing::post(replicas))
         .with_state(state)
@@ -64,6 +70,8 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "groups": groups,
         "processes": processes,
+        "supervisor": state.supervisor.as_ref().map(|s| s.tree_status()),
+        "config": state.reloader.as_ref().map(|r| r.status()),
         "uptime_s": state.started.elapsed().as_secs(),
         "plugins_dir": state.registry.as_ref().map(|r| r.dir().display().to_string()),
         // Every file present at start-up has been tried (loaded or failed).
@@ -85,7 +93,9 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::Int
     let body = tokio::task::spawn_blocking(move || {
         let latest = state.writer.as_ref().map(|w| w.latest()).unwrap_or_default();
         let plugins = state.registry.as_ref().map(|r| r.status().0).unwrap_or_default();
+        let config = state.reloader.as_ref().map(|r| r.status());
         prometheus::render(&prometheus::Inputs {
+            config: config.as_ref(),
             latest: &latest,
             writer: state.writer.as_deref(),
             telemetry: &state.telemetry,
@@ -110,12 +120,16 @@ fn authorized(headers: &axum::http::HeaderMap, token: &str) -> bool {
 
 type Reply = (axum::http::StatusCode, String);
 
+fn unauthorized() -> Reply {
+    (
+        axum::http::StatusCode::UNAUTHORIZED,
+        format!("a token is required: Authorization: Bearer <DATA_DIR/{TOKEN_FILE}>\n"),
+    )
+}
+
 fn refuse(headers: &axum::http::HeaderMap, state: &ApiState) -> Option<Reply> {
     if !authorized(headers, &state.token) {
-        return Some((
-            axum::http::StatusCode::UNAUTHORIZED,
-            format!("a token is required: Authorization: Bearer <DATA_DIR/{TOKEN_FILE}>\n"),
-        ));
+        return Some(unauthorized());
     }
     if state.supervisor.is_none() {
         return Some((axum::http::StatusCode::NOT_FOUND, "this agent supervises no processes\n".into()));
@@ -166,6 +180,32 @@ async fn replicas(
     }
     let supervisor = state.supervisor.as_ref().expect("checked by refuse");
     outcome(supervisor.set_replicas(&name, count).await, format!("{name}: {count} replicas"))
+}
+
+/// `POST /reload`: re-reads the configuration file and applies it. 200 with what changed, or
+/// 400 with the reason nothing changed.
+async fn reload(
+    State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !authorized(&headers, &state.token) {
+        return unauthorized().into_response();
+    }
+    let Some(reloader) = &state.reloader else {
+        return (axum::http::StatusCode::NOT_FOUND, "this agent cannot reload\n").into_response();
+    };
+    match reloader.reload().await {
+        Ok(changes) => Json(json!({
+            "ok": true,
+            "summary": crate::reload::summary(&changes),
+            "changes": changes,
+        }))
+        .into_response(),
+        Err(error) => {
+            (axum::http::StatusCode::BAD_REQUEST, Json(json!({"ok": false, "error": error}))).into_response()
+        }
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.

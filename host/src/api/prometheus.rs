@@ -24,6 +24,8 @@ pub struct Inputs<'a> {
     pub telemetry: &'a Telemetry,
     pub plugins: &'a [Status],
     pub uptime_s: f64,
+    /// The configuration's reload state (`None` in tools that have no daemon).
+    pub config: Option<&'a crate::reload::ConfigStatus>,
 }
 
 /// The namespace of the agent's own families.
@@ -153,6 +155,23 @@ pub fn render(inputs: &Inputs) -> String {
         );
     };
     own("agent_uptime_seconds", "Seconds since the agent started.", "gauge", &[], inputs.uptime_s);
+    if let Some(c) = inputs.config {
+        let ok = c.last_reload.as_ref().is_none_or(|r| r.ok);
+        own(
+            "agent_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1) or was refused (0).",
+            "gauge",
+            &[],
+            if ok { 1.0 } else { 0.0 },
+        );
+        own(
+            "agent_config_last_reload_success_timestamp_seconds",
+            "When the configuration in force was loaded (Unix seconds).",
+            "gauge",
+            &[],
+            c.loaded_at_ms as f64 / 1000.0,
+        );
+    }
     own(
         "agent_exposition_series_hidden",
         "Series not on this page: in the agent_ namespace, or the same as another after sanitising.",
@@ -432,6 +451,7 @@ mod tests {
             }
             latest.sort_by(|a, b| a.key.cmp(&b.key));
             let page = render(&Inputs {
+                config: None,
                 latest: &latest,
                 writer: None,
                 telemetry: &telemetry,

@@ -28,6 +28,8 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub struct Config {
     /// The file it came from, if any (for messages).
     pub file: Option<PathBuf>,
+    /// SHA-256 of that file's text.
+    pub sha256: Option<String>,
     /// `[agent] data_dir`: database, compile cache and API token. Default `data`.
     pub data_dir: PathBuf,
     /// `[agent] listen`: address of the HTTP API. Default `127.0.0.1:9820`.
@@ -46,6 +48,8 @@ pub struct Config {
     pub compile: crate::plugins::CompileLimits,
     /// `[plugins.NAME]`: grants, limits and configuration per plugin, by plugin name.
     pub plugins: BTreeMap<String, PluginSettings>,
+    /// `[agent] process_tree`: how supervised process trees are owned. Default `auto`.
+    pub process_tree: crate::supervisor::TreeMode,
     /// `[[process]]`: what the supervisor runs, in file order.
     pub processes: Vec<ProcessSpec>,
     /// `[[group]]`: scaling groups, in file order.
@@ -231,6 +235,7 @@ struct RawAgent {
     sample_interval: Option<Spanned<String>>,
     compile_timeout: Option<Spanned<String>>,
     compile_memory_mib: Option<Spanned<u64>>,
+    process_tree: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -282,6 +287,7 @@ impl Config {
             .map_err(|e| ConfigError(format!("{}: cannot read the configuration: {e}", path.display())))?;
         let mut config = Config::parse(&text, path)?;
         config.file = Some(path.to_path_buf());
+        config.sha256 = Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())));
         Ok(config)
     }
 
@@ -349,6 +355,18 @@ impl Config {
         if let Some(mib) = at.at_least(&raw.agent.compile_memory_mib, "agent.compile_memory_mib", 256)? {
             compile.memory_bytes = mib << 20;
         }
+        let process_tree = match &raw.agent.process_tree {
+            None => crate::supervisor::TreeMode::Auto,
+            Some(t) => crate::supervisor::TreeMode::parse(t.get_ref()).ok_or_else(|| {
+                at.error(
+                    Some(t.span()),
+                    &format!(
+                        "agent.process_tree: `{}` is not auto, cgroup-v2, cgroup-v1 or subreaper",
+                        t.get_ref()
+                    ),
+                )
+            })?,
+        };
         let mut plugins = BTreeMap::new();
         for (name, raw_plugin) in raw.plugins {
             let span = raw_plugin.span();
@@ -363,6 +381,7 @@ impl Config {
         }
         Ok(Config {
             file: None,
+            sha256: None,
             data_dir: raw.agent.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             listen,
             plugins_dir: raw.agent.plugins,
@@ -370,6 +389,7 @@ impl Config {
             retention,
             max_series,
             compile,
+            process_tree,
             plugins,
             processes: process::validate(raw.process, at)?,
             groups: group::validate(raw.group, at)?,

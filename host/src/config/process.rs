@@ -35,6 +35,8 @@ pub struct ProcessSpec {
     pub stop_grace: Duration,
     pub health: Option<HealthCheck>,
     pub log: Option<LogFiles>,
+    /// `memory_max` (bytes) and `cpu_max` (cores), applied through the instance's cgroup.
+    pub limits: crate::supervisor::cgroup::Limits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +128,8 @@ pub(super) struct RawProcess {
     stop_grace: Option<Spanned<String>>,
     health: Option<Spanned<RawHealth>>,
     log: Option<RawLog>,
+    memory_max: Option<Spanned<String>>,
+    cpu_max: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -181,6 +185,28 @@ pub fn parse_signal(name: &str) -> Option<i32> {
         "WINCH" => libc::SIGWINCH,
         _ => return None,
     })
+}
+
+/// `512MiB`, `2GiB`, `100KiB`, `1048576` (bytes); also `M`, `G`, `K`, `MB`, `GB` as binary units.
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
+}
+
+/// `50%` → 0.5 cores; `250%` → 2.5 cores (systemd's CPUQuota).
+fn parse_percent(text: &str) -> Option<f64> {
+    let v: f64 = text.trim().strip_suffix('%')?.trim().parse().ok()?;
+    (v.is_finite() && v > 0.0).then_some(v / 100.0)
 }
 
 pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<ProcessSpec>, ConfigError> {
@@ -289,6 +315,34 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
             }
         };
         let stop_grace = duration(&p.stop_grace, "stop_grace", Duration::from_secs(10))?;
+        let limits = crate::supervisor::cgroup::Limits {
+            memory_max: match &p.memory_max {
+                None => None,
+                Some(m) => Some(parse_size(m.get_ref()).filter(|b| *b >= 1 << 20).ok_or_else(|| {
+                    at.error(
+                        Some(m.span()),
+                        &format!(
+                            "{}: `{}` is not a size of at least 1MiB like 512MiB or 2GiB",
+                            field("memory_max"),
+                            m.get_ref()
+                        ),
+                    )
+                })?),
+            },
+            cpu_max: match &p.cpu_max {
+                None => None,
+                Some(c) => Some(parse_percent(c.get_ref()).filter(|v| *v >= 0.01).ok_or_else(|| {
+                    at.error(
+                        Some(c.span()),
+                        &format!(
+                            "{}: `{}` is not a share of a core of at least 1% like 50% or 200%",
+                            field("cpu_max"),
+                            c.get_ref()
+                        ),
+                    )
+                })?),
+            },
+        };
         specs.push(ProcessSpec {
             name: name.clone(),
             command: p.command.into_inner(),
@@ -310,6 +364,7 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
                 max_bytes: l.max_kib.unwrap_or(10 * 1024).max(1) * 1024,
                 keep: l.keep.unwrap_or(3),
             }),
+            limits,
         });
     }
     Ok(specs)
@@ -318,6 +373,24 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+
+    #[test]
+    fn sizes_and_cpu_shares_parse() {
+        assert_eq!(super::parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(super::parse_size("2G"), Some(2 << 30));
+        assert_eq!(super::parse_size("1048576"), Some(1 << 20));
+        assert_eq!(super::parse_size("lots"), None);
+        assert_eq!(super::parse_percent("50%"), Some(0.5));
+        assert_eq!(super::parse_percent("250 %"), Some(2.5));
+        assert_eq!(super::parse_percent("0.5"), None);
+        let e = Config::parse(
+            "[[process]]\nname = \"a\"\ncommand = \"x\"\ncpu_max = \"half\"\n",
+            "t.toml".as_ref(),
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("t.toml:4:11: process[a].cpu_max: `half` is not a share"), "{e}");
+    }
     use std::path::Path;
     use std::time::Duration;
 

@@ -99,6 +99,11 @@ impl Meter {
         })
     }
 
+    /// New log limits (a reloaded configuration); the counters carry on.
+    pub fn set_log_limits(&self, log: LogLimits) {
+        *self.log.lock().unwrap_or_else(|p| p.into_inner()) = LogBucket::new(log);
+    }
+
     /// Counts `n` events over budget `b`. Logs `what` (plugin text in it must be [`clean`]ed)
     /// only when this starts an episode.
     pub fn exceeded(&self, b: Budget, n: u64, what: impl FnOnce() -> String) {

@@ -19,7 +19,8 @@ use tokio::sync::Mutex;
 
 pub struct Registry {
     rt: Arc<Runtime>,
-    config: Arc<Config>,
+    /// Replaced by a reload ([`Registry::reconfigure`]).
+    config: std::sync::RwLock<Arc<Config>>,
     store: Option<crate::store::Store>,
     dir: PathBuf,
     inner: Mutex<Inner>,
@@ -91,7 +92,7 @@ impl Registry {
     ) -> Arc<Registry> {
         Arc::new(Registry {
             rt,
-            config,
+            config: std::sync::RwLock::new(config),
             store,
             dir: dir.to_path_buf(),
             inner: Mutex::default(),
@@ -109,6 +110,63 @@ impl Registry {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts a reloaded configuration in force. Plugins whose `[plugins.NAME]` changed run under
+    /// the new grants, limits and configuration from their next call, without recompiling;
+    /// a plugin now disabled is unloaded, one no longer disabled is loaded. Returns the names of
+    /// the plugins whose settings changed.
+    pub async fn reconfigure(self: &Arc<Self>, config: Arc<Config>) -> Vec<String> {
+        let old =
+            std::mem::replace(&mut *self.config.write().unwrap_or_else(|p| p.into_inner()), config.clone());
+        let mut changed = Vec::new();
+        let mut regrants = Vec::new();
+        let mut enabled = false;
+        {
+            let mut inner = self.inner.lock().await;
+            let mut names: Vec<String> = old.plugins.keys().chain(config.plugins.keys()).cloned().collect();
+            names.sort();
+            names.dedup();
+            for name in names {
+                let (was, now) = (old.plugin(&name), config.plugin(&name));
+                if was == now {
+                    continue;
+                }
+                changed.push(name.clone());
+                enabled |= was.disabled && !now.disabled;
+                let Some(loaded) = inner.plugins.get(&name) else { continue };
+                if now.disabled {
+                    tracing::info!("plugin `{name}` is now disabled in the configuration; unloaded");
+                    inner.plugins.remove(&name);
+                    for entry in
+                        inner.files.values_mut().filter(|e| e.outcome.as_deref() == Ok(name.as_str()))
+                    {
+                        entry.outcome = Err(format!("plugin `{name}` is disabled in the configuration"));
+                    }
+                    continue;
+                }
+                let state = self.store.as_ref().map(|s| s.plugin_state_with(&name, &now.budgets));
+                regrants.push((loaded.handle.clone(), Arc::new(loaded.handle.grants().renewed(now, state))));
+            }
+            if enabled {
+                // Files refused while their plugin was disabled are tried again.
+                inner.files.retain(|_, e| e.outcome.is_ok());
+            }
+            self.publish(&inner);
+        }
+        for (handle, grants) in regrants {
+            handle.regrant(grants).await;
+        }
+        if enabled {
+            let (_, loads) = self.start_reconcile().await;
+            drop(loads);
+        }
+        changed
     }
 
     /// The running plugin `name`.
@@ -269,7 +327,7 @@ impl Registry {
         still_running: Option<&str>,
     ) -> Result<Installed, String> {
         let name = prepared.metadata.name.clone();
-        let settings = self.config.plugin(&name);
+        let settings = self.config().plugin(&name);
         if settings.disabled {
             return Err(format!("plugin `{name}` is disabled in the configuration"));
         }

@@ -56,6 +56,22 @@ impl Grants {
         Grants { plugin: plugin.into(), settings, state, replicas, meter, http_rates: Default::default() }
     }
 
+    /// The same plugin under new settings (a reloaded configuration): its meter and outbound
+    /// rates carry on.
+    pub fn renewed(&self, settings: PluginSettings, state: Option<PluginState>) -> Grants {
+        if settings.budgets.log != self.settings.budgets.log {
+            self.meter.set_log_limits(settings.budgets.log);
+        }
+        Grants {
+            plugin: self.plugin.clone(),
+            settings,
+            state,
+            replicas: self.replicas.clone(),
+            meter: self.meter.clone(),
+            http_rates: self.http_rates.clone(),
+        }
+    }
+
     /// The replica control for `process`, if — and only if — it was granted to this plugin.
     pub fn replicas_for(&self, process: &str) -> Result<Arc<dyn ReplicaControl>, String> {
         if !self.settings.processes.iter().any(|p| p == process) {

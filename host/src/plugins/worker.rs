@@ -438,12 +438,15 @@ struct Shared {
 enum Msg {
     Call(Call, oneshot::Sender<Result<Reply, CallError>>),
     Swap(Box<Prepared>, oneshot::Sender<()>),
+    Regrant(Arc<Grants>, oneshot::Sender<()>),
 }
 
 /// The way to a plugin's worker. Cloning is cheap; the worker stops when the last handle drops.
 #[derive(Clone)]
 pub struct PluginHandle {
     shared: Arc<Shared>,
+    /// What the plugin runs with now (a reload replaces it).
+    grants: Arc<std::sync::RwLock<Arc<Grants>>>,
 }
 
 impl PluginHandle {
@@ -472,6 +475,7 @@ impl PluginHandle {
             quarantined_until: Mutex::new(None),
         });
         let limits = Limits::for_kind(prepared.kind(), &grants.settings);
+        let current = Arc::new(std::sync::RwLock::new(grants.clone()));
         let worker = Worker {
             rt,
             pre: prepared.pre,
@@ -482,7 +486,23 @@ impl PluginHandle {
             consecutive_faults: 0,
         };
         tokio::spawn(worker.run(rx));
-        PluginHandle { shared }
+        PluginHandle { shared, grants: current }
+    }
+
+    /// What the plugin runs with now.
+    pub fn grants(&self) -> Arc<Grants> {
+        self.grants.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs the plugin under new grants and limits from its next call on: the instance is
+    /// rebuilt from the compiled component (nothing is recompiled); a call in progress finishes
+    /// under the old ones.
+    pub async fn regrant(&self, grants: Arc<Grants>) {
+        *self.grants.write().unwrap_or_else(|p| p.into_inner()) = grants.clone();
+        let (done, wait) = oneshot::channel();
+        if self.shared.tx.send(Msg::Regrant(grants, done)).await.is_ok() {
+            let _ = wait.await;
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -601,6 +621,12 @@ impl Worker {
                     status.sha256 = prepared.hash.clone();
                     status.state = State::Ready;
                     drop(status);
+                    let _ = done.send(());
+                }
+                Msg::Regrant(grants, done) => {
+                    self.limits = Limits::for_kind(self.pre.kind(), &grants.settings);
+                    self.grants = grants;
+                    self.live = None;
                     let _ = done.send(());
                 }
             }

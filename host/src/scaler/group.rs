@@ -52,12 +52,15 @@ pub fn history_from_journal(spec: &GroupSpec, entries: &[JournalEntry]) -> Histo
     history
 }
 
+/// Runs the group's loop. `specs` carries the group's configuration: a reload sends a new one
+/// (taken at the next tick, with history kept), and dropping the sender ends the loop.
 pub async fn run(
-    spec: Arc<GroupSpec>,
+    mut specs: tokio::sync::watch::Receiver<Arc<GroupSpec>>,
     registry: Weak<Registry>,
     store: Store,
     status: Arc<Mutex<GroupStatus>>,
 ) {
+    let mut spec = specs.borrow_and_update().clone();
     let lookback = spec.behavior.up.stabilization_ms.max(spec.behavior.down.stabilization_ms).max(3_600_000);
     let mut history = match store.decisions(Some(&spec.name), now_ms() - lookback) {
         Ok(entries) => history_from_journal(&spec, &entries),
@@ -71,6 +74,19 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        match specs.has_changed() {
+            Err(_) => return, // the group was removed
+            Ok(true) => {
+                spec = specs.borrow_and_update().clone();
+                if tick.period() != spec.interval {
+                    tick = tokio::time::interval(spec.interval);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    tick.tick().await;
+                }
+                status.lock().unwrap_or_else(|p| p.into_inner()).dry_run = spec.dry_run;
+            }
+            Ok(false) => {}
+        }
         let Some(registry) = registry.upgrade() else { return };
         // At start-up, wait for the group's plugins while the folder is still being loaded.
         if !registry.started()

@@ -17,33 +17,85 @@ use group::GroupStatus;
 use std::sync::{Arc, Mutex};
 
 /// The running groups.
-#[derive(Default)]
 pub struct Scaler {
-    groups: Vec<Arc<Mutex<GroupStatus>>>,
+    groups: Mutex<Vec<Running>>,
+    registry: std::sync::Weak<Registry>,
+    store: Store,
+}
+
+struct Running {
+    spec: Arc<GroupSpec>,
+    specs: tokio::sync::watch::Sender<Arc<GroupSpec>>,
+    status: Arc<Mutex<GroupStatus>>,
+}
+
+/// What a reload did to the groups, by name.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct GroupChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Changed: in force from the group's next evaluation, its history kept.
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
 }
 
 impl Scaler {
     /// Starts one loop per group. The loops end when the registry is dropped.
     pub fn start(specs: &[GroupSpec], registry: &Arc<Registry>, store: &Store) -> Scaler {
-        let mut groups = Vec::new();
-        for spec in specs {
-            let status = Arc::new(Mutex::new(GroupStatus {
-                name: spec.name.clone(),
-                dry_run: spec.dry_run,
-                ..Default::default()
-            }));
-            tokio::spawn(group::run(
-                Arc::new(spec.clone()),
-                Arc::downgrade(registry),
-                store.clone(),
-                status.clone(),
-            ));
-            groups.push(status);
+        let scaler =
+            Scaler { groups: Mutex::default(), registry: Arc::downgrade(registry), store: store.clone() };
+        let started: Vec<Running> = specs.iter().map(|s| scaler.launch(s)).collect();
+        *scaler.groups.lock().unwrap_or_else(|p| p.into_inner()) = started;
+        scaler
+    }
+
+    fn launch(&self, spec: &GroupSpec) -> Running {
+        let status = Arc::new(Mutex::new(GroupStatus {
+            name: spec.name.clone(),
+            dry_run: spec.dry_run,
+            ..Default::default()
+        }));
+        let spec = Arc::new(spec.clone());
+        let (specs, rx) = tokio::sync::watch::channel(spec.clone());
+        tokio::spawn(group::run(rx, self.registry.clone(), self.store.clone(), status.clone()));
+        Running { spec, specs, status }
+    }
+
+    /// Puts a reloaded group list in force: new groups start, removed ones stop before their
+    /// next evaluation, changed ones take the new spec at their next evaluation.
+    pub fn apply(&self, specs: &[GroupSpec]) -> GroupChanges {
+        let mut changes = GroupChanges::default();
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kept = Vec::new();
+        for running in groups.drain(..) {
+            match specs.iter().find(|s| s.name == running.spec.name) {
+                None => changes.removed.push(running.spec.name.clone()),
+                Some(s) if *running.spec == *s => {
+                    changes.unchanged.push(s.name.clone());
+                    kept.push(running);
+                }
+                Some(s) => {
+                    changes.changed.push(s.name.clone());
+                    let spec = Arc::new(s.clone());
+                    let _ = running.specs.send(spec.clone());
+                    kept.push(Running { spec, ..running });
+                }
+            }
         }
-        Scaler { groups }
+        let new: Vec<&GroupSpec> =
+            specs.iter().filter(|s| !kept.iter().any(|r| r.spec.name == s.name)).collect();
+        for s in new {
+            changes.added.push(s.name.clone());
+            kept.push(self.launch(s));
+        }
+        // File order, as at start-up.
+        kept.sort_by_key(|r| specs.iter().position(|s| s.name == r.spec.name));
+        *groups = kept;
+        changes
     }
 
     pub fn status(&self) -> Vec<GroupStatus> {
-        self.groups.iter().map(|g| g.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect()
+        let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups.iter().map(|g| g.status.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect()
     }
 }

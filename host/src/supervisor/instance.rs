@@ -2,14 +2,15 @@
 //! with backoff, stop it on request. The task owns the child; nothing else signals it.
 
 use super::health::{self, Health};
-use super::output::{self, RotatingFile};
+use super::output::{self, Output, RotatingFile, Sinks};
 use super::spawn::{self, Slot};
-use crate::config::{ProcessSpec, Restart};
+use super::tree::{self, Members};
+use crate::config::{Backoff, ProcessSpec, Restart};
 use serde::Serialize;
+use spawn::Child;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
-use tokio::process::Child;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,6 +42,10 @@ pub struct InstanceStatus {
     pub last_exit: Option<String>,
     pub last_error: Option<String>,
     pub uptime_s: Option<f64>,
+    /// The instance's cgroup, when the supervisor uses cgroups.
+    pub cgroup: Option<String>,
+    /// `memory_max`/`cpu_max` that could not be applied, and why.
+    pub limits_error: Option<String>,
     #[serde(skip)]
     pub started_at: Option<Instant>,
 }
@@ -58,6 +63,37 @@ pub struct Instance {
     pub status: Arc<Mutex<InstanceStatus>>,
     pub marker: Arc<str>,
     pub http: reqwest::Client,
+    pub members: Members,
+    pub output: Arc<Output>,
+}
+
+/// Without a health check, an instance counts as having been up once it ran this long
+/// (supervisord's `startsecs`): a program that exits at once is a crash loop from the start.
+const UP_WITHOUT_CHECK: Duration = Duration::from_secs(1);
+
+/// Failures in a row, and the delay each costs. The first failure of an instance that was up
+/// (ready by its health check, running for 1 s without one, or running for
+/// `backoff.reset_after`) is restarted at once, as supervisord and systemd do; backoff is for
+/// crash loops and applies from the second failure in a row.
+#[derive(Debug, Default)]
+struct Failures {
+    in_row: u32,
+    backed_off: u32,
+}
+
+impl Failures {
+    /// A run of `ran` ended in failure; the delay before the next start.
+    fn failed(&mut self, backoff: &Backoff, ran: Duration, was_up: bool) -> Duration {
+        if ran >= backoff.reset_after {
+            *self = Failures::default();
+        }
+        self.in_row += 1;
+        if self.in_row == 1 && (was_up || ran >= backoff.reset_after) {
+            return Duration::ZERO;
+        }
+        self.backed_off += 1;
+        backoff.delay(self.backed_off)
+    }
 }
 
 /// What a stopped or failed instance was told.
@@ -77,199 +113,247 @@ enum Ended {
     Control(Control),
 }
 
+/// What the loop does next.
+enum Next {
+    /// Start again after this delay (zero: at once).
+    Start(Duration),
+    /// Start again now with a clean slate (a restart request).
+    Fresh,
+    /// Stay down until told otherwise.
+    Down,
+    /// The task ends.
+    End,
+}
+
+/// A child that is running.
+struct Running {
+    child: Child,
+    pid: Option<u32>,
+    started: Instant,
+}
+
 impl Instance {
     fn set(&self, f: impl FnOnce(&mut InstanceStatus)) {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    fn log(&self) -> (String, u32) {
-        (self.spec.name.clone(), self.slot.replica)
+    fn name(&self) -> &str {
+        &self.spec.name
     }
 
     pub async fn run(self, mut ctl: mpsc::Receiver<Control>) {
-        let spec = self.spec.clone();
-        let (name, replica) = self.log();
-        let mut enabled = true;
-        let mut failures = 0u32;
+        let log_file = self.open_log_file();
+        let mut failures = Failures::default();
         let mut starts: VecDeque<Instant> = VecDeque::new();
+        let mut next = Next::Start(Duration::ZERO);
         let mut first_start = true;
-        let log_file = spec.log.as_ref().and_then(|cfg| match RotatingFile::open(cfg, &name, replica) {
-            Ok(f) => Some(Arc::new(Mutex::new(f))),
-            Err(e) => {
-                tracing::error!(process = %name, replica, "cannot open its log file in {}: {e}", cfg.dir.display());
-                None
-            }
-        });
-
         loop {
-            if !enabled {
-                match self.idle(&mut ctl, ProcState::Stopped).await {
-                    Idle::Resume => {
-                        (enabled, failures) = (true, 0);
-                        starts.clear();
-                    }
-                    Idle::Stay => {}
-                    Idle::End => return,
+            next = match next {
+                Next::End => return,
+                Next::Down => match self.idle(&mut ctl, ProcState::Stopped).await {
+                    Idle::Resume => Next::Fresh,
+                    Idle::Stay => Next::Down,
+                    Idle::End => Next::End,
+                },
+                Next::Fresh => {
+                    (failures, starts) = (Failures::default(), VecDeque::new());
+                    Next::Start(Duration::ZERO)
                 }
-                continue;
-            }
-
-            // The start limit: too many starts too fast means something is wrong; stop trying.
-            let now = Instant::now();
-            while starts.front().is_some_and(|t| now.duration_since(*t) > spec.start_limit.interval) {
-                starts.pop_front();
-            }
-            if starts.len() as u32 >= spec.start_limit.count {
-                tracing::error!(
-                    process = %name, replica,
-                    "started {} times within {}; giving up until `agent restart {name}`",
-                    starts.len(), crate::duration::format(spec.start_limit.interval)
-                );
-                match self.idle(&mut ctl, ProcState::Failed).await {
-                    Idle::Resume => {
-                        failures = 0;
-                        starts.clear();
-                    }
-                    Idle::Stay => enabled = false,
-                    Idle::End => return,
-                }
-                continue;
-            }
-            starts.push_back(now);
-
-            let mut child = match spawn::command(&spec, &self.slot, &self.marker).spawn() {
-                Ok(child) => child,
-                Err(e) => {
-                    let error = format!("cannot start `{}`: {e}", spec.command);
-                    tracing::error!(process = %name, replica, "{error}");
-                    self.set(|s| s.last_error = Some(error));
-                    failures += 1;
-                    match self.backoff(&mut ctl, failures).await {
-                        Some(next) => {
-                            (enabled, failures) = next;
-                            continue;
+                Next::Start(delay) if !delay.is_zero() => self.backoff(&mut ctl, delay).await,
+                Next::Start(_) => {
+                    if self.over_start_limit(&mut starts) {
+                        match self.idle(&mut ctl, ProcState::Failed).await {
+                            Idle::Resume => Next::Fresh,
+                            Idle::Stay => Next::Down,
+                            Idle::End => Next::End,
                         }
-                        None => return,
+                    } else {
+                        starts.push_back(Instant::now());
+                        match self.start(&log_file, first_start) {
+                            Err(()) => {
+                                Next::Start(failures.failed(&self.spec.backoff, Duration::ZERO, false))
+                            }
+                            Ok(running) => {
+                                first_start = false;
+                                self.watch(running, &mut ctl, &mut failures).await
+                            }
+                        }
                     }
                 }
             };
-            let pid = child.id();
-            let started = Instant::now();
-            if !first_start {
-                self.set(|s| s.restarts += 1);
-            }
-            first_start = false;
-            self.set(|s| {
-                s.pid = pid;
-                s.started_at = Some(started);
-                s.state = if spec.health.is_some() { ProcState::Starting } else { ProcState::Ready };
-            });
-            tracing::debug!(process = %name, replica, pid, "started");
-            let name_arc: Arc<str> = name.as_str().into();
-            if let Some(out) = child.stdout.take() {
-                tokio::spawn(output::forward(out, name_arc.clone(), replica, "stdout", log_file.clone()));
-            }
-            if let Some(err) = child.stderr.take() {
-                tokio::spawn(output::forward(err, name_arc, replica, "stderr", log_file.clone()));
-            }
-            let (health_tx, mut health_rx) = mpsc::channel(4);
-            if let Some(check) = &spec.health {
-                let mut check = check.clone();
-                check.probe = match check.probe {
-                    crate::config::Probe::Http { url, body_contains } => {
-                        crate::config::Probe::Http { url: self.slot.expand(&spec, &url), body_contains }
-                    }
-                    crate::config::Probe::Tcp { address } => {
-                        crate::config::Probe::Tcp { address: self.slot.expand(&spec, &address) }
-                    }
-                    crate::config::Probe::Command { argv } => crate::config::Probe::Command {
-                        argv: argv.iter().map(|a| self.slot.expand(&spec, a)).collect(),
-                    },
-                };
-                tokio::spawn(health::watch(check, self.http.clone(), health_tx));
-            } else {
-                drop(health_tx);
-            }
+        }
+    }
 
-            let ended = self.supervise(&mut child, &mut health_rx, &mut ctl).await;
-            drop(health_rx); // stops the health checker
-            let ran = started.elapsed();
-            match ended {
-                Ended::Exited(status) => {
-                    // Whatever the leader left behind in its group goes with it.
-                    if let Some(pgid) = pid {
-                        spawn::signal_group(pgid, libc::SIGKILL);
-                    }
-                    let exit = describe(status);
-                    let success = status.code().is_some_and(|c| spec.success_exit_codes.contains(&c));
-                    let restart = match spec.restart {
-                        Restart::Always => true,
-                        Restart::OnFailure => !success,
-                        Restart::Never => false,
-                    };
-                    self.set(|s| {
-                        s.last_exit = Some(exit.clone());
-                        s.pid = None;
-                        s.started_at = None;
-                    });
-                    if !restart {
-                        tracing::info!(process = %name, replica, "{exit}; not restarted (restart = {:?})", spec.restart);
-                        enabled = false;
-                        continue;
-                    }
-                    if ran >= spec.backoff.reset_after {
-                        failures = 0;
-                    }
-                    failures += 1;
-                    tracing::warn!(process = %name, replica, "{exit} after {}ms; restarting", ran.as_millis());
-                }
-                Ended::Unhealthy(reason) => {
-                    tracing::warn!(process = %name, replica, "unhealthy ({reason}); restarting");
-                    self.set(|s| {
-                        s.state = ProcState::Unhealthy;
-                        s.last_error = Some(format!("unhealthy: {reason}"));
-                    });
-                    let status = spawn::stop(&mut child, spec.stop_signal, spec.stop_grace).await;
-                    self.set(|s| s.last_exit = status.map(describe));
-                    if ran >= spec.backoff.reset_after {
-                        failures = 0;
-                    }
-                    failures += 1;
-                }
-                Ended::Control(control) => {
-                    let status = spawn::stop(&mut child, spec.stop_signal, spec.stop_grace).await;
-                    self.set(|s| s.last_exit = status.map(describe));
-                    match control {
-                        Control::Restart => {
-                            tracing::info!(process = %name, replica, "restarting on request");
-                            failures = 0;
-                            starts.clear();
-                            continue;
-                        }
-                        Control::Stop(ack) => {
-                            tracing::info!(process = %name, replica, "stopped on request");
-                            enabled = false;
-                            let _ = ack.send(());
-                            continue;
-                        }
-                        Control::Shutdown(ack) => {
-                            self.set(|s| {
-                                s.state = ProcState::Stopped;
-                                s.pid = None;
-                                s.started_at = None;
-                            });
-                            let _ = ack.send(());
-                            return;
-                        }
-                        Control::Start => unreachable!("supervise() does not end on Start"),
-                    }
-                }
-            }
-            match self.backoff(&mut ctl, failures).await {
-                Some(next) => (enabled, failures) = next,
-                None => return,
+    fn open_log_file(&self) -> Option<Arc<Mutex<RotatingFile>>> {
+        let cfg = self.spec.log.as_ref()?;
+        match RotatingFile::open(cfg, self.name(), self.slot.replica) {
+            Ok(f) => Some(Arc::new(Mutex::new(f))),
+            Err(e) => {
+                let replica = self.slot.replica;
+                tracing::error!(process = %self.name(), replica, "cannot open its log file in {}: {e}", cfg.dir.display());
+                None
             }
         }
+    }
+
+    /// The start limit: too many starts too fast means something is wrong; stop trying.
+    fn over_start_limit(&self, starts: &mut VecDeque<Instant>) -> bool {
+        let limit = self.spec.start_limit;
+        let now = Instant::now();
+        while starts.front().is_some_and(|t| now.duration_since(*t) > limit.interval) {
+            starts.pop_front();
+        }
+        if (starts.len() as u32) < limit.count {
+            return false;
+        }
+        let (name, replica) = (self.name(), self.slot.replica);
+        tracing::error!(
+            process = %name, replica,
+            "started {} times within {}; giving up until `agent restart {name}`",
+            starts.len(), crate::duration::format(limit.interval)
+        );
+        true
+    }
+
+    /// Spawns the child into its cgroup and wires its output and health check.
+    fn start(&self, log_file: &Option<Arc<Mutex<RotatingFile>>>, first: bool) -> Result<Running, ()> {
+        let spec = &self.spec;
+        let replica = self.slot.replica;
+        let spawned = spawn::start(spec, &self.slot, &self.marker, &self.members);
+        let started = match spawned {
+            Ok(started) => started,
+            Err(e) => {
+                let error = format!("cannot start `{}`: {e}", spec.command);
+                tracing::error!(process = %self.name(), replica, "{error}");
+                self.set(|s| s.last_error = Some(error));
+                return Err(());
+            }
+        };
+        let spawn::Started { child, stdout, stderr } = started;
+        let pid = child.id();
+        let started = Instant::now();
+        self.set(|s| {
+            s.restarts += u64::from(!first);
+            s.pid = pid;
+            s.started_at = Some(started);
+            s.state = if spec.health.is_some() { ProcState::Starting } else { ProcState::Ready };
+        });
+        tracing::debug!(process = %self.name(), replica, pid, "started");
+        let sinks =
+            Sinks { process: self.name().into(), replica, ring: self.output.clone(), file: log_file.clone() };
+        tokio::spawn(output::forward(stdout, "stdout", sinks.clone()));
+        tokio::spawn(output::forward(stderr, "stderr", sinks));
+        Ok(Running { child, pid, started })
+    }
+
+    /// The health check of this instance, with its placeholders filled in.
+    fn health_check(&self) -> Option<crate::config::HealthCheck> {
+        use crate::config::Probe;
+        let (spec, slot) = (&self.spec, &self.slot);
+        let mut check = spec.health.clone()?;
+        check.probe = match check.probe {
+            Probe::Http { url, body_contains } => Probe::Http { url: slot.expand(spec, &url), body_contains },
+            Probe::Tcp { address } => Probe::Tcp { address: slot.expand(spec, &address) },
+            Probe::Command { argv } => {
+                Probe::Command { argv: argv.iter().map(|a| slot.expand(spec, a)).collect() }
+            }
+        };
+        Some(check)
+    }
+
+    /// Runs the child until it ends; decides what comes next.
+    async fn watch(
+        &self,
+        mut run: Running,
+        ctl: &mut mpsc::Receiver<Control>,
+        failures: &mut Failures,
+    ) -> Next {
+        let (health_tx, mut health_rx) = mpsc::channel(4);
+        if let Some(check) = self.health_check() {
+            tokio::spawn(health::watch(check, self.http.clone(), health_tx));
+        } else {
+            drop(health_tx);
+        }
+        let mut was_ready = false;
+        let ended = self.supervise(&mut run.child, &mut health_rx, ctl, &mut was_ready).await;
+        drop(health_rx); // stops the health checker
+        let ran = run.started.elapsed();
+        let was_up = was_ready || (self.spec.health.is_none() && ran >= UP_WITHOUT_CHECK);
+        let (name, replica) = (self.name(), self.slot.replica);
+        match ended {
+            Ended::Exited(status) => {
+                if let Some(pid) = run.pid {
+                    tree::leader_reaped(pid);
+                }
+                // Whatever the leader left behind goes with it, whatever group or session it is in.
+                spawn::finish(&self.members, run.pid).await;
+                let exit = describe(status);
+                self.set(|s| {
+                    s.last_exit = Some(exit.clone());
+                    s.pid = None;
+                    s.started_at = None;
+                });
+                let success = status.code().is_some_and(|c| self.spec.success_exit_codes.contains(&c));
+                let restart = match self.spec.restart {
+                    Restart::Always => true,
+                    Restart::OnFailure => !success,
+                    Restart::Never => false,
+                };
+                if !restart {
+                    tracing::info!(process = %name, replica, "{exit}; not restarted (restart = {:?})", self.spec.restart);
+                    return Next::Down;
+                }
+                let delay = failures.failed(&self.spec.backoff, ran, was_up);
+                tracing::warn!(
+                    process = %name, replica,
+                    "{exit} after {}ms; restarting {}",
+                    ran.as_millis(),
+                    if delay.is_zero() { "now".to_string() } else { format!("in {}", crate::duration::format(delay)) }
+                );
+                Next::Start(delay)
+            }
+            Ended::Unhealthy(reason) => {
+                tracing::warn!(process = %name, replica, "unhealthy ({reason}); restarting");
+                self.set(|s| {
+                    s.state = ProcState::Unhealthy;
+                    s.last_error = Some(format!("unhealthy: {reason}"));
+                });
+                self.stop_child(&mut run).await;
+                Next::Start(failures.failed(&self.spec.backoff, ran, was_up))
+            }
+            Ended::Control(control) => {
+                self.stop_child(&mut run).await;
+                match control {
+                    Control::Restart => {
+                        tracing::info!(process = %name, replica, "restarting on request");
+                        Next::Fresh
+                    }
+                    Control::Stop(ack) => {
+                        tracing::info!(process = %name, replica, "stopped on request");
+                        self.set(|s| s.state = ProcState::Stopped);
+                        let _ = ack.send(());
+                        Next::Down
+                    }
+                    Control::Shutdown(ack) => {
+                        self.set(|s| s.state = ProcState::Stopped);
+                        let _ = ack.send(());
+                        Next::End
+                    }
+                    Control::Start => unreachable!("supervise() does not end on Start"),
+                }
+            }
+        }
+    }
+
+    /// Stops the running child and everything it started.
+    async fn stop_child(&self, run: &mut Running) {
+        let status =
+            spawn::stop(&mut run.child, &self.members, self.spec.stop_signal, self.spec.stop_grace).await;
+        self.set(|s| {
+            s.last_exit = status.map(describe);
+            s.pid = None;
+            s.started_at = None;
+        });
     }
 
     /// Not running (`Stopped` or `Failed`): waits for a control message saying what next.
@@ -299,6 +383,7 @@ impl Instance {
         child: &mut Child,
         health: &mut mpsc::Receiver<Health>,
         ctl: &mut mpsc::Receiver<Control>,
+        was_ready: &mut bool,
     ) -> Ended {
         let mut health_open = true;
         loop {
@@ -310,7 +395,10 @@ impl Instance {
                     };
                 }
                 event = health.recv(), if health_open => match event {
-                    Some(Health::Ready) => self.set(|s| s.state = ProcState::Ready),
+                    Some(Health::Ready) => {
+                        *was_ready = true;
+                        self.set(|s| s.state = ProcState::Ready);
+                    }
                     Some(Health::Unhealthy(reason)) => return Ended::Unhealthy(reason),
                     None => health_open = false,
                 },
@@ -323,27 +411,22 @@ impl Instance {
         }
     }
 
-    /// Sleeps the backoff for `failures`, interruptible by control. Returns the new
-    /// (enabled, failures), or `None` to end the task.
-    async fn backoff(&self, ctl: &mut mpsc::Receiver<Control>, failures: u32) -> Option<(bool, u32)> {
-        let delay = self.spec.backoff.delay(failures);
-        if delay.is_zero() {
-            return Some((true, failures));
-        }
+    /// Waits `delay` before the next start, interruptible by control.
+    async fn backoff(&self, ctl: &mut mpsc::Receiver<Control>, delay: Duration) -> Next {
         self.set(|s| s.state = ProcState::Backoff);
         tokio::select! {
-            _ = tokio::time::sleep(delay) => Some((true, failures)),
+            _ = tokio::time::sleep(delay) => Next::Start(Duration::ZERO),
             control = ctl.recv() => match control {
-                Some(Control::Start) | Some(Control::Restart) => Some((true, 0)),
+                Some(Control::Start) | Some(Control::Restart) => Next::Fresh,
                 Some(Control::Stop(ack)) => {
                     let _ = ack.send(());
-                    Some((false, 0))
+                    Next::Down
                 }
                 Some(Control::Shutdown(ack)) => {
                     let _ = ack.send(());
-                    None
+                    Next::End
                 }
-                None => None,
+                None => Next::End,
             },
         }
     }
@@ -366,11 +449,14 @@ impl InstanceStatus {
             replica: slot.replica,
             pid: None,
             port: slot.port,
-            state: ProcState::Stopped,
+            // Launched: its task is about to start it.
+            state: ProcState::Starting,
             restarts: 0,
             last_exit: None,
             last_error: None,
             uptime_s: None,
+            cgroup: None,
+            limits_error: None,
             started_at: None,
         }
     }
@@ -380,5 +466,40 @@ impl InstanceStatus {
         let mut s = self.clone();
         s.uptime_s = s.started_at.map(|t| (t.elapsed().as_secs_f64() * 10.0).round() / 10.0);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backoff() -> Backoff {
+        Backoff {
+            initial: Duration::from_secs(1),
+            multiplier: 2.0,
+            max: Duration::from_secs(60),
+            reset_after: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn the_first_crash_of_an_instance_that_was_up_restarts_at_once_then_backoff_applies() {
+        let (b, mut f) = (backoff(), Failures::default());
+        let two_s = Duration::from_secs(2);
+        assert_eq!(f.failed(&b, two_s, true), Duration::ZERO);
+        assert_eq!(f.failed(&b, two_s, true), Duration::from_secs(1));
+        assert_eq!(f.failed(&b, two_s, true), Duration::from_secs(2));
+        assert_eq!(f.failed(&b, two_s, true), Duration::from_secs(4));
+        // Up for reset_after: a new first failure.
+        assert_eq!(f.failed(&b, Duration::from_secs(61), false), Duration::ZERO);
+        assert_eq!(f.failed(&b, two_s, false), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_crash_loop_that_was_never_up_backs_off_from_the_first_failure() {
+        let (b, mut f) = (backoff(), Failures::default());
+        let quick = Duration::from_millis(50);
+        let delays: Vec<u64> = (0..8).map(|_| f.failed(&b, quick, false).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
     }
 }

@@ -3,16 +3,25 @@
 //! Owns: child processes, from spawn to reaping. One task per instance awaits its exit (no
 //! polling) and restarts it per its policy with exponential backoff and a start limit; health
 //! checks mark instances ready or unhealthy; stopping signals the whole process group and
-//! escalates to SIGKILL after a grace period. Children die with the agent (parent-death
+//! escalates to SIGKILL after a grace period. Each instance's whole tree — descendants that
+//! left its process group or session included — is owned through a cgroup or the subreaper
+//! (`tree.rs`, `cgroup.rs`) and dies with it. Children die with the agent (parent-death
 //! signal), and a starting agent stops any left over from a previous one before starting its
-//! own. Nothing outside this module signals a child.
+//! own. A reloaded configuration is applied as a diff (`reload.rs`). Nothing outside this
+//! module signals a child.
 
+pub mod cgroup;
+mod clone;
 mod health;
 mod instance;
-mod output;
+pub mod output;
+mod reload;
 pub mod spawn;
+pub mod tree;
 
+pub use cgroup::{TreeMode, TreeStatus};
 pub use instance::{InstanceStatus, ProcState};
+pub use reload::ProcessChanges;
 
 use crate::config::ProcessSpec;
 use crate::sampler::ProcessRef;
@@ -29,6 +38,8 @@ pub enum SupervisorError {
     Unknown(String),
     #[error("{0} replicas is more than the 1000 a process may have")]
     TooMany(u32),
+    #[error("process `{0}` has no replica {1}")]
+    NoReplica(String, u32),
 }
 
 struct Program {
@@ -39,6 +50,8 @@ struct Program {
 struct Handle {
     ctl: mpsc::Sender<Control>,
     status: Arc<Mutex<InstanceStatus>>,
+    output: Arc<output::Output>,
+    members: tree::Members,
 }
 
 pub struct Supervisor {
@@ -46,25 +59,40 @@ pub struct Supervisor {
     /// Snapshot of every instance's status for readers that must not wait (sampler, API).
     statuses: Mutex<Vec<Arc<Mutex<InstanceStatus>>>>,
     marker: Arc<str>,
+    tree: tree::Tree,
     http: reqwest::Client,
     /// Itself, for the futures of `ReplicaControl::set`, which must own what they use.
     self_ref: std::sync::OnceLock<std::sync::Weak<Supervisor>>,
 }
 
 impl Supervisor {
-    /// Stops survivors of an earlier agent on this data folder, then starts every program.
-    /// Must be called from within the tokio runtime.
-    pub async fn start(specs: Vec<ProcessSpec>, data_dir: &std::path::Path) -> Arc<Supervisor> {
+    /// Takes ownership of process trees as `mode` says, stops survivors of an earlier agent on
+    /// this data folder, then starts every program. Must be called from within the tokio
+    /// runtime. Fails only when `mode` asks for cgroups the machine cannot give.
+    pub async fn start(
+        specs: Vec<ProcessSpec>,
+        data_dir: &std::path::Path,
+        mode: TreeMode,
+    ) -> Result<Arc<Supervisor>, String> {
         let marker: Arc<str> = spawn::marker_for(data_dir).into();
         let m = marker.clone();
-        let killed = tokio::task::spawn_blocking(move || spawn::kill_survivors(&m)).await.unwrap_or(0);
+        let tree = tokio::task::spawn_blocking(move || {
+            let tree = tree::Tree::open(mode, &m)?;
+            let killed = tree.kill_leftovers();
+            Ok::<_, String>((tree, killed))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let (tree, killed) = tree.map_err(|e| format!("process_tree: {e}"))?;
         if killed > 0 {
             tracing::warn!("stopped {killed} processes left running by a previous agent on this data folder");
         }
+        tree::spawn_reaper();
         let supervisor = Arc::new(Supervisor {
             programs: Default::default(),
             statuses: Default::default(),
             marker,
+            tree,
             http: health::client(),
             self_ref: Default::default(),
         });
@@ -72,21 +100,39 @@ impl Supervisor {
         {
             let mut programs = supervisor.programs.lock().await;
             for spec in specs {
-                let spec = Arc::new(spec);
-                let mut program = Program { spec: spec.clone(), instances: Vec::new() };
-                for replica in 0..spec.replicas {
-                    program.instances.push(supervisor.launch(&spec, replica));
-                }
-                programs.insert(spec.name.clone(), program);
+                let program = supervisor.program(spec);
+                programs.insert(program.spec.name.clone(), program);
             }
         }
         supervisor.refresh_statuses().await;
-        supervisor
+        Ok(supervisor)
     }
 
-    fn launch(&self, spec: &Arc<ProcessSpec>, replica: u32) -> Handle {
+    /// A program with its replicas launched.
+    fn program(&self, spec: ProcessSpec) -> Program {
+        let spec = Arc::new(spec);
+        let instances = (0..spec.replicas).map(|r| self.launch(&spec, r, None)).collect();
+        Program { spec, instances }
+    }
+
+    /// How process trees are owned here (for `/status`).
+    pub fn tree_status(&self) -> TreeStatus {
+        self.tree.status()
+    }
+
+    /// Starts replica `replica` of `spec`; `output` carries the ring of the instance it replaces.
+    fn launch(&self, spec: &Arc<ProcessSpec>, replica: u32, output: Option<Arc<output::Output>>) -> Handle {
         let slot = Slot::new(spec, replica);
-        let status = Arc::new(Mutex::new(InstanceStatus::new(spec, &slot)));
+        let (members, problems) = self.tree.members(&spec.name, replica, &spec.limits);
+        let mut initial = InstanceStatus::new(spec, &slot);
+        initial.cgroup = members.cgroup();
+        if !problems.is_empty() {
+            let problems = problems.join("; ");
+            tracing::warn!(process = %spec.name, replica, "{problems}");
+            initial.limits_error = Some(problems);
+        }
+        let status = Arc::new(Mutex::new(initial));
+        let output = output.unwrap_or_else(output::Output::new);
         let (ctl, rx) = mpsc::channel(8);
         let instance = Instance {
             spec: spec.clone(),
@@ -94,9 +140,11 @@ impl Supervisor {
             status: status.clone(),
             marker: self.marker.clone(),
             http: self.http.clone(),
+            members: members.clone(),
+            output: output.clone(),
         };
         tokio::spawn(instance.run(rx));
-        Handle { ctl, status }
+        Handle { ctl, status, output, members }
     }
 
     async fn refresh_statuses(&self) {
@@ -185,7 +233,7 @@ impl Supervisor {
             let program = programs.get_mut(name).ok_or_else(|| SupervisorError::Unknown(name.to_string()))?;
             let current = program.instances.len() as u32;
             for replica in current..count {
-                let handle = self.launch(&program.spec, replica);
+                let handle = self.launch(&program.spec, replica, None);
                 program.instances.push(handle);
             }
             if count != current {
@@ -196,17 +244,35 @@ impl Supervisor {
             program.instances.split_off(keep)
         };
         self.refresh_statuses().await;
-        shutdown_all(removed).await;
+        shutdown_all(removed, true).await;
         Ok(())
     }
 
-    /// Stops every instance of every program, gracefully, all at once; waits for them.
+    /// The output ring of each instance of `name` (all replicas, or only `replica`).
+    pub async fn output(
+        &self,
+        name: &str,
+        replica: Option<u32>,
+    ) -> Result<Vec<(u32, Arc<output::Output>)>, SupervisorError> {
+        let programs = self.programs.lock().await;
+        let program = programs.get(name).ok_or_else(|| SupervisorError::Unknown(name.to_string()))?;
+        let all = program.instances.iter().enumerate().map(|(i, h)| (i as u32, h.output.clone()));
+        let picked: Vec<_> = all.filter(|(i, _)| replica.is_none_or(|r| r == *i)).collect();
+        match replica {
+            Some(r) if picked.is_empty() => Err(SupervisorError::NoReplica(name.to_string(), r)),
+            _ => Ok(picked),
+        }
+    }
+
+    /// Stops every instance of every program, gracefully, all at once; waits for them, then
+    /// removes the agent's cgroups.
     pub async fn shutdown(&self) {
         let all: Vec<Handle> = {
             let mut programs = self.programs.lock().await;
             programs.values_mut().flat_map(|p| p.instances.drain(..)).collect()
         };
-        shutdown_all(all).await;
+        shutdown_all(all, true).await;
+        self.tree.remove();
     }
 }
 
@@ -229,9 +295,11 @@ impl crate::plugins::sandbox::ReplicaControl for Supervisor {
     }
 }
 
-async fn shutdown_all(handles: Vec<Handle>) {
+/// Shuts the instances down, all at once, and waits for them; `forget` removes their cgroups
+/// too (they will not be started again under the same slot).
+async fn shutdown_all(handles: Vec<Handle>, forget: bool) {
     let mut waits = Vec::new();
-    for h in handles {
+    for h in &handles {
         let (ack, wait) = oneshot::channel();
         if h.ctl.send(Control::Shutdown(ack)).await.is_ok() {
             waits.push(wait);
@@ -239,5 +307,9 @@ async fn shutdown_all(handles: Vec<Handle>) {
     }
     for w in waits {
         let _ = w.await;
+    }
+    if forget {
+        let members: Vec<tree::Members> = handles.iter().map(|h| h.members.clone()).collect();
+        let _ = tokio::task::spawn_blocking(move || members.iter().for_each(tree::Members::remove)).await;
     }
 }

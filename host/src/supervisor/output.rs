@@ -1,14 +1,60 @@
-//! An instance's stdout and stderr, line by line, into the agent's log (tagged with the process
-//! name and replica) and, if configured, into a per-instance file rotated by size.
+//! An instance's stdout and stderr, line by line: into a bounded in-memory ring (what `agent
+//! logs` shows and follows), into the agent's log (tagged with the process name and replica)
+//! and, if configured, into a per-instance file rotated by size.
 
 use crate::config::LogFiles;
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::broadcast;
 
 /// Longer lines are cut (a program must not make the agent buffer without bound).
 const MAX_LINE: usize = 16 * 1024;
+/// What the ring of one instance keeps: the last lines, up to both bounds.
+pub const RING_LINES: usize = 1000;
+pub const RING_BYTES: usize = 256 * 1024;
+
+/// One line of output.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Line {
+    pub at_ms: i64,
+    pub stream: &'static str,
+    pub text: String,
+}
+
+/// The recent output of one instance (kept across its restarts), and its live followers.
+pub struct Output {
+    ring: Mutex<(VecDeque<Arc<Line>>, usize)>,
+    live: broadcast::Sender<Arc<Line>>,
+}
+
+impl Output {
+    pub fn new() -> Arc<Output> {
+        Arc::new(Output { ring: Mutex::new((VecDeque::new(), 0)), live: broadcast::channel(1024).0 })
+    }
+
+    fn push(&self, stream: &'static str, text: String) {
+        let line = Arc::new(Line { at_ms: crate::store::now_ms(), stream, text });
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.1 += line.text.len();
+        ring.0.push_back(line.clone());
+        while ring.0.len() > RING_LINES || ring.1 > RING_BYTES {
+            let Some(old) = ring.0.pop_front() else { break };
+            ring.1 -= old.text.len();
+        }
+        // Sent under the lock, so a follower's tail and its live lines neither overlap nor gap.
+        let _ = self.live.send(line);
+    }
+
+    /// The last `n` lines, and a receiver of every line after them.
+    pub fn follow(&self, n: usize) -> (Vec<Arc<Line>>, broadcast::Receiver<Arc<Line>>) {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let skip = ring.0.len().saturating_sub(n);
+        (ring.0.iter().skip(skip).cloned().collect(), self.live.subscribe())
+    }
+}
 
 /// A size-rotated log file shared by an instance's two streams.
 pub struct RotatingFile {
@@ -56,14 +102,17 @@ impl RotatingFile {
     }
 }
 
+/// Where an instance's lines go.
+#[derive(Clone)]
+pub struct Sinks {
+    pub process: Arc<str>,
+    pub replica: u32,
+    pub ring: Arc<Output>,
+    pub file: Option<Arc<Mutex<RotatingFile>>>,
+}
+
 /// Reads `stream` to its end, one line at a time.
-pub async fn forward(
-    stream: impl AsyncRead + Unpin,
-    process: Arc<str>,
-    replica: u32,
-    which: &'static str,
-    file: Option<Arc<Mutex<RotatingFile>>>,
-) {
+pub async fn forward(stream: impl AsyncRead + Unpin, which: &'static str, sinks: Sinks) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
@@ -93,10 +142,12 @@ pub async fn forward(
         }
         if !line.is_empty() || !done {
             let text = String::from_utf8_lossy(&line);
+            let (process, replica) = (&sinks.process, sinks.replica);
             tracing::info!(target: "process", process = %process, replica, stream = which, "{text}");
-            if let Some(f) = &file {
+            if let Some(f) = &sinks.file {
                 f.lock().unwrap_or_else(|p| p.into_inner()).write_line(&line);
             }
+            sinks.ring.push(which, text.into_owned());
         }
         if done {
             break;
@@ -130,11 +181,35 @@ mod tests {
         let file = Arc::new(Mutex::new(RotatingFile::open(&cfg, "p", 1).unwrap()));
         let mut input = vec![b'x'; 100_000];
         input.extend_from_slice(b"\nsecond\nno newline at the end");
-        forward(&input[..], "p".into(), 1, "stdout", Some(file)).await;
+        let ring = Output::new();
+        let sinks = Sinks { process: "p".into(), replica: 1, ring: ring.clone(), file: Some(file) };
+        forward(&input[..], "stdout", sinks).await;
         let text = std::fs::read_to_string(dir.path().join("p-1.log")).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0].len(), MAX_LINE);
         assert_eq!(&lines[1..], ["second", "no newline at the end"]);
+        let (tail, _) = ring.follow(2);
+        let tail: Vec<&str> = tail.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(tail, ["second", "no newline at the end"]);
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_lines_within_both_bounds_and_followers_get_the_rest() {
+        let ring = Output::new();
+        for i in 0..RING_LINES + 10 {
+            ring.push("stdout", format!("line {i}"));
+        }
+        let (tail, mut live) = ring.follow(usize::MAX);
+        assert_eq!(tail.len(), RING_LINES);
+        assert_eq!(tail[0].text, "line 10");
+        let big = "x".repeat(RING_BYTES / 4);
+        for _ in 0..8 {
+            ring.push("stderr", big.clone());
+        }
+        let (tail, _) = ring.follow(usize::MAX);
+        assert!(tail.iter().map(|l| l.text.len()).sum::<usize>() <= RING_BYTES);
+        assert_eq!(tail.len(), 4);
+        assert_eq!(live.try_recv().unwrap().stream, "stderr");
     }
 }

@@ -1,9 +1,10 @@
 //! Building and signalling one instance's process: placeholders, environment, its own process
 //! group, death with the agent, and the stop procedure (signal the group, wait, SIGKILL).
 
+use super::tree::Members;
 use crate::config::ProcessSpec;
 use std::time::Duration;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// Environment variable that marks every process this agent (this data folder) starts, so a
 /// restarted agent can find survivors of a previous one, grandchildren included.
@@ -30,29 +31,134 @@ impl Slot {
     }
 }
 
-/// The command for replica `slot` of `spec`: no shell unless asked, its own process group,
-/// stdin closed, stdout and stderr piped to the agent.
-pub fn command(spec: &ProcessSpec, slot: &Slot, marker: &str) -> Command {
+/// A running leader: started with `clone3` into its cgroup, or by tokio where `clone3` is not
+/// available.
+pub enum Child {
+    Own(super::clone::Leader),
+    Tokio(tokio::process::Child),
+}
+
+impl Child {
+    /// The pid, until the child has been waited for.
+    pub fn id(&self) -> Option<u32> {
+        match self {
+            Child::Own(l) => l.id(),
+            Child::Tokio(c) => c.id(),
+        }
+    }
+
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Child::Own(l) => l.wait().await,
+            Child::Tokio(c) => c.wait().await,
+        }
+    }
+}
+
+/// A started leader and its output.
+pub struct Started {
+    pub child: Child,
+    pub stdout: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    pub stderr: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+}
+
+/// Whether `clone3` was refused once (then the fallback is used from then on).
+static NO_CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Starts replica `slot` of `spec`: no shell unless asked, its own process group, its cgroups
+/// (when the agent uses them), stdin closed, stdout and stderr piped to the agent, death with
+/// the agent.
+pub fn start(spec: &ProcessSpec, slot: &Slot, marker: &str, members: &Members) -> std::io::Result<Started> {
+    let (program, args) = argv(spec, slot);
+    let env = environment(spec, slot, marker, members);
+    let place = members.place()?;
+    super::tree::spawn_leader(|| {
+        if !NO_CLONE3.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut plan = super::clone::Plan::new(
+                program.as_ref(),
+                &args.iter().map(|a| a.as_ref()).collect::<Vec<&std::ffi::OsStr>>(),
+                &env,
+                spec.working_dir.as_deref(),
+            )?;
+            plan.cgroup = place.into.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+            plan.join = place.join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+            match super::clone::spawn(&plan) {
+                Ok(s) => {
+                    let pid = s.leader.id();
+                    let started = Started {
+                        child: Child::Own(s.leader),
+                        stdout: Box::new(s.stdout),
+                        stderr: Box::new(s.stderr),
+                    };
+                    return Ok((started, pid));
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOSYS | libc::EPERM | libc::EINVAL | libc::E2BIG)
+                    ) =>
+                {
+                    tracing::info!("clone3 is not available ({e}): starting processes with fork, which costs a cgroup migration per start");
+                    NO_CLONE3.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut join = place.join.iter().collect::<Vec<_>>();
+        join.extend(place.into_procs.as_ref());
+        let mut cmd = command(&program, &args, &env, spec, &join);
+        let mut child = cmd.spawn()?;
+        let pid = child.id();
+        let (stdout, stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+        Ok((Started { child: Child::Tokio(child), stdout: Box::new(stdout), stderr: Box::new(stderr) }, pid))
+    })
+}
+
+/// The program and its arguments: `sh -c COMMAND NAME ARGS…` with `shell = true` (the args are
+/// $1… in the script), else the command itself.
+fn argv(spec: &ProcessSpec, slot: &Slot) -> (String, Vec<String>) {
     let args: Vec<String> = spec.args.iter().map(|a| slot.expand(spec, a)).collect();
-    let mut cmd = if spec.shell {
-        // `sh -c COMMAND NAME ARGS…`: the args are $1… in the script.
-        let mut c = Command::new("/bin/sh");
-        c.arg("-c").arg(slot.expand(spec, &spec.command)).arg(&spec.name).args(&args);
-        c
+    if spec.shell {
+        let mut all = vec!["-c".to_string(), slot.expand(spec, &spec.command), spec.name.clone()];
+        all.extend(args);
+        ("/bin/sh".into(), all)
     } else {
-        let mut c = Command::new(slot.expand(spec, &spec.command));
-        c.args(&args);
-        c
-    };
+        (slot.expand(spec, &spec.command), args)
+    }
+}
+
+/// The agent's environment, the program's `env` on top, then the variables the agent sets.
+fn environment(
+    spec: &ProcessSpec,
+    slot: &Slot,
+    marker: &str,
+    members: &Members,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
+        std::env::vars_os().collect();
     for (k, v) in &spec.env {
-        cmd.env(k, slot.expand(spec, v));
+        env.insert(k.into(), slot.expand(spec, v).into());
     }
-    cmd.env("REPLICA", slot.replica.to_string());
-    cmd.env("PROCESS_NAME", &spec.name);
+    env.insert("REPLICA".into(), slot.replica.to_string().into());
+    env.insert("PROCESS_NAME".into(), spec.name.clone().into());
     if let Some(port) = slot.port {
-        cmd.env("PORT", port.to_string());
+        env.insert("PORT".into(), port.to_string().into());
     }
-    cmd.env(MARKER_VAR, marker);
+    env.insert(MARKER_VAR.into(), marker.into());
+    env.insert(super::tree::INSTANCE_VAR.into(), members.tag.clone().into());
+    env.into_iter().collect()
+}
+
+/// The fallback: tokio's `Command`, joining the cgroups in `pre_exec`.
+fn command(
+    program: &str,
+    args: &[String],
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+    spec: &ProcessSpec,
+    join: &[&std::fs::File],
+) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(dir) = &spec.working_dir {
         cmd.current_dir(dir);
     }
@@ -62,9 +168,18 @@ pub fn command(spec: &ProcessSpec, slot: &Slot, marker: &str) -> Command {
         .process_group(0)
         .kill_on_drop(false);
     let agent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    let join: Vec<std::os::fd::RawFd> = join.iter().map(|f| std::os::fd::AsRawFd::as_raw_fd(*f)).collect();
+    // SAFETY: only async-signal-safe calls (write, prctl, getppid, _exit) between fork and exec;
+    // the descriptors stay open in the parent until `spawn` returns.
     unsafe {
         cmd.pre_exec(move || {
+            // Into the instance's cgroups before exec, so nothing it starts escapes them.
+            // ("0" is the writing process.)
+            for fd in &join {
+                if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             // Die with the agent, even if it is SIGKILLed. (Tied to the thread that forked: the
             // supervisor forks from runtime worker threads, which live as long as the agent.)
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -88,11 +203,17 @@ pub fn signal_group(pgid: u32, signal: i32) {
     }
 }
 
-/// Stops a running instance: `signal` to its group, up to `grace` for it to exit, then SIGKILL
-/// to the group. Returns the exit status. Whatever is left of the group is killed too.
-pub async fn stop(child: &mut Child, signal: i32, grace: Duration) -> Option<std::process::ExitStatus> {
+/// Stops a running instance: `signal` to its process group and every other member, up to
+/// `grace` for the leader to exit, then SIGKILL to all of them. Waits (up to 2 s more) until no
+/// member is alive. Returns the leader's exit status.
+pub async fn stop(
+    child: &mut Child,
+    members: &Members,
+    signal: i32,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
     let pgid = child.id()?;
-    signal_group(pgid, signal);
+    members.signal(Some(pgid), signal);
     let status = match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => status.ok(),
         Err(_) => {
@@ -101,12 +222,25 @@ pub async fn stop(child: &mut Child, signal: i32, grace: Duration) -> Option<std
                 "did not stop within {}ms of signal {signal}; sending SIGKILL",
                 grace.as_millis()
             );
-            signal_group(pgid, libc::SIGKILL);
+            members.kill(Some(pgid));
             child.wait().await.ok()
         }
     };
-    signal_group(pgid, libc::SIGKILL);
+    super::tree::leader_reaped(pgid);
+    finish(members, Some(pgid)).await;
     status
+}
+
+/// After the leader is gone: kills whatever is left of the instance and waits until it is
+/// dead (bounded), so that a stop or restart never leaves a member running.
+pub async fn finish(members: &Members, pgid: Option<u32>) {
+    members.kill(pgid);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while members.any_alive(pgid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        members.kill(pgid);
+    }
+    members.prune();
 }
 
 /// Finds processes carrying `marker` (left by an earlier agent on this data folder that died
@@ -118,10 +252,7 @@ pub fn kill_survivors(marker: &str) -> usize {
         .map(|d| {
             d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
                 .filter(|pid| *pid != me)
-                .filter(|pid| {
-                    std::fs::read(format!("/proc/{pid}/environ"))
-                        .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-                })
+                .filter(|pid| super::tree::carries(*pid, &needle))
                 .collect()
         })
         .unwrap_or_default();
@@ -138,19 +269,12 @@ pub fn kill_survivors(marker: &str) -> usize {
     };
     send(libc::SIGTERM);
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    let alive = |pid: &u32| std::path::Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(*pid);
+    let alive = |pid: &u32| !super::tree::is_zombie(*pid);
     while survivors.iter().any(alive) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     send(libc::SIGKILL);
     survivors.len()
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
-        .unwrap_or(true)
 }
 
 /// The marker for a data folder: the same folder gives the same marker across restarts.

@@ -1,6 +1,10 @@
 //! What each subcommand does, so that `main.rs` only parses. Each returns an [`Exit`] or an
 //! error whose chain `main` prints on one line.
 
+mod operate;
+
+pub use operate::{check_config, control, logs, reload, LogsArgs};
+
 use crate::config::Config;
 use crate::plugins::registry::Registry;
 use crate::plugins::{loader, Runtime};
@@ -77,8 +81,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn run(options: RunOptions) -> anyhow::Result<Exit> {
-    let config = options.resolve()?;
-    runtime()?.block_on(crate::daemon::run(config))?;
+    let config = options.clone().resolve()?;
+    let reload: crate::reload::Load = Box::new(move || options.clone().resolve());
+    runtime()?.block_on(crate::daemon::run(config, reload))?;
     Ok(Exit::Success)
 }
 
@@ -340,37 +345,6 @@ pub fn ps(options: RunOptions, as_json: bool) -> anyhow::Result<Exit> {
             );
         }
         Ok(Exit::Success)
-    })
-}
-
-/// `agent restart|stop|start NAME`, `agent scale NAME N`: a request with the agent's token.
-pub fn control(options: RunOptions, action: ProcessAction) -> anyhow::Result<Exit> {
-    let config = options.resolve()?;
-    let token_path = config.data_dir.join(crate::api::TOKEN_FILE);
-    let token = std::fs::read_to_string(&token_path).with_context(|| {
-        format!("reading the API token {} (--data-dir must be the running agent's)", token_path.display())
-    })?;
-    let path = match &action {
-        ProcessAction::Restart(n) => format!("/processes/{n}/restart"),
-        ProcessAction::Stop(n) => format!("/processes/{n}/stop"),
-        ProcessAction::Start(n) => format!("/processes/{n}/start"),
-        ProcessAction::Scale(n, count) => format!("/processes/{n}/replicas/{count}"),
-    };
-    runtime()?.block_on(async {
-        let response = http()
-            .post(agent_url(&config, &path))
-            .bearer_auth(token.trim())
-            .send()
-            .await
-            .map_err(|e| unreachable(&config, e))?;
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        if status.is_success() {
-            print!("{body}");
-            Ok(Exit::Success)
-        } else {
-            anyhow::bail!("{}", body.trim())
-        }
     })
 }
 
