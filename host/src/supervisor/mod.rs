@@ -45,6 +45,8 @@ pub enum SupervisorError {
 struct Program {
     spec: Arc<ProcessSpec>,
     instances: Vec<Handle>,
+    /// Bumped by each reload that changes the spec: a rolling restart of an older one stops.
+    generation: u64,
 }
 
 struct Handle {
@@ -112,7 +114,7 @@ impl Supervisor {
     fn program(&self, spec: ProcessSpec) -> Program {
         let spec = Arc::new(spec);
         let instances = (0..spec.replicas).map(|r| self.launch(&spec, r, None)).collect();
-        Program { spec, instances }
+        Program { spec, instances, generation: 0 }
     }
 
     /// How process trees are owned here (for `/status`).

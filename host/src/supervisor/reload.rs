@@ -84,7 +84,8 @@ impl Supervisor {
                         // A count a scaling group set stays, unless the file's own count changed.
                         let count = (program.spec.replicas != spec.replicas).then_some(spec.replicas);
                         let previous = std::mem::replace(&mut program.spec, Arc::new(spec.clone()));
-                        rolling.push((spec.name.clone(), count, previous));
+                        program.generation += 1;
+                        rolling.push((spec.name.clone(), count, previous, program.generation));
                     }
                 }
             }
@@ -108,9 +109,9 @@ impl Supervisor {
             }
         }
         self.refresh_statuses().await;
-        for (name, count, previous) in rolling {
+        for (name, count, previous, generation) in rolling {
             let this = self.clone();
-            tokio::spawn(async move { this.roll(&name, count, previous).await });
+            tokio::spawn(async move { this.roll(&name, count, previous, generation).await });
         }
         changes
     }
@@ -119,10 +120,11 @@ impl Supervisor {
     /// ready (when it has a health check) before the next; then sets the replica count if the
     /// file changed it (`count`). A replica that does not become ready halts the roll: the
     /// others keep running `previous`, which becomes the program's spec again, so reloading a
-    /// fixed file restarts them all.
-    async fn roll(&self, name: &str, count: Option<u32>, previous: Arc<ProcessSpec>) {
+    /// fixed file restarts them all. A later reload that changes the program again supersedes
+    /// this roll (`generation`).
+    async fn roll(&self, name: &str, count: Option<u32>, previous: Arc<ProcessSpec>, generation: u64) {
         let mut replica = 0u32;
-        while let Some((spec, status)) = self.replace(name, replica).await {
+        while let Some((spec, status)) = self.replace(name, replica, generation).await {
             tracing::info!(process = %name, replica, "restarted with its new configuration");
             if spec.health.is_some() && !wait_ready(&status, ready_wait(&spec)).await {
                 tracing::error!(
@@ -130,7 +132,9 @@ impl Supervisor {
                     "not ready within {} with the new configuration: rolling restart halted, the other replicas keep the previous one",
                     crate::duration::format(ready_wait(&spec))
                 );
-                if let Some(program) = self.programs.lock().await.get_mut(name) {
+                if let Some(program) =
+                    self.programs.lock().await.get_mut(name).filter(|p| p.generation == generation)
+                {
                     program.spec = previous;
                 }
                 return;
@@ -143,15 +147,18 @@ impl Supervisor {
     }
 
     /// Stops replica `replica` of `name` and starts it again with the program's spec (its
-    /// output ring carried over). `None` once there is no such replica.
+    /// output ring carried over). `None` once there is no such replica, or a newer reload
+    /// changed the program.
     async fn replace(
         &self,
         name: &str,
         replica: u32,
+        generation: u64,
     ) -> Option<(Arc<ProcessSpec>, Arc<Mutex<InstanceStatus>>)> {
         let (ctl, output) = {
             let programs = self.programs.lock().await;
-            let old = programs.get(name)?.instances.get(replica as usize)?;
+            let program = programs.get(name).filter(|p| p.generation == generation)?;
+            let old = program.instances.get(replica as usize)?;
             (old.ctl.clone(), old.output.clone())
         };
         let (ack, wait) = tokio::sync::oneshot::channel();
@@ -160,7 +167,7 @@ impl Supervisor {
         }
         let (spec, status) = {
             let mut programs = self.programs.lock().await;
-            let program = programs.get_mut(name)?;
+            let program = programs.get_mut(name).filter(|p| p.generation == generation)?;
             let spec = program.spec.clone();
             let handle = self.launch(&spec, replica, Some(output));
             let status = handle.status.clone();
