@@ -239,6 +239,7 @@ name = "web"
 command = "echo replica=$REPLICA port=$PORT arg={port}; exec sleep 600"
 shell = true
 port = 19300
+log_output = true
 "#;
     let agent = Agent::start(dir.path(), config);
     agent.wait_log("replica=0 port=19300 arg=19300");

@@ -314,6 +314,7 @@ shell = true
     let (code, out, _) = cli(&agent, &["logs", "counter", "-n", "2", "--replica", "0"]);
     assert_eq!(code, 0);
     assert!(out.lines().all(|l| l.starts_with("line ")), "{out}");
+    assert!(!agent.log().contains("line 1"), "without log_output the agent's log stays the agent's");
 
     let addr = agent.addr.to_string();
     let data = agent.data.path().to_str().unwrap().to_string();

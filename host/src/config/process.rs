@@ -37,6 +37,9 @@ pub struct ProcessSpec {
     pub log: Option<LogFiles>,
     /// `memory_max` (bytes) and `cpu_max` (cores), applied through the instance's cgroup.
     pub limits: crate::supervisor::cgroup::Limits,
+    /// `log_output`: also copy the program's lines into the agent's log, at this level.
+    /// Default: not (they go to the instance's ring, `agent logs`, and its files).
+    pub log_output: Option<tracing::Level>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +133,7 @@ pub(super) struct RawProcess {
     log: Option<RawLog>,
     memory_max: Option<Spanned<String>>,
     cpu_max: Option<Spanned<String>>,
+    log_output: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -343,6 +347,27 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
                 })?),
             },
         };
+        let log_output = match &p.log_output {
+            None => None,
+            Some(v) => match v.get_ref() {
+                toml::Value::Boolean(true) => Some(tracing::Level::INFO),
+                toml::Value::Boolean(false) => None,
+                toml::Value::String(level) => Some(level.parse::<tracing::Level>().map_err(|_| {
+                    at.error(
+                        Some(v.span()),
+                        &format!(
+                            "{}: `{level}` is not error, warn, info, debug or trace",
+                            field("log_output")
+                        ),
+                    )
+                })?),
+                _ => {
+                    return Err(
+                        at.error(Some(v.span()), &field("log_output: true, false or a level (\"debug\")"))
+                    )
+                }
+            },
+        };
         specs.push(ProcessSpec {
             name: name.clone(),
             command: p.command.into_inner(),
@@ -365,6 +390,7 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
                 keep: l.keep.unwrap_or(3),
             }),
             limits,
+            log_output,
         });
     }
     Ok(specs)
@@ -390,6 +416,17 @@ mod tests {
         .unwrap_err()
         .0;
         assert!(e.contains("t.toml:4:11: process[a].cpu_max: `half` is not a share"), "{e}");
+        let with = |v: &str| {
+            Config::parse(
+                &format!("[[process]]\nname = \"a\"\ncommand = \"x\"\nlog_output = {v}\n"),
+                "t.toml".as_ref(),
+            )
+        };
+        assert_eq!(with("true").unwrap().processes[0].log_output, Some(tracing::Level::INFO));
+        assert_eq!(with("\"debug\"").unwrap().processes[0].log_output, Some(tracing::Level::DEBUG));
+        assert_eq!(with("false").unwrap().processes[0].log_output, None);
+        let e = with("\"loud\"").unwrap_err().0;
+        assert!(e.contains("process[a].log_output: `loud` is not error, warn, info, debug or trace"), "{e}");
     }
     use std::path::Path;
     use std::time::Duration;

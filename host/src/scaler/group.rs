@@ -99,15 +99,17 @@ pub async fn run(
         if let Err(e) = store.journal(&entry) {
             tracing::error!(group = %spec.name, "journaling a decision: {e}");
         }
+        // The outcome in parentheses only when there is one (no stray `()`).
+        let outcome = if entry.outcome.is_empty() { String::new() } else { format!(" ({})", entry.outcome) };
         match entry.action {
             _ if entry.target_tier != entry.tier => {
-                tracing::info!(group = %spec.name, "{:?} {} → {} replicas, tier {} → {}: {} ({})", entry.action, entry.current, entry.target, entry.tier, entry.target_tier, entry.reason, entry.outcome)
+                tracing::info!(group = %spec.name, "{:?} {} → {} replicas, tier {} → {}: {}{outcome}", entry.action, entry.current, entry.target, entry.tier, entry.target_tier, entry.reason)
             }
             Action::Hold => {
                 tracing::debug!(group = %spec.name, "hold at {}: {}", entry.current, entry.reason)
             }
             _ => {
-                tracing::info!(group = %spec.name, "{:?} {} → {}: {} ({})", entry.action, entry.current, entry.target, entry.reason, entry.outcome)
+                tracing::info!(group = %spec.name, "{:?} {} → {}: {}{outcome}", entry.action, entry.current, entry.target, entry.reason)
             }
         }
         let mut s = status.lock().unwrap_or_else(|p| p.into_inner());

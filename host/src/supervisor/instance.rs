@@ -239,8 +239,13 @@ impl Instance {
             s.state = if spec.health.is_some() { ProcState::Starting } else { ProcState::Ready };
         });
         tracing::debug!(process = %self.name(), replica, pid, "started");
-        let sinks =
-            Sinks { process: self.name().into(), replica, ring: self.output.clone(), file: log_file.clone() };
+        let sinks = Sinks {
+            process: self.name().into(),
+            replica,
+            log: spec.log_output,
+            ring: self.output.clone(),
+            file: log_file.clone(),
+        };
         tokio::spawn(output::forward(stdout, "stdout", sinks.clone()));
         tokio::spawn(output::forward(stderr, "stderr", sinks));
         Ok(Running { child, pid, started })

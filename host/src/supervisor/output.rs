@@ -107,8 +107,22 @@ impl RotatingFile {
 pub struct Sinks {
     pub process: Arc<str>,
     pub replica: u32,
+    /// Copy each line into the agent's log at this level (`log_output`), or not.
+    pub log: Option<tracing::Level>,
     pub ring: Arc<Output>,
     pub file: Option<Arc<Mutex<RotatingFile>>>,
+}
+
+/// A program's line in the agent's log, tagged with where it came from.
+fn log_line(level: tracing::Level, process: &str, replica: u32, stream: &str, text: &str) {
+    use tracing::Level;
+    match level {
+        Level::ERROR => tracing::error!(target: "process", process, replica, stream, "{text}"),
+        Level::WARN => tracing::warn!(target: "process", process, replica, stream, "{text}"),
+        Level::INFO => tracing::info!(target: "process", process, replica, stream, "{text}"),
+        Level::DEBUG => tracing::debug!(target: "process", process, replica, stream, "{text}"),
+        Level::TRACE => tracing::trace!(target: "process", process, replica, stream, "{text}"),
+    }
 }
 
 /// Reads `stream` to its end, one line at a time.
@@ -142,8 +156,9 @@ pub async fn forward(stream: impl AsyncRead + Unpin, which: &'static str, sinks:
         }
         if !line.is_empty() || !done {
             let text = String::from_utf8_lossy(&line);
-            let (process, replica) = (&sinks.process, sinks.replica);
-            tracing::info!(target: "process", process = %process, replica, stream = which, "{text}");
+            if let Some(level) = sinks.log {
+                log_line(level, &sinks.process, sinks.replica, which, &text);
+            }
             if let Some(f) = &sinks.file {
                 f.lock().unwrap_or_else(|p| p.into_inner()).write_line(&line);
             }
@@ -182,7 +197,8 @@ mod tests {
         let mut input = vec![b'x'; 100_000];
         input.extend_from_slice(b"\nsecond\nno newline at the end");
         let ring = Output::new();
-        let sinks = Sinks { process: "p".into(), replica: 1, ring: ring.clone(), file: Some(file) };
+        let sinks =
+            Sinks { process: "p".into(), replica: 1, log: None, ring: ring.clone(), file: Some(file) };
         forward(&input[..], "stdout", sinks).await;
         let text = std::fs::read_to_string(dir.path().join("p-1.log")).unwrap();
         let lines: Vec<&str> = text.lines().collect();
