@@ -143,6 +143,7 @@ name = "stubborn"
 command = "trap '' TERM; echo ready; while :; do sleep 0.1; done"
 shell = true
 stop_grace = "500ms"
+log_output = true
 "#;
     let agent = Agent::start(dir.path(), config);
     let running =

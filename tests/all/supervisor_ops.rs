@@ -438,3 +438,89 @@ initial = "30s"
         });
     }
 }
+
+/// `GET /` on `addr` over a new connection; the body, or the error.
+fn get_body(addr: std::net::SocketAddr) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    response.split("\r\n\r\n").nth(1).map(str::to_string).ok_or(response)
+}
+
+#[test]
+fn replicas_share_one_socket_and_a_restart_refuses_no_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", crate::common::free_port()).parse().unwrap();
+    let config = format!(
+        r#"
+[[process]]
+name = "web"
+command = "python3"
+args = ["{app}"]
+replicas = 2
+sockets = ["{addr}"]
+stop_grace = "2s"
+"#,
+        app = crate::common::root().join("examples/web.py").display()
+    );
+    let agent = Agent::start(dir.path(), &config);
+    for r in 0..2 {
+        wait_for("serving", LIMIT, || {
+            let (_, out, _) = cli(&agent, &["logs", "web", "--replica", &r.to_string()]);
+            out.contains("serving").then_some(())
+        });
+    }
+    // One port, both replicas answering.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let body = get_body(addr).unwrap();
+        seen.insert(body.split(' ').nth(1).unwrap().to_string());
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "only {seen:?} answered on {addr}");
+
+    // While every replica restarts, connection attempts wait in the socket's backlog (held by
+    // the agent) instead of being refused.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut errors) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match get_body(addr) {
+                    Ok(_) => ok += 1,
+                    Err(e) => errors.push(e),
+                }
+            }
+            (ok, errors)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let old = [pid_of(&agent, "web", 0), pid_of(&agent, "web", 1)];
+    let (code, _, err) = cli(&agent, &["restart", "web"]);
+    assert_eq!(code, 0, "{err}");
+    for r in 0..2 {
+        wait_for("restarted", LIMIT, || {
+            instance(&agent, "web", r).filter(|p| p["pid"].as_u64().is_some_and(|pid| pid != old[r as usize]))
+        });
+    }
+    let (code, _, err) = cli(&agent, &["scale", "web", "1"]);
+    assert_eq!(code, 0, "{err}");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, errors) = client.join().unwrap();
+    assert!(
+        errors.is_empty(),
+        "{} of {} requests failed across the restart and scale-in: {:?}",
+        errors.len(),
+        ok + errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+    assert!(ok > 0);
+}

@@ -37,6 +37,9 @@ pub struct ProcessSpec {
     pub log: Option<LogFiles>,
     /// `memory_max` (bytes) and `cpu_max` (cores), applied through the instance's cgroup.
     pub limits: crate::supervisor::cgroup::Limits,
+    /// `sockets`: TCP addresses the supervisor listens on and hands to every replica
+    /// (systemd socket activation: descriptors 3, 4, …, `LISTEN_FDS`, `LISTEN_PID`).
+    pub sockets: Vec<std::net::SocketAddr>,
     /// `log_output`: also copy the program's lines into the agent's log, at this level.
     /// Default: not (they go to the instance's ring, `agent logs`, and its files).
     pub log_output: Option<tracing::Level>,
@@ -134,6 +137,8 @@ pub(super) struct RawProcess {
     memory_max: Option<Spanned<String>>,
     cpu_max: Option<Spanned<String>>,
     log_output: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    sockets: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -368,6 +373,19 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
                 }
             },
         };
+        let mut sockets = Vec::new();
+        for a in &p.sockets {
+            let addr = a.get_ref().parse().map_err(|_| {
+                at.error(
+                    Some(a.span()),
+                    &format!("{}: `{}` is not an address like 127.0.0.1:8081", field("sockets"), a.get_ref()),
+                )
+            })?;
+            sockets.push(addr);
+        }
+        if sockets.len() > crate::supervisor::sockets::MAX {
+            return Err(at.error(Some(p.name.span()), &field("sockets: at most 16")));
+        }
         specs.push(ProcessSpec {
             name: name.clone(),
             command: p.command.into_inner(),
@@ -391,6 +409,7 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
             }),
             limits,
             log_output,
+            sockets,
         });
     }
     Ok(specs)

@@ -44,7 +44,14 @@ pub struct Plan {
     pub cgroup: Option<RawFd>,
     /// `cgroup.procs` files the child writes itself into (v1 hierarchies).
     pub join: Vec<RawFd>,
+    /// Listening sockets passed as descriptors 3, 4, … (socket activation; at most
+    /// [`MAX_SOCKETS`]), with `LISTEN_PID` written by the child into `listen_pid`.
+    pub sockets: Vec<RawFd>,
+    listen_pid: Option<Box<std::cell::UnsafeCell<[u8; 32]>>>,
 }
+
+const MAX_SOCKETS: usize = super::sockets::MAX;
+const LISTEN_PID: &[u8] = b"LISTEN_PID=";
 
 /// A running leader started by [`spawn`].
 pub struct Leader {
@@ -94,7 +101,21 @@ impl Plan {
             cwd: cwd.map(|c| cstring(c.as_os_str())).transpose()?,
             cgroup: None,
             join: Vec::new(),
+            sockets: Vec::new(),
+            listen_pid: None,
         })
+    }
+
+    /// Hands `fds` to the child as descriptors 3, 4, …, with `LISTEN_PID` set to its pid.
+    /// (`LISTEN_FDS` and `LISTEN_FDNAMES` are in the environment given to [`Plan::new`].)
+    pub fn pass_sockets(&mut self, fds: Vec<RawFd>) {
+        if fds.is_empty() {
+            return;
+        }
+        let mut buf = [0u8; 32];
+        buf[..LISTEN_PID.len()].copy_from_slice(LISTEN_PID);
+        self.listen_pid = Some(Box::new(std::cell::UnsafeCell::new(buf)));
+        self.sockets = fds;
     }
 }
 
@@ -150,6 +171,9 @@ pub fn spawn(plan: &Plan) -> io::Result<Spawned> {
     let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|a| a.as_ptr()).collect();
+    if let Some(cell) = &plan.listen_pid {
+        envp.push(cell.get().cast::<libc::c_char>().cast_const());
+    }
     envp.push(std::ptr::null());
     let agent = std::process::id() as libc::pid_t;
     let mut pidfd: libc::c_int = -1;
@@ -236,10 +260,30 @@ unsafe fn child(
     if libc::getppid() != agent {
         libc::_exit(1);
     }
+    // Sockets go to 3, 4, …: first move them (and the failure pipe) above that range, so that
+    // placing one never closes another.
+    let n = plan.sockets.len().min(MAX_SOCKETS);
+    let above = super::sockets::FIRST_FD + n as RawFd;
+    let fail = libc::fcntl(fail, libc::F_DUPFD_CLOEXEC, above);
+    let mut moved = [0 as RawFd; MAX_SOCKETS];
+    for (i, fd) in plan.sockets.iter().take(n).enumerate() {
+        moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, above);
+        if fail < 0 || moved[i] < 0 {
+            libc::_exit(127);
+        }
+    }
     for (target, fd) in stdio.iter().enumerate() {
         if libc::dup2(*fd, target as RawFd) < 0 {
             report(fail);
         }
+    }
+    for (i, fd) in moved.iter().take(n).enumerate() {
+        if libc::dup2(*fd, super::sockets::FIRST_FD + i as RawFd) < 0 {
+            report(fail);
+        }
+    }
+    if let Some(cell) = &plan.listen_pid {
+        write_pid(&mut *cell.get(), libc::getpid());
     }
     if let Some(dir) = &plan.cwd {
         if libc::chdir(dir.as_ptr()) != 0 {
@@ -248,6 +292,24 @@ unsafe fn child(
     }
     libc::execve(plan.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
     report(fail)
+}
+
+/// `LISTEN_PID=` followed by `pid` and a NUL, in place (no allocation: runs in the child).
+fn write_pid(buf: &mut [u8; 32], pid: libc::pid_t) {
+    let mut digits = [0u8; 12];
+    let (mut v, mut len) = (pid.max(0) as u32, 0);
+    loop {
+        digits[len] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[LISTEN_PID.len() + i] = digits[len - 1 - i];
+    }
+    buf[LISTEN_PID.len() + len] = 0;
 }
 
 impl Leader {
@@ -327,6 +389,34 @@ mod tests {
         let status = leader.wait().await.unwrap();
         assert_eq!((out.as_str(), err.as_str(), status.code()), ("hi\n", "oops\n", Some(3)));
         assert_eq!(leader.id(), None, "reaped");
+    }
+
+    #[test]
+    fn listen_pid_is_written_in_place() {
+        let mut buf = [0u8; 32];
+        buf[..LISTEN_PID.len()].copy_from_slice(LISTEN_PID);
+        write_pid(&mut buf, 4_194_304);
+        assert_eq!(
+            std::ffi::CStr::from_bytes_until_nul(&buf).unwrap().to_str().unwrap(),
+            "LISTEN_PID=4194304"
+        );
+    }
+
+    #[tokio::test]
+    async fn sockets_arrive_as_descriptors_3_and_up_with_this_pid() {
+        let sockets = crate::supervisor::sockets::Sockets::bind(&["127.0.0.1:0".parse().unwrap(); 2]);
+        let mut env = env();
+        for (k, v) in crate::supervisor::sockets::Sockets::environment("web", 2) {
+            env.push((k.into(), v.into()));
+        }
+        let script = "[ \"$LISTEN_PID\" = $$ ] && [ -S /proc/self/fd/3 ] && [ -S /proc/self/fd/4 ] && echo $LISTEN_FDS $LISTEN_FDNAMES";
+        let mut plan = Plan::new("sh".as_ref(), &["-c".as_ref(), script.as_ref()], &env, None).unwrap();
+        plan.pass_sockets(sockets.fds().unwrap());
+        let Spawned { mut leader, mut stdout, .. } = spawn(&plan).unwrap();
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).await.unwrap();
+        assert!(leader.wait().await.unwrap().success(), "{out}");
+        assert_eq!(out, "2 web:web\n");
     }
 
     #[tokio::test]

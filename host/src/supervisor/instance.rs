@@ -65,6 +65,7 @@ pub struct Instance {
     pub http: reqwest::Client,
     pub members: Members,
     pub output: Arc<Output>,
+    pub sockets: Arc<super::sockets::Sockets>,
 }
 
 /// Without a health check, an instance counts as having been up once it ran this long
@@ -219,7 +220,11 @@ impl Instance {
     fn start(&self, log_file: &Option<Arc<Mutex<RotatingFile>>>, first: bool) -> Result<Running, ()> {
         let spec = &self.spec;
         let replica = self.slot.replica;
-        let spawned = spawn::start(spec, &self.slot, &self.marker, &self.members);
+        let spawned = self
+            .sockets
+            .fds()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::AddrInUse, e))
+            .and_then(|fds| spawn::start(spec, &self.slot, &self.marker, &self.members, &fds));
         let started = match spawned {
             Ok(started) => started,
             Err(e) => {

@@ -16,6 +16,7 @@ mod health;
 mod instance;
 pub mod output;
 mod reload;
+pub mod sockets;
 pub mod spawn;
 pub mod tree;
 
@@ -47,6 +48,8 @@ struct Program {
     instances: Vec<Handle>,
     /// Bumped by each reload that changes the spec: a rolling restart of an older one stops.
     generation: u64,
+    /// Its listening sockets (`sockets`), held across restarts and scale changes.
+    sockets: Arc<sockets::Sockets>,
 }
 
 struct Handle {
@@ -113,8 +116,9 @@ impl Supervisor {
     /// A program with its replicas launched.
     fn program(&self, spec: ProcessSpec) -> Program {
         let spec = Arc::new(spec);
-        let instances = (0..spec.replicas).map(|r| self.launch(&spec, r, None)).collect();
-        Program { spec, instances, generation: 0 }
+        let sockets = Arc::new(sockets::Sockets::bind(&spec.sockets));
+        let instances = (0..spec.replicas).map(|r| self.launch(&spec, r, None, &sockets)).collect();
+        Program { spec, instances, generation: 0, sockets }
     }
 
     /// How process trees are owned here (for `/status`).
@@ -123,7 +127,13 @@ impl Supervisor {
     }
 
     /// Starts replica `replica` of `spec`; `output` carries the ring of the instance it replaces.
-    fn launch(&self, spec: &Arc<ProcessSpec>, replica: u32, output: Option<Arc<output::Output>>) -> Handle {
+    fn launch(
+        &self,
+        spec: &Arc<ProcessSpec>,
+        replica: u32,
+        output: Option<Arc<output::Output>>,
+        sockets: &Arc<sockets::Sockets>,
+    ) -> Handle {
         let slot = Slot::new(spec, replica);
         let (members, problems) = self.tree.members(&spec.name, replica, &spec.limits);
         let mut initial = InstanceStatus::new(spec, &slot);
@@ -144,6 +154,7 @@ impl Supervisor {
             http: self.http.clone(),
             members: members.clone(),
             output: output.clone(),
+            sockets: sockets.clone(),
         };
         tokio::spawn(instance.run(rx));
         Handle { ctl, status, output, members }
@@ -235,7 +246,7 @@ impl Supervisor {
             let program = programs.get_mut(name).ok_or_else(|| SupervisorError::Unknown(name.to_string()))?;
             let current = program.instances.len() as u32;
             for replica in current..count {
-                let handle = self.launch(&program.spec, replica, None);
+                let handle = self.launch(&program.spec, replica, None, &program.sockets);
                 program.instances.push(handle);
             }
             if count != current {

@@ -83,6 +83,10 @@ impl Supervisor {
                         changes.restarted.push(spec.name.clone());
                         // A count a scaling group set stays, unless the file's own count changed.
                         let count = (program.spec.replicas != spec.replicas).then_some(spec.replicas);
+                        if program.spec.sockets != spec.sockets {
+                            // New addresses: bound now, handed to each replica as it restarts.
+                            program.sockets = Arc::new(super::sockets::Sockets::bind(&spec.sockets));
+                        }
                         let previous = std::mem::replace(&mut program.spec, Arc::new(spec.clone()));
                         program.generation += 1;
                         rolling.push((spec.name.clone(), count, previous, program.generation));
@@ -169,7 +173,7 @@ impl Supervisor {
             let mut programs = self.programs.lock().await;
             let program = programs.get_mut(name).filter(|p| p.generation == generation)?;
             let spec = program.spec.clone();
-            let handle = self.launch(&spec, replica, Some(output));
+            let handle = self.launch(&spec, replica, Some(output), &program.sockets);
             let status = handle.status.clone();
             *program.instances.get_mut(replica as usize)? = handle;
             (spec, status)

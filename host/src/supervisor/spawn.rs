@@ -68,9 +68,18 @@ static NO_CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// Starts replica `slot` of `spec`: no shell unless asked, its own process group, its cgroups
 /// (when the agent uses them), stdin closed, stdout and stderr piped to the agent, death with
 /// the agent.
-pub fn start(spec: &ProcessSpec, slot: &Slot, marker: &str, members: &Members) -> std::io::Result<Started> {
+pub fn start(
+    spec: &ProcessSpec,
+    slot: &Slot,
+    marker: &str,
+    members: &Members,
+    sockets: &[std::os::fd::RawFd],
+) -> std::io::Result<Started> {
     let (program, args) = argv(spec, slot);
-    let env = environment(spec, slot, marker, members);
+    let mut env = environment(spec, slot, marker, members);
+    for (k, v) in super::sockets::Sockets::environment(&spec.name, sockets.len()) {
+        env.push((k.into(), v.into()));
+    }
     let place = members.place()?;
     super::tree::spawn_leader(|| {
         if !NO_CLONE3.load(std::sync::atomic::Ordering::Relaxed) {
@@ -82,6 +91,7 @@ pub fn start(spec: &ProcessSpec, slot: &Slot, marker: &str, members: &Members) -
             )?;
             plan.cgroup = place.into.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
             plan.join = place.join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+            plan.pass_sockets(sockets.to_vec());
             match super::clone::spawn(&plan) {
                 Ok(s) => {
                     let pid = s.leader.id();
@@ -106,7 +116,7 @@ pub fn start(spec: &ProcessSpec, slot: &Slot, marker: &str, members: &Members) -
         }
         let mut join = place.join.iter().collect::<Vec<_>>();
         join.extend(place.into_procs.as_ref());
-        let mut cmd = command(&program, &args, &env, spec, &join);
+        let mut cmd = command(&program, &args, &env, spec, &join, sockets);
         let mut child = cmd.spawn()?;
         let pid = child.id();
         let (stdout, stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
@@ -156,9 +166,20 @@ fn command(
     env: &[(std::ffi::OsString, std::ffi::OsString)],
     spec: &ProcessSpec,
     join: &[&std::fs::File],
+    sockets: &[std::os::fd::RawFd],
 ) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.args(args).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    // With sockets, `LISTEN_PID` must be the program's own pid, known only after the fork: a
+    // shell sets it and execs the program (same pid).
+    let mut cmd = if sockets.is_empty() {
+        let mut c = Command::new(program);
+        c.args(args);
+        c
+    } else {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"").arg(program).args(args);
+        c
+    };
+    cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(dir) = &spec.working_dir {
         cmd.current_dir(dir);
     }
@@ -169,6 +190,7 @@ fn command(
         .kill_on_drop(false);
     let agent = std::process::id() as libc::pid_t;
     let join: Vec<std::os::fd::RawFd> = join.iter().map(|f| std::os::fd::AsRawFd::as_raw_fd(*f)).collect();
+    let sockets = sockets.to_vec();
     // SAFETY: only async-signal-safe calls (write, prctl, getppid, _exit) between fork and exec;
     // the descriptors stay open in the parent until `spawn` returns.
     unsafe {
@@ -188,6 +210,20 @@ fn command(
             // The agent may have died between fork and prctl.
             if libc::getppid() != agent {
                 libc::_exit(1);
+            }
+            // Sockets to 3, 4, … (moved above that range first, so none closes another).
+            let above = super::sockets::FIRST_FD + sockets.len() as std::os::fd::RawFd;
+            let mut moved = [0; super::sockets::MAX];
+            for (i, fd) in sockets.iter().enumerate() {
+                moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, above);
+                if moved[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in moved.iter().take(sockets.len()).enumerate() {
+                if libc::dup2(*fd, super::sockets::FIRST_FD + i as std::os::fd::RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
