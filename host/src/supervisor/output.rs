@@ -117,11 +117,21 @@ pub struct Sinks {
 fn log_line(level: tracing::Level, process: &str, replica: u32, stream: &str, text: &str) {
     use tracing::Level;
     match level {
-        Level::ERROR => tracing::error!(target: "process", process, replica, stream, "{text}"),
-        Level::WARN => tracing::warn!(target: "process", process, replica, stream, "{text}"),
-        Level::INFO => tracing::info!(target: "process", process, replica, stream, "{text}"),
-        Level::DEBUG => tracing::debug!(target: "process", process, replica, stream, "{text}"),
-        Level::TRACE => tracing::trace!(target: "process", process, replica, stream, "{text}"),
+        Level::ERROR => {
+            tracing::error!(target: "process", process = %process, replica, stream = %stream, "{text}")
+        }
+        Level::WARN => {
+            tracing::warn!(target: "process", process = %process, replica, stream = %stream, "{text}")
+        }
+        Level::INFO => {
+            tracing::info!(target: "process", process = %process, replica, stream = %stream, "{text}")
+        }
+        Level::DEBUG => {
+            tracing::debug!(target: "process", process = %process, replica, stream = %stream, "{text}")
+        }
+        Level::TRACE => {
+            tracing::trace!(target: "process", process = %process, replica, stream = %stream, "{text}")
+        }
     }
 }
 
