@@ -1,6 +1,7 @@
 """A demo web app for the supervisor: serves on the listening socket the agent hands it
 (systemd socket activation: descriptor 3, LISTEN_FDS, LISTEN_PID), so every replica accepts on
-one port and the kernel spreads the connections. Without a socket it listens on $PORT.
+one port and the kernel spreads the connections. It also answers on its own $PORT, if set (for
+per-replica health checks and /stats); without a socket it serves on $PORT only.
 
 GET /      some work (a few ms of CPU), then "replica N pid P"
 GET /stats {"replica": N, "pid": P, "served": requests served by this replica}
@@ -47,12 +48,17 @@ def inherited_socket():
 
 def main():
     sock = inherited_socket()
+    own = None
+    if "PORT" in os.environ:
+        own = http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
     if sock is None:
-        server = http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+        server, own = own, None
     else:
         server = http.server.HTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
         server.socket.close()
         server.socket = sock
+    if own is not None:
+        threading.Thread(target=own.serve_forever, daemon=True).start()
     # A graceful stop: finish the request in hand, accept no more (queued connections stay in
     # the shared socket for the other replicas), then exit.
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

@@ -524,3 +524,74 @@ stop_grace = "2s"
     );
     assert!(ok > 0);
 }
+
+/// A free port `p` with `p + 1 … p + count - 1` free too.
+fn free_ports(count: u16) -> u16 {
+    loop {
+        let base = crate::common::free_port();
+        if base < 60000 && (1..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+#[test]
+fn the_default_configuration_spreads_a_bounded_load_over_the_replicas_its_group_adds() {
+    // The repository's agent.toml as shipped, on ports of its own; the demo app's path made
+    // absolute (the README runs it from the repository's root).
+    let (shared, own) = (crate::common::free_port(), free_ports(4));
+    let text = std::fs::read_to_string(crate::common::root().join("agent.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{shared}"))
+        .replace("port = 8091", &format!("port = {own}"))
+        .replace(
+            "\"examples/web.py\"",
+            &format!("\"{}\"", crate::common::root().join("examples/web.py").display()),
+        );
+    let plugins = crate::common::plugin_dir(&[
+        &crate::common::plugin("http-json"),
+        &crate::common::plugin("target-tracking"),
+        &crate::common::plugin("local-replicas"),
+    ]);
+    let agent = Agent::start(plugins.path(), &text);
+    for r in 0..2 {
+        wait_for("the demo replicas ready", LIMIT, || {
+            instance(&agent, "web", r).filter(|p| p["state"] == "ready")
+        });
+    }
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{shared}").parse().unwrap();
+    let stats = |replica: u16| -> Option<u64> {
+        let (_, body) = http_get(format!("127.0.0.1:{}", own + replica).parse().unwrap(), "/stats").ok()?;
+        serde_json::from_str::<serde_json::Value>(&body).ok()?["served"].as_u64()
+    };
+    // Bounded load: four clients until the group has added a replica and that replica has served
+    // its share, or 3 minutes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut errors = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    errors += usize::from(get_body(addr).is_err());
+                }
+                errors
+            })
+        })
+        .collect();
+    let served = wait_for("a third replica serving", Duration::from_secs(180), || {
+        let n = instances(&agent, "web").len();
+        let third = stats(2)?;
+        (n >= 3 && third >= 100).then_some((stats(0)?, stats(1)?, third))
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let errors: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert_eq!(errors, 0, "requests failed while the group scaled");
+    assert!(served.0 >= 100 && served.1 >= 100, "every replica served: {served:?}");
+    let decisions = crate::common::decisions(&agent, "web");
+    assert!(
+        decisions.iter().any(|d| d["action"] == "scale" && d["target"].as_u64() >= Some(3)),
+        "{decisions:?}"
+    );
+    assert!(!agent.log().contains("serving on"), "the demo's output stays out of the agent's log");
+}
