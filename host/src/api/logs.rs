@@ -19,11 +19,14 @@ pub struct LogsQuery {
     follow: bool,
 }
 
-/// `web-1 | text` when several replicas are shown, the text alone otherwise.
+/// `web-1 | text` when several replicas are shown, the text alone otherwise. Control
+/// characters are escaped (as journalctl does), so a program's output cannot drive the
+/// reader's terminal.
 fn format_line(prefix: Option<&str>, line: &Line) -> String {
+    let text = crate::text::clean(&line.text, usize::MAX);
     match prefix {
-        Some(p) => format!("{p} | {}\n", line.text),
-        None => format!("{}\n", line.text),
+        Some(p) => format!("{p} | {text}\n"),
+        None => format!("{text}\n"),
     }
 }
 
@@ -107,5 +110,16 @@ impl http_body::Body for Lines {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         self.0.poll_recv(cx).map(|b| b.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_programs_control_characters_reach_no_terminal() {
+        let line = Line { at_ms: 0, stream: "stdout", text: "red \u{1b}[31m bell \u{7}".into() };
+        assert_eq!(format_line(Some("web-1"), &line), "web-1 | red \\u{1b}[31m bell \\u{7}\n");
     }
 }

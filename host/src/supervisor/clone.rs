@@ -260,27 +260,20 @@ unsafe fn child(
     if libc::getppid() != agent {
         libc::_exit(1);
     }
-    // Sockets go to 3, 4, …: first move them (and the failure pipe) above that range, so that
-    // placing one never closes another.
+    // Sockets (and the failure pipe) lifted above 3, 4, … before anything is placed there.
     let n = plan.sockets.len().min(MAX_SOCKETS);
-    let above = super::sockets::FIRST_FD + n as RawFd;
-    let fail = libc::fcntl(fail, libc::F_DUPFD_CLOEXEC, above);
+    let fail = libc::fcntl(fail, libc::F_DUPFD_CLOEXEC, super::sockets::FIRST_FD + n as RawFd);
     let mut moved = [0 as RawFd; MAX_SOCKETS];
-    for (i, fd) in plan.sockets.iter().take(n).enumerate() {
-        moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, above);
-        if fail < 0 || moved[i] < 0 {
-            libc::_exit(127);
-        }
+    if fail < 0 || !super::sockets::lift(&plan.sockets, &mut moved) {
+        libc::_exit(127);
     }
     for (target, fd) in stdio.iter().enumerate() {
         if libc::dup2(*fd, target as RawFd) < 0 {
             report(fail);
         }
     }
-    for (i, fd) in moved.iter().take(n).enumerate() {
-        if libc::dup2(*fd, super::sockets::FIRST_FD + i as RawFd) < 0 {
-            report(fail);
-        }
+    if !super::sockets::place(&moved[..n]) {
+        report(fail);
     }
     if let Some(cell) = &plan.listen_pid {
         write_pid(&mut *cell.get(), libc::getpid());

@@ -55,6 +55,32 @@ impl Sockets {
     }
 }
 
+/// Putting the sockets at descriptors 3, 4, … in a child between fork and exec, in two steps
+/// so that placing one never closes another (or a descriptor the child still needs): [`lift`]
+/// copies each above that range (close-on-exec), [`place`] copies them down. Async-signal-safe
+/// (no allocation); false, with errno set, on failure.
+///
+/// # Safety
+/// Only between fork and exec, in the child.
+pub unsafe fn lift(fds: &[RawFd], moved: &mut [RawFd; MAX]) -> bool {
+    let above = FIRST_FD + fds.len().min(MAX) as RawFd;
+    for (i, fd) in fds.iter().take(MAX).enumerate() {
+        moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, above);
+        if moved[i] < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// See [`lift`].
+///
+/// # Safety
+/// Only between fork and exec, in the child, after [`lift`].
+pub unsafe fn place(moved: &[RawFd]) -> bool {
+    moved.iter().take(MAX).enumerate().all(|(i, fd)| libc::dup2(*fd, FIRST_FD + i as RawFd) >= 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -211,19 +211,11 @@ fn command(
             if libc::getppid() != agent {
                 libc::_exit(1);
             }
-            // Sockets to 3, 4, … (moved above that range first, so none closes another).
-            let above = super::sockets::FIRST_FD + sockets.len() as std::os::fd::RawFd;
+            // Sockets to 3, 4, ….
             let mut moved = [0; super::sockets::MAX];
-            for (i, fd) in sockets.iter().enumerate() {
-                moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, above);
-                if moved[i] < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (i, fd) in moved.iter().take(sockets.len()).enumerate() {
-                if libc::dup2(*fd, super::sockets::FIRST_FD + i as std::os::fd::RawFd) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            if !super::sockets::lift(&sockets, &mut moved) || !super::sockets::place(&moved[..sockets.len()])
+            {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
