@@ -319,6 +319,13 @@ impl JsonServer {
     }
 }
 
+/// Says loudly, on the real stderr (not captured by the test harness), that a test or part of
+/// one could not run here; `scripts/test` lists these lines again at the end of the run.
+pub fn skipped(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {what} ***\n");
+}
+
 /// Runs `agent ARGS` to completion; returns (exit code, stdout, stderr).
 pub fn agent_cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(agent_bin()).args(args).env("AGENT_LOG", "warn").output().unwrap();

@@ -71,8 +71,8 @@ fn promtool(page: &str) -> Option<(i32, String)> {
     let mut child = match child {
         Ok(c) => c,
         Err(_) if std::env::var_os("CI").is_none() => {
-            eprintln!(
-                "*** SKIPPED: promtool (Debian package prometheus) is not installed; .ci/run installs it ***"
+            crate::common::skipped(
+                "containment promtool check: promtool (Debian package prometheus) is not installed; .ci/run installs it",
             );
             return None;
         }

@@ -68,12 +68,12 @@ fn tree_modes() -> Vec<&'static str> {
     if writable("cgroup2") {
         modes.push("cgroup-v2");
     } else {
-        eprintln!("*** SKIPPED process_tree = \"cgroup-v2\": no writable cgroup v2 mount here ***");
+        crate::common::skipped("process_tree = \"cgroup-v2\": no writable cgroup v2 mount here");
     }
     if writable("cgroup") {
         modes.push("cgroup-v1");
     } else {
-        eprintln!("*** SKIPPED process_tree = \"cgroup-v1\": no writable cgroup v1 mount here ***");
+        crate::common::skipped("process_tree = \"cgroup-v1\": no writable cgroup v1 mount here");
     }
     modes
 }
@@ -159,7 +159,7 @@ cpu_max = "20%"
     let agent = Agent::start(dir.path(), config);
     let tree = &agent.status()["supervisor"];
     if !tree["memory_limits"].as_str().unwrap().starts_with("cgroup") {
-        eprintln!("*** SKIPPED memory_max/cpu_max: {tree} ***");
+        crate::common::skipped(&format!("memory_max/cpu_max: no cgroup limits here ({tree})"));
         assert!(instance(&agent, "hog", 0).unwrap()["limits_error"]
             .as_str()
             .unwrap()

@@ -3,7 +3,6 @@
 //! own client functional tests do.
 
 use serde_json::{json, Value};
-use std::io::Write;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -31,11 +30,10 @@ impl Credentials {
                 project_domain: var("OS_PROJECT_DOMAIN_NAME").unwrap_or_else(|| "Default".into()),
             }),
             _ => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\n*** SKIPPED {test}: no OpenStack cloud configured (OS_AUTH_URL/OS_PASSWORD unset). \
-                     Run ../shared/openstack/start and `. /tmp/openstack/openrc` to run it. ***\n"
-                );
+                crate::common::skipped(&format!(
+                    "{test}: no OpenStack cloud configured (OS_AUTH_URL/OS_PASSWORD unset). \
+                     Run ../shared/openstack/start and `. /tmp/openstack/openrc` to run it."
+                ));
                 if std::env::var("REQUIRE_CLOUD").is_ok_and(|v| v == "1") {
                     panic!("REQUIRE_CLOUD=1 but no cloud is configured");
                 }
