@@ -31,10 +31,15 @@ pub struct RunOptions {
 
 impl RunOptions {
     pub fn resolve(self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
+        let config = match &self.config {
             Some(path) => Config::load(path)?,
             None => Config::defaults(),
         };
+        Ok(self.overriding(config))
+    }
+
+    /// `config` with the command-line flags on top.
+    fn overriding(self, mut config: Config) -> Config {
         if let Some(p) = self.plugins {
             config.plugins_dir = Some(p);
         }
@@ -44,7 +49,7 @@ impl RunOptions {
         if let Some(l) = self.listen {
             config.listen = l;
         }
-        Ok(config)
+        config
     }
 }
 

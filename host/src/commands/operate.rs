@@ -25,9 +25,7 @@ fn locate(options: RunOptions) -> anyhow::Result<Config> {
             if let Some(dir) = agent.and_then(|a| a.get("data_dir")).and_then(|d| d.as_str()) {
                 config.data_dir = path.parent().unwrap_or(std::path::Path::new("")).join(dir);
             }
-            config.data_dir = options.data_dir.unwrap_or(config.data_dir);
-            config.listen = options.listen.unwrap_or(config.listen);
-            Ok(config)
+            Ok(options.overriding(config))
         }
     }
 }

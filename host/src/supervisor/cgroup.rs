@@ -357,7 +357,7 @@ pub struct Cell {
 /// Run folders are numbered from one counter for the whole agent, seeded with the clock, so a
 /// number is never used twice — not by an instance that replaces another in the same slot
 /// while the old one's folders are being pruned, nor by a restarted agent.
-fn next_run_number() -> u64 {
+pub fn next_run_number() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let _ =
@@ -446,11 +446,6 @@ impl Cell {
                 let _ = std::fs::remove_dir(dir);
             }
         }
-    }
-
-    /// A number no run folder made before has, and every one made after will exceed.
-    pub fn next_run(&self) -> u64 {
-        next_run_number()
     }
 
     /// Waits up to `wait` for the cgroup to empty, then removes its folders.

@@ -19,15 +19,6 @@ pub struct ProcessChanges {
     pub unchanged: Vec<String>,
 }
 
-impl ProcessChanges {
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty()
-            && self.removed.is_empty()
-            && self.restarted.is_empty()
-            && self.scaled.is_empty()
-    }
-}
-
 /// How two versions of a program differ.
 #[derive(Debug, PartialEq)]
 enum Diff {

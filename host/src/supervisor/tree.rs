@@ -131,7 +131,7 @@ impl Members {
     /// costs a few hundred microseconds).
     pub fn prune(&self) {
         if let Some(cell) = self.cell.clone() {
-            let keep_from = cell.next_run();
+            let keep_from = super::cgroup::next_run_number();
             tokio::task::spawn_blocking(move || cell.prune(keep_from));
         }
     }
