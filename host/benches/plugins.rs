@@ -71,10 +71,10 @@ fn main() {
             for i in 0..5 {
                 let hash = format!("{name}-{i}");
                 let t = Instant::now();
-                loader::component(&rt, &hash, bytes.clone()).await.unwrap();
+                loader::component(&rt, std::path::Path::new("bench.wasm"), &hash, bytes.clone()).await.unwrap();
                 cold.push(t.elapsed());
                 let t = Instant::now();
-                let (_, origin) = loader::component(&rt, &hash, bytes.clone()).await.unwrap();
+                let (_, origin) = loader::component(&rt, std::path::Path::new("bench.wasm"), &hash, bytes.clone()).await.unwrap();
                 cached.push(t.elapsed());
                 assert_eq!(origin, agent::plugins::cache::Origin::Cached);
             }
@@ -241,7 +241,7 @@ fn main() {
             let mut compile = Vec::new();
             for i in 0..runs {
                 let t = Instant::now();
-                loader::component(&rt, &format!("lang-{name}-{i}"), bytes.clone()).await.unwrap();
+                loader::component(&rt, std::path::Path::new("bench.wasm"), &format!("lang-{name}-{i}"), bytes.clone()).await.unwrap();
                 compile.push(t.elapsed());
             }
             compile.sort();

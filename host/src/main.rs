@@ -46,6 +46,15 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// A summary of the running agent: processes, groups, plugins, and what needs attention
+    /// (exit 1 when something does).
+    Status {
+        /// Print /status as JSON instead.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// List the running agent's supervised processes.
     Ps {
         #[arg(long)]
@@ -164,6 +173,9 @@ enum PluginsCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// `--data-dir` (or `--config`): whose compile cache to use and fill.
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Write a new plugin project (Rust or Python) that builds to a .wasm with one command.
     New {
@@ -232,7 +244,9 @@ fn main() {
     let result = match cli.command {
         None => commands::run(cli.run.into_options()),
         Some(Command::Run(args)) => commands::run(args.into_options()),
-        Some(Command::Plugins(PluginsCommand::Inspect { file, json })) => commands::inspect(&file, json),
+        Some(Command::Plugins(PluginsCommand::Inspect { file, json, run })) => {
+            commands::inspect(run.into_options(), &file, json)
+        }
         Some(Command::Plugins(PluginsCommand::New { name, kind, lang, dir, sdk })) => {
             commands::new_plugin(&name, kind, lang, &dir, sdk.as_deref())
         }
@@ -256,6 +270,7 @@ fn main() {
             commands::metrics_query(run.into_options(), query)
         }
         Some(Command::Ps { json, run }) => commands::ps(run.into_options(), json),
+        Some(Command::Status { json, run }) => commands::status(run.into_options(), json),
         Some(Command::Simulate { args, run }) => commands::simulate(run.into_options(), args),
         Some(Command::Decisions { group, since, format, run }) => {
             commands::decisions(run.into_options(), group, since, format)

@@ -32,9 +32,89 @@ pub fn clean_in_place(text: &mut String, max: usize) {
     }
 }
 
+/// Rows under a header, in columns two spaces apart (the last column is not padded), for the
+/// CLI's table output.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let width = |i: usize| {
+        let cells = rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count());
+        cells.chain([header[i].chars().count()]).max().unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..header.len()).map(width).collect();
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i == last { c.to_string() } else { format!("{c:<w$}", w = widths[i]) })
+            .collect();
+        padded.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out += &line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// The candidate closest to `word` when it is close enough to be a typo of it (edit distance at
+/// most a third of the word, and at least 1), for "did you mean" hints.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let allowed = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= allowed)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Edit distance over characters where swapping two neighbours counts as one edit (optimal
+/// string alignment), so `stpe` is one edit from `step`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    d[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_aligns_columns_under_the_header() {
+        let rows = vec![
+            vec!["web".to_string(), "1".into(), "long reason".into()],
+            vec!["db-main".into(), "12".into(), "x".into()],
+        ];
+        assert_eq!(
+            table(&["NAME", "N", "WHY"], &rows),
+            "NAME     N   WHY\nweb      1   long reason\ndb-main  12  x\n"
+        );
+    }
+
+    #[test]
+    fn closest_finds_typos_and_nothing_else() {
+        let names = ["target-tracking", "threshold", "step"];
+        assert_eq!(closest("target-trackin", names), Some("target-tracking"));
+        assert_eq!(closest("treshold", names), Some("threshold"));
+        assert_eq!(closest("stpe", names), Some("step"));
+        assert_eq!(closest("openstack", names), None);
+        assert_eq!(closest("targt", ["target", "metric", "per"]), Some("target"));
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
 
     #[test]
     fn clean_escapes_control_characters_and_caps_length() {

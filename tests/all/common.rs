@@ -204,6 +204,15 @@ impl Agent {
     }
 
     /// The agent's process id (for signals).
+    /// `agent ARGS` pointed at this agent (its address, data folder and configuration file).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let (addr, data) = (self.addr.to_string(), self.data.path().to_str().unwrap().to_string());
+        let config = self.data.path().join("agent.toml");
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--listen", &addr, "--data-dir", &data, "--config", config.to_str().unwrap()]);
+        agent_cli(&all)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -19,12 +19,18 @@ fn each_bad_file_gets_one_line_naming_the_file_and_the_remedy_and_the_rest_load(
     let (code, out, err) = agent_cli(&["plugins", "list", "--plugins", dir.path().to_str().unwrap()]);
     assert_eq!(code, 1, "a failed file makes `plugins list` exit 1\n{out}\n{err}");
     let line = |file: &str| {
-        let lines: Vec<&str> = out.lines().filter(|l| l.contains(&format!("/{file}\t"))).collect();
+        let first = |l: &str| l.split_whitespace().next().unwrap_or("").ends_with(&format!("/{file}"));
+        let lines: Vec<&str> = out.lines().filter(|l| first(l)).collect();
         assert_eq!(lines.len(), 1, "one line for {file} in:\n{out}");
         lines[0].to_string()
     };
-    assert!(line("target-tracking.wasm").ends_with("target-tracking\tpolicy\t0.1.0\tok"));
-    assert!(line("ledger.wasm").ends_with("ledger\tbackend\t0.1.0\tok"));
+    let columns = |file: &str| line(file).split_whitespace().skip(1).map(String::from).collect::<Vec<_>>();
+    assert_eq!(
+        out.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["FILE", "NAME", "KIND", "VERSION", "STATE"]
+    );
+    assert_eq!(columns("target-tracking.wasm"), ["target-tracking", "policy", "0.1.0", "ok"]);
+    assert_eq!(columns("ledger.wasm"), ["ledger", "backend", "0.1.0", "ok"]);
     assert!(line("notes.wasm").contains("not a WebAssembly file"));
     assert!(
         line("core.wasm").contains("core WebAssembly module, not a component; build it for `wasm32-wasip2`")
@@ -38,7 +44,7 @@ fn each_bad_file_gets_one_line_naming_the_file_and_the_remedy_and_the_rest_load(
     );
     assert!(line("zz-duplicate.wasm").contains("claims plugin name `target-tracking`"));
     assert!(!out.contains("ignored.txt"));
-    assert_eq!(out.lines().count(), 9, "{out}");
+    assert_eq!(out.lines().count(), 10, "a header and a line per file:\n{out}");
 }
 
 #[test]

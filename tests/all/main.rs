@@ -5,6 +5,7 @@ mod common;
 mod cli;
 mod containment;
 mod contract;
+mod first_hour;
 mod guide;
 mod hot_reload;
 mod loading;

@@ -2,7 +2,7 @@
 //! restarted at once, whole-tree stop (descendants in their own session included) under each
 //! ownership mechanism, cgroup limits, live reload as a diff, `agent logs -f`, `check-config`.
 
-use crate::common::{agent_cli, http_get, wait_for, Agent};
+use crate::common::{http_get, wait_for, Agent};
 use crate::supervisor::{instance, instances, mark, marked_processes};
 use std::io::BufRead;
 use std::path::Path;
@@ -12,12 +12,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// `agent ARGS --listen … --data-dir … --config …` against `agent`.
 fn cli(agent: &Agent, args: &[&str]) -> (i32, String, String) {
-    let addr = agent.addr.to_string();
-    let data = agent.data.path().to_str().unwrap().to_string();
-    let config = agent.data.path().join("agent.toml");
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--listen", &addr, "--data-dir", &data, "--config", config.to_str().unwrap()]);
-    agent_cli(&all)
+    agent.cli(args)
 }
 
 fn pid_of(agent: &Agent, name: &str, replica: u64) -> u64 {

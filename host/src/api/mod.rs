@@ -47,7 +47,26 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+/// `?pretty`: indented, for a person reading it with curl.
+#[derive(serde::Deserialize)]
+struct StatusQuery {
+    pretty: Option<String>,
+}
+
+async fn status(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Query(q): axum::extract::Query<StatusQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = status_json(&state);
+    if q.pretty.is_none() {
+        return Json(body).into_response();
+    }
+    let text = serde_json::to_string_pretty(&body).unwrap_or_default() + "\n";
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+fn status_json(state: &ApiState) -> serde_json::Value {
     let (running, failed) = state.registry.as_ref().map(|r| r.status()).unwrap_or_default();
     let sources = state.collector.as_ref().map(|c| c.status()).unwrap_or_default();
     // One list with every plugin file's state: running plugins as they report themselves, and
@@ -66,9 +85,11 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
     }
     let processes = state.supervisor.as_ref().map(|s| s.status()).unwrap_or_default();
     let groups = state.scaler.as_ref().map(|s| s.status()).unwrap_or_default();
-    Json(json!({
+    json!({
         "version": env!("CARGO_PKG_VERSION"),
         "groups": groups,
+        // What the configuration asks of plugins that the loaded ones do not offer.
+        "problems": state.registry.as_ref().map(|r| r.problems()).unwrap_or_default(),
         "processes": processes,
         "supervisor": state.supervisor.as_ref().map(|s| s.tree_status()),
         "config": state.reloader.as_ref().map(|r| r.status()),
@@ -84,7 +105,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
             "series_refused": w.series_refused.load(std::sync::atomic::Ordering::Relaxed),
             "series_evicted": w.series_evicted.load(std::sync::atomic::Ordering::Relaxed),
         })),
-    }))
+    })
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::IntoResponse {

@@ -2,8 +2,10 @@
 //! error whose chain `main` prints on one line.
 
 mod operate;
+mod status;
 
 pub use operate::{check_config, control, logs, reload, LogsArgs};
+pub use status::{ps, status};
 
 use crate::config::Config;
 use crate::plugins::registry::Registry;
@@ -92,16 +94,21 @@ pub fn run(options: RunOptions) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// A runtime for the one-shot commands: no cache, compiling in a confined child as the daemon
-/// does (the file may be a stranger's).
-fn tool_runtime(limits: crate::plugins::CompileLimits) -> anyhow::Result<Arc<Runtime>> {
-    let compiler = crate::plugins::Compiler::child_of_self(limits).context("locating the agent binary")?;
-    Runtime::with_compiler(None, compiler)
+/// A runtime for the one-shot commands: compiling in a confined child as the daemon does (the
+/// file may be a stranger's), with the compile cache of the data folder when that folder exists
+/// (a command that only reads creates no data folder), so a plugin compiles once for the agent
+/// and every command.
+fn tool_runtime(config: &Config) -> anyhow::Result<Arc<Runtime>> {
+    let compiler =
+        crate::plugins::Compiler::child_of_self(config.compile).context("locating the agent binary")?;
+    let cache = config.data_dir.is_dir().then(|| config.data_dir.join("cache"));
+    Runtime::for_tools(cache.as_deref(), compiler)
 }
 
-pub fn inspect(file: &Path, as_json: bool) -> anyhow::Result<Exit> {
+pub fn inspect(options: RunOptions, file: &Path, as_json: bool) -> anyhow::Result<Exit> {
+    let config = options.resolve()?;
     runtime()?.block_on(async {
-        let rt = tool_runtime(Default::default())?;
+        let rt = tool_runtime(&config)?;
         let p = loader::prepare(&rt, file).await?;
         let keys: Vec<_> = p
             .metadata
@@ -160,24 +167,31 @@ pub fn list(options: RunOptions, as_json: bool) -> anyhow::Result<Exit> {
         .clone()
         .context("give the folder with --plugins DIR (or [agent] plugins in --config)")?;
     runtime()?.block_on(async {
-        let rt = tool_runtime(config.compile)?;
+        let rt = tool_runtime(&config)?;
         let registry = Registry::new(rt, config, None, &dir);
         registry.reconcile().await;
         let (plugins, failed) = registry.status();
+        let problems = registry.problems();
         if as_json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({"plugins": plugins, "failed_files": failed}))?
-            );
+            let report = json!({"plugins": plugins, "failed_files": failed, "problems": problems});
+            println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            for p in &plugins {
-                println!("{}\t{}\t{}\t{}\tok", p.file, p.name, p.kind, p.version);
-            }
-            for f in &failed {
-                println!("{}\t-\t-\t-\t{}", f.file, f.error);
+            let mut rows: Vec<Vec<String>> = plugins
+                .iter()
+                .map(|p| {
+                    vec![p.file.clone(), p.name.clone(), p.kind.to_string(), p.version.clone(), "ok".into()]
+                })
+                .collect();
+            rows.extend(failed.iter().map(|f| {
+                vec![f.file.clone(), "-".into(), "-".into(), "-".into(), format!("failed: {}", f.error)]
+            }));
+            print!("{}", crate::text::table(&["FILE", "NAME", "KIND", "VERSION", "STATE"], &rows));
+            // The configuration's side: names and keys no loaded plugin answers to.
+            for line in problems.lines() {
+                println!("problem: {line}");
             }
         }
-        Ok(if failed.is_empty() { Exit::Success } else { Exit::SomeFailed })
+        Ok(if failed.is_empty() && problems.is_empty() { Exit::Success } else { Exit::SomeFailed })
     })
 }
 
@@ -220,13 +234,16 @@ pub fn metrics_list(options: RunOptions, format: Format) -> anyhow::Result<Exit>
             }
         }
         Format::Table => {
-            for s in &series {
-                let last = match (s.last_ms, s.last_value) {
-                    (Some(t), Some(v)) => format!("{v} at {}", crate::timefmt::format(t)),
-                    _ => "no raw samples".into(),
-                };
-                println!("{}{}\t{last}", s.name, s.labels);
-            }
+            let rows: Vec<Vec<String>> = series
+                .iter()
+                .map(|s| match (s.last_ms, s.last_value) {
+                    (Some(t), Some(v)) => {
+                        vec![format!("{}{}", s.name, s.labels), crate::timefmt::format(t), v.to_string()]
+                    }
+                    _ => vec![format!("{}{}", s.name, s.labels), "-".into(), "no raw samples".into()],
+                })
+                .collect();
+            print!("{}", crate::text::table(&["SERIES", "LAST SAMPLE", "VALUE"], &rows));
         }
     }
     Ok(Exit::Success)
@@ -258,7 +275,12 @@ pub fn metrics_query(options: RunOptions, q: MetricsQuery) -> anyhow::Result<Exi
     };
     anyhow::ensure!(from < to, "the range is empty: --from must be before --to");
     let selector = crate::store::Selector { name: q.name.clone(), matchers: q.labels };
-    let step = q.step.map(|s| (s.as_millis() as i64).max(1));
+    // A table is read on a screen: without --step, about a screenful of rows per series.
+    let step = match (q.step, q.format) {
+        (Some(s), _) => Some((s.as_millis() as i64).max(1)),
+        (None, Format::Table) => screen_step(to - from),
+        (None, _) => None,
+    };
     let series = store.query(&selector, from, to, step)?;
     match q.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&series)?),
@@ -274,15 +296,66 @@ pub fn metrics_query(options: RunOptions, q: MetricsQuery) -> anyhow::Result<Exi
             if series.is_empty() {
                 eprintln!("no series named `{}` with those labels (see `agent metrics list`)", q.name);
             }
+            if let (None, Some(step)) = (q.step, step) {
+                let step = crate::duration::format(std::time::Duration::from_millis(step as u64));
+                println!("(mean of each {step}, about {SCREEN_ROWS} rows; --step 1s for every sample)");
+            }
             for s in &series {
                 println!("{}{}", s.name, s.labels);
-                for (t, v) in s.timestamps_ms.iter().zip(&s.values) {
-                    println!("  {}  {v}", crate::timefmt::format(*t));
-                }
+                let rows: Vec<Vec<String>> = s
+                    .timestamps_ms
+                    .iter()
+                    .zip(&s.values)
+                    .map(|(t, v)| {
+                        vec![
+                            format!("  {}", crate::timefmt::format(*t)),
+                            format!("{v:.6}").trim_end_matches('0').trim_end_matches('.').to_string(),
+                        ]
+                    })
+                    .collect();
+                print!("{}", crate::text::table(&["  TIME", "VALUE"], &rows));
             }
         }
     }
     Ok(Exit::Success)
+}
+
+/// One journal entry as a table row: the change names the guardrails that moved the number.
+fn decision_row(e: &crate::store::JournalEntry) -> Vec<String> {
+    let action =
+        serde_json::to_value(e.action).ok().and_then(|a| a.as_str().map(String::from)).unwrap_or_default();
+    let changed: Vec<String> = e
+        .steps
+        .as_array()
+        .map(|s| s.iter().filter_map(|s| s["guardrail"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let guard = if changed.is_empty() { String::new() } else { format!(" [{}]", changed.join(", ")) };
+    let tier = if e.tier == e.target_tier {
+        String::new()
+    } else {
+        format!(", tier {} → {}", e.tier, e.target_tier)
+    };
+    let outcome = if e.outcome.is_empty() { String::new() } else { format!(" — {}", e.outcome) };
+    vec![
+        crate::timefmt::format(e.t_ms),
+        e.group.clone(),
+        action,
+        format!("{} → {}{tier}{guard}", e.current, e.target),
+        format!("{}{outcome}", e.reason),
+    ]
+}
+
+/// Rows a table of points aims at without `--step`.
+const SCREEN_ROWS: i64 = 40;
+
+/// The smallest round step that shows `range_ms` in at most [`SCREEN_ROWS`] rows, or `None`
+/// when a step of 1 s would already do (every sample then).
+fn screen_step(range_ms: i64) -> Option<i64> {
+    const ROUND: [i64; 17] =
+        [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
+    let wanted = range_ms / SCREEN_ROWS;
+    let step = ROUND.iter().map(|s| s * 1000).find(|s| *s >= wanted).unwrap_or(86_400_000);
+    (step > 1000).then_some(step)
 }
 
 /// What `agent restart|stop|start|scale` asks the running agent to do.
@@ -317,42 +390,6 @@ fn http() -> reqwest::Client {
         .expect("client builds")
 }
 
-/// `agent ps`: the running agent's supervised instances.
-pub fn ps(options: RunOptions, as_json: bool) -> anyhow::Result<Exit> {
-    let config = options.resolve()?;
-    runtime()?.block_on(async {
-        let response =
-            http().get(agent_url(&config, "/status")).send().await.map_err(|e| unreachable(&config, e))?;
-        let body = response.text().await.context("reading /status")?;
-        let status: serde_json::Value = serde_json::from_str(&body).context("/status is not JSON")?;
-        let processes = status["processes"].as_array().cloned().unwrap_or_default();
-        if as_json {
-            println!("{}", serde_json::to_string_pretty(&processes)?);
-            return Ok(Exit::Success);
-        }
-        println!(
-            "{:<20} {:>7} {:>8} {:<10} {:>8} {:>9}  LAST EXIT",
-            "NAME", "REPLICA", "PID", "STATE", "RESTARTS", "UPTIME"
-        );
-        for p in processes {
-            let text = |k: &str| p[k].as_str().map(String::from).unwrap_or_else(|| "-".into());
-            let num = |k: &str| p[k].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into());
-            let uptime = p["uptime_s"].as_f64().map(|u| format!("{u:.0}s")).unwrap_or_else(|| "-".into());
-            println!(
-                "{:<20} {:>7} {:>8} {:<10} {:>8} {:>9}  {}",
-                text("name"),
-                num("replica"),
-                num("pid"),
-                text("state"),
-                num("restarts"),
-                uptime,
-                text("last_exit")
-            );
-        }
-        Ok(Exit::Success)
-    })
-}
-
 /// `agent decisions`: the decision journal, read-only (works beside a running agent).
 pub fn decisions(
     options: RunOptions,
@@ -385,31 +422,8 @@ pub fn decisions(
             }
         }
         Format::Table => {
-            for e in &entries {
-                let action = serde_json::to_value(e.action)?.as_str().unwrap_or_default().to_string();
-                let changed: Vec<String> = e
-                    .steps
-                    .as_array()
-                    .map(|s| s.iter().filter_map(|s| s["guardrail"].as_str().map(String::from)).collect())
-                    .unwrap_or_default();
-                let guard =
-                    if changed.is_empty() { String::new() } else { format!(" [{}]", changed.join(", ")) };
-                let tier = if e.tier == e.target_tier {
-                    String::new()
-                } else {
-                    format!(", tier {} → {}", e.tier, e.target_tier)
-                };
-                println!(
-                    "{}  {:<12} {:<17} {} → {}{tier}{guard}  {}{}",
-                    crate::timefmt::format(e.t_ms),
-                    e.group,
-                    action,
-                    e.current,
-                    e.target,
-                    e.reason,
-                    if e.outcome.is_empty() { String::new() } else { format!(" — {}", e.outcome) }
-                );
-            }
+            let rows: Vec<Vec<String>> = entries.iter().map(decision_row).collect();
+            print!("{}", crate::text::table(&["TIME", "GROUP", "ACTION", "CHANGE", "REASON"], &rows));
         }
     }
     Ok(Exit::Success)
@@ -502,12 +516,12 @@ pub fn simulate(options: RunOptions, args: SimulateArgs) -> anyhow::Result<Exit>
     let tokio = runtime()?;
     let state = tempfile_dir()?;
     let handle = tokio.block_on(async {
-        let rt = tool_runtime(config.compile)?;
+        let rt = tool_runtime(&config)?;
         let store = crate::store::Store::open(state.path())?;
         let registry = Registry::new(rt, config.clone(), Some(store), &dir);
-        registry.reconcile().await;
         let handle = registry
-            .get(&group.policy)
+            .load_until(&group.policy)
+            .await
             .with_context(|| format!("policy plugin `{}` is not in {}", group.policy, dir.display()))?;
         anyhow::Ok((registry, handle))
     })?;

@@ -8,7 +8,7 @@ use anyhow::Context;
 /// Where the running agent is (its API address and data folder). A file being edited may not
 /// validate — that is what `reload` is for — so only `[agent] listen` and `data_dir` are read
 /// from it then, as written, with the command-line overrides on top.
-fn locate(options: RunOptions) -> anyhow::Result<Config> {
+pub(super) fn locate(options: RunOptions) -> anyhow::Result<Config> {
     match options.clone().resolve() {
         Ok(config) => Ok(config),
         Err(strict) => {

@@ -97,7 +97,8 @@ impl CompileCache {
         let path = self.entry(content_hash);
         let mut bytes = self.tag(artifact).finalize().into_bytes().to_vec();
         bytes.extend_from_slice(artifact);
-        let tmp = path.with_extension("tmp");
+        // Per process: an `agent plugins …` command may fill the cache beside the daemon.
+        let tmp = path.with_extension(format!("cwasm.{}.tmp", std::process::id()));
         if let Err(e) = write_private(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
             tracing::warn!("{}: could not write the compile cache: {e}", path.display());
         }

@@ -87,7 +87,7 @@ pub async fn prepare_bytes(rt: &Arc<Runtime>, path: &Path, bytes: Vec<u8>) -> Re
 
     let hash = content_hash(&bytes);
     let started = Instant::now();
-    let (component, origin) = component(rt, &hash, bytes).await?;
+    let (component, origin) = component(rt, path, &hash, bytes).await?;
     let compile_time = started.elapsed();
 
     let linked = rt
@@ -161,6 +161,7 @@ fn check_metadata(m: &Metadata) -> Result<(), String> {
 /// The compiled component: from the cache, or compiled (in a child, for the daemon) and cached.
 pub async fn component(
     rt: &Arc<Runtime>,
+    path: &Path,
     hash: &str,
     bytes: Vec<u8>,
 ) -> Result<(wasmtime::component::Component, cache::Origin), String> {
@@ -173,7 +174,13 @@ pub async fn component(
             return Ok((component, cache::Origin::Cached));
         }
     }
-    let artifact = rt.compiler.compile(&rt.engine, bytes).await?;
+    let size = bytes.len();
+    let compile = rt.compiler.compile(&rt.engine, bytes);
+    let artifact = if rt.announce_compiles {
+        announced(compile, path, size, rt.cache.is_some()).await
+    } else {
+        compile.await
+    }?;
     // SAFETY: the artifact was produced by this binary's own compiler, just now.
     let component = unsafe { wasmtime::component::Component::deserialize(&rt.engine, &artifact) }
         .map_err(|e| format!("does not compile: {}", one_line(&e)))?;
@@ -181,6 +188,23 @@ pub async fn component(
         cache.store(hash, &artifact);
     }
     Ok((component, cache::Origin::Compiled))
+}
+
+/// Awaits `compile`, saying on stderr what is being compiled if it takes more than a second.
+async fn announced<T>(
+    compile: impl std::future::Future<Output = T>,
+    path: &Path,
+    size: usize,
+    cached: bool,
+) -> T {
+    tokio::pin!(compile);
+    tokio::select! {
+        done = &mut compile => return done,
+        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+    let then = if cached { "; cached for next time" } else { "" };
+    eprintln!("compiling {} ({:.1} MB){then}…", path.display(), size as f64 / 1e6);
+    compile.await
 }
 
 /// The first line of an error chain, without wasmtime's multi-line backtraces.

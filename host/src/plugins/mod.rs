@@ -19,6 +19,7 @@ mod host_impl;
 pub mod loader;
 pub mod meter;
 pub mod outbound;
+pub mod references;
 pub mod registry;
 pub mod sandbox;
 pub mod worker;
@@ -67,6 +68,8 @@ pub struct Runtime {
     linkers: [Linker<HostState>; 3],
     cache: Option<cache::CompileCache>,
     compiler: Compiler,
+    /// Say on stderr what is being compiled when it takes a while (the CLI's tools).
+    announce_compiles: bool,
     _ticker: engine::EpochTicker,
 }
 
@@ -79,6 +82,20 @@ impl Runtime {
 
     /// A runtime that compiles with `compiler`.
     pub fn with_compiler(cache_dir: Option<&Path>, compiler: Compiler) -> anyhow::Result<Arc<Runtime>> {
+        Runtime::build(cache_dir, compiler, false)
+    }
+
+    /// A runtime for a command a person waits on: a compile that takes more than a second is
+    /// announced on stderr.
+    pub fn for_tools(cache_dir: Option<&Path>, compiler: Compiler) -> anyhow::Result<Arc<Runtime>> {
+        Runtime::build(cache_dir, compiler, true)
+    }
+
+    fn build(
+        cache_dir: Option<&Path>,
+        compiler: Compiler,
+        announce_compiles: bool,
+    ) -> anyhow::Result<Arc<Runtime>> {
         let engine = engine::new_engine()?;
         let linker = |kind| -> anyhow::Result<Linker<HostState>> {
             let mut l = Linker::new(&engine);
@@ -97,7 +114,7 @@ impl Runtime {
         let linkers = [linker(Kind::Source)?, linker(Kind::Policy)?, linker(Kind::Backend)?];
         let cache = cache_dir.map(|d| cache::CompileCache::open(d, &engine)).transpose()?;
         let ticker = engine::EpochTicker::start(&engine);
-        Ok(Arc::new(Runtime { engine, linkers, cache, compiler, _ticker: ticker }))
+        Ok(Arc::new(Runtime { engine, linkers, cache, compiler, announce_compiles, _ticker: ticker }))
     }
 
     fn linker(&self, kind: Kind) -> &Linker<HostState> {

@@ -6,6 +6,7 @@
 //! at start-up the first in file-name order keeps it, later the one already running.
 
 use super::loader::{self, Prepared};
+use super::references::{self, Problems};
 use super::sandbox::Grants;
 use super::worker::{PluginHandle, Status};
 use super::{Kind, Runtime};
@@ -30,6 +31,8 @@ pub struct Registry {
     replicas: std::sync::OnceLock<Arc<dyn super::sandbox::ReplicaControl>>,
     /// Whether the files present at start-up have all been tried.
     started: std::sync::atomic::AtomicBool,
+    /// What the configuration asks of plugins that the loaded ones do not offer.
+    problems: std::sync::Mutex<Problems>,
 }
 
 #[derive(Default)]
@@ -99,6 +102,7 @@ impl Registry {
             view: Default::default(),
             replicas: Default::default(),
             started: Default::default(),
+            problems: Default::default(),
         })
     }
 
@@ -183,13 +187,14 @@ impl Registry {
     /// Starts loading the folder in the background; [`Registry::started`] turns true once every
     /// file present now has been tried.
     pub async fn start(self: &Arc<Self>) {
-        let (_, loads) = self.start_reconcile().await;
+        let (_, loads) = self.reconcile_deferring(true).await;
         let this = self.clone();
         tokio::spawn(async move {
             for load in loads {
                 let _ = load.await;
             }
             this.started.store(true, std::sync::atomic::Ordering::Relaxed);
+            this.recheck();
         });
     }
 
@@ -219,14 +224,35 @@ impl Registry {
             }
         }
         self.started.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.recheck();
         changes
+    }
+
+    /// For a tool that needs one plugin: loads the folder, the files the configuration names
+    /// first, and returns plugin `name` as soon as it runs (the other loads are abandoned), or
+    /// `None` once every file has been tried without it.
+    pub async fn load_until(self: &Arc<Self>, name: &str) -> Option<PluginHandle> {
+        let (_, loads) = self.reconcile_deferring(true).await;
+        let mut loads = loads.into_iter();
+        for load in loads.by_ref() {
+            let _ = load.await;
+            if self.get(name).is_some() {
+                break;
+            }
+        }
+        loads.for_each(|l| l.abort());
+        self.get(name)
     }
 
     /// Unloads what left the folder and starts one task per new or changed file, without waiting
     /// for them: each file loads on its own, so a slow one never delays another.
-    pub async fn start_reconcile(
-        self: &Arc<Self>,
-    ) -> (Vec<Change>, Vec<tokio::task::JoinHandle<Vec<Change>>>) {
+    pub async fn start_reconcile(self: &Arc<Self>) -> (Vec<Change>, Vec<Load>) {
+        self.reconcile_deferring(false).await
+    }
+
+    /// As [`Registry::start_reconcile`]; with `defer_unused` (the daemon's first load), files
+    /// the configuration does not name wait for those it does.
+    async fn reconcile_deferring(self: &Arc<Self>, defer_unused: bool) -> (Vec<Change>, Vec<Load>) {
         let mut inner = self.inner.lock().await;
         let mut changes = Vec::new();
         let on_disk = match wasm_files(&self.dir) {
@@ -249,6 +275,9 @@ impl Registry {
             }
         }
         let mut loads = Vec::new();
+        let (first_done, mut all_first_done) = tokio::sync::mpsc::channel::<()>(1);
+        let mut later = Vec::new();
+        let wanted = self.named_in_config();
         for (path, stamp) in on_disk {
             let known = inner.files.get(&path).is_some_and(|e| e.stamp == stamp);
             if known || inner.loading.get(&path).is_some_and(|l| l.0 == stamp) {
@@ -257,10 +286,41 @@ impl Registry {
             inner.generation += 1;
             let generation = inner.generation;
             inner.loading.insert(path.clone(), (stamp, generation));
-            loads.push(tokio::spawn(self.clone().load(path, stamp, generation)));
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            if defer_unused && !wanted.contains(&stem) {
+                later.push((path, stamp, generation));
+                continue;
+            }
+            let (this, guard) = (self.clone(), first_done.clone());
+            loads.push(tokio::spawn(async move {
+                let _guard = guard;
+                this.load(path, stamp, generation).await
+            }));
+        }
+        drop(first_done);
+        if !later.is_empty() {
+            // At start-up, files the configuration does not name (by file name) wait for those
+            // it does, then load one at a time: what the groups use is ready first, and
+            // compiling spare plugins never competes with it.
+            let this = self.clone();
+            loads.push(tokio::spawn(async move {
+                while all_first_done.recv().await.is_some() {}
+                let mut changes = Vec::new();
+                for (path, stamp, generation) in later {
+                    changes.extend(this.clone().load(path, stamp, generation).await);
+                }
+                changes
+            }));
         }
         self.publish(&inner);
         (changes, loads)
+    }
+
+    /// Plugin names the configuration uses: groups' policies and backends, `[plugins.*]` tables.
+    fn named_in_config(&self) -> std::collections::BTreeSet<String> {
+        let config = self.config();
+        let groups = config.groups.iter().flat_map(|g| [g.policy.clone(), g.backend.clone()]);
+        groups.chain(config.plugins.keys().cloned()).collect()
     }
 
     /// Loads one file and installs it, unless the folder moved on meanwhile.
@@ -315,6 +375,7 @@ impl Registry {
         // Outside the lock: a swap waits for the call in progress, which may be long.
         if let Some((handle, prepared)) = swap {
             handle.swap(prepared).await;
+            self.recheck(); // the new version may read other keys
         }
         changes
     }
@@ -407,6 +468,35 @@ impl Registry {
             .collect();
         let loading = inner.loading.keys().map(|p| p.display().to_string()).collect();
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = View { plugins, failed, loading };
+        self.recheck();
+    }
+
+    /// What the configuration asks of plugins that the loaded ones do not offer (nothing until
+    /// the folder's first load is done).
+    pub fn problems(&self) -> Problems {
+        self.problems.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Checks the configuration against the loaded plugins again; each new problem is a WARN,
+    /// each one gone an INFO.
+    fn recheck(&self) {
+        if !self.started() {
+            return;
+        }
+        let (loaded, _) = self.status();
+        let now = references::check(&self.config(), &loaded);
+        let mut problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        if *problems == now {
+            return;
+        }
+        let (before, after) = (problems.lines(), now.lines());
+        for line in after.iter().filter(|l| !before.contains(l)) {
+            tracing::warn!("{line}");
+        }
+        for line in before.iter().filter(|l| !after.contains(l)) {
+            tracing::info!("resolved: {line}");
+        }
+        *problems = now;
     }
 
     /// Records which plugins are loaded (their state is kept) and collects the compile cache's

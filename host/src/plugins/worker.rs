@@ -418,6 +418,31 @@ pub struct Status {
     pub quarantine_ms: Option<u64>,
     /// Budgets the plugin ran into (series, log-lines, state, http-*), with their counts.
     pub over_budget: std::collections::BTreeMap<&'static str, u64>,
+    /// The configuration keys it says it reads (checked against the configuration).
+    #[serde(skip)]
+    pub config_keys: Vec<super::bindings::ConfigKey>,
+}
+
+impl Status {
+    /// The status of a plugin that has just started, as `metadata` describes it.
+    pub fn ready(metadata: &Metadata, kind: Kind, contract: &str, file: &str, sha256: &str) -> Status {
+        Status {
+            name: metadata.name.clone(),
+            kind,
+            version: metadata.version.clone(),
+            contract: contract.into(),
+            file: file.into(),
+            sha256: sha256.into(),
+            state: State::Ready,
+            calls: 0,
+            faults: 0,
+            call_ns_total: 0,
+            last_fault: None,
+            quarantine_ms: None,
+            over_budget: Default::default(),
+            config_keys: metadata.config_keys.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -453,21 +478,13 @@ impl PluginHandle {
     /// Starts the worker for `prepared` with `grants`.
     pub fn spawn(rt: Arc<Runtime>, prepared: Prepared, grants: Arc<Grants>) -> PluginHandle {
         let (tx, rx) = mpsc::channel(64);
-        let status = Status {
-            name: prepared.metadata.name.clone(),
-            kind: prepared.kind(),
-            version: prepared.metadata.version.clone(),
-            contract: prepared.header.contract.clone(),
-            file: prepared.path.display().to_string(),
-            sha256: prepared.hash.clone(),
-            state: State::Ready,
-            calls: 0,
-            faults: 0,
-            call_ns_total: 0,
-            last_fault: None,
-            quarantine_ms: None,
-            over_budget: Default::default(),
-        };
+        let status = Status::ready(
+            &prepared.metadata,
+            prepared.kind(),
+            &prepared.header.contract,
+            &prepared.path.display().to_string(),
+            &prepared.hash,
+        );
         let shared = Arc::new(Shared {
             tx,
             meter: grants.meter.clone(),
@@ -617,6 +634,7 @@ impl Worker {
                     let mut status = lock(&shared.status);
                     status.version = prepared.metadata.version.clone();
                     status.contract = prepared.header.contract.clone();
+                    status.config_keys = prepared.metadata.config_keys.clone();
                     status.file = prepared.path.display().to_string();
                     status.sha256 = prepared.hash.clone();
                     status.state = State::Ready;

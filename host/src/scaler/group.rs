@@ -29,6 +29,9 @@ pub struct GroupStatus {
     pub last_reason: Option<String>,
     pub last_ms: Option<i64>,
     pub failures_in_a_row: u32,
+    /// What is wrong with the group's configuration given the plugins loaded ("policy `x` is
+    /// not loaded; did you mean `y`?").
+    pub problems: Vec<String>,
 }
 
 /// Rebuilds stabilization and cooldown memory from the journal, so a restart cannot cause a
@@ -70,6 +73,9 @@ pub async fn run(
         }
     };
     let mut failures = 0u32;
+    // The reason last logged for an evaluation without a recommendation: the same one again is
+    // not logged again (the journal has every evaluation).
+    let mut unchanged_reason = None;
     let mut tick = tokio::time::interval(spec.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -108,9 +114,17 @@ pub async fn run(
             Action::Hold => {
                 tracing::debug!(group = %spec.name, "hold at {}: {}", entry.current, entry.reason)
             }
+            Action::NoRecommendation if unchanged_reason.as_ref() == Some(&entry.reason) => {}
+            Action::NoRecommendation => {
+                tracing::info!(group = %spec.name, "no recommendation, holding at {}: {}", entry.current, entry.reason);
+                unchanged_reason = Some(entry.reason.clone());
+            }
             _ => {
                 tracing::info!(group = %spec.name, "{:?} {} → {}: {}{outcome}", entry.action, entry.current, entry.target, entry.reason)
             }
+        }
+        if entry.action != Action::NoRecommendation {
+            unchanged_reason = None;
         }
         let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
         s.current = Some(entry.current);

@@ -95,7 +95,15 @@ impl Scaler {
     }
 
     pub fn status(&self) -> Vec<GroupStatus> {
+        let problems = self.registry.upgrade().map(|r| r.problems()).unwrap_or_default();
         let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        groups.iter().map(|g| g.status.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect()
+        groups
+            .iter()
+            .map(|g| {
+                let mut status = g.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                status.problems = problems.groups.get(&status.name).cloned().unwrap_or_default();
+                status
+            })
+            .collect()
     }
 }

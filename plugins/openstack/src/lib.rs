@@ -86,6 +86,23 @@ impl Guest for OpenStack {
                 key("microversion", "highest compute microversion to use, 2.N; default 2.96", false),
                 key("request_timeout", "limit on each HTTP request; default 10s", false),
                 key("retries", "extra attempts for a retryable failure; default 4", false),
+                // A group's backend_config (see docs/openstack.md).
+                key("image", "(group backend_config) image name or ID of new servers", true),
+                key("flavor", "(group backend_config) flavor of new servers without a ladder", false),
+                key("flavors", "(group backend_config) the size ladder, smallest first (vertical scaling)", false),
+                key("networks", "(group backend_config) \"none\" (default), \"auto\" or network UUIDs", false),
+                key("name_prefix", "(group backend_config) server name prefix; default the group's name", false),
+                key("key_name", "(group backend_config) SSH key pair of new servers", false),
+                key("security_groups", "(group backend_config) security groups of new servers", false),
+                key("user_data", "(group backend_config) cloud-init user data, as text", false),
+                key("availability_zone", "(group backend_config) availability zone of new servers", false),
+                key("server_group", "(group backend_config) server group UUID (scheduler hint)", false),
+                key("metadata", "(group backend_config) extra metadata on every server", false),
+                key("deletion_policy", "(group backend_config) newest (default), oldest, fewest-active-tasks", false),
+                key("build_timeout", "(group backend_config) a server still building after this is deleted; default 10m", false),
+                key("resize_timeout", "(group backend_config) limit on one resize; default 10m", false),
+                key("delete_timeout", "(group backend_config) wait for deleted servers to disappear; default 2m", false),
+                key("verify", "(group backend_config) health check of a resized server before confirming", false),
             ],
         }
     }

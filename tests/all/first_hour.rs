@@ -1,0 +1,122 @@
+//! A new user's first hour: mistakes inside a group are caught when the plugins are known
+//! (with a "did you mean"), shown in `/status`, `agent status` and `plugins list`, and cleared by
+//! a reload; one-shot commands compile a plugin once, into the data folder's cache.
+
+use crate::common::{agent_cli, group_status, plugin, plugin_dir, wait_for, Agent};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn group(policy: &str, policy_config: &str, backend_config: &str) -> String {
+    format!(
+        "[[group]]\nname = \"web\"\ninterval = \"200ms\"\nmetrics = [{{ name = \"app.load\", window = \"1s\" }}]\n\
+         policy = \"{policy}\"\npolicy_config = {policy_config}\nbackend = \"ledger\"\nbackend_config = {backend_config}\nmin = 1\nmax = 5\n"
+    )
+}
+
+#[test]
+fn mistakes_inside_a_group_are_warned_once_with_a_hint_and_cleared_by_a_reload() {
+    let dir = plugin_dir(&[&plugin("target-tracking"), &plugin("threshold"), &plugin("ledger")]);
+    let wrong =
+        group("target-trackin", "{ target = 1 }", "{ initial = 2, intial = 3 }") + "[plugins.treshold]\n";
+    let agent = Agent::start(dir.path(), &wrong);
+
+    let typo = "group `web`: policy `target-trackin` is not loaded; did you mean `target-tracking`?";
+    let key = "group `web`: backend_config has `intial` (did you mean `initial`?), which `ledger` does not read (it reads: initial, tiers)";
+    let table = "[plugins.treshold]: no plugin `treshold` is loaded; did you mean `threshold`?";
+    let problems = wait_for("the group's problems in /status", LIMIT, || {
+        let p = group_status(&agent, "web")["problems"].as_array()?.clone();
+        (!p.is_empty()).then_some(p)
+    });
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(agent.status()["problems"]["plugins"]["treshold"].as_array().unwrap().len(), 1);
+    // Many evaluations later, each problem has been logged once, as a WARN.
+    std::thread::sleep(Duration::from_secs(1));
+    let log = agent.log();
+    for line in [typo, key, table] {
+        let found: Vec<&str> = log.lines().filter(|l| l.contains(line)).collect();
+        assert_eq!(found.len(), 1, "`{line}` logged once:\n{log}");
+        assert!(found[0].contains("WARN"), "{}", found[0]);
+    }
+
+    // The CLI says it too, and exits 1.
+    let (code, out, _) = agent.cli(&["status"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("needs attention:") && out.contains(typo) && out.contains(table), "{out}");
+    let config = agent.data.path().join("agent.toml");
+    let (code, out, _) = agent_cli(&[
+        "plugins",
+        "list",
+        "--config",
+        config.to_str().unwrap(),
+        "--plugins",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    for line in [typo, key, table] {
+        assert!(out.contains(&format!("problem: {line}")), "`{line}` in:\n{out}");
+    }
+
+    // Fixed and reloaded: the problems go, and the group decides.
+    std::fs::write(&config, group("target-tracking", "{ target = 1 }", "{ initial = 2 }")).unwrap();
+    let (code, _, err) = agent.cli(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    wait_for("no problems left", LIMIT, || {
+        let s = agent.status();
+        (s["problems"]["groups"].as_object()?.is_empty() && s["problems"]["plugins"].as_object()?.is_empty())
+            .then_some(())
+    });
+    assert!(agent.log().contains(&format!("resolved: {typo}")), "{}", agent.log());
+    assert!(group_status(&agent, "web")["problems"].as_array().unwrap().is_empty());
+    let (code, out, _) = agent.cli(&["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("needs attention"), "{out}");
+}
+
+#[test]
+fn a_required_key_missing_and_a_plugin_of_the_wrong_kind_are_problems() {
+    let dir = plugin_dir(&[&plugin("target-tracking"), &plugin("ledger")]);
+    let config = group("target-tracking", "{ metric = \"app.load\" }", "{}")
+        .replace("backend = \"ledger\"", "backend = \"target-tracking\"");
+    let agent = Agent::start(dir.path(), &config);
+    let problems = wait_for("problems", LIMIT, || {
+        let p = group_status(&agent, "web")["problems"].as_array()?.clone();
+        (!p.is_empty()).then_some(p)
+    });
+    let text: Vec<&str> = problems.iter().map(|p| p.as_str().unwrap()).collect();
+    assert!(text[0].starts_with("`target-tracking` requires `target`"), "{text:?}");
+    assert_eq!(text[1], "`target-tracking` is a policy, not a backend");
+}
+
+#[test]
+fn one_shot_commands_compile_a_plugin_once_into_the_data_folders_cache() {
+    let data = tempfile::tempdir().unwrap();
+    let wasm = plugin("threshold");
+    let args = ["plugins", "inspect", wasm.to_str().unwrap(), "--data-dir", data.path().to_str().unwrap()];
+    let (code, out, err) = agent_cli(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("policy threshold"), "{out}");
+    let cache = data.path().join("cache");
+    let entries = || {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+            .count()
+    };
+    assert_eq!(entries(), 1, "the artifact was cached");
+    let (code, out2, _) = agent_cli(&args);
+    assert_eq!((code, &out2), (0, &out));
+    assert_eq!(entries(), 1);
+    // The daemon finds it there: no compile at start.
+    let dir = plugin_dir(&[&wasm]);
+    let agent = Agent::start_in(dir.path(), "", data);
+    agent.wait_log("loaded policy `threshold`");
+    assert!(agent.log().contains("from cache"), "{}", agent.log());
+    // A command whose data folder does not exist creates none.
+    let nowhere = std::env::temp_dir().join(format!("agent-no-data-{}", std::process::id()));
+    let (code, _, err) =
+        agent_cli(&["plugins", "inspect", wasm.to_str().unwrap(), "--data-dir", nowhere.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!nowhere.exists());
+}
