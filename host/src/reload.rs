@@ -123,7 +123,12 @@ impl Reloader {
     async fn apply(&self, old: &Config, new: Arc<Config>) -> Changes {
         // Plugins first, so that groups changed alongside find their plugins' new grants.
         let plugins = match &self.registry {
-            Some(r) => r.reconfigure(new.clone()).await,
+            Some(r) => {
+                // A plugin copied in just before the reload is loading before the new groups are
+                // checked against the plugins (and they wait for it rather than miss it).
+                drop(r.start_reconcile().await);
+                r.reconfigure(new.clone()).await
+            }
             None => Vec::new(),
         };
         let groups = self.scaler.as_ref().map(|s| s.apply(&new.groups)).unwrap_or_default();

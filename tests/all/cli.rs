@@ -105,3 +105,30 @@ fn a_corrupt_database_stops_the_agent_with_a_clear_error_and_is_left_untouched()
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not an agent database or corrupt"), "{err}");
 }
+
+/// The README's run command (`cargo run -p agent`) after its test command compiles nothing:
+/// both build the one set of dependencies (the features the tests' dependencies enable are
+/// enabled in host/Cargo.toml too). It runs inside the test command's `cargo test`, after its
+/// build; under another selection of packages (`cargo test -p e2e`) features differ by design.
+#[test]
+fn the_run_command_reuses_every_dependency_the_test_command_built() {
+    if std::env::var_os("AGENT_TEST_COMMAND").is_none() {
+        return crate::common::skipped("cli::the_run_command_reuses_every_dependency_the_test_command_built: only under scripts/test, whose build it checks");
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["build", "-p", "agent", "--offline", "--message-format=json"])
+        .current_dir(crate::common::root())
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("running cargo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rebuilt: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["fresh"] == false)
+        .map(|m| m["target"]["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(rebuilt.is_empty(), "`cargo build -p agent` rebuilt what the tests had built: {rebuilt:?}");
+}

@@ -480,7 +480,9 @@ impl Registry {
     /// Checks the configuration against the loaded plugins again; each new problem is a WARN,
     /// each one gone an INFO.
     fn recheck(&self) {
-        if !self.started() {
+        // A file still loading may provide a missing name (names come from metadata): wait
+        // for it; the publish that ends its load checks again.
+        if !self.started() || !self.loading().is_empty() {
             return;
         }
         let (loaded, _) = self.status();

@@ -94,8 +94,9 @@ pub async fn run(
             Ok(false) => {}
         }
         let Some(registry) = registry.upgrade() else { return };
-        // At start-up, wait for the group's plugins while the folder is still being loaded.
-        if !registry.started()
+        // Wait for the group's plugins while files are being loaded (at start-up, or a plugin
+        // copied in just before the reload that added the group).
+        if (!registry.started() || !registry.loading().is_empty())
             && (registry.get(&spec.policy).is_none() || registry.get(&spec.backend).is_none())
         {
             continue;
