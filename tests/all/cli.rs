@@ -115,11 +115,9 @@ fn the_run_command_reuses_every_dependency_the_test_command_built() {
     if std::env::var_os("AGENT_TEST_COMMAND").is_none() {
         return crate::common::skipped("cli::the_run_command_reuses_every_dependency_the_test_command_built: only under scripts/test, whose build it checks");
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
+    let out = crate::common::cargo()
         .args(["build", "-p", "agent", "--offline", "--message-format=json"])
         .current_dir(crate::common::root())
-        .env_remove("RUSTFLAGS")
         .output()
         .expect("running cargo");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -18,16 +18,38 @@ fn target_debug() -> PathBuf {
     std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf()
 }
 
+/// `cargo` (or a script that runs it) as a person would run it in this workspace: without the
+/// variables cargo sets for this test process (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, …). Build
+/// scripts such as ring's watch them; inherited, they make ring and all that depends on it build
+/// again here, and again at the next `cargo build` in a shell.
+pub fn as_in_a_shell(mut cmd: Command) -> Command {
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        let set_for_tests =
+            ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_"].iter().any(|p| k.starts_with(p))
+                || ["CARGO_TARGET_TMPDIR", "CARGO_PRIMARY_PACKAGE", "CARGO_RUSTC_CURRENT_DIR", "OUT_DIR"]
+                    .contains(&k.as_ref());
+        if set_for_tests {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
+/// `cargo` in this workspace, [as in a shell](as_in_a_shell).
+pub fn cargo() -> Command {
+    as_in_a_shell(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())))
+}
+
 /// Builds the plugins, the fixtures and the `agent` binary, once per test run.
 fn build() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let status = Command::new(root().join("scripts/build-plugins"))
+        let status = as_in_a_shell(Command::new(root().join("scripts/build-plugins")))
             .status()
             .expect("running scripts/build-plugins");
         assert!(status.success(), "scripts/build-plugins failed");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        let status = cargo()
             .args(["build", "--quiet", "-p", "agent", "--bin", "agent"])
             .current_dir(root())
             .status()
