@@ -102,7 +102,15 @@ fn tool_runtime(config: &Config) -> anyhow::Result<Arc<Runtime>> {
     let compiler =
         crate::plugins::Compiler::child_of_self(config.compile).context("locating the agent binary")?;
     let cache = config.data_dir.is_dir().then(|| config.data_dir.join("cache"));
-    Runtime::for_tools(cache.as_deref(), compiler)
+    match Runtime::for_tools(cache.as_deref(), compiler.clone()) {
+        Ok(rt) => Ok(rt),
+        // A data folder this user may not write (the daemon's, as another user): compile anyway.
+        Err(e) if cache.is_some() => {
+            tracing::debug!("not using the compile cache: {e:#}");
+            Runtime::for_tools(None, compiler)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub fn inspect(options: RunOptions, file: &Path, as_json: bool) -> anyhow::Result<Exit> {

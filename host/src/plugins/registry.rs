@@ -275,7 +275,7 @@ impl Registry {
             }
         }
         let mut loads = Vec::new();
-        let (first_done, mut all_first_done) = tokio::sync::mpsc::channel::<()>(1);
+        let (first_done, all_first_done) = tokio::sync::mpsc::channel::<()>(1);
         let mut later = Vec::new();
         let wanted = self.named_in_config();
         for (path, stamp) in on_disk {
@@ -299,21 +299,29 @@ impl Registry {
         }
         drop(first_done);
         if !later.is_empty() {
-            // At start-up, files the configuration does not name (by file name) wait for those
-            // it does, then load one at a time: what the groups use is ready first, and
-            // compiling spare plugins never competes with it.
-            let this = self.clone();
-            loads.push(tokio::spawn(async move {
-                while all_first_done.recv().await.is_some() {}
-                let mut changes = Vec::new();
-                for (path, stamp, generation) in later {
-                    changes.extend(this.clone().load(path, stamp, generation).await);
-                }
-                changes
-            }));
+            loads.push(self.load_after(later, all_first_done));
         }
         self.publish(&inner);
         (changes, loads)
+    }
+
+    /// Loads `later` one at a time once every sender of `first` is gone (the loads of the files
+    /// the configuration names): what the groups use is ready first, and compiling spare
+    /// plugins never competes with it.
+    fn load_after(
+        self: &Arc<Self>,
+        later: Vec<(PathBuf, Stamp, u64)>,
+        mut first: tokio::sync::mpsc::Receiver<()>,
+    ) -> Load {
+        let this = self.clone();
+        tokio::spawn(async move {
+            while first.recv().await.is_some() {}
+            let mut changes = Vec::new();
+            for (path, stamp, generation) in later {
+                changes.extend(this.clone().load(path, stamp, generation).await);
+            }
+            changes
+        })
     }
 
     /// Plugin names the configuration uses: groups' policies and backends, `[plugins.*]` tables.
