@@ -120,3 +120,29 @@ fn one_shot_commands_compile_a_plugin_once_into_the_data_folders_cache() {
     assert_eq!(code, 0, "{err}");
     assert!(!nowhere.exists());
 }
+
+#[test]
+fn what_a_hostile_plugin_declares_reaches_the_log_and_status_short_and_escaped() {
+    // rogue-policy declares 255 keys, 252 of them required, each with terminal escapes and
+    // newlines for a description.
+    let dir = plugin_dir(&[&crate::common::fixture("rogue-policy"), &plugin("ledger")]);
+    let agent = Agent::start(dir.path(), &group("rogue-policy", "{ mode = \"ok\", bogus = 1 }", "{}"));
+    let problems = wait_for("problems", LIMIT, || {
+        let p = group_status(&agent, "web")["problems"].as_array()?.clone();
+        (!p.is_empty()).then_some(p)
+    });
+    assert_eq!(problems.len(), 2, "one problem per kind, however many keys: {problems:?}");
+    for p in &problems {
+        let p = p.as_str().unwrap();
+        assert!(p.len() < 1500 && p.contains("more"), "short, listing a few names: {p}");
+        assert!(!p.contains('\u{1b}') && !p.contains('\n'), "{p:?}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let log = agent.log();
+    let warned: Vec<&str> =
+        log.lines().filter(|l| l.contains("WARN") && l.contains("rogue-policy")).collect();
+    assert_eq!(warned.len(), 2, "{log}");
+    assert!(!log.contains('\u{1b}') && !log.contains("FORGED\n"), "no escape reached the log");
+    let (_, out, _) = agent.cli(&["status"]);
+    assert!(!out.contains('\u{1b}'), "{out}");
+}

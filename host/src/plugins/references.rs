@@ -78,19 +78,35 @@ fn check_group(group: &GroupSpec, config: &Config, loaded: &[Status]) -> Vec<Str
             continue;
         }
         found.extend(unknown_keys(table, params, plugin));
-        let own = keys_of(&config.plugin(name).config_json);
-        let given = keys_of(params);
-        for key in plugin.config_keys.iter().filter(|k| k.required) {
-            if !given.contains(&key.name) && !own.contains(&key.name) {
-                found.push(format!(
-                    "`{name}` requires `{}` ({}), in {table} or [plugins.{name}.config]",
-                    key.name,
-                    crate::text::clean(&key.description, 120)
-                ));
-            }
-        }
+        let (own, given) = (keys_of(&config.plugin(name).config_json), keys_of(params));
+        let missing: Vec<_> = plugin
+            .config_keys
+            .iter()
+            .filter(|k| k.required && !given.contains(&k.name) && !own.contains(&k.name))
+            .collect();
+        let what = match missing.as_slice() {
+            [] => continue,
+            [one] => format!("`{}` ({})", one.name, crate::text::clean(&one.description, 120)),
+            many => listed(many.iter().map(|k| format!("`{}`", k.name))),
+        };
+        found.push(format!("`{name}` requires {what}, in {table} or [plugins.{name}.config]"));
     }
     found
+}
+
+/// Names a plugin declares are listed up to this many in one problem: the plugin chooses how
+/// many it declares (up to 256), and a problem is one line of the log.
+const LISTED: usize = 12;
+
+/// `a, b, c` — at most [`LISTED`] of them, then how many more.
+fn listed(items: impl ExactSizeIterator<Item = String>) -> String {
+    let more = items.len().saturating_sub(LISTED);
+    let shown: Vec<String> = items.take(LISTED).collect();
+    if more == 0 {
+        shown.join(", ")
+    } else {
+        format!("{} and {more} more", shown.join(", "))
+    }
 }
 
 /// The keys of `json` (a TOML table turned JSON) that `plugin` does not declare, as one problem.
@@ -107,9 +123,13 @@ fn unknown_keys(table: &str, json: &str, plugin: &Status) -> Option<String> {
     if unknown.is_empty() {
         return None;
     }
-    let reads = if declared.is_empty() { "none".to_string() } else { declared.join(", ") };
+    let reads =
+        if declared.is_empty() { "none".to_string() } else { listed(declared.iter().map(|k| k.to_string())) };
     let name = &plugin.name;
-    Some(format!("{table} has {}, which `{name}` does not read (it reads: {reads})", unknown.join(", ")))
+    Some(format!(
+        "{table} has {}, which `{name}` does not read (it reads: {reads})",
+        listed(unknown.into_iter())
+    ))
 }
 
 fn keys_of(json: &str) -> Vec<String> {
@@ -127,7 +147,7 @@ fn hint(name: &str, loaded: &[Status], kind: Option<Kind>) -> String {
     match closest(name, names.iter().copied()) {
         Some(near) => format!("; did you mean `{near}`?"),
         None if names.is_empty() => format!(" (no {what} are loaded)"),
-        None => format!(" ({what} loaded: {})", names.join(", ")),
+        None => format!(" ({what} loaded: {})", listed(names.iter().map(|n| n.to_string()))),
     }
 }
 
@@ -221,6 +241,21 @@ mod tests {
             p.plugins["local-replicas"],
             ["config has `extra`, which `local-replicas` does not read (it reads: process)"]
         );
+    }
+
+    #[test]
+    fn a_plugin_declaring_many_keys_makes_one_short_problem_of_each_kind() {
+        let names: Vec<String> = (0..250).map(|i| format!("key-{i:03}-{}", "x".repeat(50))).collect();
+        let keys: Vec<(&str, bool)> = names.iter().map(|n| (n.as_str(), true)).collect();
+        let loaded = vec![plugin("many", Kind::Policy, &keys), plugin("ledger", Kind::Backend, &[])];
+        let c = config(&format!(
+            "{GROUP}policy = \"many\"\npolicy_config = {{ other = 1 }}\nbackend = \"ledger\"\n"
+        ));
+        let p = check(&c, &loaded);
+        assert_eq!(p.groups["web"].len(), 2, "{:?}", p.groups);
+        for problem in &p.groups["web"] {
+            assert!(problem.len() < 1200 && problem.contains("and 238 more"), "{problem}");
+        }
     }
 
     #[test]
