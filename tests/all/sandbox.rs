@@ -344,3 +344,47 @@ async fn a_plugin_built_against_another_compatible_release_of_the_contract_loads
     let r = p.evaluate(ctx(serde_json::json!({}))).await.unwrap();
     assert_eq!((r.replicas, r.reason.as_str()), (3.0, "one more"));
 }
+
+/// The voluntary context switches of the agent's thread named `name` (how often it woke).
+fn wakeups(pid: u32, name: &str) -> Option<u64> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let line = status.lines().find(|l| l.starts_with("voluntary_ctxt_switches:"))?;
+            return line.split_whitespace().nth(1)?.parse().ok();
+        }
+    }
+    None
+}
+
+#[test]
+fn the_epoch_thread_sleeps_while_no_guest_runs_and_ticks_while_one_does() {
+    // Plugins loaded, nothing calling them: the thread that interrupts guests has nothing to do.
+    let dir = plugin_dir(&[&plugin("target-tracking"), &plugin("ledger"), &fixture("rogue-policy")]);
+    let config = "[agent]\nsample_interval = \"200ms\"\n[plugins.rogue-policy]\ncpu_limit = \"100ms\"\ntimeout = \"5s\"\n";
+    let agent = crate::common::Agent::start(dir.path(), config);
+    crate::common::wait_for("plugins loaded", Duration::from_secs(30), || {
+        (agent.status()["plugins_settled"] == true).then_some(())
+    });
+    let before = wakeups(agent.pid(), "plugin-epoch").expect("the plugin-epoch thread");
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = wakeups(agent.pid(), "plugin-epoch").unwrap() - before;
+    // Ticking, it would wake 400 times in 2 s (every 5 ms).
+    assert!(idle < 10, "the epoch thread woke {idle} times in 2 s with no guest running");
+    // A group whose policy spins: the ticker wakes for it, and the spin is stopped at its CPU
+    // limit, call after call.
+    let spinning = format!(
+        "{config}[[group]]\nname = \"spin\"\ninterval = \"300ms\"\nmetrics = [{{ name = \"system.cpu.utilization\", window = \"5s\" }}]\n\
+         policy = \"rogue-policy\"\npolicy_config = {{ mode = \"spin\" }}\nbackend = \"ledger\"\nmin = 1\nmax = 3\n"
+    );
+    std::fs::write(agent.data.path().join("agent.toml"), spinning).unwrap();
+    let (code, _, err) = agent.cli(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    crate::common::wait_for("two spins stopped at the CPU limit", Duration::from_secs(30), || {
+        let p = agent.plugin("rogue-policy")?;
+        (p["faults"].as_u64()? >= 2 && p["last_fault"].as_str()?.contains("CPU")).then_some(())
+    });
+    let busy = wakeups(agent.pid(), "plugin-epoch").unwrap() - before - idle;
+    assert!(busy >= 20, "the epoch thread woke only {busy} times for two 100 ms spins");
+}

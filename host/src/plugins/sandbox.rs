@@ -116,6 +116,8 @@ pub struct HostState {
     pub limiter: MemoryLimiter,
     /// Guest execution time of the current call, against its CPU budget.
     pub cpu: CpuClock,
+    /// Counted while the guest's code runs: the epoch ticker runs only then.
+    pub guest: super::engine::GuestRunning,
     /// The last bytes the guest wrote to stderr (a panic message ends up here).
     pub stderr: TailBuffer,
 }
@@ -148,6 +150,7 @@ impl HostState {
             http: WasiHttpCtx::new(),
             gate,
             cpu: CpuClock::default(),
+            guest: Default::default(),
             stderr,
         }
     }

@@ -165,11 +165,13 @@ impl Instance {
         store.limiter(|s| &mut s.limiter);
         // The guest's CPU time is what passes between entering its code and leaving it.
         store.call_hook(|mut ctx, hook| {
-            let cpu = &mut ctx.data_mut().cpu;
+            let state = ctx.data_mut();
             if hook.entering_host() {
-                cpu.leave();
+                state.cpu.leave();
+                state.guest.leave();
             } else {
-                cpu.enter();
+                state.guest.enter();
+                state.cpu.enter();
             }
             Ok(())
         });
