@@ -330,8 +330,7 @@ pub fn metrics_query(options: RunOptions, q: MetricsQuery) -> anyhow::Result<Exi
 
 /// One journal entry as a table row: the change names the guardrails that moved the number.
 fn decision_row(e: &crate::store::JournalEntry) -> Vec<String> {
-    let action =
-        serde_json::to_value(e.action).ok().and_then(|a| a.as_str().map(String::from)).unwrap_or_default();
+    let action = e.action.as_str().to_string();
     let changed: Vec<String> = e
         .steps
         .as_array()
@@ -414,7 +413,7 @@ pub fn decisions(
             for e in &entries {
                 let rec = e.recommendation.map(|r| r.to_string()).unwrap_or_default();
                 let quote = |t: &str| format!("\"{}\"", t.replace('"', "\"\""));
-                let action = serde_json::to_value(e.action)?.as_str().unwrap_or_default().to_string();
+                let action = e.action.as_str();
                 println!(
                     "{},{},{},{},{rec},{},{},{},{action},{},{}",
                     crate::timefmt::format(e.t_ms),

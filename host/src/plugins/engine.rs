@@ -16,8 +16,8 @@ pub fn new_engine() -> wasmtime::Result<wasmtime::Engine> {
     wasmtime::Engine::new(&config)
 }
 
-/// How many stores have guest code running (or suspended in the middle of it): the ticker
-/// advances the epoch only while some do, so an idle agent has no thread waking every tick.
+/// How many stores have a call into their guest in progress (running, waiting on the host, or
+/// suspended after a yield): the ticker advances the epoch only while some do, so an idle agent has no thread waking every tick.
 /// One count for the process: every engine's ticker runs while any guest runs, which costs
 /// nothing where there is one engine (the daemon, a command).
 static DEMAND: Demand = Demand { running: AtomicUsize::new(0), lock: Mutex::new(()), wake: Condvar::new() };
@@ -56,8 +56,8 @@ impl Demand {
     }
 }
 
-/// A store's share of [`DEMAND`]: counted while its guest's code runs. The store's call hook
-/// enters and leaves it; dropping the store (a call abandoned mid-guest) leaves it too.
+/// A store's share of [`DEMAND`]: counted while a call into its guest is in progress. The store's
+/// call hook enters and leaves it; dropping the store (a call abandoned mid-guest) leaves it too.
 #[derive(Default)]
 pub struct GuestRunning {
     counted: bool,

@@ -116,7 +116,7 @@ pub struct HostState {
     pub limiter: MemoryLimiter,
     /// Guest execution time of the current call, against its CPU budget.
     pub cpu: CpuClock,
-    /// Counted while the guest's code runs: the epoch ticker runs only then.
+    /// Counted while a call into the guest is in progress: the epoch ticker runs only then.
     pub guest: super::engine::GuestRunning,
     /// The last bytes the guest wrote to stderr (a panic message ends up here).
     pub stderr: TailBuffer,

@@ -166,11 +166,16 @@ impl Instance {
         // The guest's CPU time is what passes between entering its code and leaving it.
         store.call_hook(|mut ctx, hook| {
             let state = ctx.data_mut();
+            // The epoch ticker is wanted for the whole call (host calls inside it are short or
+            // bounded), so only the outermost entry and exit count.
+            match hook {
+                wasmtime::CallHook::CallingWasm => state.guest.enter(),
+                wasmtime::CallHook::ReturningFromWasm => state.guest.leave(),
+                _ => {}
+            }
             if hook.entering_host() {
                 state.cpu.leave();
-                state.guest.leave();
             } else {
-                state.guest.enter();
                 state.cpu.enter();
             }
             Ok(())
