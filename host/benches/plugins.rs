@@ -188,7 +188,23 @@ fn main() {
         for _ in 0..n {
             std::hint::black_box(handle.evaluate(ctx.clone()).await.unwrap());
         }
-        println!("through worker   {:>7.2} µs  (queue to the plugin's owner task and back)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        println!("as the scaler    {:>7.2} µs  (target-tracking through PluginHandle::evaluate, as a group's loop calls it)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        {
+            // The runtime's share of that path: the no-work policy through its handle.
+            std::fs::copy(wasm("test-plugins", "rogue-policy"), dir.path().join("rogue-policy.wasm")).unwrap();
+            registry.reconcile().await;
+            let rogue = registry.get("rogue-policy").unwrap();
+            let mut bare = context(60);
+            bare.params = String::new();
+            for _ in 0..1000 {
+                rogue.evaluate(bare.clone()).await.unwrap();
+            }
+            let t = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(rogue.evaluate(bare.clone()).await.unwrap());
+            }
+            println!("  no-work policy {:>7.2} µs  (the same path, a policy that does no work: the runtime's cost as the scaler pays it)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
         registry.get("ledger").unwrap().describe(agent::plugins::bindings::Group { name: "g".into(), params: String::new() }, u32::MAX).await.unwrap();
         println!("\n## memory");
         println!("process RSS      {:>7} KiB at start, {} KiB with all 3 plugins loaded and instantiated", rss_start, rss_kib());

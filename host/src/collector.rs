@@ -34,6 +34,8 @@ pub struct Collector {
     state: Mutex<HashMap<String, SourceState>>,
     writer: Option<crate::store::Writer>,
     telemetry: Arc<crate::telemetry::Telemetry>,
+    /// Signalled when a collection ends.
+    finished: tokio::sync::Notify,
 }
 
 #[derive(Clone, Default, Serialize)]
@@ -111,7 +113,7 @@ impl Collector {
         writer: Option<crate::store::Writer>,
         telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> Collector {
-        Collector { state: Mutex::default(), writer, telemetry }
+        Collector { state: Mutex::default(), writer, telemetry, finished: Default::default() }
     }
 
     /// Turns a plugin's samples into stored ones, keeping only what its budgets allow; returns
@@ -173,86 +175,118 @@ impl Collector {
         list
     }
 
-    /// Runs until the registry is dropped: every 100 ms, starts the collections that are due.
-    /// Settings are read from the registry's configuration at each tick, so a reload applies
-    /// at the next collection.
+    /// Runs until the registry is dropped. Sleeps until the next collection is due, a
+    /// collection ends or the registry changes (a plugin loaded, a reload): nothing wakes it
+    /// while there is nothing to collect. Settings are read from the registry's configuration
+    /// when a collection starts, so a reload applies at the next one.
     pub async fn run(self: Arc<Self>, registry: std::sync::Weak<Registry>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let Some(mut changes) = registry.upgrade().map(|r| r.changes()) else {
+            return;
+        };
         loop {
-            tick.tick().await;
-            let Some(registry) = registry.upgrade() else {
+            let Some(current) = registry.upgrade() else {
                 break;
             };
-            let config = registry.config();
-            let idle_ms = config.retention.raw.as_millis() as i64;
-            let now = Instant::now();
-            let sources = registry.of_kind(Kind::Source);
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.retain(|name, _| sources.iter().any(|h| &h.name() == name));
-            for handle in sources {
-                let name = handle.name();
-                let entry = state.entry(name.clone()).or_insert_with(|| SourceState {
-                    status: SourceStatus { name: name.clone(), ..Default::default() },
-                    next_due: now,
-                    busy: false,
-                    series: LiveSeries::default(),
-                });
-                if entry.busy || entry.next_due > now {
-                    continue;
+            let next = self.start_due(&current);
+            drop(current);
+            let due = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
                 }
+            };
+            tokio::select! {
+                _ = due => {}
+                _ = self.finished.notified() => {}
+                changed = changes.changed() => if changed.is_err() { break },
+            }
+        }
+    }
+
+    /// Starts the collections that are due; returns when the next one is.
+    fn start_due(self: &Arc<Self>, registry: &Registry) -> Option<Instant> {
+        let config = registry.config();
+        let idle_ms = config.retention.raw.as_millis() as i64;
+        let now = Instant::now();
+        let sources = registry.of_kind(Kind::Source);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.retain(|name, _| sources.iter().any(|h| &h.name() == name));
+        let mut next: Option<Instant> = None;
+        for handle in sources {
+            let name = handle.name();
+            let entry = state.entry(name.clone()).or_insert_with(|| SourceState {
+                status: SourceStatus { name: name.clone(), ..Default::default() },
+                next_due: now,
+                busy: false,
+                series: LiveSeries::default(),
+            });
+            if entry.busy {
+                continue; // its end wakes the loop
+            }
+            if entry.next_due <= now {
                 let settings = config.plugin(&name);
                 entry.next_due = now + settings.interval.unwrap_or(DEFAULT_INTERVAL);
                 entry.busy = true;
                 let budget =
                     SourceBudget { meter: handle.meter(), max_series: settings.budgets.max_series, idle_ms };
-                let this = self.clone();
-                tokio::spawn(async move {
-                    let result = handle.collect().await;
-                    let stamp = now_ms();
-                    let result = result.map(|samples| {
-                        let count = samples.len();
-                        let (stored, dropped) = {
-                            let mut state = this.state.lock().unwrap_or_else(|p| p.into_inner());
-                            let mut scratch = LiveSeries::default();
-                            let live = state.get_mut(&name).map_or(&mut scratch, |e| &mut e.series);
-                            Self::convert(&name, samples, stamp, live, &budget)
-                        };
-                        let t = &this.telemetry;
-                        if dropped > 0 {
-                            t.source_nonfinite.fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
-                            tracing::warn!(plugin = %name, "dropped {dropped} NaN or infinite values");
-                        }
-                        t.source_samples.fetch_add(stored.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        if let Some(w) = &this.writer {
-                            w.submit(stored);
-                        }
-                        count
-                    });
-                    if result.is_err() {
-                        this.telemetry.source_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    let mut state = this.state.lock().unwrap_or_else(|p| p.into_inner());
-                    let Some(entry) = state.get_mut(&name) else {
-                        return;
-                    };
-                    entry.busy = false;
-                    entry.status.collections += 1;
-                    match result {
-                        Ok(count) => {
-                            tracing::debug!(plugin = %name, "collected {count} samples");
-                            entry.status.last_samples = count;
-                            entry.status.last_error = None;
-                            entry.status.last_ok_ms = Some(stamp);
-                        }
-                        Err(e) => {
-                            tracing::warn!(plugin = %name, "collect failed: {e}; no samples this tick");
-                            entry.status.errors += 1;
-                            entry.status.last_error = Some(e.to_string());
-                        }
-                    }
-                });
+                tokio::spawn(self.clone().collect(handle, name, budget));
+            }
+            next = Some(next.map_or(entry.next_due, |n| n.min(entry.next_due)));
+        }
+        next
+    }
+
+    /// One collection of one source: its samples to the store, its status updated.
+    async fn collect(
+        self: Arc<Self>,
+        handle: crate::plugins::worker::PluginHandle,
+        name: String,
+        budget: SourceBudget,
+    ) {
+        let result = handle.collect().await;
+        let stamp = now_ms();
+        let result = result.map(|samples| {
+            let count = samples.len();
+            let (stored, dropped) = {
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let mut scratch = LiveSeries::default();
+                let live = state.get_mut(&name).map_or(&mut scratch, |e| &mut e.series);
+                Self::convert(&name, samples, stamp, live, &budget)
+            };
+            let t = &self.telemetry;
+            if dropped > 0 {
+                t.source_nonfinite.fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(plugin = %name, "dropped {dropped} NaN or infinite values");
+            }
+            t.source_samples.fetch_add(stored.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if let Some(w) = &self.writer {
+                w.submit(stored);
+            }
+            count
+        });
+        if result.is_err() {
+            self.telemetry.source_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = state.get_mut(&name) else {
+            return;
+        };
+        entry.busy = false;
+        entry.status.collections += 1;
+        match result {
+            Ok(count) => {
+                tracing::debug!(plugin = %name, "collected {count} samples");
+                entry.status.last_samples = count;
+                entry.status.last_error = None;
+                entry.status.last_ok_ms = Some(stamp);
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %name, "collect failed: {e}; no samples this tick");
+                entry.status.errors += 1;
+                entry.status.last_error = Some(e.to_string());
             }
         }
+        self.finished.notify_one();
     }
 }
 

@@ -106,6 +106,7 @@ pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<
         registry.start().await;
         tokio::spawn(collector.run(Arc::downgrade(registry)));
     }
+    tokio::spawn(trim_when_settled(registry.as_ref().map(Arc::downgrade)));
     api.await.context("the API task failed")??;
 
     // Stop the children first (gracefully), then producing, then let the writer commit.
@@ -116,6 +117,30 @@ pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Gives back what start-up used once it is over, and again after each later burst of plugin
+/// loads (see [`crate::footprint`]).
+async fn trim_when_settled(registry: Option<std::sync::Weak<Registry>>) {
+    let trim = || tokio::task::spawn_blocking(crate::footprint::trim);
+    let Some(mut changes) = registry.as_ref().and_then(|r| r.upgrade()).map(|r| r.changes()) else {
+        let _ = trim().await;
+        return;
+    };
+    let mut settled = false;
+    loop {
+        let now = match registry.as_ref().and_then(|r| r.upgrade()) {
+            Some(r) => r.started() && r.loading().is_empty(),
+            None => break,
+        };
+        if now && !settled {
+            let _ = trim().await;
+        }
+        settled = now;
+        if changes.changed().await.is_err() {
+            break;
+        }
+    }
 }
 
 /// A fresh random token for mutating API requests, written to `DATA_DIR/api.token` (0600).

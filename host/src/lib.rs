@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod duration;
+pub mod footprint;
 pub mod plugins;
 pub mod reload;
 pub mod sampler;

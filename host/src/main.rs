@@ -230,6 +230,7 @@ impl RunArgs {
 }
 
 fn main() {
+    agent::footprint::at_start();
     // The daemon's compiler child (see plugins::compile): before anything else starts.
     if std::env::args_os().nth(1).is_some_and(|a| a == agent::plugins::compile::CHILD_ARG) {
         agent::plugins::compile::child_main();

@@ -397,3 +397,22 @@ pub fn load_source(app: &JsonServer) -> String {
         addr = app.addr
     )
 }
+
+/// Every thread of `pid`: (thread id, name) → voluntary context switches so far, i.e. the times
+/// it went to sleep and was woken.
+pub fn thread_wakeups(pid: u32) -> std::collections::BTreeMap<(u32, String), u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_string();
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let switches = status
+            .lines()
+            .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok());
+        if let Some(n) = switches {
+            out.insert((tid, name), n);
+        }
+    }
+    out
+}

@@ -6,6 +6,7 @@ mod cli;
 mod containment;
 mod contract;
 mod first_hour;
+mod footprint;
 mod guide;
 mod hot_reload;
 mod loading;

@@ -347,15 +347,7 @@ async fn a_plugin_built_against_another_compatible_release_of_the_contract_loads
 
 /// The voluntary context switches of the agent's thread named `name` (how often it woke).
 fn wakeups(pid: u32, name: &str) -> Option<u64> {
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() == name {
-            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
-            let line = status.lines().find(|l| l.starts_with("voluntary_ctxt_switches:"))?;
-            return line.split_whitespace().nth(1)?.parse().ok();
-        }
-    }
-    None
+    crate::common::thread_wakeups(pid).into_iter().find(|((_, n), _)| n == name).map(|(_, count)| count)
 }
 
 #[test]
@@ -367,6 +359,8 @@ fn the_epoch_thread_sleeps_while_no_guest_runs_and_ticks_while_one_does() {
     crate::common::wait_for("plugins loaded", Duration::from_secs(30), || {
         (agent.status()["plugins_settled"] == true).then_some(())
     });
+    // Loading called each plugin's metadata(): the ticker keeps ticking 100 ms after a call.
+    std::thread::sleep(Duration::from_millis(300));
     let before = wakeups(agent.pid(), "plugin-epoch").expect("the plugin-epoch thread");
     std::thread::sleep(Duration::from_secs(2));
     let idle = wakeups(agent.pid(), "plugin-epoch").unwrap() - before;

@@ -1,9 +1,15 @@
 //! The on-disk cache of compiled components, so a restart does not recompile.
 //!
-//! An entry is named by the SHA-256 of the `.wasm` and the engine's compatibility hash, and
-//! starts with an HMAC of the artifact under a key only this data folder holds. Deserialising
-//! native code is only safe for artifacts we produced, so an entry whose tag does not verify (a
-//! foreign or damaged file) is recompiled and overwritten, never loaded.
+//! An entry is the artifact alone, named `SHA256-ENGINE-TAG.cwasm`: the SHA-256 of the `.wasm`,
+//! the engine's compatibility hash, and an HMAC of the artifact under a key only this data
+//! folder holds. Deserialising native code is only safe for artifacts we produced, so an entry
+//! whose tag does not verify (a foreign or damaged file) is recompiled and replaced, never
+//! loaded.
+//!
+//! A verified entry is mapped, not read: the agent's memory holds only the pages of native code
+//! that run (the Python policy's 35 MB artifact costs a few MiB until it is used). Entries are
+//! never written in place (a temporary file, then a rename), so a mapped entry cannot change
+//! under the agent.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -14,7 +20,6 @@ use wasmtime::component::Component;
 use wasmtime::Engine;
 
 type Tag = Hmac<Sha256>;
-const TAG_LEN: usize = 32;
 
 pub struct CompileCache {
     dir: PathBuf,
@@ -52,32 +57,33 @@ impl CompileCache {
         Ok(CompileCache { dir: dir.to_path_buf(), key, engine_hash: format!("{:016x}", hasher.finish()) })
     }
 
-    fn entry(&self, content_hash: &str) -> PathBuf {
-        self.dir.join(format!("{content_hash}-{}.cwasm", self.engine_hash))
+    /// The start of the name of `content_hash`'s entry (its tag follows).
+    fn prefix(&self, content_hash: &str) -> String {
+        format!("{content_hash}-{}-", self.engine_hash)
     }
 
-    fn tag(&self, artifact: &[u8]) -> Tag {
-        let mut mac = Tag::new_from_slice(&self.key).expect("any key length");
-        mac.update(artifact);
-        mac
+    fn tag(&self) -> Tag {
+        Tag::new_from_slice(&self.key).expect("any key length")
     }
 
     /// The component for `content_hash`, if a verified entry exists. The entry's time is
     /// refreshed, so garbage collection keeps what is in use.
     pub fn lookup(&self, engine: &Engine, content_hash: &str) -> Option<Component> {
-        let path = self.entry(content_hash);
-        let bytes = std::fs::read(&path).ok()?;
-        if bytes.len() <= TAG_LEN {
-            return None;
-        }
-        let (tag, artifact) = bytes.split_at(TAG_LEN);
-        if self.tag(artifact).verify_slice(tag).is_err() {
+        let prefix = self.prefix(content_hash);
+        let path = std::fs::read_dir(&self.dir).ok()?.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".cwasm"))
+        })?;
+        let name = path.file_name()?.to_str()?;
+        let claimed = hex::decode(&name[prefix.len()..name.len() - ".cwasm".len()]).unwrap_or_default();
+        if !self.verifies(&path, &claimed) {
             tracing::warn!("{}: cache entry was not written by this agent; recompiling", path.display());
             return None;
         }
-        // SAFETY: the HMAC proves this agent's own `serialize` wrote these bytes for this engine
-        // configuration.
-        match unsafe { Component::deserialize(engine, artifact) } {
+        // SAFETY: the HMAC proves this agent's own `serialize` wrote this file for this engine
+        // configuration, and entries are replaced by rename, never modified in place.
+        match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => {
                 let _ = std::fs::File::options()
                     .append(true)
@@ -92,16 +98,44 @@ impl CompileCache {
         }
     }
 
-    /// Stores an artifact this agent produced (a failure to write is logged, not fatal).
-    pub fn store(&self, content_hash: &str, artifact: &[u8]) {
-        let path = self.entry(content_hash);
-        let mut bytes = self.tag(artifact).finalize().into_bytes().to_vec();
-        bytes.extend_from_slice(artifact);
+    /// Whether the file's HMAC is `claimed` (read in pieces: no copy of a large artifact).
+    fn verifies(&self, path: &Path, claimed: &[u8]) -> bool {
+        let Ok(mut file) = std::fs::File::open(path) else { return false };
+        let mut mac = self.tag();
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            match std::io::Read::read(&mut file, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => mac.update(&buf[..n]),
+                Err(_) => return false,
+            }
+        }
+        mac.verify_slice(claimed).is_ok()
+    }
+
+    /// Stores an artifact this agent produced and returns its entry (a failure to write is
+    /// logged, not fatal).
+    pub fn store(&self, content_hash: &str, artifact: &[u8]) -> Option<PathBuf> {
+        let mut mac = self.tag();
+        mac.update(artifact);
+        let prefix = self.prefix(content_hash);
+        let path = self.dir.join(format!("{prefix}{}.cwasm", hex::encode(mac.finalize().into_bytes())));
         // Per process: an `agent plugins …` command may fill the cache beside the daemon.
         let tmp = path.with_extension(format!("cwasm.{}.tmp", std::process::id()));
-        if let Err(e) = write_private(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
+        if let Err(e) = write_private(&tmp, artifact).and_then(|_| std::fs::rename(&tmp, &path)) {
             tracing::warn!("{}: could not write the compile cache: {e}", path.display());
+            let _ = std::fs::remove_file(&tmp);
+            return None;
         }
+        // An entry of the same plugin under another tag (damaged, or from an earlier key) goes.
+        for stale in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let n = stale.file_name();
+            let n = n.to_string_lossy();
+            if n.starts_with(&prefix) && stale.path() != path {
+                let _ = std::fs::remove_file(stale.path());
+            }
+        }
+        Some(path)
     }
 
     /// Removes entries of other engines (an upgraded agent), half-written files, and entries
@@ -120,7 +154,7 @@ impl CompileCache {
             let Ok(meta) = entry.metadata() else { continue };
             let used = meta.modified().unwrap_or(now);
             let age = now.duration_since(used).unwrap_or_default();
-            let ours = name.ends_with(&format!("-{}.cwasm", self.engine_hash));
+            let ours = name.ends_with(".cwasm") && name.contains(&format!("-{}-", self.engine_hash));
             let kept = keep.iter().any(|h| name.starts_with(h.as_str()));
             if kept && ours {
                 live.push((used, meta.len(), entry.path(), true));
@@ -179,7 +213,7 @@ mod tests {
         let cache = CompileCache::open(dir.path(), &engine).unwrap();
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86_400);
         let put = |hash: &str, len: usize, used: std::time::SystemTime| {
-            let path = cache.entry(hash);
+            let path = dir.path().join(format!("{}{}.cwasm", cache.prefix(hash), "00".repeat(32)));
             std::fs::write(&path, vec![0u8; len]).unwrap();
             std::fs::File::options().append(true).open(&path).unwrap().set_modified(used).unwrap();
         };

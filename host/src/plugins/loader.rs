@@ -181,12 +181,18 @@ pub async fn component(
     } else {
         compile.await
     }?;
-    // SAFETY: the artifact was produced by this binary's own compiler, just now.
-    let component = unsafe { wasmtime::component::Component::deserialize(&rt.engine, &artifact) }
-        .map_err(|e| format!("does not compile: {}", one_line(&e)))?;
-    if let Some(cache) = &rt.cache {
-        cache.store(hash, &artifact);
+    // Mapped from its cache entry where there is one, so a cold start costs what a warm one
+    // does; else copied into memory.
+    let entry = rt.cache.as_ref().and_then(|cache| cache.store(hash, &artifact));
+    // SAFETY: the artifact was produced by this binary's own compiler, just now (and the entry
+    // holds exactly it: it was written to a private temporary file and renamed).
+    let component = unsafe {
+        match &entry {
+            Some(path) => wasmtime::component::Component::deserialize_file(&rt.engine, path),
+            None => wasmtime::component::Component::deserialize(&rt.engine, &artifact),
+        }
     }
+    .map_err(|e| format!("does not compile: {}", one_line(&e)))?;
     Ok((component, cache::Origin::Compiled))
 }
 

@@ -114,6 +114,7 @@ impl Runtime {
         let linkers = [linker(Kind::Source)?, linker(Kind::Policy)?, linker(Kind::Backend)?];
         let cache = cache_dir.map(|d| cache::CompileCache::open(d, &engine)).transpose()?;
         let ticker = engine::EpochTicker::start(&engine);
+        sandbox::calibrate_cpu_clock();
         Ok(Arc::new(Runtime { engine, linkers, cache, compiler, announce_compiles, _ticker: ticker }))
     }
 

@@ -33,6 +33,9 @@ pub struct Registry {
     started: std::sync::atomic::AtomicBool,
     /// What the configuration asks of plugins that the loaded ones do not offer.
     problems: std::sync::Mutex<Problems>,
+    /// Bumped whenever the running plugins or the configuration change, so that loops that
+    /// depend on them sleep until then instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -103,6 +106,7 @@ impl Registry {
             replicas: Default::default(),
             started: Default::default(),
             problems: Default::default(),
+            changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -114,6 +118,11 @@ impl Registry {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Changes when the running plugins or the configuration do.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The configuration in force.
@@ -193,9 +202,14 @@ impl Registry {
             for load in loads {
                 let _ = load.await;
             }
-            this.started.store(true, std::sync::atomic::Ordering::Relaxed);
-            this.recheck();
+            this.mark_started();
         });
+    }
+
+    fn mark_started(&self) {
+        self.started.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.recheck();
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Whether the files present at start-up have all been tried.
@@ -223,8 +237,7 @@ impl Registry {
                 changes.append(&mut more);
             }
         }
-        self.started.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.recheck();
+        self.mark_started();
         changes
     }
 
@@ -445,7 +458,7 @@ impl Registry {
         }
         let grants = Arc::new(Grants::new(&name, settings, state, self.replicas.get().cloned()));
         let path = prepared.path.clone();
-        let handle = PluginHandle::spawn(self.rt.clone(), prepared, grants);
+        let handle = PluginHandle::new(self.rt.clone(), prepared, grants);
         inner.plugins.insert(name.clone(), Loaded { handle, path });
         Ok((name.clone(), Change::Loaded(name), None))
     }
@@ -477,6 +490,7 @@ impl Registry {
         let loading = inner.loading.keys().map(|p| p.display().to_string()).collect();
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = View { plugins, failed, loading };
         self.recheck();
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// What the configuration asks of plugins that the loaded ones do not offer (nothing until
@@ -534,8 +548,10 @@ impl Registry {
     pub fn watch(self: &Arc<Self>) -> anyhow::Result<()> {
         use notify::Watcher;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |_event| {
-            let _ = tx.send(());
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| changes_the_folder(&e.kind)) {
+                let _ = tx.send(());
+            }
         })?;
         let watching = watcher.watch(&self.dir, notify::RecursiveMode::NonRecursive);
         if let Err(e) = &watching {
@@ -565,6 +581,17 @@ impl Registry {
             }
         });
         Ok(())
+    }
+}
+
+/// Whether an event can change what the folder holds. Reads are not: a reconcile lists the
+/// folder and reads its files, and reacting to that would rescan it forever.
+fn changes_the_folder(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
     }
 }
 

@@ -116,8 +116,6 @@ pub struct HostState {
     pub limiter: MemoryLimiter,
     /// Guest execution time of the current call, against its CPU budget.
     pub cpu: CpuClock,
-    /// Counted while a call into the guest is in progress: the epoch ticker runs only then.
-    pub guest: super::engine::GuestRunning,
     /// The last bytes the guest wrote to stderr (a panic message ends up here).
     pub stderr: TailBuffer,
 }
@@ -150,7 +148,6 @@ impl HostState {
             http: WasiHttpCtx::new(),
             gate,
             cpu: CpuClock::default(),
-            guest: Default::default(),
             stderr,
         }
     }
@@ -261,7 +258,7 @@ pub struct CpuClock {
     budget: Duration,
     used: Duration,
     /// When the guest last started running, if it is running.
-    since: Option<std::time::Instant>,
+    since: Option<tick::Tick>,
     /// Set by the yield future when the guest is about to run again.
     resumed: Arc<ResumeMarker>,
 }
@@ -275,15 +272,15 @@ impl CpuClock {
 
     /// The guest's code starts (or resumes) running.
     pub fn enter(&mut self) {
-        self.since = Some(std::time::Instant::now());
+        self.since = Some(tick::now());
     }
 
     /// The guest's code stops running (or is checked at a tick): charge what it ran.
     pub fn leave(&mut self) {
         if let Some(since) = self.since.take() {
-            let now = std::time::Instant::now();
+            let now = tick::now();
             let since = self.resumed.take().map_or(since, |r| r.max(since));
-            self.used += now.saturating_duration_since(since);
+            self.used += tick::between(since, now);
         }
     }
 
@@ -303,14 +300,104 @@ impl CpuClock {
 
 /// When a yielded guest was resumed (the time it waited in the queue is not its CPU time).
 #[derive(Default)]
-pub struct ResumeMarker(Mutex<Option<std::time::Instant>>);
+pub struct ResumeMarker(std::sync::atomic::AtomicU64);
 
 impl ResumeMarker {
     pub fn mark(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        // 0 means "not marked"; a reading of 0 is off by one tick, which nothing can see.
+        self.0.store(tick::now().0.max(1), std::sync::atomic::Ordering::Release);
     }
-    fn take(&self) -> Option<std::time::Instant> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    fn take(&self) -> Option<tick::Tick> {
+        // A plain load first: marks are rare (a yield at an epoch tick), crossings are not.
+        if self.0.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return None;
+        }
+        match self.0.swap(0, std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            t => Some(tick::Tick(t)),
+        }
+    }
+}
+
+/// Calibrates [`CpuClock`]'s clock now (1 ms), rather than in the first plugin call.
+pub fn calibrate_cpu_clock() {
+    tick::now();
+}
+
+/// The clock of [`CpuClock`], read at every crossing of the guest boundary (a dozen times in a
+/// policy call: each list the call passes is copied in through the guest's allocator). The
+/// CPU's time-stamp counter where it is invariant (x86-64 with `nonstop_tsc`), a few cycles to
+/// read, scaled to time by one 1 ms measurement against `Instant` the first time; `Instant`
+/// elsewhere.
+mod tick {
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    pub struct Tick(pub u64);
+
+    /// Nanoseconds per tick; `None`: ticks are nanoseconds since [`base`].
+    fn scale() -> Option<f64> {
+        static SCALE: OnceLock<Option<f64>> = OnceLock::new();
+        *SCALE.get_or_init(calibrate)
+    }
+
+    fn base() -> Instant {
+        static BASE: OnceLock<Instant> = OnceLock::new();
+        *BASE.get_or_init(Instant::now)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn calibrate() -> Option<f64> {
+        use std::arch::x86_64::{__cpuid, _rdtsc};
+        // cpuid and rdtsc exist on every x86-64 CPU. Leaf 0x8000_0007 EDX bit 8 is the
+        // invariant TSC: constant rate, running in every power state.
+        let invariant = __cpuid(0x8000_0000).eax >= 0x8000_0007 && __cpuid(0x8000_0007).edx & (1 << 8) != 0;
+        if !invariant {
+            return None;
+        }
+        let (t0, c0) = (Instant::now(), unsafe { _rdtsc() });
+        std::thread::sleep(Duration::from_millis(1));
+        let (t1, c1) = (Instant::now(), unsafe { _rdtsc() });
+        let ticks = c1.checked_sub(c0).filter(|&d| d > 0)?;
+        Some((t1 - t0).as_nanos() as f64 / ticks as f64)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn calibrate() -> Option<f64> {
+        None
+    }
+
+    pub fn now() -> Tick {
+        #[cfg(target_arch = "x86_64")]
+        if scale().is_some() {
+            // SAFETY: see `calibrate`.
+            return Tick(unsafe { std::arch::x86_64::_rdtsc() });
+        }
+        Tick(base().elapsed().as_nanos() as u64)
+    }
+
+    /// The time from `a` to `b` (zero if `b` is earlier).
+    pub fn between(a: Tick, b: Tick) -> Duration {
+        let d = b.0.saturating_sub(a.0);
+        Duration::from_nanos(scale().map_or(d, |s| (d as f64 * s) as u64))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn ticks_measure_time_like_instant_does() {
+            now(); // calibrated
+            let (t0, a) = (Instant::now(), now());
+            std::thread::sleep(Duration::from_millis(20));
+            let (b, t1) = (now(), Instant::now());
+            let measured = between(a, b).as_secs_f64();
+            let real = (t1 - t0).as_secs_f64();
+            assert!((measured - real).abs() < real * 0.05, "ticks say {measured} s, Instant {real} s");
+            assert_eq!(between(b, a), Duration::ZERO);
+        }
     }
 }
 

@@ -1,12 +1,18 @@
-//! One task owns each plugin: its linked component, its current instance, its fault count and
-//! its quarantine. Calls arrive on a queue and run one at a time, each under a CPU budget, a
-//! wall-clock timeout, a memory limit and a cap on what it returns. A call that faults fails
-//! alone: the instance is dropped (it may be poisoned) and a fresh one is made for the next call.
+//! Each plugin has one worker: its linked component, its current instance, its fault count and
+//! its quarantine. Calls run one at a time (the worker is behind a fair lock), in the caller's
+//! own task — no hop to another task and back, so a call costs about what the guest does — each
+//! under a CPU budget, a wall-clock timeout, a memory limit and a cap on what it returns. A call
+//! that faults fails alone: the instance is dropped (it may be poisoned) and a fresh one is made
+//! for the next call. So is an instance whose call was abandoned by its caller midway.
+//!
+//! A plugin keeps no instance until it is first called: one that no group or schedule uses
+//! costs its compiled code (mapped, mostly not resident) and nothing else.
 
 use super::bindings::{
     backend::BackendPlugin, policy::PolicyPlugin, source::SourcePlugin, Capacity, Group, Metadata, Outcome,
     PluginError, PolicyContext, Recommendation, Sample, Target,
 };
+use super::engine::GuestRunning;
 use super::loader::{one_line, Pre, Prepared};
 use super::sandbox::{Grants, HostState, MemoryLimitExceeded};
 use super::{Kind, Runtime};
@@ -14,7 +20,6 @@ use crate::config::PluginSettings;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
 use wasmtime::UpdateDeadline;
 
 /// The limits one call runs under.
@@ -101,9 +106,6 @@ pub enum CallError {
     /// The plugin is not of the kind this call needs.
     #[error("is a {0}, which does not answer this call")]
     WrongKind(Kind),
-    /// The plugin was unloaded.
-    #[error("was unloaded")]
-    Gone,
 }
 
 pub fn describe_plugin_error(e: &PluginError) -> String {
@@ -166,13 +168,6 @@ impl Instance {
         // The guest's CPU time is what passes between entering its code and leaving it.
         store.call_hook(|mut ctx, hook| {
             let state = ctx.data_mut();
-            // The epoch ticker is wanted for the whole call (host calls inside it are short or
-            // bounded), so only the outermost entry and exit count.
-            match hook {
-                wasmtime::CallHook::CallingWasm => state.guest.enter(),
-                wasmtime::CallHook::ReturningFromWasm => state.guest.leave(),
-                _ => {}
-            }
             if hook.entering_host() {
                 state.cpu.leave();
             } else {
@@ -198,6 +193,7 @@ impl Instance {
             ))
         });
         arm(&mut store, limits);
+        let _running = GuestRunning::start();
         let result = tokio::time::timeout(limits.timeout, async {
             match pre {
                 Pre::Source(p) => p.instantiate_async(&mut store).await.map(Bound::Source),
@@ -212,6 +208,7 @@ impl Instance {
 
     pub async fn metadata(&mut self, limits: &Limits) -> Result<Metadata, Fault> {
         arm(&mut self.store, limits);
+        let _running = GuestRunning::start();
         let store = &mut self.store;
         let result = tokio::time::timeout(limits.timeout, async {
             match &self.bound {
@@ -243,6 +240,7 @@ impl Instance {
             _ => u32::MAX,
         };
         let store = &mut self.store;
+        let running = GuestRunning::start();
         let result = tokio::time::timeout(limits.timeout, async {
             Ok(match (&self.bound, call) {
                 (Bound::Source(b), Call::Collect) => {
@@ -263,6 +261,7 @@ impl Instance {
             })
         })
         .await;
+        drop(running);
         // Whatever it started and left open ends with the call.
         self.abandoned |= self.store.data_mut().end_call() > 0;
         let result = match result {
@@ -461,19 +460,15 @@ pub enum State {
 }
 
 struct Shared {
-    tx: mpsc::Sender<Msg>,
     meter: Arc<super::meter::Meter>,
     status: Mutex<Status>,
     quarantined_until: Mutex<Option<Instant>>,
+    /// Calls, swaps and regrants take turns here, in arrival order.
+    worker: tokio::sync::Mutex<Worker>,
 }
 
-enum Msg {
-    Call(Call, oneshot::Sender<Result<Reply, CallError>>),
-    Swap(Box<Prepared>, oneshot::Sender<()>),
-    Regrant(Arc<Grants>, oneshot::Sender<()>),
-}
-
-/// The way to a plugin's worker. Cloning is cheap; the worker stops when the last handle drops.
+/// The way to a plugin's worker. Cloning is cheap; the worker and its instance go when the
+/// last handle drops.
 #[derive(Clone)]
 pub struct PluginHandle {
     shared: Arc<Shared>,
@@ -482,9 +477,8 @@ pub struct PluginHandle {
 }
 
 impl PluginHandle {
-    /// Starts the worker for `prepared` with `grants`.
-    pub fn spawn(rt: Arc<Runtime>, prepared: Prepared, grants: Arc<Grants>) -> PluginHandle {
-        let (tx, rx) = mpsc::channel(64);
+    /// The worker for `prepared` with `grants`; no instance until the first call.
+    pub fn new(rt: Arc<Runtime>, prepared: Prepared, grants: Arc<Grants>) -> PluginHandle {
         let status = Status::ready(
             &prepared.metadata,
             prepared.kind(),
@@ -492,24 +486,22 @@ impl PluginHandle {
             &prepared.path.display().to_string(),
             &prepared.hash,
         );
-        let shared = Arc::new(Shared {
-            tx,
-            meter: grants.meter.clone(),
-            status: Mutex::new(status),
-            quarantined_until: Mutex::new(None),
-        });
         let limits = Limits::for_kind(prepared.kind(), &grants.settings);
         let current = Arc::new(std::sync::RwLock::new(grants.clone()));
         let worker = Worker {
             rt,
             pre: prepared.pre,
-            grants,
+            grants: grants.clone(),
             limits,
             live: None,
-            shared: Arc::downgrade(&shared),
             consecutive_faults: 0,
         };
-        tokio::spawn(worker.run(rx));
+        let shared = Arc::new(Shared {
+            meter: grants.meter.clone(),
+            status: Mutex::new(status),
+            quarantined_until: Mutex::new(None),
+            worker: tokio::sync::Mutex::new(worker),
+        });
         PluginHandle { shared, grants: current }
     }
 
@@ -523,10 +515,10 @@ impl PluginHandle {
     /// under the old ones.
     pub async fn regrant(&self, grants: Arc<Grants>) {
         *self.grants.write().unwrap_or_else(|p| p.into_inner()) = grants.clone();
-        let (done, wait) = oneshot::channel();
-        if self.shared.tx.send(Msg::Regrant(grants, done)).await.is_ok() {
-            let _ = wait.await;
-        }
+        let mut worker = self.shared.worker.lock().await;
+        worker.limits = Limits::for_kind(worker.pre.kind(), &grants.settings);
+        worker.grants = grants;
+        worker.live = None;
     }
 
     pub fn status(&self) -> Status {
@@ -555,11 +547,14 @@ impl PluginHandle {
         lock(&self.shared.status).kind
     }
 
-    /// Runs `call` on the plugin's worker.
+    /// Runs `call` on the plugin's worker, after the calls before it.
     pub async fn call(&self, call: Call) -> Result<Reply, CallError> {
-        let (reply, answer) = oneshot::channel();
-        self.shared.tx.send(Msg::Call(call, reply)).await.map_err(|_| CallError::Gone)?;
-        answer.await.map_err(|_| CallError::Gone)?
+        let started = Instant::now();
+        let mut worker = self.shared.worker.lock().await;
+        let result = worker.call(&self.shared, call).await;
+        drop(worker);
+        lock(&self.shared.status).call_ns_total += started.elapsed().as_nanos() as u64;
+        result
     }
 
     pub async fn collect(&self) -> Result<Vec<Sample>, CallError> {
@@ -594,10 +589,18 @@ impl PluginHandle {
     /// Replaces the running version with `prepared` between two calls. State carries over
     /// (it lives in the database under the plugin's name); the fault history starts afresh.
     pub async fn swap(&self, prepared: Prepared) {
-        let (done, wait) = oneshot::channel();
-        if self.shared.tx.send(Msg::Swap(Box::new(prepared), done)).await.is_ok() {
-            let _ = wait.await;
-        }
+        let mut worker = self.shared.worker.lock().await;
+        worker.pre = prepared.pre.clone();
+        worker.live = None;
+        worker.consecutive_faults = 0;
+        *lock(&self.shared.quarantined_until) = None;
+        let mut status = lock(&self.shared.status);
+        status.version = prepared.metadata.version.clone();
+        status.contract = prepared.header.contract.clone();
+        status.config_keys = prepared.metadata.config_keys.clone();
+        status.file = prepared.path.display().to_string();
+        status.sha256 = prepared.hash.clone();
+        status.state = State::Ready;
     }
 }
 
@@ -616,48 +619,10 @@ struct Worker {
     grants: Arc<Grants>,
     limits: Limits,
     live: Option<Instance>,
-    shared: std::sync::Weak<Shared>,
     consecutive_faults: u32,
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        while let Some(msg) = rx.recv().await {
-            let Some(shared) = self.shared.upgrade() else {
-                break;
-            };
-            match msg {
-                Msg::Call(call, reply) => {
-                    let started = Instant::now();
-                    let result = self.call(&shared, call).await;
-                    lock(&shared.status).call_ns_total += started.elapsed().as_nanos() as u64;
-                    let _ = reply.send(result);
-                }
-                Msg::Swap(prepared, done) => {
-                    self.pre = prepared.pre.clone();
-                    self.live = None;
-                    self.consecutive_faults = 0;
-                    *lock(&shared.quarantined_until) = None;
-                    let mut status = lock(&shared.status);
-                    status.version = prepared.metadata.version.clone();
-                    status.contract = prepared.header.contract.clone();
-                    status.config_keys = prepared.metadata.config_keys.clone();
-                    status.file = prepared.path.display().to_string();
-                    status.sha256 = prepared.hash.clone();
-                    status.state = State::Ready;
-                    drop(status);
-                    let _ = done.send(());
-                }
-                Msg::Regrant(grants, done) => {
-                    self.limits = Limits::for_kind(self.pre.kind(), &grants.settings);
-                    self.grants = grants;
-                    self.live = None;
-                    let _ = done.send(());
-                }
-            }
-        }
-    }
-
     async fn call(&mut self, shared: &Shared, call: Call) -> Result<Reply, CallError> {
         if let Some(until) = *lock(&shared.quarantined_until) {
             let left = until.saturating_duration_since(Instant::now());
@@ -666,6 +631,7 @@ impl Worker {
             }
         }
         lock(&shared.status).calls += 1;
+        // Taken out for the call: if the caller abandons it midway, the instance is not reused.
         let result = match self.live.take() {
             Some(live) => Ok(live),
             None => Instance::new(&self.rt, &self.pre, self.grants.clone(), &self.limits).await,

@@ -1,20 +1,21 @@
 //! System load, sampled at a steady interval: CPU, load, memory, swap, network, disks,
 //! filesystems, and the processes the supervisor runs. See `catalog` for names and units.
 //!
-//! Owns: readings of /proc (through sysinfo, and /proc/diskstats directly) and the previous
+//! Owns: readings of /proc (through sysinfo, and /proc/diskstats and /proc/net/dev directly) and the previous
 //! readings that rates are computed from. Does not store anything: a tick returns samples.
 //! Cost: only the supervised processes are refreshed, never a scan of every process.
 
 pub mod catalog;
 mod counters;
 mod diskstats;
+mod netdev;
 mod procstat;
 pub mod schedule;
 
 use crate::store::{Labels, Sample, SeriesKey};
 use catalog::*;
 use counters::Counters;
-use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, Networks, RefreshKind, System};
+use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, RefreshKind, System};
 
 /// A process the sampler should measure (the supervisor's instances).
 #[derive(Debug, Clone)]
@@ -27,7 +28,6 @@ pub struct ProcessRef {
 
 pub struct Sampler {
     system: System,
-    networks: Networks,
     disks: Disks,
     counters: Counters,
     ticks_per_second: f64,
@@ -50,7 +50,6 @@ impl Sampler {
         );
         let mut sampler = Sampler {
             system,
-            networks: Networks::new_with_refreshed_list(),
             disks: Disks::new_with_refreshed_list(),
             counters: Counters::default(),
             ticks_per_second: procstat::ticks_per_second() as f64,
@@ -122,26 +121,30 @@ impl Sampler {
     /// Counters become rates; the first reading of each yields none.
     fn rates(&mut self, t_ms: i64, out: &mut Vec<Sample>) {
         let counters = &mut self.counters;
-        let mut rate = |name: &str, labels: Labels, value: u64| {
-            out.extend(counters.rate(SeriesKey::new(name, labels), t_ms, value));
+        // A device's bytes and operations, each way: four rates.
+        let mut device = |device: &str, (bytes, operations): (&str, &str), ways: [(&str, u64, u64); 2]| {
+            for (direction, byte_count, operation_count) in ways {
+                let labels = Labels::new().with("device", device).with("direction", direction);
+                out.extend(counters.rate(SeriesKey::new(bytes, labels.clone()), t_ms, byte_count));
+                out.extend(counters.rate(SeriesKey::new(operations, labels), t_ms, operation_count));
+            }
         };
-        self.networks.refresh(true);
-        for (device, data) in self.networks.iter() {
-            let l =
-                |direction: &str| Labels::new().with("device", device.as_str()).with("direction", direction);
-            rate(NETWORK_IO, l("receive"), data.total_received());
-            rate(NETWORK_IO, l("transmit"), data.total_transmitted());
-            rate(NETWORK_PACKETS, l("receive"), data.total_packets_received());
-            rate(NETWORK_PACKETS, l("transmit"), data.total_packets_transmitted());
+        for n in netdev::read() {
+            device(
+                &n.device,
+                (NETWORK_IO, NETWORK_PACKETS),
+                [
+                    ("receive", n.received_bytes, n.received_packets),
+                    ("transmit", n.transmitted_bytes, n.transmitted_packets),
+                ],
+            );
         }
         for d in diskstats::read() {
-            let l = |direction: &str| {
-                Labels::new().with("device", d.device.as_str()).with("direction", direction)
-            };
-            rate(DISK_IO, l("read"), d.read_bytes);
-            rate(DISK_IO, l("write"), d.written_bytes);
-            rate(DISK_OPERATIONS, l("read"), d.reads);
-            rate(DISK_OPERATIONS, l("write"), d.writes);
+            device(
+                &d.device,
+                (DISK_IO, DISK_OPERATIONS),
+                [("read", d.read_bytes, d.reads), ("write", d.written_bytes, d.writes)],
+            );
         }
         // Interfaces and devices that disappeared stop being remembered after a minute.
         self.counters.forget_older_than(t_ms - 60_000);

@@ -4,8 +4,7 @@
 use super::{ProcessRef, Sampler};
 use crate::store::{now_ms, Writer};
 use crate::telemetry::Telemetry;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// Where the sampler learns which processes to measure (the supervisor, when there is one).
@@ -13,13 +12,14 @@ pub type ProcessSource = Box<dyn Fn() -> Vec<ProcessRef> + Send>;
 
 /// Stops the loop when dropped.
 pub struct Running {
-    stop: Arc<AtomicBool>,
+    /// Dropping it wakes the thread at once: it sleeps in `recv_timeout` on the other end.
+    stop: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -32,19 +32,20 @@ pub fn spawn(
     telemetry: Arc<Telemetry>,
     processes: ProcessSource,
 ) -> Running {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
+    let (stop, stopped) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("sampler".into())
         .spawn(move || {
             let mut sampler = Sampler::new();
             let mut next = Instant::now() + interval;
-            while !flag.load(Ordering::Relaxed) {
-                // Sleep in short steps so a stop is noticed promptly even at long intervals.
+            loop {
+                // One sleep per tick, cut short only by a stop.
                 let now = Instant::now();
                 if now < next {
-                    std::thread::sleep((next - now).min(Duration::from_millis(100)));
-                    continue;
+                    match stopped.recv_timeout(next - now) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                        _ => break,
+                    }
                 }
                 // A tick that overran skips the slots it missed rather than bursting.
                 while next <= now {
@@ -57,5 +58,5 @@ pub fn spawn(
             }
         })
         .expect("spawning the sampler thread");
-    Running { stop, thread: Some(thread) }
+    Running { stop: Some(stop), thread: Some(thread) }
 }
