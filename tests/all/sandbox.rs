@@ -379,6 +379,8 @@ fn the_epoch_thread_sleeps_while_no_guest_runs_and_ticks_while_one_does() {
         let p = agent.plugin("rogue-policy")?;
         (p["faults"].as_u64()? >= 2 && p["last_fault"].as_str()?.contains("CPU")).then_some(())
     });
+    // No group used it at start: it was parked, and linked again from the cache at its first call.
+    assert!(agent.log().contains("first call: linking it from the compile cache"), "{}", agent.log());
     let busy = wakeups(agent.pid(), "plugin-epoch").unwrap() - before - idle;
     assert!(busy >= 20, "the epoch thread woke only {busy} times for two 100 ms spins");
 }

@@ -90,16 +90,7 @@ pub async fn prepare_bytes(rt: &Arc<Runtime>, path: &Path, bytes: Vec<u8>) -> Re
     let (component, origin) = component(rt, path, &hash, bytes).await?;
     let compile_time = started.elapsed();
 
-    let linked = rt
-        .linker(header.kind)
-        .instantiate_pre(&component)
-        .map_err(|e| format!("cannot be linked: {}; build it against wit/ of this agent", one_line(&e)))?;
-    let pre = match header.kind {
-        Kind::Source => SourcePluginPre::new(linked).map(Pre::Source),
-        Kind::Policy => PolicyPluginPre::new(linked).map(Pre::Policy),
-        Kind::Backend => BackendPluginPre::new(linked).map(Pre::Backend),
-    }
-    .map_err(|e| format!("does not match the {} world: {}", header.kind, one_line(&e)))?;
+    let pre = link(rt, header.kind, &component)?;
 
     // Ask it who it is, confined as any call is. The name is not known yet, so the file name
     // stands in for it in logs, and it gets no state and no grants.
@@ -113,6 +104,42 @@ pub async fn prepare_bytes(rt: &Arc<Runtime>, path: &Path, bytes: Vec<u8>) -> Re
     let metadata = instance.metadata(&limits).await.map_err(|f| format!("metadata() failed: {f}"))?;
     check_metadata(&metadata)?;
     Ok(Prepared { path: path.to_path_buf(), hash, header, metadata, pre, origin, compile_time })
+}
+
+/// The component linked against the host, ready to instantiate.
+fn link(rt: &Runtime, kind: Kind, component: &wasmtime::component::Component) -> Result<Pre, String> {
+    let linked = rt
+        .linker(kind)
+        .instantiate_pre(component)
+        .map_err(|e| format!("cannot be linked: {}; build it against wit/ of this agent", one_line(&e)))?;
+    match kind {
+        Kind::Source => SourcePluginPre::new(linked).map(Pre::Source),
+        Kind::Policy => PolicyPluginPre::new(linked).map(Pre::Policy),
+        Kind::Backend => BackendPluginPre::new(linked).map(Pre::Backend),
+    }
+    .map_err(|e| format!("does not match the {kind} world: {}", one_line(&e)))
+}
+
+/// Links again a plugin that was loaded from `path` (content `hash`) and parked: from the
+/// compile cache, which keeps the entries of loaded plugins, so the file may have changed since
+/// (a refused replacement leaves the loaded version running). From the file, compiled again,
+/// only if the entry is gone and the file is still that version.
+pub async fn relink(rt: &Arc<Runtime>, path: &Path, hash: &str, kind: Kind) -> Result<Pre, String> {
+    let component = match cached(rt, hash).await? {
+        Some(component) => component,
+        None => {
+            let bytes =
+                tokio::fs::read(path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if content_hash(&bytes) != hash {
+                return Err(format!(
+                    "its compile cache entry is gone and {} holds another version now; the agent loads that one at its next rescan",
+                    path.display()
+                ));
+            }
+            component(rt, path, hash, bytes).await?.0
+        }
+    };
+    link(rt, kind, &component)
 }
 
 /// Caps on what a plugin may say about itself: it is echoed in logs, `/status` and the CLI.
@@ -165,14 +192,8 @@ pub async fn component(
     hash: &str,
     bytes: Vec<u8>,
 ) -> Result<(wasmtime::component::Component, cache::Origin), String> {
-    if rt.cache.is_some() {
-        let (rt, hash) = (rt.clone(), hash.to_string());
-        let cached = tokio::task::spawn_blocking(move || rt.cache.as_ref()?.lookup(&rt.engine, &hash))
-            .await
-            .map_err(|e| format!("cache task failed: {e}"))?;
-        if let Some(component) = cached {
-            return Ok((component, cache::Origin::Cached));
-        }
+    if let Some(component) = cached(rt, hash).await? {
+        return Ok((component, cache::Origin::Cached));
     }
     let size = bytes.len();
     let compile = rt.compiler.compile(&rt.engine, bytes);
@@ -194,6 +215,17 @@ pub async fn component(
     }
     .map_err(|e| format!("does not compile: {}", one_line(&e)))?;
     Ok((component, cache::Origin::Compiled))
+}
+
+/// The verified compile cache entry of `hash`, if the runtime has a cache and it has one.
+async fn cached(rt: &Arc<Runtime>, hash: &str) -> Result<Option<wasmtime::component::Component>, String> {
+    if rt.cache.is_none() {
+        return Ok(None);
+    }
+    let (rt, hash) = (rt.clone(), hash.to_string());
+    tokio::task::spawn_blocking(move || rt.cache.as_ref()?.lookup(&rt.engine, &hash))
+        .await
+        .map_err(|e| format!("cache task failed: {e}"))
 }
 
 /// Awaits `compile`, saying on stderr what is being compiled if it takes more than a second.

@@ -395,7 +395,8 @@ impl Registry {
         drop(inner);
         // Outside the lock: a swap waits for the call in progress, which may be long.
         if let Some((handle, prepared)) = swap {
-            handle.swap(prepared).await;
+            let parked = self.parks(&handle.name(), handle.kind());
+            handle.swap(prepared, parked).await;
             self.recheck(); // the new version may read other keys
         }
         changes
@@ -458,9 +459,19 @@ impl Registry {
         }
         let grants = Arc::new(Grants::new(&name, settings, state, self.replicas.get().cloned()));
         let path = prepared.path.clone();
-        let handle = PluginHandle::new(self.rt.clone(), prepared, grants);
+        let parked = self.parks(&name, prepared.kind());
+        let handle = PluginHandle::new(self.rt.clone(), prepared, grants, parked);
         inner.plugins.insert(name.clone(), Loaded { handle, path });
         Ok((name.clone(), Change::Loaded(name), None))
+    }
+
+    /// Whether plugin `name` is parked until its first call: a policy or backend that no group
+    /// of the configuration uses, where a compile cache can give it back quickly.
+    fn parks(&self, name: &str, kind: Kind) -> bool {
+        let config = self.config();
+        self.rt.cache().is_some()
+            && kind != Kind::Source
+            && !config.groups.iter().any(|g| g.policy == name || g.backend == name)
     }
 
     fn publish(&self, inner: &Inner) {

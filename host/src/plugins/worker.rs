@@ -5,8 +5,8 @@
 //! that faults fails alone: the instance is dropped (it may be poisoned) and a fresh one is made
 //! for the next call. So is an instance whose call was abandoned by its caller midway.
 //!
-//! A plugin keeps no instance until it is first called: one that no group or schedule uses
-//! costs its compiled code (mapped, mostly not resident) and nothing else.
+//! A plugin keeps no instance until it is first called, and a parked one (a policy or backend
+//! no group uses) not even its linked component: it costs nothing until a group calls it.
 
 use super::bindings::{
     backend::BackendPlugin, policy::PolicyPlugin, source::SourcePlugin, Capacity, Group, Metadata, Outcome,
@@ -106,6 +106,9 @@ pub enum CallError {
     /// The plugin is not of the kind this call needs.
     #[error("is a {0}, which does not answer this call")]
     WrongKind(Kind),
+    /// A parked plugin could not be linked again for this call.
+    #[error("could not be prepared for its first call: {0}")]
+    Unprepared(String),
 }
 
 pub fn describe_plugin_error(e: &PluginError) -> String {
@@ -477,8 +480,10 @@ pub struct PluginHandle {
 }
 
 impl PluginHandle {
-    /// The worker for `prepared` with `grants`; no instance until the first call.
-    pub fn new(rt: Arc<Runtime>, prepared: Prepared, grants: Arc<Grants>) -> PluginHandle {
+    /// The worker for `prepared` with `grants`; no instance until the first call. A `parked`
+    /// plugin (one nothing is configured to call) does not even keep its linked component:
+    /// it is mapped and linked again from the compile cache at its first call.
+    pub fn new(rt: Arc<Runtime>, prepared: Prepared, grants: Arc<Grants>, parked: bool) -> PluginHandle {
         let status = Status::ready(
             &prepared.metadata,
             prepared.kind(),
@@ -490,7 +495,8 @@ impl PluginHandle {
         let current = Arc::new(std::sync::RwLock::new(grants.clone()));
         let worker = Worker {
             rt,
-            pre: prepared.pre,
+            pre: (!parked).then_some(prepared.pre),
+            origin: (prepared.path, prepared.hash),
             grants: grants.clone(),
             limits,
             live: None,
@@ -516,7 +522,7 @@ impl PluginHandle {
     pub async fn regrant(&self, grants: Arc<Grants>) {
         *self.grants.write().unwrap_or_else(|p| p.into_inner()) = grants.clone();
         let mut worker = self.shared.worker.lock().await;
-        worker.limits = Limits::for_kind(worker.pre.kind(), &grants.settings);
+        worker.limits = Limits::for_kind(lock(&self.shared.status).kind, &grants.settings);
         worker.grants = grants;
         worker.live = None;
     }
@@ -588,9 +594,10 @@ impl PluginHandle {
 
     /// Replaces the running version with `prepared` between two calls. State carries over
     /// (it lives in the database under the plugin's name); the fault history starts afresh.
-    pub async fn swap(&self, prepared: Prepared) {
+    pub async fn swap(&self, prepared: Prepared, parked: bool) {
         let mut worker = self.shared.worker.lock().await;
-        worker.pre = prepared.pre.clone();
+        worker.pre = (!parked).then(|| prepared.pre.clone());
+        worker.origin = (prepared.path.clone(), prepared.hash.clone());
         worker.live = None;
         worker.consecutive_faults = 0;
         *lock(&self.shared.quarantined_until) = None;
@@ -615,7 +622,10 @@ const QUARANTINE_MAX: Duration = Duration::from_secs(300);
 
 struct Worker {
     rt: Arc<Runtime>,
-    pre: Pre,
+    /// The linked component; `None` while parked.
+    pre: Option<Pre>,
+    /// The file and content hash it was loaded from, to link it again.
+    origin: (std::path::PathBuf, String),
     grants: Arc<Grants>,
     limits: Limits,
     live: Option<Instance>,
@@ -631,10 +641,17 @@ impl Worker {
             }
         }
         lock(&shared.status).calls += 1;
+        if self.pre.is_none() {
+            let kind = lock(&shared.status).kind;
+            tracing::info!(plugin = %self.grants.plugin, "first call: linking it from the compile cache");
+            let pre = super::loader::relink(&self.rt, &self.origin.0, &self.origin.1, kind).await;
+            self.pre = Some(pre.map_err(CallError::Unprepared)?);
+        }
+        let pre = self.pre.as_ref().expect("linked above");
         // Taken out for the call: if the caller abandons it midway, the instance is not reused.
         let result = match self.live.take() {
             Some(live) => Ok(live),
-            None => Instance::new(&self.rt, &self.pre, self.grants.clone(), &self.limits).await,
+            None => Instance::new(&self.rt, pre, self.grants.clone(), &self.limits).await,
         };
         let outcome = match result {
             Err(fault) => Err(fault),
