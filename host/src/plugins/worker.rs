@@ -195,9 +195,9 @@ impl Instance {
                 }),
             ))
         });
-        arm(&mut store, limits);
+        let deadline = arm(&mut store, limits);
         let _running = GuestRunning::start();
-        let result = tokio::time::timeout(limits.timeout, async {
+        let result = tokio::time::timeout_at(deadline.into(), async {
             match pre {
                 Pre::Source(p) => p.instantiate_async(&mut store).await.map(Bound::Source),
                 Pre::Policy(p) => p.instantiate_async(&mut store).await.map(Bound::Policy),
@@ -210,10 +210,10 @@ impl Instance {
     }
 
     pub async fn metadata(&mut self, limits: &Limits) -> Result<Metadata, Fault> {
-        arm(&mut self.store, limits);
+        let deadline = arm(&mut self.store, limits);
         let _running = GuestRunning::start();
         let store = &mut self.store;
-        let result = tokio::time::timeout(limits.timeout, async {
+        let result = tokio::time::timeout_at(deadline.into(), async {
             match &self.bound {
                 Bound::Source(b) => b.elastic_plugin_source().call_metadata(store).await,
                 Bound::Policy(b) => b.elastic_plugin_policy().call_metadata(store).await,
@@ -236,7 +236,7 @@ impl Instance {
         call: Call,
         limits: &Limits,
     ) -> Result<Result<Reply, PluginError>, CallFault> {
-        arm(&mut self.store, limits);
+        let deadline = arm(&mut self.store, limits);
         self.calls += 1;
         let ceiling = match &call {
             Call::Describe(_, c) | Call::Scale(_, _, c) => *c,
@@ -244,7 +244,7 @@ impl Instance {
         };
         let store = &mut self.store;
         let running = GuestRunning::start();
-        let result = tokio::time::timeout(limits.timeout, async {
+        let result = tokio::time::timeout_at(deadline.into(), async {
             Ok(match (&self.bound, call) {
                 (Bound::Source(b), Call::Collect) => {
                     b.elastic_plugin_source().call_collect(store).await.map(|r| r.map(Reply::Samples))
@@ -306,12 +306,15 @@ impl Bound {
     }
 }
 
-/// Sets the budget for the next call: the deadline starts at 0, so it must be set every time.
-fn arm(store: &mut wasmtime::Store<HostState>, limits: &Limits) {
+/// Sets the budget for the next call (the epoch deadline starts at 0, so it must be set every
+/// time); returns the call's wall-clock deadline.
+fn arm(store: &mut wasmtime::Store<HostState>, limits: &Limits) -> Instant {
+    let deadline = Instant::now() + limits.timeout;
     store.data_mut().cpu.arm(limits.cpu);
-    store.data_mut().begin_call(Instant::now() + limits.timeout);
+    store.data_mut().begin_call(deadline);
     store.data().stderr.clear();
     store.set_epoch_deadline(1);
+    deadline
 }
 
 /// Turns the outcome of a guarded guest call into a value or a classified fault.
@@ -466,6 +469,9 @@ struct Shared {
     meter: Arc<super::meter::Meter>,
     status: Mutex<Status>,
     quarantined_until: Mutex<Option<Instant>>,
+    /// Counted outside `status`: no lock on the call path for them.
+    calls: std::sync::atomic::AtomicU64,
+    call_ns_total: std::sync::atomic::AtomicU64,
     /// Calls, swaps and regrants take turns here, in arrival order.
     worker: tokio::sync::Mutex<Worker>,
 }
@@ -506,6 +512,8 @@ impl PluginHandle {
             meter: grants.meter.clone(),
             status: Mutex::new(status),
             quarantined_until: Mutex::new(None),
+            calls: Default::default(),
+            call_ns_total: Default::default(),
             worker: tokio::sync::Mutex::new(worker),
         });
         PluginHandle { shared, grants: current }
@@ -528,7 +536,10 @@ impl PluginHandle {
     }
 
     pub fn status(&self) -> Status {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut status = lock(&self.shared.status).clone();
+        status.calls = self.shared.calls.load(Relaxed);
+        status.call_ns_total = self.shared.call_ns_total.load(Relaxed);
         status.over_budget = self.shared.meter.counts();
         if let Some(until) = *lock(&self.shared.quarantined_until) {
             let left = until.saturating_duration_since(Instant::now());
@@ -559,7 +570,8 @@ impl PluginHandle {
         let mut worker = self.shared.worker.lock().await;
         let result = worker.call(&self.shared, call).await;
         drop(worker);
-        lock(&self.shared.status).call_ns_total += started.elapsed().as_nanos() as u64;
+        let spent = started.elapsed().as_nanos() as u64;
+        self.shared.call_ns_total.fetch_add(spent, std::sync::atomic::Ordering::Relaxed);
         result
     }
 
@@ -640,7 +652,7 @@ impl Worker {
                 return Err(CallError::Quarantined(left));
             }
         }
-        lock(&shared.status).calls += 1;
+        shared.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.pre.is_none() {
             let kind = lock(&shared.status).kind;
             tracing::info!(plugin = %self.grants.plugin, "first call: linking it from the compile cache");
