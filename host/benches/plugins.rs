@@ -56,6 +56,21 @@ fn context(points: usize) -> PolicyContext {
     }
 }
 
+/// Microseconds per evaluation through `handle`: the median and the fastest of 7 rounds of
+/// 20 000 calls (one burst of noise on this machine skews a single long loop).
+async fn through_handle(handle: &agent::plugins::worker::PluginHandle, ctx: &PolicyContext) -> (f64, f64) {
+    let mut rounds = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        for _ in 0..20_000 {
+            std::hint::black_box(handle.evaluate(ctx.clone()).await.unwrap());
+        }
+        rounds.push(t.elapsed().as_secs_f64() * 1e6 / 20_000.0);
+    }
+    rounds.sort_by(f64::total_cmp);
+    (rounds[3], rounds[0])
+}
+
 fn main() {
     let rss_start = rss_kib();
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -183,17 +198,8 @@ fn main() {
         for _ in 0..1000 {
             handle.evaluate(ctx.clone()).await.unwrap();
         }
-        // Seven rounds, the median: one burst of noise on this machine skews a single long loop.
-        let mut rounds = Vec::new();
-        for _ in 0..7 {
-            let t = Instant::now();
-            for _ in 0..20_000 {
-                std::hint::black_box(handle.evaluate(ctx.clone()).await.unwrap());
-            }
-            rounds.push(t.elapsed() / 20_000);
-        }
-        rounds.sort();
-        println!("as the scaler    {:>7.2} µs  (target-tracking through PluginHandle::evaluate, as a group's loop calls it; median of 7 rounds, fastest {:.2})", rounds[3].as_secs_f64() * 1e6, rounds[0].as_secs_f64() * 1e6);
+        let (median, fastest) = through_handle(&handle, &ctx).await;
+        println!("as the scaler    {median:>7.2} µs  (target-tracking through PluginHandle::evaluate, as a group's loop calls it; median of 7 rounds, fastest {fastest:.2})");
         {
             // The runtime's share of that path: the no-work policy through its handle.
             std::fs::copy(wasm("test-plugins", "rogue-policy"), dir.path().join("rogue-policy.wasm")).unwrap();
@@ -204,16 +210,8 @@ fn main() {
             for _ in 0..1000 {
                 rogue.evaluate(bare.clone()).await.unwrap();
             }
-            let mut rounds = Vec::new();
-            for _ in 0..7 {
-                let t = Instant::now();
-                for _ in 0..20_000 {
-                    std::hint::black_box(rogue.evaluate(bare.clone()).await.unwrap());
-                }
-                rounds.push(t.elapsed() / 20_000);
-            }
-            rounds.sort();
-            println!("  no-work policy {:>7.2} µs  (the same path, a policy that does no work: the runtime's cost as the scaler pays it; median of 7, fastest {:.2})", rounds[3].as_secs_f64() * 1e6, rounds[0].as_secs_f64() * 1e6);
+            let (median, fastest) = through_handle(&rogue, &bare).await;
+            println!("  no-work policy {median:>7.2} µs  (the same path, a policy that does no work: the runtime's cost as the scaler pays it; median of 7, fastest {fastest:.2})");
         }
         registry.get("ledger").unwrap().describe(agent::plugins::bindings::Group { name: "g".into(), params: String::new() }, u32::MAX).await.unwrap();
         println!("\n## memory");
