@@ -7,8 +7,9 @@
 //! (`malloc_trim`) and the pages of the agent's own executable and of plugins' compiled code
 //! (`MADV_PAGEOUT`); the code that keeps running faults back in. Loading a plugin runs its
 //! start-up code (a Python interpreter's, for a componentize-py policy) to read its metadata:
-//! those pages go too, until a group calls it. Pages another process also maps (a CLI command running the same
-//! binary) are left alone by the kernel. Costs a few milliseconds, once per burst.
+//! those pages go too, until a group calls it. Pages another process also maps (a CLI command
+//! running the same binary) are left alone by the kernel. Costs a few milliseconds, once per
+//! burst.
 
 /// Call first in `main`, before any thread starts. glibc gives each thread that allocates its
 /// own heap (up to eight per core), each holding on to what its thread freed; the agent's
@@ -21,8 +22,8 @@ pub fn at_start() {
     }
 }
 
-/// Returns freed heap and the executable's pages to the system. Best effort: on a kernel
-/// without `MADV_PAGEOUT` (before 5.4) only the heap is trimmed.
+/// Returns freed heap and the pages of the executable and of compiled plugins to the system.
+/// Best effort: on a kernel without `MADV_PAGEOUT` (before 5.4) only the heap is trimmed.
 pub fn trim() {
     // SAFETY: malloc_trim only releases memory the allocator holds free.
     #[cfg(target_env = "gnu")]
@@ -33,7 +34,6 @@ pub fn trim() {
         // SAFETY: advice only; MADV_PAGEOUT never changes the contents of a mapping, the pages
         // are read back from the file on the next access.
         unsafe {
-            libc::madvise(start as *mut libc::c_void, len, libc::MADV_RANDOM);
             libc::madvise(start as *mut libc::c_void, len, libc::MADV_PAGEOUT);
         }
     }

@@ -127,11 +127,12 @@ impl CompileCache {
             let _ = std::fs::remove_file(&tmp);
             return None;
         }
-        // An entry of the same plugin under another tag (damaged, or from an earlier key) goes.
+        // An entry of the same plugin under another tag (damaged, or from an earlier key) goes;
+        // another process's temporary file of it does not.
         for stale in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let n = stale.file_name();
             let n = n.to_string_lossy();
-            if n.starts_with(&prefix) && stale.path() != path {
+            if n.starts_with(&prefix) && n.ends_with(".cwasm") && stale.path() != path {
                 let _ = std::fs::remove_file(stale.path());
             }
         }

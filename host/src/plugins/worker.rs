@@ -502,7 +502,8 @@ impl PluginHandle {
         let worker = Worker {
             rt,
             pre: (!parked).then_some(prepared.pre),
-            origin: (prepared.path, prepared.hash),
+            path: prepared.path,
+            hash: prepared.hash,
             grants: grants.clone(),
             limits,
             live: None,
@@ -609,7 +610,8 @@ impl PluginHandle {
     pub async fn swap(&self, prepared: Prepared, parked: bool) {
         let mut worker = self.shared.worker.lock().await;
         worker.pre = (!parked).then(|| prepared.pre.clone());
-        worker.origin = (prepared.path.clone(), prepared.hash.clone());
+        worker.path = prepared.path.clone();
+        worker.hash = prepared.hash.clone();
         worker.live = None;
         worker.consecutive_faults = 0;
         *lock(&self.shared.quarantined_until) = None;
@@ -636,8 +638,9 @@ struct Worker {
     rt: Arc<Runtime>,
     /// The linked component; `None` while parked.
     pre: Option<Pre>,
-    /// The file and content hash it was loaded from, to link it again.
-    origin: (std::path::PathBuf, String),
+    /// The file it was loaded from and its content hash, to link it again.
+    path: std::path::PathBuf,
+    hash: String,
     grants: Arc<Grants>,
     limits: Limits,
     live: Option<Instance>,
@@ -656,7 +659,7 @@ impl Worker {
         if self.pre.is_none() {
             let kind = lock(&shared.status).kind;
             tracing::info!(plugin = %self.grants.plugin, "first call: linking it from the compile cache");
-            let pre = super::loader::relink(&self.rt, &self.origin.0, &self.origin.1, kind).await;
+            let pre = super::loader::relink(&self.rt, &self.path, &self.hash, kind).await;
             self.pre = Some(pre.map_err(CallError::Unprepared)?);
         }
         let pre = self.pre.as_ref().expect("linked above");
