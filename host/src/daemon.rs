@@ -25,7 +25,7 @@ pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<
     let (writer, writer_thread) = store.start_writer_with(limits)?;
     store.start_maintenance(config.retention, std::time::Duration::from_secs(60));
     let telemetry = Arc::new(Telemetry::default());
-    let token = write_token(data)?;
+    let token = write_token(data, api_token(&config)?)?;
     let supervisor = Supervisor::start(config.processes.clone(), data, config.process_tree)
         .await
         .map_err(|e| anyhow::anyhow!("agent.{e}"))?;
@@ -76,7 +76,7 @@ pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<
         format!("listening on {} (agent.listen / --listen): is another agent running?", config.listen)
     })?;
     tracing::info!(
-        "API on http://{} (GET /healthz, /status, /metrics); sampling every {}",
+        "API and page on http://{} (GET / in a browser; /healthz, /status, /metrics); sampling every {}",
         listener.local_addr()?,
         crate::duration::format(config.sample_interval)
     );
@@ -93,6 +93,8 @@ pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<
         writer: Some(writer.stats.clone()),
         telemetry,
         stopping: stopping_rx,
+        loopback: config.listen.ip().is_loopback(),
+        sample_interval_ms: config.sample_interval.as_millis() as u64,
     });
     // Streams that never end on their own (`logs -f`) end when the agent stops, so the API's
     // graceful shutdown does not wait on them.
@@ -143,15 +145,40 @@ async fn trim_when_settled(registry: Option<std::sync::Weak<Registry>>) {
     }
 }
 
-/// A fresh random token for mutating API requests, written to `DATA_DIR/api.token` (0600).
-fn write_token(dir: &std::path::Path) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
+/// Shortest `[agent] api_token` accepted: 128 bits as hex.
+const MIN_TOKEN_LEN: usize = 32;
+
+/// The token for the API's actions: `[agent] api_token`, or a fresh random one. The page and the
+/// read-only API answer anyone who reaches the address, so an address beyond this machine must
+/// come with a token the operator chose (and can give to whoever may act).
+fn api_token(config: &Config) -> anyhow::Result<String> {
+    let Some(source) = &config.api_token else {
+        if !config.listen.ip().is_loopback() {
+            bail!(
+                "agent.listen: {} is reachable from other machines and no [agent] api_token is set; \
+                 set api_token = {{ env = \"VAR\" }} or {{ file = \"/path\" }} ({MIN_TOKEN_LEN}+ characters), or listen on 127.0.0.1",
+                config.listen
+            );
+        }
+        let mut bytes = [0u8; 24];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)
+            .context("reading /dev/urandom")?;
+        return Ok(hex::encode(bytes));
+    };
+    let token = source.read().with_context(|| format!("agent.api_token: {source:?} cannot be read"))?;
+    let token = token.trim();
+    if token.len() < MIN_TOKEN_LEN || token.chars().any(|c| !c.is_ascii_graphic()) {
+        bail!(
+            "agent.api_token: the token in {source:?} must be {MIN_TOKEN_LEN}+ printable characters without spaces (e.g. `openssl rand -hex 24`)"
+        );
+    }
+    Ok(token.to_string())
+}
+
+/// Writes `token` to `DATA_DIR/api.token` (0600), where the CLI reads it.
+fn write_token(dir: &std::path::Path, token: String) -> anyhow::Result<String> {
+    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom")?;
-    let token = hex::encode(bytes);
     let path = dir.join(crate::api::TOKEN_FILE);
     let tmp = path.with_extension("tmp");
     std::fs::OpenOptions::new()

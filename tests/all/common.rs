@@ -70,9 +70,10 @@ pub fn fixture(name: &str) -> PathBuf {
     root().join("target/test-plugins").join(format!("{name}.wasm"))
 }
 
+/// The agent binary: the debug build, or `AGENT_BIN` (the benches run the release build).
 pub fn agent_bin() -> PathBuf {
     build();
-    target_debug().join("agent")
+    std::env::var_os("AGENT_BIN").map(PathBuf::from).unwrap_or_else(|| target_debug().join("agent"))
 }
 
 /// A temporary plugins folder holding copies of `files`.
@@ -178,7 +179,11 @@ impl Agent {
 
     /// Starts the agent and waits for /healthz only: plugins may still be loading.
     pub fn spawn(plugins: &Path, config: &str, data: tempfile::TempDir) -> Agent {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Agent::spawn_at(plugins, config, data, format!("127.0.0.1:{}", free_port()).parse().unwrap())
+    }
+
+    /// As [`Agent::spawn`], on `addr` (to restart an agent where its clients expect it).
+    pub fn spawn_at(plugins: &Path, config: &str, data: tempfile::TempDir, addr: SocketAddr) -> Agent {
         let config_path = data.path().join("agent.toml");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(agent_bin())
@@ -415,4 +420,73 @@ pub fn thread_wakeups(pid: u32) -> std::collections::BTreeMap<(u32, String), u64
         }
     }
     out
+}
+
+/// `GET /` over HTTP/1.0 on `addr`; the body, or what went wrong.
+pub fn get_body(addr: SocketAddr) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    response.split("\r\n\r\n").nth(1).map(str::to_string).ok_or(response)
+}
+
+/// A free port `p` with `p + 1 … p + count - 1` free too.
+pub fn free_ports(count: u16) -> u16 {
+    loop {
+        let base = free_port();
+        if base < 60000 && (1..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+/// The repository's agent.toml as shipped, on ports of its own, the demo app's path made
+/// absolute (the README runs it from the repository's root). Returns the text, the address all
+/// replicas serve, and replica 0's own port (replica i: + i; four free).
+pub fn default_configuration() -> (String, SocketAddr, u16) {
+    let (shared, own) = (free_port(), free_ports(4));
+    let text = std::fs::read_to_string(root().join("agent.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{shared}"))
+        .replace("port = 8091", &format!("port = {own}"))
+        .replace("\"examples/web.py\"", &format!("\"{}\"", root().join("examples/web.py").display()));
+    (text, format!("127.0.0.1:{shared}").parse().unwrap(), own)
+}
+
+/// The plugins the default configuration uses.
+pub fn default_plugins() -> tempfile::TempDir {
+    plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("local-replicas")])
+}
+
+/// Clients sending `GET /` to `addr` back to back until stopped.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<usize>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, clients: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut errors = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        errors += usize::from(get_body(addr).is_err());
+                    }
+                    errors
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    /// Stops the clients; returns how many requests failed.
+    pub fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.clients.into_iter().map(|c| c.join().unwrap()).sum()
+    }
 }

@@ -1,5 +1,6 @@
 //! One integration-test binary (one link step), a module per capability.
 
+mod browser;
 mod common;
 
 mod cli;
@@ -12,6 +13,7 @@ mod hot_reload;
 mod loading;
 mod monitoring;
 mod openstack;
+mod page;
 mod python;
 mod sandbox;
 mod scaffold;

@@ -284,7 +284,7 @@ fn control_requests_need_the_token() {
     assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
     let mut s = std::net::TcpStream::connect(agent.addr).unwrap();
     use std::io::{Read, Write};
-    write!(s, "POST /processes/p/stop HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "POST /processes/p/stop HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer wrong\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", agent.addr).unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 401"), "{response}");

@@ -2,7 +2,7 @@
 //! restarted at once, whole-tree stop (descendants in their own session included) under each
 //! ownership mechanism, cgroup limits, live reload as a diff, `agent logs -f`, `check-config`.
 
-use crate::common::{http_get, wait_for, Agent};
+use crate::common::{get_body, http_get, wait_for, Agent};
 use crate::supervisor::{instance, instances, mark, marked_processes};
 use std::io::BufRead;
 use std::path::Path;
@@ -435,17 +435,6 @@ initial = "30s"
 }
 
 /// `GET /` on `addr` over a new connection; the body, or the error.
-fn get_body(addr: std::net::SocketAddr) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).map_err(|e| e.to_string())?;
-    response.split("\r\n\r\n").nth(1).map(str::to_string).ok_or(response)
-}
-
 #[test]
 fn replicas_share_one_socket_and_a_restart_refuses_no_connection() {
     let dir = tempfile::tempdir().unwrap();
@@ -520,67 +509,29 @@ stop_grace = "2s"
     assert!(ok > 0);
 }
 
-/// A free port `p` with `p + 1 … p + count - 1` free too.
-fn free_ports(count: u16) -> u16 {
-    loop {
-        let base = crate::common::free_port();
-        if base < 60000 && (1..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-}
-
 #[test]
 fn the_default_configuration_spreads_a_bounded_load_over_the_replicas_its_group_adds() {
-    // The repository's agent.toml as shipped, on ports of its own; the demo app's path made
-    // absolute (the README runs it from the repository's root).
-    let (shared, own) = (crate::common::free_port(), free_ports(4));
-    let text = std::fs::read_to_string(crate::common::root().join("agent.toml"))
-        .unwrap()
-        .replace("127.0.0.1:8081", &format!("127.0.0.1:{shared}"))
-        .replace("port = 8091", &format!("port = {own}"))
-        .replace(
-            "\"examples/web.py\"",
-            &format!("\"{}\"", crate::common::root().join("examples/web.py").display()),
-        );
-    let plugins = crate::common::plugin_dir(&[
-        &crate::common::plugin("http-json"),
-        &crate::common::plugin("target-tracking"),
-        &crate::common::plugin("local-replicas"),
-    ]);
+    let (text, addr, own) = crate::common::default_configuration();
+    let plugins = crate::common::default_plugins();
     let agent = Agent::start(plugins.path(), &text);
     for r in 0..2 {
         wait_for("the demo replicas ready", LIMIT, || {
             instance(&agent, "web", r).filter(|p| p["state"] == "ready")
         });
     }
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{shared}").parse().unwrap();
     let stats = |replica: u16| -> Option<u64> {
         let (_, body) = http_get(format!("127.0.0.1:{}", own + replica).parse().unwrap(), "/stats").ok()?;
         serde_json::from_str::<serde_json::Value>(&body).ok()?["served"].as_u64()
     };
     // Bounded load: four clients until the group has added a replica and that replica has served
     // its share, or 3 minutes.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut errors = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    errors += usize::from(get_body(addr).is_err());
-                }
-                errors
-            })
-        })
-        .collect();
+    let load = crate::common::Load::start(addr, 4);
     let served = wait_for("a third replica serving", Duration::from_secs(180), || {
         let n = instances(&agent, "web").len();
         let third = stats(2)?;
         (n >= 3 && third >= 100).then_some((stats(0)?, stats(1)?, third))
     });
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let errors: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    let errors = load.stop();
     assert_eq!(errors, 0, "requests failed while the group scaled");
     assert!(served.0 >= 100 && served.1 >= 100, "every replica served: {served:?}");
     let decisions = crate::common::decisions(&agent, "web");

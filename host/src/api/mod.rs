@@ -1,8 +1,9 @@
-//! The agent's HTTP API: `GET /healthz`, `GET /status`, `GET /metrics`. Listens on loopback by
-//! default.
+//! The agent's HTTP API: `GET /healthz`, `GET /status`, `GET /metrics`, the operator's page at
+//! `GET /` with the data it reads (`/api/series`, `/api/decisions`), and the token-guarded POST
+//! actions. Listens on loopback by default.
 //!
-//! Owns: routes and their JSON shapes. Reads state through the registry and collector; mutates
-//! nothing.
+//! Owns: routes and their JSON shapes. Reads state through the registry and collector; changes
+//! state only through the supervisor and reloader, and only with the token.
 
 use crate::collector::Collector;
 use crate::plugins::registry::Registry;
@@ -13,7 +14,9 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod data;
 mod logs;
+pub mod page;
 pub mod prometheus;
 
 /// The token mutating requests must carry (`Authorization: Bearer TOKEN`). The agent writes
@@ -33,17 +36,29 @@ pub struct ApiState {
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// Turns true when the agent stops: open-ended responses end then.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The listen address is loopback: requests must name loopback (see [`page::guard`]).
+    pub loopback: bool,
+    /// `[agent] sample_interval`, for the page's refresh.
+    pub sample_interval_ms: u64,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
+    let loopback = state.loopback;
+    let mut router = Router::new();
+    for path in page::paths() {
+        router = router.route(path, get(page::asset));
+    }
+    router
         .route("/healthz", get(|| async { "ok" }))
+        .route("/api/series", get(data::series))
+        .route("/api/decisions", get(data::decisions))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/reload", axum::routing::post(reload))
         .route("/processes/{name}/logs", get(logs::logs))
         .route("/processes/{name}/{action}", axum::routing::post(control))
         .route("/processes/{name}/replicas/{count}", axum::routing::post(replicas))
+        .layer(axum::middleware::from_fn(move |req, next| page::guard(loopback, req, next)))
         .with_state(state)
 }
 
@@ -71,7 +86,15 @@ fn status_json(state: &ApiState) -> serde_json::Value {
     let sources = state.collector.as_ref().map(|c| c.status()).unwrap_or_default();
     // One list with every plugin file's state: running plugins as they report themselves, and
     // files that provide no running plugin as `failed`, named after the file.
-    let mut plugins: Vec<serde_json::Value> = running.iter().map(|p| json!(p)).collect();
+    let config = state.registry.as_ref().map(|r| r.config());
+    let mut plugins: Vec<serde_json::Value> = running
+        .iter()
+        .map(|p| {
+            let mut entry = json!(p);
+            entry["grants"] = config.as_ref().map(|c| grants(&c.plugin(&p.name))).unwrap_or_default();
+            entry
+        })
+        .collect();
     for file in state.registry.as_ref().map(|r| r.loading()).unwrap_or_default() {
         let stem = std::path::Path::new(&file).file_stem().map(|s| s.to_string_lossy().into_owned());
         plugins.push(json!({"name": stem, "file": file, "kind": null, "version": null, "state": "loading", "faults": 0}));
@@ -94,6 +117,7 @@ fn status_json(state: &ApiState) -> serde_json::Value {
         "supervisor": state.supervisor.as_ref().map(|s| s.tree_status()),
         "config": state.reloader.as_ref().map(|r| r.status()),
         "uptime_s": state.started.elapsed().as_secs(),
+        "sample_interval_ms": state.sample_interval_ms,
         "plugins_dir": state.registry.as_ref().map(|r| r.dir().display().to_string()),
         // Every file present at start-up has been tried (loaded or failed).
         "plugins_settled": state.registry.as_ref().is_none_or(|r| r.started()),
@@ -105,6 +129,19 @@ fn status_json(state: &ApiState) -> serde_json::Value {
             "series_refused": w.series_refused.load(std::sync::atomic::Ordering::Relaxed),
             "series_evicted": w.series_evicted.load(std::sync::atomic::Ordering::Relaxed),
         })),
+    })
+}
+
+/// What a plugin may reach and spend: its origins, the names of its secrets (never their values
+/// or where they are kept), the processes it may resize, and its limits.
+fn grants(s: &crate::config::PluginSettings) -> serde_json::Value {
+    json!({
+        "allow_http": s.allow_http.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+        "secrets": s.secrets.keys().collect::<Vec<_>>(),
+        "processes": s.processes,
+        "memory_mib": s.memory_limit_bytes >> 20,
+        "cpu_limit_ms": s.cpu_limit.map(|d| d.as_millis() as u64),
+        "timeout_ms": s.timeout.map(|d| d.as_millis() as u64),
     })
 }
 

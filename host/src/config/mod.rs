@@ -34,6 +34,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `[agent] listen`: address of the HTTP API. Default `127.0.0.1:9820`.
     pub listen: SocketAddr,
+    /// `[agent] api_token`: where the token for the API's actions comes from. Without it the
+    /// agent makes a random one at each start; a `listen` that is not loopback requires it.
+    pub api_token: Option<SecretSource>,
     /// `[agent] plugins`: the folder of `.wasm` plugins. No default: without it no plugin loads.
     pub plugins_dir: Option<PathBuf>,
     /// `[agent] sample_interval`: how often the system is sampled. Default 1s, at least 100ms.
@@ -186,6 +189,18 @@ pub enum SecretSource {
     File(PathBuf),
 }
 
+impl SecretSource {
+    /// The secret's value (a file's without its trailing newline), or `None` when it cannot be read.
+    pub fn read(&self) -> Option<String> {
+        match self {
+            SecretSource::Env(var) => std::env::var(var).ok(),
+            SecretSource::File(path) => {
+                std::fs::read_to_string(path).ok().map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for SecretSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -231,6 +246,7 @@ struct RawStore {
 struct RawAgent {
     data_dir: Option<PathBuf>,
     listen: Option<Spanned<String>>,
+    api_token: Option<Spanned<RawSecret>>,
     plugins: Option<PathBuf>,
     sample_interval: Option<Spanned<String>>,
     compile_timeout: Option<Spanned<String>>,
@@ -384,6 +400,7 @@ impl Config {
             sha256: None,
             data_dir: raw.agent.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             listen,
+            api_token: raw.agent.api_token.map(|t| secret_source(t, "agent.api_token", at)).transpose()?,
             plugins_dir: raw.agent.plugins,
             sample_interval,
             retention,
@@ -409,6 +426,18 @@ pub fn valid_plugin_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
+fn secret_source(raw: Spanned<RawSecret>, field: &str, at: &Located) -> Result<SecretSource, ConfigError> {
+    let span = raw.span();
+    match raw.into_inner() {
+        RawSecret { env: Some(var), file: None } => Ok(SecretSource::Env(var)),
+        RawSecret { env: None, file: Some(path) } => Ok(SecretSource::File(path)),
+        _ => Err(at.error(
+            Some(span),
+            &format!("{field}: give exactly one of `env = \"VAR\"` or `file = \"/path\"`"),
+        )),
+    }
+}
+
 fn plugin_settings(name: &str, raw: RawPlugin, at: &Located) -> Result<PluginSettings, ConfigError> {
     let field = |f: &str| format!("plugins.{name}.{f}");
     let mut s = PluginSettings { budgets: budgets(&raw, at, &field)?, ..Default::default() };
@@ -418,20 +447,7 @@ fn plugin_settings(name: &str, raw: RawPlugin, at: &Located) -> Result<PluginSet
         s.allow_http.push(origin);
     }
     for (secret, source) in raw.secrets {
-        let span = source.span();
-        let source = match source.into_inner() {
-            RawSecret { env: Some(var), file: None } => SecretSource::Env(var),
-            RawSecret { env: None, file: Some(path) } => SecretSource::File(path),
-            _ => {
-                return Err(at.error(
-                    Some(span),
-                    &format!(
-                        "{}: give exactly one of `env = \"VAR\"` or `file = \"/path\"`",
-                        field(&format!("secrets.{secret}"))
-                    ),
-                ))
-            }
-        };
+        let source = secret_source(source, &field(&format!("secrets.{secret}")), at)?;
         s.secrets.insert(secret, source);
     }
     if let Some(mib) = at.within(&raw.memory_mib, &field("memory_mib"), 1..=4096)? {
@@ -599,6 +615,10 @@ points = { "/requests" = "app.requests" }
         assert!(e.starts_with("agent.toml:2:13: plugins.x.cpu_limit:"), "{e}");
         let e = parse("[agent]\nlisten = \"nowhere\"\n").unwrap_err();
         assert!(e.starts_with("agent.toml:2:10: agent.listen"), "{e}");
+        let e = parse("[agent]\napi_token = { env = \"A\", file = \"/b\" }\n").unwrap_err();
+        assert!(e.starts_with("agent.toml:2:13: agent.api_token: give exactly one"), "{e}");
+        let c = parse("[agent]\napi_token = { file = \"/run/secrets/agent\" }\n").unwrap();
+        assert_eq!(c.api_token, Some(SecretSource::File("/run/secrets/agent".into())));
         let e = parse("[plugins.x]\nmemory_mb = 3\n").unwrap_err();
         assert!(e.starts_with("agent.toml:2:1:") && e.contains("memory_mb"), "{e}");
         let e = parse("[plugins.x.secrets]\ns = { env = \"A\", file = \"/b\" }\n").unwrap_err();

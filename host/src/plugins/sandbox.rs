@@ -4,7 +4,7 @@
 //! Every grant is checked here and only here: HTTP origins in [`HttpGate::check`], secrets in
 //! [`Grants::secret`]. Nothing else in the agent hands a plugin anything.
 
-use crate::config::{Origin, PluginSettings, SecretSource};
+use crate::config::{Origin, PluginSettings};
 use crate::store::PluginState;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -90,12 +90,7 @@ impl Grants {
     /// Reads the secret `name` if, and only if, it was granted to this plugin.
     pub fn secret(&self, name: &str) -> Option<String> {
         let source = self.settings.secrets.get(name)?;
-        let value = match source {
-            SecretSource::Env(var) => std::env::var(var).ok(),
-            SecretSource::File(path) => {
-                std::fs::read_to_string(path).ok().map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-            }
-        };
+        let value = source.read();
         if value.is_none() {
             // Say where we looked, never what we found.
             self.meter.exceeded(super::meter::Budget::Denied, 1, || {

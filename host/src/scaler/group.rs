@@ -32,6 +32,42 @@ pub struct GroupStatus {
     /// What is wrong with the group's configuration given the plugins loaded ("policy `x` is
     /// not loaded; did you mean `y`?").
     pub problems: Vec<String>,
+    /// From the configuration: what the group reads and within which bounds (for the page).
+    pub min: u32,
+    pub max: u32,
+    pub interval_ms: u64,
+    pub policy: String,
+    pub backend: String,
+    pub metrics: Vec<MetricRef>,
+}
+
+/// A metric a group reads: name, labels and window.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MetricRef {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub window_ms: u64,
+}
+
+impl GroupStatus {
+    /// The configuration's part of the status.
+    pub fn configured(mut self, spec: &GroupSpec) -> GroupStatus {
+        self.min = spec.behavior.min;
+        self.max = spec.behavior.max;
+        self.interval_ms = spec.interval.as_millis() as u64;
+        self.policy = spec.policy.clone();
+        self.backend = spec.backend.clone();
+        self.metrics = spec
+            .metrics
+            .iter()
+            .map(|m| MetricRef {
+                name: m.name.clone(),
+                labels: m.labels.iter().cloned().collect(),
+                window_ms: m.window.as_millis() as u64,
+            })
+            .collect();
+        self
+    }
 }
 
 /// Rebuilds stabilization and cooldown memory from the journal, so a restart cannot cause a

@@ -100,7 +100,8 @@ impl Scaler {
         groups
             .iter()
             .map(|g| {
-                let mut status = g.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let mut status =
+                    g.status.lock().unwrap_or_else(|p| p.into_inner()).clone().configured(&g.spec);
                 status.problems = problems.groups.get(&status.name).cloned().unwrap_or_default();
                 status
             })

@@ -1,0 +1,269 @@
+//! `GET /api/series` and `GET /api/decisions`: windows of the store for the page's charts and
+//! decision timeline. Read-only, and bounded whatever the window: at most [`POINTS`] points per
+//! series and [`MAX_EVENTS`] timeline events.
+
+use super::ApiState;
+use crate::store::{now_ms, Action, JournalEntry, Selector};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+
+/// Points per chart line: about one per pixel of a wide chart.
+const POINTS: i64 = 600;
+/// The newest this many timeline events are sent.
+const MAX_EVENTS: usize = 500;
+/// Longest window: a week, as the page offers (rollups keep longer, `agent metrics query` reads it).
+const MAX_WINDOW_MS: i64 = 7 * 24 * 3_600_000;
+
+#[derive(Deserialize)]
+pub struct SeriesQuery {
+    name: String,
+    /// `key=value,key=value`: labels the series must have.
+    labels: Option<String>,
+    /// A duration (`15m`, `6h`, `7d`); default 15m.
+    window: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct DecisionsQuery {
+    group: String,
+    window: Option<String>,
+}
+
+type Refusal = (StatusCode, String);
+
+/// The window asked for, in ms, or why it is refused.
+fn window_ms(text: Option<&str>) -> Result<i64, Refusal> {
+    let ms = match text {
+        None => 15 * 60_000,
+        Some(t) => crate::duration::parse(t)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("window: {e}\n")))?
+            .as_millis() as i64,
+    };
+    if !(1_000..=MAX_WINDOW_MS).contains(&ms) {
+        return Err((StatusCode::BAD_REQUEST, "window: between 1s and 7d\n".into()));
+    }
+    Ok(ms)
+}
+
+/// The bucket width that gives about [`POINTS`] points over `window_ms`: whole seconds, and
+/// whole minutes from a minute up, so that older windows read the 1-minute rollups.
+pub fn step_ms(window_ms: i64) -> i64 {
+    let step = (window_ms / POINTS).max(1_000);
+    let unit = if step >= 60_000 { 60_000 } else { 1_000 };
+    (step + unit - 1) / unit * unit
+}
+
+fn matchers(text: Option<&str>) -> Result<Vec<(String, String)>, Refusal> {
+    let Some(text) = text.filter(|t| !t.is_empty()) else { return Ok(Vec::new()) };
+    text.split(',')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err((StatusCode::BAD_REQUEST, format!("labels: `{pair}` is not key=value\n"))),
+        })
+        .collect()
+}
+
+pub async fn series(State(state): State<Arc<ApiState>>, Query(q): Query<SeriesQuery>) -> Response {
+    let Some(store) = state.store.clone() else {
+        return (StatusCode::NOT_FOUND, "this agent has no store\n").into_response();
+    };
+    let (window, matchers) = match (window_ms(q.window.as_deref()), matchers(q.labels.as_deref())) {
+        (Ok(w), Ok(m)) => (w, m),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
+    let (to, step) = (now_ms() + 1, step_ms(window));
+    let from = to - window;
+    let sel = Selector { name: q.name, matchers };
+    let read = tokio::task::spawn_blocking(move || store.query(&sel, from, to, Some(step))).await;
+    match read {
+        Ok(Ok(series)) => {
+            Json(json!({"from_ms": from, "to_ms": to, "step_ms": step, "series": series})).into_response()
+        }
+        Ok(Err(e)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the store: {e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the store: {e}\n")).into_response(),
+    }
+}
+
+/// One timeline event: a journal entry, and how many evaluations after it said the same.
+#[derive(Serialize)]
+struct Event {
+    #[serde(flatten)]
+    entry: JournalEntry,
+    repeats: u32,
+}
+
+/// Capacity over the window, one point per bucket (the bucket's last evaluation).
+#[derive(Serialize, Default)]
+struct Capacity {
+    t: Vec<i64>,
+    current: Vec<u32>,
+    ready: Vec<u32>,
+    target: Vec<u32>,
+}
+
+/// What makes an evaluation worth its own line: what was done, from and to what, and which
+/// guardrails changed the number (rounding aside: it almost always does).
+fn signature(e: &JournalEntry) -> (Action, u32, u32, u32, Vec<String>) {
+    let guardrails = e
+        .steps
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .filter_map(|s| s["guardrail"].as_str())
+                .filter(|g| *g != "round")
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    (e.action, e.current, e.target, e.target_tier, guardrails)
+}
+
+/// Run-length: an entry that says what the one before it said is counted in that one's
+/// `repeats`; every action other than a hold is its own event.
+fn events(entries: &[JournalEntry]) -> (Vec<Event>, usize) {
+    let mut out: Vec<Event> = Vec::new();
+    let mut last = None;
+    for e in entries {
+        let sig = signature(e);
+        let same = e.action == Action::Hold && last.as_ref() == Some(&sig);
+        match out.last_mut() {
+            Some(event) if same => event.repeats += 1,
+            _ => out.push(Event { entry: e.clone(), repeats: 0 }),
+        }
+        last = Some(sig);
+    }
+    let omitted = out.len().saturating_sub(MAX_EVENTS);
+    (out.split_off(omitted), omitted)
+}
+
+fn capacity(entries: &[JournalEntry], step: i64) -> Capacity {
+    let mut c = Capacity::default();
+    for e in entries {
+        let bucket = e.t_ms / step * step;
+        if c.t.last() == Some(&bucket) {
+            c.t.pop();
+            c.current.pop();
+            c.ready.pop();
+            c.target.pop();
+        }
+        c.t.push(bucket);
+        c.current.push(e.current);
+        c.ready.push(e.ready);
+        c.target.push(e.target);
+    }
+    c
+}
+
+pub async fn decisions(State(state): State<Arc<ApiState>>, Query(q): Query<DecisionsQuery>) -> Response {
+    let Some(store) = state.store.clone() else {
+        return (StatusCode::NOT_FOUND, "this agent has no store\n").into_response();
+    };
+    let window = match window_ms(q.window.as_deref()) {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    let (from, step) = (now_ms() - window, step_ms(window));
+    let group = q.group;
+    let read = tokio::task::spawn_blocking(move || {
+        let entries = store.decisions(Some(&group), from)?;
+        let (events, omitted) = events(&entries);
+        Ok::<_, crate::store::StoreError>(json!({
+            "from_ms": from,
+            "step_ms": step,
+            "evaluations": entries.len(),
+            "capacity": capacity(&entries, step),
+            "events": events,
+            "omitted": omitted,
+        }))
+    })
+    .await;
+    match read {
+        Ok(Ok(body)) => Json(body).into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the journal: {e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the journal: {e}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(t_ms: i64, action: Action, current: u32, target: u32, guardrails: &[&str]) -> JournalEntry {
+        let steps: Vec<_> = guardrails.iter().map(|g| json!({"guardrail": g})).collect();
+        JournalEntry {
+            t_ms,
+            group: "web".into(),
+            current,
+            ready: current,
+            recommendation: Some(target as f64),
+            reason: format!("at {t_ms}"),
+            target,
+            tier: 0,
+            target_tier: 0,
+            steps: json!(steps),
+            action,
+            outcome: String::new(),
+            backend_ms: None,
+            inputs: json!({}),
+        }
+    }
+
+    #[test]
+    fn steps_are_whole_seconds_then_whole_minutes() {
+        assert_eq!(step_ms(15 * 60_000), 2_000);
+        assert_eq!(step_ms(60_000), 1_000);
+        assert_eq!(step_ms(3_600_000), 6_000);
+        assert_eq!(step_ms(24 * 3_600_000), 180_000);
+        assert_eq!(step_ms(MAX_WINDOW_MS) % 60_000, 0);
+        assert!(MAX_WINDOW_MS / step_ms(MAX_WINDOW_MS) <= POINTS);
+    }
+
+    #[test]
+    fn repeated_holds_fold_into_one_event_and_actions_stay_apart() {
+        let entries = vec![
+            entry(1, Action::Hold, 2, 2, &["round"]),
+            entry(2, Action::Hold, 2, 2, &["round"]),
+            entry(3, Action::Hold, 2, 2, &["round", "stabilization"]),
+            entry(4, Action::Hold, 2, 2, &["stabilization"]),
+            entry(5, Action::Scale, 2, 3, &["round"]),
+            entry(6, Action::Scale, 3, 4, &["round"]),
+            entry(7, Action::Hold, 4, 4, &[]),
+        ];
+        let (events, omitted) = events(&entries);
+        let summary: Vec<(i64, u32)> = events.iter().map(|e| (e.entry.t_ms, e.repeats)).collect();
+        assert_eq!(summary, [(1, 1), (3, 1), (5, 0), (6, 0), (7, 0)]);
+        assert_eq!(omitted, 0);
+    }
+
+    #[test]
+    fn capacity_keeps_the_last_evaluation_of_each_bucket() {
+        let entries = [
+            entry(1_000, Action::Hold, 1, 1, &[]),
+            entry(1_500, Action::Scale, 1, 2, &[]),
+            entry(2_100, Action::Hold, 2, 2, &[]),
+        ];
+        let c = capacity(&entries, 1_000);
+        assert_eq!(c.t, [1_000, 2_000]);
+        assert_eq!(c.target, [2, 2]);
+        assert_eq!(c.current, [1, 2]);
+    }
+
+    #[test]
+    fn bad_windows_and_labels_are_refused_with_the_field() {
+        assert!(window_ms(Some("forever")).unwrap_err().1.starts_with("window:"));
+        assert!(window_ms(Some("30d")).is_err());
+        assert_eq!(window_ms(Some("1h")).unwrap(), 3_600_000);
+        assert!(matchers(Some("process")).unwrap_err().1.starts_with("labels:"));
+        assert_eq!(matchers(Some("process=web,replica=0")).unwrap().len(), 2);
+    }
+}
