@@ -378,3 +378,53 @@ fn the_predictive_policy_provisions_ahead_of_a_seasonal_load_and_can_only_foreca
     let watch = sim_score(&config, &trace, "watch", &extra);
     assert_eq!(watch["actions"], 0, "forecast-only never acts: {watch}");
 }
+
+#[test]
+fn a_schedule_raises_a_live_group_s_max_for_its_window_and_the_cap_returns_the_moment_it_closes() {
+    // The load asks for 8 replicas; the group's own max is 3 (where it starts, so that the
+    // scale-up rate limit allows 3 → 6 in one step); a window lets it have 6.
+    let app = JsonServer::start(r#"{"load": 80}"#);
+    let dir = plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("ledger")]);
+    let now = agent::store::now_ms();
+    let (start, end) = (now + 6_000, now + 14_000);
+    let config = format!(
+        "{source}[[group]]\nname = \"web\"\ninterval = \"200ms\"\nmetrics = [{{ name = \"app.load\", window = \"1s\" }}]\n\
+         policy = \"target-tracking\"\npolicy_config = {{ target = 10, per = \"total\" }}\nbackend = \"ledger\"\n\
+         backend_config = {{ initial = 3 }}\nmin = 1\nmax = 3\n\
+         [[group.schedule]]\nname = \"rush\"\nstart = \"{}\"\nend = \"{}\"\ntimezone = \"Europe/Berlin\"\nmax = 6\n",
+        agent::timefmt::format(start),
+        agent::timefmt::format(end),
+        source = load_source(&app)
+    );
+    let agent = Agent::start(dir.path(), &config);
+    let current = || group_status(&agent, "web")["current"].as_u64();
+    wait_for("the group at its own max", LIMIT, || (current() == Some(3)).then_some(()));
+    let before = group_status(&agent, "web");
+    assert_eq!(before["schedule"]["max"], 3);
+    assert_eq!(before["schedule"]["next_change"]["what"], "`rush` opens");
+    assert_eq!(before["schedule"]["next_change"]["at_ms"], start);
+
+    // The window opens: the policy's 8 is now bounded at 6.
+    wait_for("6 replicas inside the window", LIMIT, || (current() == Some(6)).then_some(()));
+    assert!(agent::store::now_ms() >= start, "not before the window opened");
+    let during = group_status(&agent, "web");
+    assert_eq!(during["schedule"]["open"], serde_json::json!(["rush"]));
+    assert_eq!(during["schedule"]["next_change"]["at_ms"], end);
+
+    // It closes while the policy still wants 8: back to 3 at once, whatever the 5-minute
+    // scale-down stabilization window remembers.
+    wait_for("3 replicas once the window closed", LIMIT, || (current() == Some(3)).then_some(()));
+    let closed_at = agent::store::now_ms();
+    assert!(closed_at >= end);
+    let last_scale = decisions(&agent, "web").into_iter().rev().find(|d| d["action"] == "scale").unwrap();
+    let steps = last_scale["steps"].to_string();
+    // The stabilization window held 6; the bounds in force cut it to 3.
+    let held_then_cut = r#""after":6.0,"before":3.0,"guardrail":"stabilization""#;
+    assert!(
+        steps.contains(held_then_cut) && steps.ends_with(r#""guardrail":"bounds","why":"within [1, 3]"}]"#),
+        "{steps}"
+    );
+    let (code, out, _) = agent.cli(&["decisions", "--group", "web", "--since", "1m"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("group web: bounds now 1–3 (no window open); next: no change"), "{out}");
+}

@@ -404,7 +404,8 @@ pub fn decisions(
     since: std::time::Duration,
     format: Format,
 ) -> anyhow::Result<Exit> {
-    let store = open_store(options)?;
+    let config = options.resolve()?;
+    let store = crate::store::Store::open_read_only(&config.data_dir)?;
     let entries = store.decisions(group.as_deref(), crate::store::now_ms() - since.as_millis() as i64)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
@@ -431,6 +432,14 @@ pub fn decisions(
         Format::Table => {
             let rows: Vec<Vec<String>> = entries.iter().map(decision_row).collect();
             print!("{}", crate::text::table(&["TIME", "GROUP", "ACTION", "CHANGE", "REASON"], &rows));
+            let now = crate::store::now_ms();
+            for g in config.groups.iter().filter(|g| group.as_deref().is_none_or(|n| n == g.name)) {
+                if !g.schedules.is_empty() {
+                    let e =
+                        crate::scaler::schedule::effective(g.behavior.min, g.behavior.max, &g.schedules, now);
+                    println!("{}", crate::scaler::schedule::describe(&g.name, &e));
+                }
+            }
         }
     }
     Ok(Exit::Success)
@@ -574,7 +583,7 @@ pub fn simulate(options: RunOptions, args: SimulateArgs) -> anyhow::Result<Exit>
             tokio.block_on(handle.1.evaluate(ctx)).map(|r| r.replicas).map_err(|e| e.to_string())
         };
     let started = std::time::Instant::now();
-    let (run, score) = simulate::run(&trace, &model, &group.behavior, &mut policy);
+    let (run, score) = simulate::run(&trace, &model, &group.behavior, &group.schedules, &mut policy);
     let took = started.elapsed();
     let minutes = trace.len() as f64;
     if let Some(path) = &args.plot {

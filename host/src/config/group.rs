@@ -29,6 +29,8 @@ pub struct GroupSpec {
     /// After this many evaluations in a row without a usable recommendation, scale to
     /// `capacity` instead of holding. `None`: always hold.
     pub fallback: Option<Fallback>,
+    /// `[[group.schedule]]`: windows that change `min`/`max` on a calendar.
+    pub schedules: Vec<crate::scaler::schedule::Window>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +74,8 @@ pub(super) struct RawGroup {
     #[serde(default)]
     scale_down: RawDirection,
     fallback: Option<RawFallback>,
+    #[serde(default)]
+    schedule: Vec<Spanned<super::schedule::RawSchedule>>,
 }
 
 #[derive(Deserialize)]
@@ -216,7 +220,9 @@ pub(super) fn validate(raw: Vec<RawGroup>, at: &Located) -> Result<Vec<GroupSpec
                 .map_or(TierRules::default().cooldown_ms, |d| d.as_millis() as i64),
         };
         let json = |t: &toml::Table| serde_json::to_string(t).expect("a TOML table is valid JSON");
+        let schedules = super::schedule::validate(g.schedule, &name, at)?;
         groups.push(GroupSpec {
+            schedules,
             name: name.clone(),
             interval,
             metrics,

@@ -6,6 +6,7 @@
 mod group;
 mod origin;
 mod process;
+mod schedule;
 
 pub use group::{Fallback, GroupSpec, MetricWindow};
 pub use origin::{Origin, Scheme};

@@ -39,6 +39,8 @@ pub struct GroupStatus {
     pub policy: String,
     pub backend: String,
     pub metrics: Vec<MetricRef>,
+    /// With `[[group.schedule]]`: the bounds in force, the open windows, the next change.
+    pub schedule: Option<super::schedule::Effective>,
 }
 
 /// A metric a group reads: name, labels and window.
@@ -109,6 +111,8 @@ pub async fn run(
         }
     };
     let mut failures = 0u32;
+    // Scheduled `desired` capacities already applied (each window opening once).
+    let mut applied = Vec::new();
     // The reason last logged for an evaluation without a recommendation: the same one again is
     // not logged again (the journal has every evaluation).
     let mut unchanged_reason = None;
@@ -137,7 +141,10 @@ pub async fn run(
         {
             continue;
         }
-        let (entry, tier_name) = evaluate(&spec, &registry, &store, &mut history, &mut failures).await;
+        let bounds =
+            super::schedule::effective(spec.behavior.min, spec.behavior.max, &spec.schedules, now_ms());
+        let (entry, tier_name) =
+            evaluate(&spec, &registry, &store, &mut history, &mut failures, &bounds, &mut applied).await;
         history.prune(entry.t_ms, &spec.behavior);
         if let Err(e) = store.journal(&entry) {
             tracing::error!(group = %spec.name, "journaling a decision: {e}");
@@ -174,6 +181,7 @@ pub async fn run(
         s.last_reason = Some(entry.reason.clone());
         s.last_ms = Some(entry.t_ms);
         s.failures_in_a_row = failures;
+        s.schedule = (!spec.schedules.is_empty()).then_some(bounds);
     }
 }
 
@@ -183,8 +191,12 @@ async fn evaluate(
     store: &Store,
     history: &mut History,
     failures: &mut u32,
+    bounds: &super::schedule::Effective,
+    applied: &mut Vec<(String, i64)>,
 ) -> (JournalEntry, Option<String>) {
     let now = now_ms();
+    // The bounds in force (the group's, or a schedule's) are what the policy and guardrails see.
+    let behavior = super::guardrails::Behavior { min: bounds.min, max: bounds.max, ..spec.behavior.clone() };
     let mut entry = JournalEntry {
         t_ms: now,
         group: spec.name.clone(),
@@ -259,8 +271,8 @@ async fn evaluate(
                     now_ms: now,
                     current: capacity.clone(),
                     bounds: Bounds {
-                        min_replicas: spec.behavior.min,
-                        max_replicas: spec.behavior.max,
+                        min_replicas: bounds.min,
+                        max_replicas: bounds.max,
                         max_tier: spec.tiers.max,
                     },
                     windows,
@@ -275,15 +287,9 @@ async fn evaluate(
     let target = match recommendation {
         Ok(r) => {
             wanted_tier = r.tier;
-            let decision = decide(r.replicas, capacity.replicas, now, &spec.behavior, history);
+            let decision = decide(r.replicas, capacity.replicas, now, &behavior, history);
             entry.recommendation = Some(r.replicas);
-            entry.steps = serde_json::Value::Array(
-                decision
-                    .steps
-                    .iter()
-                    .map(|s| serde_json::json!({"guardrail": s.guardrail, "before": s.before, "after": s.after, "why": s.why}))
-                    .collect(),
-            );
+            entry.steps = serde_json::Value::Array(decision.steps.iter().map(step_json).collect());
             match decision.plugin_fault {
                 Some(fault) => {
                     *failures += 1;
@@ -310,11 +316,21 @@ async fn evaluate(
         }
         _ => target,
     };
+    let target = if spec.schedules.is_empty() {
+        target
+    } else {
+        let fresh_ms = 2 * spec.interval.as_millis() as i64;
+        let (target, steps) = super::schedule::apply(target, bounds, now, fresh_ms, applied);
+        if let serde_json::Value::Array(all) = &mut entry.steps {
+            all.extend(steps.iter().map(step_json));
+        }
+        target
+    };
     entry.target = target;
     let (tier, tier_steps) = decide_tier(wanted_tier, capacity.tier, now, &spec.tiers, history);
     entry.target_tier = tier;
     if let serde_json::Value::Array(steps) = &mut entry.steps {
-        steps.extend(tier_steps.iter().map(|s| serde_json::json!({"guardrail": s.guardrail, "before": s.before, "after": s.after, "why": s.why})));
+        steps.extend(tier_steps.iter().map(step_json));
     }
     if target == capacity.replicas && tier == capacity.tier {
         if entry.recommendation.is_some() {
@@ -348,6 +364,10 @@ async fn evaluate(
         }
     }
     (entry, tier_name)
+}
+
+fn step_json(s: &super::guardrails::Step) -> serde_json::Value {
+    serde_json::json!({"guardrail": s.guardrail, "before": s.before, "after": s.after, "why": s.why})
 }
 
 fn labels(l: &Labels) -> Vec<crate::plugins::bindings::Label> {

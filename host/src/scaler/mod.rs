@@ -8,6 +8,7 @@
 pub mod group;
 pub mod guardrails;
 pub mod plot;
+pub mod schedule;
 pub mod simulate;
 
 use crate::config::GroupSpec;

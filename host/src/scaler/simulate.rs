@@ -95,8 +95,17 @@ pub struct Run {
     pub actions: Vec<(i64, u32, u32)>,
 }
 
-pub fn run(trace: &[Point], model: &Model, behavior: &Behavior, policy: &mut dyn Policy) -> (Run, Score) {
+/// Replays `trace` (its timestamps read as calendar time, so `schedules` open and close as
+/// they would have) through `policy`, the guardrails and the capacity `model`.
+pub fn run(
+    trace: &[Point],
+    model: &Model,
+    behavior: &Behavior,
+    schedules: &[super::schedule::Window],
+    policy: &mut dyn Policy,
+) -> (Run, Score) {
     let mut out = Run::default();
+    let mut applied = Vec::new();
     let mut history = History::default();
     // Units: the time each becomes ready.
     let mut units: Vec<i64> = vec![i64::MIN; model.initial_units as usize];
@@ -124,9 +133,11 @@ pub fn run(trace: &[Point], model: &Model, behavior: &Behavior, policy: &mut dyn
         if now >= next_eval {
             next_eval = now + model.interval_ms;
             let current = units.len() as u32;
+            let bounds = super::schedule::effective(behavior.min, behavior.max, schedules, now);
+            let scheduled = Behavior { min: bounds.min, max: bounds.max, ..behavior.clone() };
             let target = match policy.evaluate(now, current, ready, &metric_t[start..], &metric_v[start..]) {
                 Ok(r) => {
-                    let d = decide(r, current, now, behavior, &mut history);
+                    let d = decide(r, current, now, &scheduled, &mut history);
                     if d.plugin_fault.is_some() {
                         failed += 1;
                     }
@@ -138,6 +149,11 @@ pub fn run(trace: &[Point], model: &Model, behavior: &Behavior, policy: &mut dyn
                 }
             };
             history.prune(now, behavior);
+            let target = if schedules.is_empty() {
+                target
+            } else {
+                super::schedule::apply(target, &bounds, now, 2 * model.interval_ms, &mut applied).0
+            };
             if target != current {
                 if target > current {
                     units.extend(std::iter::repeat_n(
@@ -281,9 +297,29 @@ mod tests {
     }
 
     #[test]
+    fn schedules_bound_the_replay_in_calendar_time() {
+        // Demand of 8 units all along; a window from minute 10 to 20 caps at 3, then one
+        // from minute 30 on raises min to 9.
+        let t = trace(&[80.0; 40]);
+        let window = |name: &str, from: i64, to: i64, min, max| super::super::schedule::Window {
+            name: name.into(),
+            when: super::super::schedule::When::Fixed { start_ms: from * 60_000, end_ms: to * 60_000 },
+            tz: chrono_tz::UTC,
+            min,
+            max,
+            desired: None,
+            priority: 0,
+        };
+        let schedules = [window("cap", 10, 20, None, Some(3)), window("floor", 30, 99, Some(9), None)];
+        let (run, _) = run(&t, &model(0), &free(10), &schedules, &mut oracle);
+        let at = |minute: usize| run.provisioned_units[minute];
+        assert_eq!((at(5), at(10), at(19), at(20), at(29), at(30), at(39)), (8, 3, 3, 8, 8, 9, 9));
+    }
+
+    #[test]
     fn an_instant_oracle_is_never_under_or_over_provisioned() {
         let t = trace(&[10.0, 30.0, 30.0, 50.0, 20.0, 20.0, 10.0]);
-        let (run, s) = run(&t, &model(0), &free(10), &mut oracle);
+        let (run, s) = run(&t, &model(0), &free(10), &[], &mut oracle);
         assert_eq!(run.ready_units, run.demand_units);
         assert_eq!((s.accuracy_u, s.accuracy_o, s.timeshare_u, s.timeshare_o), (0.0, 0.0, 0.0, 0.0));
         assert_eq!(s.actions, 4);
@@ -294,7 +330,7 @@ mod tests {
     #[test]
     fn provisioning_delay_shows_up_as_under_provisioning() {
         let t = trace(&[10.0, 30.0, 30.0, 30.0, 30.0]);
-        let (run, s) = run(&t, &model(120_000), &free(10), &mut oracle);
+        let (run, s) = run(&t, &model(120_000), &free(10), &[], &mut oracle);
         // 3 units wanted from minute 1, ready from minute 3.
         assert_eq!(run.ready_units, [1, 1, 1, 3, 3]);
         assert_eq!(run.provisioned_units, [1, 3, 3, 3, 3]);
@@ -307,7 +343,9 @@ mod tests {
     fn a_static_supply_is_scored_against_demand() {
         let t = trace(&[10.0, 50.0, 10.0, 50.0, 10.0]);
         let (_, s) =
-            run(&t, &model(0), &free(10), &mut |_: i64, c: u32, _: u32, _: &[i64], _: &[f64]| Ok(c as f64));
+            run(&t, &model(0), &free(10), &[], &mut |_: i64, c: u32, _: u32, _: &[i64], _: &[f64]| {
+                Ok(c as f64)
+            });
         assert_eq!(s.actions, 0);
         assert!((s.timeshare_u - 0.5).abs() < 1e-9);
         assert!((s.accuracy_u - 2.0).abs() < 1e-9, "under by 4 units half the time");
@@ -318,9 +356,10 @@ mod tests {
     #[test]
     fn a_failing_policy_holds_and_is_counted() {
         let t = trace(&[10.0, 90.0, 90.0]);
-        let (run, s) = run(&t, &model(0), &free(10), &mut |_: i64, _: u32, _: u32, _: &[i64], _: &[f64]| {
-            Err("no".to_string())
-        });
+        let (run, s) =
+            run(&t, &model(0), &free(10), &[], &mut |_: i64, _: u32, _: u32, _: &[i64], _: &[f64]| {
+                Err("no".to_string())
+            });
         assert_eq!(run.provisioned_units, [1, 1, 1]);
         assert_eq!(s.failed_evaluations, 3);
     }

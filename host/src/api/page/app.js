@@ -270,6 +270,9 @@ function groupCard(g) {
       el("span", {}, "ready ", el("b", {}, g.ready ?? "–")),
       el("span", {}, "desired ", el("b", {}, g.desired ?? "–")),
       el("span", {}, `bounds ${g.min}–${g.max}${tier}`),
+      g.schedule ? el("span", { class: "schedule" }, `scheduled now ${g.schedule.min}–${g.schedule.max}`,
+        g.schedule.open.length ? ` (${g.schedule.open.join(", ")} open)` : "",
+        g.schedule.next_change ? ` · next: ${g.schedule.next_change.what} at ${dayTime(g.schedule.next_change.at_ms)}` : "") : "",
       el("span", { class: "muted" }, `${g.policy} → ${g.backend}, every ${ago(g.interval_ms / 1000)}`)),
     el("div", { class: "muted" }, ...last),
     (g.problems || []).map((p) => el("div", { class: "err" }, p)));
