@@ -5,6 +5,13 @@
 //! needs. With `forecast_only = true` it journals the forecast and recommends the current
 //! capacity. The fitted model lives in the plugin's persistent state, per group.
 //!
+//! `method = "quantile"` forecasts the next minutes' *risk* instead of their mean: it provisions
+//! for the `quantile` (default 0.95) of the demand seen over the group's metric window, plus how
+//! much the demand rose over the last `trend_over` (default 15m) compared with the `trend_over`
+//! before it. Bursty demand is mostly noise around a slow level: provisioning for a high
+//! quantile of the recent past buys the head-room where demand is volatile and saves it where it
+//! is calm; the rise term moves ahead of a ramp. It keeps no state.
+//!
 //! The metric is the group's total demand (e.g. requests per minute); `capacity_per_unit` is
 //! how much of it one unit serves.
 //!
@@ -42,6 +49,42 @@ pub struct Params {
     pub forecast_only: bool,
     #[serde(default)]
     pub metric: Option<String>,
+    /// `holt-winters` (default) or `quantile`.
+    #[serde(default = "method")]
+    pub method: String,
+    #[serde(default = "quantile")]
+    pub quantile: f64,
+    #[serde(default = "trend_over")]
+    pub trend_over: String,
+}
+
+fn method() -> String {
+    "holt-winters".into()
+}
+fn quantile() -> f64 {
+    0.95
+}
+fn trend_over() -> String {
+    "15m".into()
+}
+
+/// The `q` quantile of `values` (nearest rank) plus the rise of the mean over the last
+/// `recent` values against the `recent` before them (0 when falling). `values` oldest first.
+pub fn risk(values: &[f64], q: f64, recent: usize) -> (f64, f64) {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return (0.0, 0.0);
+    }
+    sorted.sort_by(f64::total_cmp);
+    let level = sorted[((q * sorted.len() as f64) as usize).min(sorted.len() - 1)];
+    let mean = |s: &[f64]| if s.is_empty() { 0.0 } else { s.iter().sum::<f64>() / s.len() as f64 };
+    let n = values.len();
+    let (last, before) = (
+        &values[n.saturating_sub(recent)..],
+        &values[n.saturating_sub(2 * recent)..n.saturating_sub(recent)],
+    );
+    let rise = if before.is_empty() { 0.0 } else { (mean(last) - mean(before)).max(0.0) };
+    (level, rise)
 }
 
 fn horizon() -> String {
@@ -169,6 +212,9 @@ impl Guest for Predictive {
                 key("gamma", "season smoothing, 0-1; default 0.3", false),
                 key("forecast_only", "journal the forecast but keep the current capacity; default false", false),
                 key("metric", "which of the group's metrics (total demand); default the first", false),
+                key("method", "holt-winters (default) or quantile", false),
+                key("quantile", "method quantile: the quantile of the window's demand to provision for; default 0.95", false),
+                key("trend_over", "method quantile: the span whose rise is added; default 15m", false),
             ],
         }
     }
@@ -177,6 +223,15 @@ impl Guest for Predictive {
         let p: Params = parse_json(&ctx.params, "policy_config")?;
         if !p.capacity_per_unit.is_finite() || p.capacity_per_unit <= 0.0 {
             return Err(PluginError::BadConfig("capacity_per_unit must be positive".into()));
+        }
+        if p.method == "quantile" {
+            return by_quantile(&ctx, &p);
+        }
+        if p.method != "holt-winters" {
+            return Err(PluginError::BadConfig(format!(
+                "method: `{}` is not holt-winters or quantile",
+                p.method
+            )));
         }
         let period = millis(&p.period, "period")?.max(1);
         let season_len = (millis(&p.season, "season")? / period).clamp(1, 100_000) as usize;
@@ -203,14 +258,45 @@ impl Guest for Predictive {
             p.margin * 100.0,
             p.capacity_per_unit
         );
-        if p.forecast_only {
-            return Ok(Recommendation {
-                replicas: ctx.current.replicas as f64,
-                tier: None,
-                reason: format!("forecast only: {reason}"),
-            });
-        }
-        Ok(Recommendation { replicas, tier: None, reason })
+        Ok(answer(&ctx, &p, replicas, reason))
+    }
+}
+
+/// `method = "quantile"`: provisions for a high quantile of the window's demand plus its rise.
+fn by_quantile(ctx: &Context, p: &Params) -> Result<Recommendation, PluginError> {
+    if !(0.0..=1.0).contains(&p.quantile) {
+        return Err(PluginError::BadConfig("quantile must be within 0-1".into()));
+    }
+    let window = match &p.metric {
+        Some(m) => ctx.windows.iter().find(|w| &w.metric == m),
+        None => ctx.windows.first(),
+    }
+    .filter(|w| !w.values.is_empty())
+    .ok_or_else(|| PluginError::InvalidInput("no data in the metric window".into()))?;
+    let period = millis(&p.period, "period")?.max(1);
+    let recent = (millis(&p.trend_over, "trend_over")? / period).max(1) as usize;
+    let (level, rise) = risk(&window.values, p.quantile, recent);
+    let replicas = ((level + rise) * (1.0 + p.margin) / p.capacity_per_unit).ceil().max(0.0);
+    let reason = format!(
+        "{} p{:.0} over the window {level:.1}, rising {rise:.1} over {} (+{:.0}% margin) → {replicas} units of {}",
+        window.metric,
+        p.quantile * 100.0,
+        p.trend_over,
+        p.margin * 100.0,
+        p.capacity_per_unit
+    );
+    Ok(answer(ctx, p, replicas, reason))
+}
+
+/// The recommendation, or with `forecast_only` the current capacity and the forecast as reason.
+fn answer(ctx: &Context, p: &Params, replicas: f64, reason: String) -> Recommendation {
+    match p.forecast_only {
+        true => Recommendation {
+            replicas: ctx.current.replicas as f64,
+            tier: None,
+            reason: format!("forecast only: {reason}"),
+        },
+        false => Recommendation { replicas, tier: None, reason },
     }
 }
 
@@ -254,6 +340,19 @@ mod tests {
         // Forecast 10, but 95 now → ceil(95 × 1.1 / 10) = 11.
         assert_eq!(recommend(&p, &m, 5, 95.0).1, 11.0);
         assert_eq!(recommend(&p, &m, 5, 0.0).1, 2.0, "ceil(10 × 1.1 / 10)");
+    }
+
+    #[test]
+    fn the_quantile_method_provisions_for_the_bursts_and_the_rise() {
+        // 90 calm minutes at 40 with one burst in 20 at 60: p95 is a burst.
+        let calm: Vec<f64> = (0..100).map(|i| if i % 20 == 0 { 60.0 } else { 40.0 }).collect();
+        assert_eq!(risk(&calm, 0.95, 10), (60.0, 0.0));
+        assert_eq!(risk(&calm, 0.5, 10).0, 40.0);
+        // A ramp: the last 10 average 10 more than the 10 before.
+        let ramp: Vec<f64> = (0..40).map(|i| i as f64).collect();
+        let (level, rise) = risk(&ramp, 0.95, 10);
+        assert_eq!((level, rise), (38.0, 10.0));
+        assert_eq!(risk(&[], 0.95, 10), (0.0, 0.0));
     }
 
     #[test]
