@@ -385,21 +385,30 @@ fn a_schedule_raises_a_live_group_s_max_for_its_window_and_the_cap_returns_the_m
     // scale-up rate limit allows 3 → 6 in one step); a window lets it have 6.
     let app = JsonServer::start(r#"{"load": 80}"#);
     let dir = plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("ledger")]);
-    let now = agent::store::now_ms();
-    let (start, end) = (now + 6_000, now + 14_000);
-    let config = format!(
+    let group = format!(
         "{source}[[group]]\nname = \"web\"\ninterval = \"200ms\"\nmetrics = [{{ name = \"app.load\", window = \"1s\" }}]\n\
          policy = \"target-tracking\"\npolicy_config = {{ target = 10, per = \"total\" }}\nbackend = \"ledger\"\n\
-         backend_config = {{ initial = 3 }}\nmin = 1\nmax = 3\n\
-         [[group.schedule]]\nname = \"rush\"\nstart = \"{}\"\nend = \"{}\"\ntimezone = \"Europe/Berlin\"\nmax = 6\n",
-        agent::timefmt::format(start),
-        agent::timefmt::format(end),
+         backend_config = {{ initial = 3 }}\nmin = 1\nmax = 3\n",
         source = load_source(&app)
     );
-    let agent = Agent::start(dir.path(), &config);
+    let agent = Agent::start(dir.path(), &group);
     let current = || group_status(&agent, "web")["current"].as_u64();
     wait_for("the group at its own max", LIMIT, || (current() == Some(3)).then_some(()));
-    let before = group_status(&agent, "web");
+    // The window is added by a reload once the agent runs (however long its start took here).
+    let now = agent::store::now_ms();
+    let (start, end) = (now + 5_000, now + 15_000);
+    let window = format!(
+        "[[group.schedule]]\nname = \"rush\"\nstart = \"{}\"\nend = \"{}\"\ntimezone = \"Europe/Berlin\"\nmax = 6\n",
+        agent::timefmt::format(start),
+        agent::timefmt::format(end)
+    );
+    std::fs::write(agent.data.path().join("agent.toml"), group + &window).unwrap();
+    let (code, _, err) = agent.cli(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    let before = wait_for("the schedule in /status", LIMIT, || {
+        Some(group_status(&agent, "web")).filter(|g| !g["schedule"].is_null())
+    });
+    assert!(agent::store::now_ms() < start, "checked before the window opens");
     assert_eq!(before["schedule"]["max"], 3);
     assert_eq!(before["schedule"]["next_change"]["what"], "`rush` opens");
     assert_eq!(before["schedule"]["next_change"]["at_ms"], start);
