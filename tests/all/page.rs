@@ -252,8 +252,12 @@ fn no_problems(browser: &Browser) {
 fn in_a_browser_a_faulting_plugin_shows_quarantined_and_the_page_survives_an_agent_restart() {
     let Some(browser) = Browser::start("the page in a browser (quarantine, agent restart)") else { return };
     let plugins = plugin_dir(&[&fixture("rogue-policy"), &plugin("ledger")]);
+    // A file whose name is markup: the page must show it as text, never run it.
+    let hostile = "<img src=x onerror=window.pwned=1>.wasm";
+    std::fs::write(plugins.path().join(hostile), b"not a component").unwrap();
     let config = "[[group]]\nname = \"faulty\"\ninterval = \"200ms\"\nmetrics = [{ name = \"system.cpu.utilization\", window = \"5s\" }]\n\
-                  policy = \"rogue-policy\"\npolicy_config = { mode = \"trap\" }\nbackend = \"ledger\"\nmin = 1\nmax = 3\n";
+                  policy = \"rogue-policy\"\npolicy_config = { mode = \"trap\" }\nbackend = \"ledger\"\nmin = 1\nmax = 3\n\
+                  [[group]]\nname = \"typo\"\npolicy = \"rogue-polcy\"\nbackend = \"ledger\"\nmin = 1\nmax = 3\n";
     let agent = Agent::start(plugins.path(), config);
     open(&browser, &agent, "plugins");
     let state = browser.wait(
@@ -265,7 +269,23 @@ fn in_a_browser_a_faulting_plugin_shows_quarantined_and_the_page_survives_an_age
     assert!(state.as_str().unwrap().contains("quarantined"));
     let attention = browser.eval("return document.getElementById('attention').textContent");
     assert!(attention.as_str().unwrap().contains("plugin rogue-policy is quarantined"), "{attention}");
+    let shown = browser.wait(
+        "the hostile file among the files that did not load",
+        LIMIT,
+        "const r = [...document.querySelectorAll('tr.plugin-file')].find(r => r.textContent.includes('onerror'));
+         return r && r.cells[0].textContent;",
+    );
+    assert!(shown.as_str().unwrap().ends_with(hostile), "shown as text: {shown}");
+    assert_eq!(browser.eval("return document.querySelectorAll('img').length + (window.pwned ? 100 : 0)"), 0);
     browser.screenshot("page-plugins");
+    // A group's configuration problem is on its card.
+    browser.goto(&format!("http://{}/#groups", agent.addr));
+    let problem = browser.wait(
+        "the typo on the group's card",
+        LIMIT,
+        "const e = document.querySelector('#group-typo .head .err'); return e && e.textContent;",
+    );
+    assert!(problem.as_str().unwrap().contains("did you mean `rogue-policy`"), "{problem}");
     browser.goto(&format!("http://{}/#machine", agent.addr));
     browser.wait(
         "the machine's charts",

@@ -275,7 +275,7 @@ function groupCard(g) {
         g.schedule.next_change ? ` · next: ${g.schedule.next_change.what} at ${dayTime(g.schedule.next_change.at_ms)}` : "") : "",
       el("span", { class: "muted" }, `${g.policy} → ${g.backend}, every ${ago(g.interval_ms / 1000)}`)),
     el("div", { class: "muted" }, ...last),
-    (g.problems || []).map((p) => el("div", { class: "err" }, p)));
+    ...(g.problems || []).map((p) => el("div", { class: "err" }, p)));
   return card;
 }
 
@@ -432,7 +432,7 @@ function viewPlugins(s) {
   $("view-plugins").replaceChildren(
     el("p", { class: "muted" }, `Folder ${s.plugins_dir || "(none)"}${s.plugins_settled ? "" : " — still loading"}`),
     el("table", { class: "plugins" }, head, rows),
-    failed.length || kept.length ? [el("h3", {}, "Files that did not load"), el("table", { class: "failed" }, failed, kept)] : "");
+    ...(failed.length || kept.length ? [el("h3", {}, "Files that did not load"), el("table", { class: "failed" }, failed, kept)] : []));
 }
 
 const MACHINE = [
