@@ -188,7 +188,7 @@ fn in_a_browser_the_default_configuration_shows_a_scale_up_with_its_reason_and_a
     let reason = reason.as_str().unwrap();
     assert!(reason.contains("process.cpu.utilization") && reason.contains("target 0.2"), "{reason}");
     let marks = browser.eval(
-        "const u = S.charts.get('group:web:' + S.window);
+        "const u = S.charts.get('group:web');
          return u ? u.marks.filter(m => m.action === 'scale' && m.target > m.current).length : 0;",
     );
     assert!(marks.as_u64() >= Some(1), "the scale-up marked on the chart: {marks}");
@@ -293,6 +293,17 @@ fn in_a_browser_a_faulting_plugin_shows_quarantined_and_the_page_survives_an_age
         "return document.querySelectorAll('#view-machine canvas').length >= 5",
     );
     browser.screenshot("page-machine");
+    // Another window redraws the same charts, it does not add charts.
+    browser.eval("const w = document.getElementById('window'); w.value = '1h'; w.dispatchEvent(new Event('change')); return 1");
+    browser.wait("the hour's data asked for", LIMIT, "return S.fetched.has('machine:CPU:1h')");
+    std::thread::sleep(Duration::from_secs(2));
+    let per_box = browser.eval(
+        "return [...document.querySelectorAll('#view-machine .plot')].map(b => b.querySelectorAll('.uplot').length)",
+    );
+    assert!(
+        per_box.as_array().unwrap().iter().all(|n| n.as_u64() <= Some(1)),
+        "one chart per box: {per_box}"
+    );
 
     // The agent goes away: the page says so and keeps what it showed; it comes back: live again.
     let (addr, mut agent) = (agent.addr, agent);

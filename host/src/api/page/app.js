@@ -280,8 +280,9 @@ function groupCard(g) {
 }
 
 async function groupData(g, card, force) {
-  const key = `group:${g.name}:${S.window}`;
-  if (!due(key, bucketMs(), force)) return;
+  // One chart per group whatever the window; its data is read again per window.
+  const key = `group:${g.name}`;
+  if (!due(`${key}:${S.window}`, bucketMs(), force)) return;
   const metrics = await Promise.all((g.metrics || []).map((m) => seriesLines(m.name, m.labels, Object.keys(m.labels || {}))
     .then((ls) => ls.map((l) => ({ ...l, label: `${m.name}${l.label !== m.name ? " " + l.label : ""}`, unit: unitOf(m.name) })))));
   const d = await getJson(`/api/decisions?${new URLSearchParams({ group: g.name, window: S.window })}`);
@@ -450,8 +451,8 @@ async function viewMachine(force) {
     view.replaceChildren(el("div", { class: "grid" }, MACHINE.map((c) => el("div", { class: "card chart", "data-chart": c.title }, el("h3", {}, c.title), el("div", { class: "plot" })))));
   }
   await Promise.all(MACHINE.map(async (c) => {
-    const key = `machine:${c.title}:${S.window}`;
-    if (!due(key, bucketMs(), force)) return;
+    const key = `machine:${c.title}`;
+    if (!due(`${key}:${S.window}`, bucketMs(), force)) return;
     const names = c.names || [c.name];
     const lines = (await Promise.all(names.map((n) => seriesLines(n).then((ls) => ls.map((l) => ({ ...l, label: c.names ? n.split(".").pop() : l.label, unit: unitOf(n) }))))))
       .flat().filter(c.pick || (() => true)).slice(0, 12);
