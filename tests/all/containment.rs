@@ -409,3 +409,41 @@ async fn asking_again_and_again_for_what_was_not_granted_is_counted_not_logged_e
     assert_eq!(samples[1].value, 1000.0, "every request refused: {samples:?}");
     assert_eq!(p.meter().count(agent::plugins::meter::Budget::Denied), 1000);
 }
+
+#[test]
+fn a_backend_cannot_rank_another_group_or_touch_replicas_it_was_not_granted() {
+    // The rogue backend scales group `mine`; `web` is supervised but granted to no plugin.
+    let plugins = plugin_dir(&[&fixture("rogue-backend"), &fixture("frozen-policy"), &plugin("ledger")]);
+    let config = "[[process]]\nname = \"web\"\ncommand = \"sleep\"\nargs = [\"600\"]\nreplicas = 2\n\
+        [[group]]\nname = \"mine\"\ninterval = \"300ms\"\npolicy = \"frozen-policy\"\nbackend = \"rogue-backend\"\n\
+        backend_config = { mode = \"snoop\" }\nmin = 1\nmax = 3\n\
+        [[group]]\nname = \"someone-else\"\ninterval = \"1h\"\npolicy = \"frozen-policy\"\nbackend = \"ledger\"\nmin = 1\nmax = 3\n";
+    let agent = Agent::start(plugins.path(), config);
+    let pids = || {
+        let status = agent.status();
+        let all = status["processes"].as_array().unwrap().clone();
+        all.iter().map(|p| p["pid"].as_u64()).collect::<Vec<_>>()
+    };
+    let before = wait_for("both web replicas running", LIMIT, || {
+        Some(pids()).filter(|p| p.len() == 2 && p.iter().all(Option::is_some))
+    });
+    let outcome = wait_for("the snooping scale", LIMIT, || {
+        let all = crate::common::decisions(&agent, "mine");
+        all.into_iter()
+            .find_map(|d| d["outcome"].as_str().filter(|o| o.starts_with("rank:")).map(String::from))
+    });
+    let expected = [
+        "rank: Err(PluginError::BadConfig(\"`someone-else` is not a group this backend scales\"))",
+        // Its own group: ranked, but `web#0` is not a replica it may measure — an unknown unit.
+        "own rank: Ok(2)",
+        "units: Err(PluginError::BadConfig(\"process `web` is not granted to this plugin ([plugins.rogue-backend] processes)\"))",
+        "remove: Err(PluginError::BadConfig(\"process `web` is not granted to this plugin ([plugins.rogue-backend] processes)\"))",
+        "5000: Err(PluginError::InvalidInput(\"5000 units: at most 1000\"))",
+        // Eight rankings per call of the plugin (three were above): the loop's 5th is its last.
+        "loop: [Ok(0), Ok(0), Err(PluginError::QuotaExceeded(\"more than 8 scale-in.rank / replica-units.remove calls in one call\"))]",
+    ];
+    assert_eq!(outcome, expected.join("; "));
+    assert_eq!(pids(), before, "no replica was stopped or restarted");
+    let denied = agent.plugin("rogue-backend").unwrap()["over_budget"]["denied"].as_u64().unwrap_or(0);
+    assert!(denied >= 3, "each refusal is counted against the plugin: {denied}");
+}

@@ -17,6 +17,7 @@ mod page;
 mod python;
 mod sandbox;
 mod scaffold;
+mod scale_in;
 mod scaler;
 mod supervisor;
 mod supervisor_ops;

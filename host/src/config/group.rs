@@ -31,6 +31,8 @@ pub struct GroupSpec {
     pub fallback: Option<Fallback>,
     /// `[[group.schedule]]`: windows that change `min`/`max` on a calendar.
     pub schedules: Vec<crate::scaler::schedule::Window>,
+    /// `[group.scale_in]`: per-unit metrics that rank units that are not supervised replicas.
+    pub scale_in: super::ScaleInRule,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +78,7 @@ pub(super) struct RawGroup {
     fallback: Option<RawFallback>,
     #[serde(default)]
     schedule: Vec<Spanned<super::schedule::RawSchedule>>,
+    scale_in: Option<super::scale_in::RawScaleIn>,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +226,7 @@ pub(super) fn validate(raw: Vec<RawGroup>, at: &Located) -> Result<Vec<GroupSpec
         let schedules = super::schedule::validate(g.schedule, &name, at)?;
         groups.push(GroupSpec {
             schedules,
+            scale_in: super::scale_in::scale_in(g.scale_in),
             name: name.clone(),
             interval,
             metrics,

@@ -6,11 +6,13 @@
 mod group;
 mod origin;
 mod process;
+mod scale_in;
 mod schedule;
 
 pub use group::{Fallback, GroupSpec, MetricWindow};
 pub use origin::{Origin, Scheme};
 pub use process::{parse_signal, Backoff, HealthCheck, LogFiles, Probe, ProcessSpec, Restart, StartLimit};
+pub use scale_in::{BusyProbe, Drain, Hook, ScaleInRule};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -43,6 +43,10 @@ pub struct ProcessSpec {
     /// `log_output`: also copy the program's lines into the agent's log, at this level.
     /// Default: not (they go to the instance's ring, `agent logs`, and its files).
     pub log_output: Option<tracing::Level>,
+    /// `[process.busy]`: how busy each replica is, asked before a scale-in chooses victims.
+    pub busy: Option<super::scale_in::BusyProbe>,
+    /// `[process.drain]`: what tells a replica chosen for removal to stop taking work.
+    pub drain: Option<super::scale_in::Drain>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +143,8 @@ pub(super) struct RawProcess {
     log_output: Option<Spanned<toml::Value>>,
     #[serde(default)]
     sockets: Vec<Spanned<String>>,
+    busy: Option<Spanned<super::scale_in::RawBusy>>,
+    drain: Option<Spanned<super::scale_in::RawDrain>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -386,6 +392,8 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
         if sockets.len() > crate::supervisor::sockets::MAX {
             return Err(at.error(Some(p.name.span()), &field("sockets: at most 16")));
         }
+        let busy = super::scale_in::busy(p.busy, &field, at)?;
+        let drain = super::scale_in::drain(p.drain, &field, at)?;
         specs.push(ProcessSpec {
             name: name.clone(),
             command: p.command.into_inner(),
@@ -410,6 +418,8 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
             limits,
             log_output,
             sockets,
+            busy,
+            drain,
         });
     }
     Ok(specs)

@@ -30,7 +30,11 @@ pub mod backend {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "backend-plugin",
-        imports: { "elastic:plugin/replicas": async },
+        imports: {
+            "elastic:plugin/replicas": async,
+            "elastic:plugin/scale-in": async,
+            "elastic:plugin/replica-units": async,
+        },
         exports: { default: async },
         with: {
             "elastic:plugin/types": super::source::elastic::plugin::types,
@@ -48,6 +52,6 @@ pub use source::elastic::plugin::types::{
 };
 
 /// The contract version this host is built for: the `@x.y.z` of every interface name.
-pub const CONTRACT_VERSION: &str = "0.1.1";
+pub const CONTRACT_VERSION: &str = "0.1.2";
 /// The WIT package name.
 pub const PACKAGE: &str = "elastic:plugin";

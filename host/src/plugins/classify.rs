@@ -130,7 +130,8 @@ pub fn import_allowed(kind: Kind, name: &str) -> bool {
     if ["host", "types", "about"].iter().any(|i| package == format!("{PACKAGE}/{i}")) {
         return true;
     }
-    if package == format!("{PACKAGE}/replicas") {
+    // What only a backend may ask of the agent: the replica count, and (0.1.2) scale-in.
+    if ["replicas", "scale-in", "replica-units"].iter().any(|i| package == format!("{PACKAGE}/{i}")) {
         return kind == Kind::Backend;
     }
     // Rust's wasm32-wasip2 std imports these whether or not the plugin uses them; the sandbox
@@ -177,5 +178,7 @@ mod tests {
         assert!(!import_allowed(Kind::Policy, "wasi:http/outgoing-handler@0.2.6"));
         assert!(import_allowed(Kind::Source, "wasi:http/outgoing-handler@0.2.6"));
         assert!(!import_allowed(Kind::Backend, "acme:secret/keys@1.0.0"));
+        assert!(import_allowed(Kind::Backend, "elastic:plugin/scale-in@0.1.2"));
+        assert!(!import_allowed(Kind::Policy, "elastic:plugin/replica-units@0.1.2"));
     }
 }

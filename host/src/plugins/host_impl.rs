@@ -1,6 +1,6 @@
 //! The `elastic:plugin/host` interface as the agent implements it for every plugin.
 
-use super::bindings::backend::elastic::plugin::replicas;
+use super::bindings::backend::elastic::plugin::{replica_units, replicas, scale_in};
 use super::bindings::host_api::{self, Level};
 use super::bindings::source::elastic::plugin::{about, types};
 use super::bindings::PluginError;
@@ -16,9 +16,11 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
-/// The `replicas` interface, for backends only.
+/// The `replicas`, `scale-in` and `replica-units` interfaces, for backends only.
 pub fn add_replicas_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    replicas::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+    replicas::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    scale_in::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    replica_units::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
 impl about::Host for HostState {
@@ -47,6 +49,96 @@ impl replicas::Host for HostState {
     async fn set(&mut self, process: String, count: u32) -> Result<super::bindings::Capacity, PluginError> {
         let control = self.grants.replicas_for(&process).map_err(PluginError::BadConfig)?;
         control.set(process, count).await.map(capacity).map_err(PluginError::InvalidInput)
+    }
+}
+
+impl HostState {
+    /// Counts a call that makes the agent work for the plugin (probe, drain); refused past
+    /// [`super::sandbox::SCALE_IN_CALLS`] in one call of the plugin.
+    fn admit_scale_in(&mut self, what: &str) -> Result<(), PluginError> {
+        self.scale_in_calls += 1;
+        if self.scale_in_calls <= super::sandbox::SCALE_IN_CALLS {
+            return Ok(());
+        }
+        let max = super::sandbox::SCALE_IN_CALLS;
+        let why = format!("more than {max} scale-in.rank / replica-units.remove calls in one call");
+        self.grants.meter.exceeded(super::meter::Budget::Denied, 1, || format!("{what}: {why}; refused"));
+        Err(PluginError::QuotaExceeded(why))
+    }
+}
+
+impl scale_in::Host for HostState {
+    async fn rank(
+        &mut self,
+        group: String,
+        units: Vec<String>,
+    ) -> Result<Vec<scale_in::Candidate>, PluginError> {
+        self.admit_scale_in("scale-in.rank")?;
+        let grants = self.grants.clone();
+        let victims = grants
+            .victims
+            .as_ref()
+            .ok_or_else(|| PluginError::Unavailable("no scale-in ranking in this agent".into()))?;
+        let ranked = victims.rank(&grants.plugin, &grants.settings.processes, &group, units).await;
+        if let Err(PluginError::BadConfig(why)) = &ranked {
+            grants.meter.exceeded(super::meter::Budget::Denied, 1, || format!("scale-in.rank: {why}"));
+        }
+        Ok(ranked?
+            .into_iter()
+            .map(|c| scale_in::Candidate {
+                unit: c.unit,
+                removable: c.removable,
+                busy: c.busy,
+                activity: c.activity,
+                reason: c.reason,
+            })
+            .collect())
+    }
+}
+
+/// `PROCESS#N` units of `process` → their indices; anything else is the plugin's mistake.
+fn indices(process: &str, units: &[String]) -> Result<Vec<u32>, PluginError> {
+    units
+        .iter()
+        .map(|u| match crate::scaler::victims::parse_unit(u) {
+            Some((p, n)) if p == process => Ok(n),
+            _ => Err(PluginError::InvalidInput(format!(
+                "`{}` is not a replica of `{process}` (units are `{process}#N`, from replica-units.units)",
+                crate::text::clean(u, 64)
+            ))),
+        })
+        .collect()
+}
+
+impl replica_units::Host for HostState {
+    async fn units(&mut self, process: String) -> Result<Vec<String>, PluginError> {
+        let control = self.grants.replicas_for(&process).map_err(PluginError::BadConfig)?;
+        let indices = control
+            .list(&process)
+            .ok_or_else(|| PluginError::BadConfig(format!("no [[process]] named `{process}`")))?;
+        Ok(indices.into_iter().map(|i| format!("{process}#{i}")).collect())
+    }
+
+    async fn remove(
+        &mut self,
+        process: String,
+        units: Vec<String>,
+    ) -> Result<replica_units::Removal, PluginError> {
+        let control = self.grants.replicas_for(&process).map_err(PluginError::BadConfig)?;
+        self.admit_scale_in("replica-units.remove")?;
+        let mut replicas = indices(&process, &units)?;
+        replicas.sort_unstable();
+        replicas.dedup();
+        let removal = control.remove(process.clone(), replicas).await.map_err(PluginError::InvalidInput)?;
+        let capacity = control
+            .get(&process)
+            .map(capacity)
+            .ok_or_else(|| PluginError::BadConfig(format!("no [[process]] named `{process}`")))?;
+        Ok(replica_units::Removal {
+            removed: removal.removed.iter().map(|r| format!("{process}#{r}")).collect(),
+            kept: removal.kept.iter().map(|(r, why)| format!("{process}#{r} ({why})")).collect(),
+            capacity,
+        })
     }
 }
 

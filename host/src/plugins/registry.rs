@@ -29,6 +29,8 @@ pub struct Registry {
     view: std::sync::RwLock<View>,
     /// The supervisor's replica control, for backends granted processes.
     replicas: std::sync::OnceLock<Arc<dyn super::sandbox::ReplicaControl>>,
+    /// The scale-in ranking, for backends.
+    victims: std::sync::OnceLock<Arc<crate::scaler::victims::Victims>>,
     /// Whether the files present at start-up have all been tried.
     started: std::sync::atomic::AtomicBool,
     /// What the configuration asks of plugins that the loaded ones do not offer.
@@ -104,16 +106,23 @@ impl Registry {
             inner: Mutex::default(),
             view: Default::default(),
             replicas: Default::default(),
+            victims: Default::default(),
             started: Default::default(),
             problems: Default::default(),
             changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
-    /// Makes the supervisor's replica control available to backends granted processes. Call
-    /// before the first reconcile.
-    pub fn set_replica_control(&self, control: Arc<dyn super::sandbox::ReplicaControl>) {
-        let _ = self.replicas.set(control);
+    /// Makes the supervisor's replica control available to backends granted processes, and
+    /// the scale-in ranking (`scale-in.rank`) to every backend. Call before the first reconcile.
+    pub fn set_replica_control(self: &Arc<Self>, control: Arc<dyn super::sandbox::ReplicaControl>) {
+        let _ = self.replicas.set(control.clone());
+        if let Some(store) = &self.store {
+            let registry = Arc::downgrade(self);
+            let config = move || registry.upgrade().map(|r| r.config());
+            let victims = crate::scaler::victims::Victims::new(store.clone(), Some(control), config);
+            let _ = self.victims.set(Arc::new(victims));
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -457,7 +466,9 @@ impl Registry {
         if let Some(store) = &self.store {
             let _ = store.mark_plugins_seen(std::slice::from_ref(&name), crate::store::now_ms());
         }
-        let grants = Arc::new(Grants::new(&name, settings, state, self.replicas.get().cloned()));
+        let mut grants = Grants::new(&name, settings, state, self.replicas.get().cloned());
+        grants.victims = self.victims.get().cloned();
+        let grants = Arc::new(grants);
         let path = prepared.path.clone();
         let parked = self.parks(&name, prepared.kind());
         let handle = PluginHandle::new(self.rt.clone(), prepared, grants, parked);

@@ -28,6 +28,8 @@ pub struct Grants {
     pub state: Option<PluginState>,
     /// The supervisor's replica control; reachable only for the processes in `settings.processes`.
     pub replicas: Option<Arc<dyn ReplicaControl>>,
+    /// Ranks units for `scale-in.rank`; answers only for groups this plugin is the backend of.
+    pub victims: Option<Arc<crate::scaler::victims::Victims>>,
     /// What the plugin has made the agent spend, against its budgets.
     pub meter: Arc<super::meter::Meter>,
     /// Its outbound request rate per origin, shared by its instances.
@@ -43,6 +45,20 @@ pub trait ReplicaControl: Send + Sync {
     fn get(&self, process: &str) -> Option<(u32, u32)>;
     /// Sets the count; resolves once started and stopped. The error is for the plugin.
     fn set(&self, process: String, count: u32) -> BoxFuture<Result<(u32, u32), String>>;
+    /// The replica indices of `process` that exist, or `None` if there is no such process.
+    fn list(&self, process: &str) -> Option<Vec<u32>>;
+    /// Each replica's state and busy probe answer, asked now.
+    fn inspect(
+        &self,
+        process: String,
+        replicas: Vec<u32>,
+    ) -> BoxFuture<Result<Vec<crate::supervisor::ReplicaFacts>, String>>;
+    /// Drains and stops these replicas; keeps those still busy.
+    fn remove(
+        &self,
+        process: String,
+        replicas: Vec<u32>,
+    ) -> BoxFuture<Result<crate::supervisor::Removal, String>>;
 }
 
 impl Grants {
@@ -53,7 +69,8 @@ impl Grants {
         replicas: Option<Arc<dyn ReplicaControl>>,
     ) -> Grants {
         let meter = super::meter::Meter::new(plugin.into(), settings.budgets.log);
-        Grants { plugin: plugin.into(), settings, state, replicas, meter, http_rates: Default::default() }
+        let http_rates = Default::default();
+        Grants { plugin: plugin.into(), settings, state, replicas, victims: None, meter, http_rates }
     }
 
     /// The same plugin under new settings (a reloaded configuration): its meter and outbound
@@ -67,6 +84,7 @@ impl Grants {
             settings,
             state,
             replicas: self.replicas.clone(),
+            victims: self.victims.clone(),
             meter: self.meter.clone(),
             http_rates: self.http_rates.clone(),
         }
@@ -113,7 +131,13 @@ pub struct HostState {
     pub cpu: CpuClock,
     /// The last bytes the guest wrote to stderr (a panic message ends up here).
     pub stderr: TailBuffer,
+    /// `scale-in` / `replica-units` calls made by the current call (each may make the agent
+    /// probe every replica): at most [`SCALE_IN_CALLS`].
+    pub scale_in_calls: u32,
 }
+
+/// Most `scale-in.rank` and `replica-units.remove` calls one backend call may make.
+pub const SCALE_IN_CALLS: u32 = 8;
 
 impl HostState {
     pub fn new(grants: Arc<Grants>, kind: super::Kind) -> HostState {
@@ -144,6 +168,7 @@ impl HostState {
             gate,
             cpu: CpuClock::default(),
             stderr,
+            scale_in_calls: 0,
         }
     }
 }
@@ -155,6 +180,7 @@ impl HostState {
     /// A call starts: its outbound requests must end by `deadline`.
     pub fn begin_call(&mut self, deadline: std::time::Instant) {
         self.gate.outbound.begin_call(deadline);
+        self.scale_in_calls = 0;
     }
 
     /// The call ended: cancels its open requests; returns how many there were.

@@ -349,10 +349,15 @@ async fn evaluate(
     entry.backend_ms = Some(started.elapsed().as_millis() as u64);
     match result {
         Ok(outcome) => {
-            entry.action = Action::Scale;
+            let reached = kept_busy(&mut entry, capacity.replicas, target, outcome.capacity.replicas);
+            entry.action = if reached == capacity.replicas && tier == capacity.tier {
+                Action::Hold
+            } else {
+                Action::Scale
+            };
             entry.outcome = outcome.detail;
-            if target != capacity.replicas {
-                history.actions.push_back((now, capacity.replicas, target));
+            if reached != capacity.replicas {
+                history.actions.push_back((now, capacity.replicas, reached));
             }
             if tier != capacity.tier {
                 history.last_tier_change_ms = Some(now);
@@ -364,6 +369,27 @@ async fn evaluate(
         }
     }
     (entry, tier_name)
+}
+
+/// A scale-in the backend made smaller than asked — it kept units that reported busy rather
+/// than kill their work — is journaled as a step of its own; returns the replicas reached.
+fn kept_busy(entry: &mut JournalEntry, current: u32, target: u32, after: u32) -> u32 {
+    if target >= current || after <= target {
+        return target;
+    }
+    let reached = after.min(current);
+    let why = "the backend kept units that report busy rather than stop their work (see its account)";
+    let step = super::guardrails::Step {
+        guardrail: "busy units",
+        before: target as f64,
+        after: reached as f64,
+        why: why.into(),
+    };
+    if let serde_json::Value::Array(all) = &mut entry.steps {
+        all.push(step_json(&step));
+    }
+    entry.target = reached;
+    reached
 }
 
 fn step_json(s: &super::guardrails::Step) -> serde_json::Value {

@@ -10,6 +10,7 @@ pub mod guardrails;
 pub mod plot;
 pub mod schedule;
 pub mod simulate;
+pub mod victims;
 
 use crate::config::GroupSpec;
 use crate::plugins::registry::Registry;

@@ -16,6 +16,7 @@ mod health;
 mod instance;
 pub mod output;
 mod reload;
+mod scale_in;
 pub mod sockets;
 pub mod spawn;
 pub mod tree;
@@ -23,6 +24,7 @@ pub mod tree;
 pub use cgroup::{TreeMode, TreeStatus};
 pub use instance::{InstanceStatus, ProcState};
 pub use reload::ProcessChanges;
+pub use scale_in::{parse_busy, Removal, ReplicaFacts};
 
 use crate::config::ProcessSpec;
 use crate::sampler::ProcessRef;
@@ -45,7 +47,8 @@ pub enum SupervisorError {
 
 struct Program {
     spec: Arc<ProcessSpec>,
-    instances: Vec<Handle>,
+    /// By replica index. Indices may have gaps after a scale-in that chose its victims.
+    instances: BTreeMap<u32, Handle>,
     /// Bumped by each reload that changes the spec: a rolling restart of an older one stops.
     generation: u64,
     /// Its listening sockets (`sockets`), held across restarts and scale changes.
@@ -117,7 +120,7 @@ impl Supervisor {
     fn program(&self, spec: ProcessSpec) -> Program {
         let spec = Arc::new(spec);
         let sockets = Arc::new(sockets::Sockets::bind(&spec.sockets));
-        let instances = (0..spec.replicas).map(|r| self.launch(&spec, r, None, &sockets)).collect();
+        let instances = (0..spec.replicas).map(|r| (r, self.launch(&spec, r, None, &sockets))).collect();
         Program { spec, instances, generation: 0, sockets }
     }
 
@@ -162,7 +165,7 @@ impl Supervisor {
 
     async fn refresh_statuses(&self) {
         let programs = self.programs.lock().await;
-        let all = programs.values().flat_map(|p| p.instances.iter().map(|i| i.status.clone())).collect();
+        let all = programs.values().flat_map(|p| p.instances.values().map(|i| i.status.clone())).collect();
         *self.statuses.lock().unwrap_or_else(|p| p.into_inner()) = all;
     }
 
@@ -199,7 +202,7 @@ impl Supervisor {
     async fn each(&self, name: &str, make: impl Fn() -> Control) -> Result<(), SupervisorError> {
         let programs = self.programs.lock().await;
         let program = programs.get(name).ok_or_else(|| SupervisorError::Unknown(name.to_string()))?;
-        for i in &program.instances {
+        for i in program.instances.values() {
             let _ = i.ctl.send(make()).await;
         }
         Ok(())
@@ -221,7 +224,7 @@ impl Supervisor {
             let programs = self.programs.lock().await;
             let program = programs.get(name).ok_or_else(|| SupervisorError::Unknown(name.to_string()))?;
             let mut waits = Vec::new();
-            for i in &program.instances {
+            for i in program.instances.values() {
                 let (ack, wait) = oneshot::channel();
                 if i.ctl.send(Control::Stop(ack)).await.is_ok() {
                     waits.push(wait);
@@ -235,8 +238,9 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Sets the number of replicas of `name`: new ones get the next indices; removed ones are
-    /// the highest indices, stopped gracefully (this waits for them).
+    /// Sets the number of replicas of `name`: new ones get the lowest free indices; removed ones
+    /// are the highest indices, stopped gracefully (this waits for them).
+    /// [`Supervisor::remove_replicas`] removes chosen ones instead.
     pub async fn set_replicas(&self, name: &str, count: u32) -> Result<(), SupervisorError> {
         if count > 1000 {
             return Err(SupervisorError::TooMany(count));
@@ -245,16 +249,23 @@ impl Supervisor {
             let mut programs = self.programs.lock().await;
             let program = programs.get_mut(name).ok_or_else(|| SupervisorError::Unknown(name.to_string()))?;
             let current = program.instances.len() as u32;
-            for replica in current..count {
+            let free: Vec<u32> = (0..)
+                .filter(|r| !program.instances.contains_key(r))
+                .take(count.saturating_sub(current) as usize)
+                .collect();
+            for replica in free {
                 let handle = self.launch(&program.spec, replica, None, &program.sockets);
-                program.instances.push(handle);
+                program.instances.insert(replica, handle);
             }
             if count != current {
                 tracing::info!(process = %name, "replicas {current} → {count}");
             }
             // Scaling down removes the highest indices; scaling up removes nothing.
-            let keep = (count as usize).min(program.instances.len());
-            program.instances.split_off(keep)
+            let mut removed = Vec::new();
+            while program.instances.len() > count as usize {
+                removed.extend(program.instances.pop_last().map(|(_, h)| h));
+            }
+            removed
         };
         self.refresh_statuses().await;
         shutdown_all(removed, true).await;
@@ -269,7 +280,7 @@ impl Supervisor {
     ) -> Result<Vec<(u32, Arc<output::Output>)>, SupervisorError> {
         let programs = self.programs.lock().await;
         let program = programs.get(name).ok_or_else(|| SupervisorError::Unknown(name.to_string()))?;
-        let all = program.instances.iter().enumerate().map(|(i, h)| (i as u32, h.output.clone()));
+        let all = program.instances.iter().map(|(i, h)| (*i, h.output.clone()));
         let picked: Vec<_> = all.filter(|(i, _)| replica.is_none_or(|r| r == *i)).collect();
         match replica {
             Some(r) if picked.is_empty() => Err(SupervisorError::NoReplica(name.to_string(), r)),
@@ -282,7 +293,7 @@ impl Supervisor {
     pub async fn shutdown(&self) {
         let all: Vec<Handle> = {
             let mut programs = self.programs.lock().await;
-            programs.values_mut().flat_map(|p| p.instances.drain(..)).collect()
+            programs.values_mut().flat_map(|p| std::mem::take(&mut p.instances).into_values()).collect()
         };
         shutdown_all(all, true).await;
         self.tree.remove();
@@ -304,6 +315,34 @@ impl crate::plugins::sandbox::ReplicaControl for Supervisor {
             let this = this.ok_or("the supervisor is shutting down")?;
             this.set_replicas(&process, count).await.map_err(|e| e.to_string())?;
             this.capacity(&process).ok_or_else(|| format!("no [[process]] named `{process}`"))
+        })
+    }
+
+    fn list(&self, process: &str) -> Option<Vec<u32>> {
+        self.replica_indices(process)
+    }
+
+    fn inspect(
+        &self,
+        process: String,
+        replicas: Vec<u32>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<ReplicaFacts>, String>> + Send>> {
+        let this = self.self_ref.get().and_then(std::sync::Weak::upgrade);
+        Box::pin(async move {
+            let this = this.ok_or("the supervisor is shutting down")?;
+            this.inspect(&process, &replicas).await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn remove(
+        &self,
+        process: String,
+        replicas: Vec<u32>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Removal, String>> + Send>> {
+        let this = self.self_ref.get().and_then(std::sync::Weak::upgrade);
+        Box::pin(async move {
+            let this = this.ok_or("the supervisor is shutting down")?;
+            this.remove_replicas(&process, &replicas).await.map_err(|e| e.to_string())
         })
     }
 }

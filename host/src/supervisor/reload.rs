@@ -60,7 +60,7 @@ impl Supervisor {
             let mut removed = Vec::new();
             for name in gone {
                 if let Some(p) = programs.remove(&name) {
-                    removed.extend(p.instances);
+                    removed.extend(p.instances.into_values());
                 }
                 changes.removed.push(name);
             }
@@ -118,8 +118,18 @@ impl Supervisor {
     /// fixed file restarts them all. A later reload that changes the program again supersedes
     /// this roll (`generation`).
     async fn roll(&self, name: &str, count: Option<u32>, previous: Arc<ProcessSpec>, generation: u64) {
-        let mut replica = 0u32;
-        while let Some((spec, status)) = self.replace(name, replica, generation).await {
+        let indices: Vec<u32> = match self.programs.lock().await.get(name) {
+            Some(p) if p.generation == generation => p.instances.keys().copied().collect(),
+            _ => return,
+        };
+        for replica in indices {
+            let Some((spec, status)) = self.replace(name, replica, generation).await else {
+                // Removed meanwhile (a scale-in), or superseded by a newer reload.
+                match self.programs.lock().await.get(name) {
+                    Some(p) if p.generation == generation => continue,
+                    _ => return,
+                }
+            };
             tracing::info!(process = %name, replica, "restarted with its new configuration");
             if spec.health.is_some() && !wait_ready(&status, ready_wait(&spec)).await {
                 tracing::error!(
@@ -134,7 +144,6 @@ impl Supervisor {
                 }
                 return;
             }
-            replica += 1;
         }
         if let Some(count) = count {
             let _ = self.set_replicas(name, count).await;
@@ -153,7 +162,7 @@ impl Supervisor {
         let (ctl, output) = {
             let programs = self.programs.lock().await;
             let program = programs.get(name).filter(|p| p.generation == generation)?;
-            let old = program.instances.get(replica as usize)?;
+            let old = program.instances.get(&replica)?;
             (old.ctl.clone(), old.output.clone())
         };
         let (ack, wait) = tokio::sync::oneshot::channel();
@@ -166,7 +175,7 @@ impl Supervisor {
             let spec = program.spec.clone();
             let handle = self.launch(&spec, replica, Some(output), &program.sockets);
             let status = handle.status.clone();
-            *program.instances.get_mut(replica as usize)? = handle;
+            *program.instances.get_mut(&replica)? = handle;
             (spec, status)
         };
         self.refresh_statuses().await;

@@ -11,6 +11,10 @@
 //! ```
 //! Keys of `metrics` are JSON pointers (RFC 6901). A pointer that is missing or not a number is
 //! reported as an error, never as a zero.
+//!
+//! `each` reads an object of numbers, one series per key, the key in a label: with
+//! `each = { "/busy" = { metric = "app.busy", label = "server" } }`, `{"busy": {"web-1": 2}}`
+//! becomes `app.busy{server="web-1"} 2` (e.g. per-server numbers for `[group.scale_in]`).
 
 use elastic_sdk::source::Guest;
 use elastic_sdk::{key, Label, Metadata, PluginError, Sample};
@@ -21,10 +25,25 @@ use std::collections::BTreeMap;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub url: String,
+    #[serde(default)]
     pub metrics: BTreeMap<String, String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// JSON pointer to an object → one series per key.
+    #[serde(default)]
+    pub each: BTreeMap<String, Each>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Each {
+    pub metric: String,
+    /// The label whose value is the object's key.
+    pub label: String,
+}
+
+/// Most series one `each` object may produce (the agent's series budget applies as well).
+const MAX_EACH: usize = 1000;
 
 /// Picks the configured numbers out of a JSON document.
 pub fn extract(config: &Config, body: &[u8]) -> Result<Vec<Sample>, PluginError> {
@@ -43,6 +62,18 @@ pub fn extract(config: &Config, body: &[u8]) -> Result<Vec<Sample>, PluginError>
                 timestamp_ms: 0,
             }),
             None => missing.push(pointer.as_str()),
+        }
+    }
+    for (pointer, each) in &config.each {
+        let Some(object) = doc.pointer(pointer).and_then(|v| v.as_object()) else {
+            missing.push(pointer.as_str());
+            continue;
+        };
+        for (key, value) in object.iter().take(MAX_EACH) {
+            let Some(value) = value_of(value) else { continue };
+            let mut labels = labels.clone();
+            labels.push(Label { key: each.label.clone(), value: key.clone() });
+            samples.push(Sample { metric: each.metric.clone(), labels, value, timestamp_ms: 0 });
         }
     }
     if !missing.is_empty() {
@@ -91,16 +122,24 @@ impl Guest for HttpJson {
                 key("url", "the stats endpoint; its origin must be in allow_http", true),
                 key(
                     "metrics",
-                    "table of JSON pointer → metric name, e.g. { \"/requests\" = \"app.requests\" }",
-                    true,
+                    "table of JSON pointer → metric name, e.g. { \"/requests\" = \"app.requests\" } (this or each)",
+                    false,
                 ),
                 key("labels", "table of labels added to every sample", false),
+                key(
+                    "each",
+                    "table of JSON pointer to an object → { metric, label }: one series per key, the key in the label",
+                    false,
+                ),
             ],
         }
     }
 
     fn collect() -> Result<Vec<Sample>, PluginError> {
         let config: Config = elastic_sdk::config()?;
+        if config.metrics.is_empty() && config.each.is_empty() {
+            return Err(PluginError::BadConfig("give metrics or each (or both)".into()));
+        }
         extract(&config, &get(&config.url)?)
     }
 }
@@ -117,7 +156,21 @@ mod tests {
             metrics: [("/a/b".to_string(), "app.b".to_string()), ("/s".to_string(), "app.s".to_string())]
                 .into(),
             labels: [("app".to_string(), "shop".to_string())].into(),
+            each: Default::default(),
         }
+    }
+
+    #[test]
+    fn each_key_of_an_object_becomes_a_series_labelled_with_it() {
+        let mut c = config();
+        c.metrics.clear();
+        c.each.insert("/busy".into(), Each { metric: "app.busy".into(), label: "server".into() });
+        let s = extract(&c, br#"{"busy":{"web-1":2,"web-2":false,"web-3":"n/a"}}"#).unwrap();
+        let got: Vec<(String, f64)> = s.iter().map(|x| (x.labels[1].value.clone(), x.value)).collect();
+        assert_eq!(got, [("web-1".to_string(), 2.0), ("web-2".to_string(), 0.0)], "a non-number is skipped");
+        assert_eq!((s[0].labels[0].key.as_str(), s[0].labels[1].key.as_str()), ("app", "server"));
+        let e = extract(&c, br#"{"busy":3}"#).unwrap_err();
+        assert!(matches!(e, PluginError::InvalidInput(m) if m.contains("/busy")), "not an object");
     }
 
     #[test]

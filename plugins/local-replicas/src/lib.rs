@@ -1,6 +1,8 @@
 //! Scales a supervised `[[process]]` on this machine: capacity is its replica count, and ready
 //! capacity the replicas whose health check passes. It reaches the supervisor only through the
-//! `replicas` host capability, for the processes granted to it:
+//! `replicas` and `replica-units` host capabilities, for the processes granted to it. A scale-in
+//! removes the replicas the agent ranks most idle (`scale-in.rank`: not ready first, then by the
+//! `[process.busy]` probe and CPU), drained first, and never one that reports busy:
 //!
 //! ```toml
 //! [plugins.local-replicas]
@@ -12,7 +14,9 @@
 //! ```
 
 use elastic_sdk::backend::{Group, Guest, Outcome};
-use elastic_sdk::{key, parse_json, replicas, Capacity, Metadata, PluginError, Target};
+use elastic_sdk::{
+    key, parse_json, replica_units, replicas, scale_in, Capacity, Metadata, PluginError, Target,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -50,15 +54,48 @@ impl Guest for LocalReplicas {
     fn scale(group: Group, target: Target) -> Result<Outcome, PluginError> {
         let process = process(&group)?;
         let before = replicas::get(&process)?;
-        let after = replicas::set(&process, target.replicas)?;
-        Ok(Outcome {
-            detail: format!(
+        if target.replicas >= before.replicas {
+            let after = replicas::set(&process, target.replicas)?;
+            let detail = format!(
                 "{process}: {} → {} replicas ({} ready)",
                 before.replicas, after.replicas, after.ready
-            ),
-            capacity: after,
-        })
+            );
+            return Ok(Outcome { detail, capacity: after });
+        }
+        shrink(&group.name, &process, before.replicas - target.replicas)
     }
+}
+
+/// Removes `count` replicas, the ones the agent ranks most idle; never one that reports busy.
+fn shrink(group: &str, process: &str, count: u32) -> Result<Outcome, PluginError> {
+    // Highest index first among equals: what `replicas::set` would have removed.
+    let mut units = replica_units::units(process)?;
+    units.reverse();
+    let ranked = scale_in::rank(group, &units)?;
+    let (victims, mut kept) = elastic_sdk::choose_victims(&ranked, count as usize);
+    let before = units.len();
+    let removal = if victims.is_empty() {
+        replica_units::Removal { removed: vec![], kept: vec![], capacity: replicas::get(process)? }
+    } else {
+        replica_units::remove(process, &victims)?
+    };
+    kept.extend(removal.kept);
+    let why: Vec<String> = removal
+        .removed
+        .iter()
+        .map(|u| {
+            let reason = ranked.iter().find(|c| &c.unit == u).map_or("", |c| c.reason.as_str());
+            format!("{u} ({reason})")
+        })
+        .collect();
+    let mut detail = format!("{process}: {before} → {} replicas", removal.capacity.replicas);
+    if !why.is_empty() {
+        detail += &format!("; removed {}", why.join(", "));
+    }
+    if !kept.is_empty() {
+        detail += &format!("; kept {} busy: {}", kept.len(), kept.join(", "));
+    }
+    Ok(Outcome { detail, capacity: removal.capacity })
 }
 
 elastic_sdk::export_backend!(LocalReplicas);

@@ -72,8 +72,9 @@ pub struct GroupParams {
     /// Extra metadata on every server.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
-    /// Which servers go first on scale-in: `newest` (default), `oldest` or
-    /// `fewest-active-tasks`. Servers that are not ready always go first.
+    /// Which servers go first on scale-in among those the agent measures alike: `newest`
+    /// (default), `oldest` or `fewest-active-tasks`. Servers that are not ready always go first;
+    /// a server that reports busy (`[group.scale_in]`) never goes.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
     /// A server still building after this long is deleted and reported. Default 10m.

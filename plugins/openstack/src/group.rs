@@ -242,6 +242,28 @@ pub fn scale(
     }
 }
 
+/// The `count` servers to delete: those not ACTIVE first (they serve nothing), then the ACTIVE
+/// ones as the agent ranks them by what it measured (`[group.scale_in]`), the deletion policy's
+/// order breaking ties; never one that reports busy (fewer are deleted, and those kept named).
+fn choose_victims(
+    g: &Group,
+    members: &[Server],
+    count: usize,
+) -> Result<(Vec<Server>, Vec<String>), PluginError> {
+    let order = plan::victims(members, members.len(), g.params.deletion_policy);
+    let (inactive, active): (Vec<Server>, Vec<Server>) =
+        order.into_iter().partition(|x| x.status != "ACTIVE");
+    let mut chosen: Vec<Server> = inactive.into_iter().take(count).collect();
+    if chosen.len() == count || active.is_empty() {
+        return Ok((chosen, vec![]));
+    }
+    let names: Vec<String> = active.iter().map(|x| x.name.clone()).collect();
+    let ranked = elastic_sdk::scale_in::rank(g.name, &names)?;
+    let (picked, kept) = elastic_sdk::choose_victims(&ranked, count - chosen.len());
+    chosen.extend(picked.iter().filter_map(|n| active.iter().find(|x| &x.name == n).cloned()));
+    Ok((chosen, kept))
+}
+
 fn act(
     s: &mut Session,
     m: &mut Memory,
@@ -290,7 +312,13 @@ fn act(
             }
         }
     } else if target.replicas < have {
-        victims = plan::victims(members, (have - target.replicas) as usize, g.params.deletion_policy);
+        let kept;
+        (victims, kept) = choose_victims(g, members, (have - target.replicas) as usize)?;
+        if !kept.is_empty() {
+            done.push(format!("kept {} busy: {}", kept.len(), kept.join(", ")));
+        }
+    }
+    if !victims.is_empty() {
         for v in &victims {
             nova::delete(s, &v.id).map_err(api)?;
             m.deleting.insert(v.id.clone(), host::now_ms());

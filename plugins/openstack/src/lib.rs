@@ -98,7 +98,7 @@ impl Guest for OpenStack {
                 key("availability_zone", "(group backend_config) availability zone of new servers", false),
                 key("server_group", "(group backend_config) server group UUID (scheduler hint)", false),
                 key("metadata", "(group backend_config) extra metadata on every server", false),
-                key("deletion_policy", "(group backend_config) newest (default), oldest, fewest-active-tasks", false),
+                key("deletion_policy", "(group backend_config) newest (default), oldest, fewest-active-tasks: the order among servers the agent's scale-in ranking measures alike", false),
                 key("build_timeout", "(group backend_config) a server still building after this is deleted; default 10m", false),
                 key("resize_timeout", "(group backend_config) limit on one resize; default 10m", false),
                 key("delete_timeout", "(group backend_config) wait for deleted servers to disappear; default 2m", false),

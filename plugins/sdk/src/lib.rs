@@ -35,9 +35,9 @@ pub mod policy {
             export_macro_name: "export_policy",
             default_bindings_module: "elastic_sdk::policy::bindings",
             with: {
-                "elastic:plugin/types@0.1.1": crate::source::bindings::elastic::plugin::types,
-                "elastic:plugin/host@0.1.1": crate::source::bindings::elastic::plugin::host,
-                "elastic:plugin/about@0.1.1": crate::source::bindings::elastic::plugin::about,
+                "elastic:plugin/types@0.1.2": crate::source::bindings::elastic::plugin::types,
+                "elastic:plugin/host@0.1.2": crate::source::bindings::elastic::plugin::host,
+                "elastic:plugin/about@0.1.2": crate::source::bindings::elastic::plugin::about,
             },
         });
     }
@@ -54,9 +54,9 @@ pub mod backend {
             export_macro_name: "export_backend",
             default_bindings_module: "elastic_sdk::backend::bindings",
             with: {
-                "elastic:plugin/types@0.1.1": crate::source::bindings::elastic::plugin::types,
-                "elastic:plugin/host@0.1.1": crate::source::bindings::elastic::plugin::host,
-                "elastic:plugin/about@0.1.1": crate::source::bindings::elastic::plugin::about,
+                "elastic:plugin/types@0.1.2": crate::source::bindings::elastic::plugin::types,
+                "elastic:plugin/host@0.1.2": crate::source::bindings::elastic::plugin::host,
+                "elastic:plugin/about@0.1.2": crate::source::bindings::elastic::plugin::about,
             },
         });
     }
@@ -210,6 +210,26 @@ pub use source::bindings::export_source;
 /// `processes` only).
 pub use backend::bindings::elastic::plugin::replicas;
 
+/// Idle-aware scale-in (contract 0.1.2): the agent's ranking of a group's units
+/// (`scale_in::rank`), and removal of chosen replicas of a granted process (`replica_units`).
+pub use backend::bindings::elastic::plugin::{replica_units, scale_in};
+
+/// The `count` units to remove, from the agent's ranking: the first removable ones, in order.
+/// Also returns, for people, the busy units that would have been needed (`web#1 (busy: 2 in flight)`)
+/// when fewer than `count` are removable: remove fewer, never a busy one.
+pub fn choose_victims(ranked: &[scale_in::Candidate], count: usize) -> (Vec<String>, Vec<String>) {
+    let victims: Vec<String> =
+        ranked.iter().filter(|c| c.removable).take(count).map(|c| c.unit.clone()).collect();
+    let short = count - victims.len();
+    let kept = ranked
+        .iter()
+        .filter(|c| !c.removable)
+        .take(short)
+        .map(|c| format!("{} ({})", c.unit, c.reason))
+        .collect();
+    (victims, kept)
+}
+
 /// The value of metric `name` (or of the first window's metric) over its windows: the mean of
 /// each series, averaged across series. `None` when no series has data (unknown is not zero).
 pub fn mean_of(windows: &[Window], name: Option<&str>) -> Option<(String, f64)> {
@@ -246,6 +266,24 @@ mod tests {
             timestamps_ms: (0..values.len() as i64).map(|i| i * 1000).collect(),
             values: values.to_vec(),
         }
+    }
+
+    #[test]
+    fn victims_are_the_first_removable_units_and_busy_ones_are_named_when_short() {
+        use super::scale_in::Candidate;
+        let c = |unit: &str, removable: bool| Candidate {
+            unit: unit.into(),
+            removable,
+            busy: None,
+            activity: None,
+            reason: if removable { "idle".into() } else { "busy (1)".into() },
+        };
+        let ranked = [c("a", true), c("b", true), c("c", false), c("d", false)];
+        assert_eq!(super::choose_victims(&ranked, 1), (vec!["a".to_string()], vec![]));
+        let (victims, kept) = super::choose_victims(&ranked, 3);
+        assert_eq!(victims, ["a", "b"]);
+        assert_eq!(kept, ["c (busy (1))"]);
+        assert_eq!(super::choose_victims(&ranked[2..], 2).0, Vec::<String>::new());
     }
 
     #[test]

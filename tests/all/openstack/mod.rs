@@ -535,3 +535,57 @@ fn a_server_that_fails_to_build_is_reported_with_novas_fault_and_deleted() {
     // Whatever the agent created last is at most one server: no pile of ERROR servers.
     assert!(bench.servers().len() <= 1, "{:?}", summary(&bench.servers()));
 }
+
+#[test]
+fn scale_in_deletes_the_servers_measured_idle_and_never_one_that_reports_busy() {
+    let Some((creds, _serial)) = cloud_or_skip(
+        "openstack::scale_in_deletes_the_servers_measured_idle_and_never_one_that_reports_busy",
+    ) else {
+        return;
+    };
+    let bench = Bench::new(creds, "b");
+    // The application reports its load and, per server, the work each has in flight.
+    let app = JsonServer::start(r#"{"load": 3, "busy": {}}"#);
+    let source = format!(
+        "{}each = {{ \"/busy\" = {{ metric = \"app.busy\", label = \"server\" }} }}\n",
+        load_source(&app)
+    );
+    let group = horizontal_group(&bench.group, 5, "")
+        + "[group.scale_in]\nunit_label = \"server\"\nbusy = \"app.busy\"\n";
+    let config = format!("{source}{}\n{group}", bench.creds.plugin_toml(Some(&bench.proxied()), &[], ""));
+    let dir = plugins();
+    let agent = Agent::start(dir.path(), &config);
+    let mut servers = bench.wait_servers(3, Some("m1.tiny"));
+    // The deletion policy's order (`newest`; Nova's times are whole seconds, ties by id).
+    servers.sort_by(|a, b| {
+        b["created"].as_str().cmp(&a["created"].as_str()).then(a["id"].as_str().cmp(&b["id"].as_str()))
+    });
+    let names: Vec<String> = servers.iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+    let (newest, others) = (&names[0], &names[1..]);
+
+    // Down to 1 while the server the policy would delete first is busy: the two idle ones go,
+    // the busy one stays.
+    app.set_body(&json!({"load": 1, "busy": {newest: 2, &others[0]: 0, &others[1]: 0}}).to_string());
+    let scaled =
+        wait_journal(&agent, &bench.group, "a scale to 1", |d| d["action"] == "scale" && d["target"] == 1);
+    let outcome = scaled["outcome"].as_str().unwrap();
+    assert!(outcome.contains(&format!("deleted {}, {}", others[0], others[1])), "{outcome}");
+    let left = bench.wait_servers(1, Some("m1.tiny"));
+    assert_eq!(left[0]["name"].as_str(), Some(newest.as_str()));
+
+    // Down to 0 while it is still busy: the group holds, and says why.
+    app.set_body(&json!({"load": 0, "busy": {newest: 2}}).to_string());
+    let held = wait_journal(&agent, &bench.group, "a hold for the busy server", |d| {
+        d["action"] == "hold" && d["steps"].to_string().contains("busy units")
+    });
+    let expected = format!("kept 1 busy: {newest} (busy: 2 in flight)");
+    assert!(held["outcome"].as_str().unwrap().contains(&expected), "{held}");
+    assert_eq!(bench.servers().len(), 1);
+
+    // Its work done, it goes.
+    app.set_body(&json!({"load": 0, "busy": {newest: 0}}).to_string());
+    wait_journal(&agent, &bench.group, "the last server deleted", |d| {
+        d["outcome"].as_str().is_some_and(|o| o.contains(&format!("deleted {newest}")))
+    });
+    wait_for("no server left", LIMIT, || bench.servers().is_empty().then_some(()));
+}
