@@ -61,7 +61,10 @@ pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<
     };
     let collector =
         registry.as_ref().map(|_| Arc::new(Collector::new(Some(writer.clone()), telemetry.clone())));
-    let scaler = registry.as_ref().map(|r| Arc::new(crate::scaler::Scaler::start(&config.groups, r, &store)));
+    let cluster = config.cluster.clone().map(crate::cluster::Cluster::start);
+    let scaler = registry
+        .as_ref()
+        .map(|r| Arc::new(crate::scaler::Scaler::start(&config.groups, r, &store, cluster.clone())));
     let reloader = Arc::new(crate::reload::Reloader::new(
         config.clone(),
         reload,

@@ -5,10 +5,12 @@
 //! - [`store`]: the SQLite database; nothing else speaks SQL.
 //! - [`plugins`]: wasmtime; nothing else touches a component, a store or an instance.
 //! - [`api`]: the HTTP endpoints.
+//! - [`cluster`]: etcd: one decider per group across a fleet.
 //! - [`daemon`]: wires the above together for `agent run`; [`reload`] applies a changed
 //!   configuration to it.
 
 pub mod api;
+pub mod cluster;
 pub mod collector;
 pub mod commands;
 pub mod config;

@@ -254,6 +254,14 @@ impl Agent {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
     }
 
+    /// `/status`, or `None` when the agent does not answer (killed, stopped).
+    pub fn status_or_none(&self) -> Option<serde_json::Value> {
+        match http_get(self.addr, "/status") {
+            Ok((200, body)) => serde_json::from_str(&body).ok(),
+            _ => None,
+        }
+    }
+
     /// The `/status` entry of plugin `name`, if running.
     pub fn plugin(&self, name: &str) -> Option<serde_json::Value> {
         self.status()["plugins"].as_array()?.iter().find(|p| p["name"] == name).cloned()
@@ -353,6 +361,30 @@ impl JsonServer {
     pub fn set_body(&self, body: &str) {
         *self.body.lock().unwrap() = body.to_string();
     }
+}
+
+/// Builds the release agent and has [`Agent`] start it (for the benchmarks).
+#[allow(dead_code)] // used by tests/benches, which include this file
+pub fn use_release_agent() {
+    let status = cargo()
+        .args(["build", "--release", "--quiet", "-p", "agent", "--bin", "agent"])
+        .current_dir(root())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::env::set_var("AGENT_BIN", root().join("target/release/agent"));
+}
+
+/// Prints a measurement where the test run's output shows it (the harness does not capture it).
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "MEASURED {line}");
+}
+
+/// Sends signal `name` (`STOP`, `CONT`, …) to `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap().success();
+    assert!(ok, "kill -{name} {pid}");
 }
 
 /// Says loudly, on the real stderr (not captured by the test harness), that a test or part of

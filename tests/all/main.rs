@@ -7,6 +7,7 @@ mod cli;
 mod containment;
 mod contract;
 mod first_hour;
+mod fleet;
 mod footprint;
 mod guide;
 mod hot_reload;

@@ -305,7 +305,7 @@ async fn the_ledger_backend_records_targets_per_group_across_restarts() {
     let b = h.get("ledger");
     let c = b.describe(group("web"), 1000).await.unwrap();
     assert_eq!((c.replicas, c.ready, c.tier_name.as_str()), (2, 2, "small"));
-    let out = b.scale(group("web"), Target { replicas: 5, tier: 1 }, 1000).await.unwrap();
+    let out = b.scale(group("web"), Target { replicas: 5, tier: 1 }, 1000, None).await.unwrap();
     assert_eq!(out.detail, "recorded 2 → 5 replicas, tier 0 → 1");
     assert_eq!((out.capacity.replicas, out.capacity.tier_name.as_str()), (5, "large"));
     assert_eq!(b.describe(group("api"), 1000).await.unwrap().replicas, 2, "groups are independent");

@@ -88,8 +88,12 @@ fn scale_in_removes_only_idle_replicas_drained_first_and_holds_while_the_rest_ar
     let removed =
         "web: 4 → 2 replicas; removed web#0 (idle: busy 0, 0.0 % CPU), web#2 (idle: busy 0, 0.0 % CPU)";
     assert!(outcome.starts_with(removed), "{scaled}");
-    // It needed three and only two were idle.
-    assert!(outcome.contains("; kept 1 busy: web#3 (busy: 1 in flight)"), "{outcome}");
+    // It needed three and only two were idle: one of the busy ones is named.
+    let kept_busy = |o: &str| {
+        o.contains("; kept 1 busy: web#1 (busy: 1 in flight)")
+            || o.contains("; kept 1 busy: web#3 (busy: 1 in flight)")
+    };
+    assert!(kept_busy(outcome), "{outcome}");
     assert_eq!(scaled["target"], 2, "{scaled}");
     let steps = scaled["steps"].to_string();
     assert!(steps.contains(r#""after":2.0,"before":1.0,"guardrail":"busy units""#), "{steps}");
@@ -106,10 +110,7 @@ fn scale_in_removes_only_idle_replicas_drained_first_and_holds_while_the_rest_ar
     let held = decision(&agent, "web", "a hold for the busy replicas", |d| {
         d["action"] == "hold" && d["current"] == 2 && d["steps"].to_string().contains("busy units")
     });
-    assert!(
-        held["outcome"].as_str().unwrap().ends_with("; kept 1 busy: web#3 (busy: 1 in flight)"),
-        "{held}"
-    );
+    assert!(kept_busy(held["outcome"].as_str().unwrap()), "{held}");
     assert_eq!(replicas(&agent, "web").len(), 2);
     let (code, out, _) = agent.cli(&["decisions", "--group", "web", "--since", "1m"]);
     assert_eq!(code, 0);

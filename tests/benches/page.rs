@@ -24,13 +24,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a list; there are no tests here
     }
-    let status = common::cargo()
-        .args(["build", "--release", "--quiet", "-p", "agent", "--bin", "agent"])
-        .current_dir(common::root())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::env::set_var("AGENT_BIN", common::root().join("target/release/agent"));
+    common::use_release_agent();
     let Some(browser) = browser::Browser::start("the page benchmark") else { return };
 
     let (text, addr, _) = common::default_configuration();

@@ -111,6 +111,7 @@ fn status_json(state: &ApiState) -> serde_json::Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "groups": groups,
+        "cluster": state.scaler.as_ref().and_then(|s| s.cluster()).map(|c| c.status()),
         // What the configuration asks of plugins that the loaded ones do not offer.
         "problems": state.registry.as_ref().map(|r| r.problems()).unwrap_or_default(),
         "processes": processes,
@@ -152,7 +153,9 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::Int
         let latest = state.writer.as_ref().map(|w| w.latest()).unwrap_or_default();
         let plugins = state.registry.as_ref().map(|r| r.status().0).unwrap_or_default();
         let config = state.reloader.as_ref().map(|r| r.status());
+        let cluster = state.scaler.as_ref().and_then(|s| s.cluster()).map(|c| c.status());
         prometheus::render(&prometheus::Inputs {
+            cluster: cluster.as_ref(),
             config: config.as_ref(),
             latest: &latest,
             writer: state.writer.as_deref(),

@@ -26,6 +26,8 @@ pub struct Inputs<'a> {
     pub uptime_s: f64,
     /// The configuration's reload state (`None` in tools that have no daemon).
     pub config: Option<&'a crate::reload::ConfigStatus>,
+    /// `[cluster]`: etcd's reachability and this node's role per cluster group.
+    pub cluster: Option<&'a crate::cluster::ClusterStatus>,
 }
 
 /// The namespace of the agent's own families.
@@ -274,6 +276,33 @@ pub fn render(inputs: &Inputs) -> String {
             secs(load(&w.write_ns_last)),
         );
     }
+    if let Some(c) = inputs.cluster {
+        let reachable = if c.etcd_reachable { 1.0 } else { 0.0 };
+        own(
+            "agent_cluster_etcd_reachable",
+            "1 while etcd answers; 0: cluster groups are frozen.",
+            "gauge",
+            &[],
+            reachable,
+        );
+        own(
+            "agent_cluster_etcd_requests_total",
+            "Requests sent to etcd.",
+            "counter",
+            &[],
+            c.etcd_requests as f64,
+        );
+        for (group, v) in &c.groups {
+            let l = [("group", group.as_str()), ("role", v.role)];
+            own(
+                "agent_cluster_group_role",
+                "1 for this node's role in a cluster group (leader, follower, frozen).",
+                "gauge",
+                &l,
+                1.0,
+            );
+        }
+    }
     for p in inputs.plugins {
         let l = [("plugin", p.name.as_str()), ("kind", p.kind.as_str())];
         own("agent_plugin_calls_total", "Calls made to a plugin.", "counter", &l, p.calls as f64);
@@ -452,6 +481,7 @@ mod tests {
             latest.sort_by(|a, b| a.key.cmp(&b.key));
             let page = render(&Inputs {
                 config: None,
+                cluster: None,
                 latest: &latest,
                 writer: None,
                 telemetry: &telemetry,

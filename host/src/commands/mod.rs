@@ -442,6 +442,13 @@ pub fn decisions(
                     println!("{}", crate::scaler::schedule::describe(&g.name, &e));
                 }
             }
+            // Who decides a cluster group is the running agents' knowledge, not the journal's.
+            if config.groups.iter().any(|g| g.coordinated) {
+                match status::fetch_from(&config) {
+                    Ok(s) => print!("{}", status::cluster_lines(&s)),
+                    Err(e) => println!("cluster: roles unknown: {e:#}"),
+                }
+            }
         }
     }
     Ok(Exit::Success)

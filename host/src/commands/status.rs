@@ -9,10 +9,14 @@ use serde_json::Value;
 
 /// The running agent's `/status`.
 fn fetch(options: RunOptions) -> anyhow::Result<Value> {
-    let config = locate(options)?;
+    fetch_from(&locate(options)?)
+}
+
+/// `/status` of the agent `config` describes.
+pub fn fetch_from(config: &crate::config::Config) -> anyhow::Result<Value> {
     runtime()?.block_on(async {
-        let url = agent_url(&config, "/status");
-        let response = http().get(url).send().await.map_err(|e| unreachable(&config, e))?;
+        let url = agent_url(config, "/status");
+        let response = http().get(url).send().await.map_err(|e| unreachable(config, e))?;
         let body = response.text().await.context("reading /status")?;
         serde_json::from_str(&body).context("/status is not JSON")
     })
@@ -26,8 +30,34 @@ pub fn ps(options: RunOptions, as_json: bool) -> anyhow::Result<Exit> {
         println!("{}", serde_json::to_string_pretty(&processes)?);
     } else {
         print!("{}", processes_table(&processes));
+        print!("{}", cluster_lines(&status));
     }
     Ok(Exit::Success)
+}
+
+/// One line per cluster group: this node's role, the leader, the fencing revision, the last
+/// change of leader. Empty without `[cluster]`.
+pub fn cluster_lines(status: &Value) -> String {
+    let c = &status["cluster"];
+    let Some(groups) = c["groups"].as_object() else { return String::new() };
+    let node = text(c, "node");
+    let reach = if c["etcd_reachable"] == true { "reachable" } else { "UNREACHABLE: cluster groups frozen" };
+    let mut out = format!("cluster: node {node}, etcd {reach}\n");
+    for (group, v) in groups {
+        let leader = v["leader"].as_str().unwrap_or("unknown");
+        let fencing =
+            v["fencing_revision"].as_i64().map(|r| format!(", fencing revision {r}")).unwrap_or_default();
+        let failover = v["last_failover_ms"]
+            .as_i64()
+            .map(|t| format!(", leader since {}", crate::timefmt::format(t)))
+            .unwrap_or_default();
+        let reason = v["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default();
+        out += &format!(
+            "  group {group}: {} here, leader {leader}{fencing}{failover}{reason}\n",
+            text(v, "role")
+        );
+    }
+    out
 }
 
 /// `agent status`: what the agent runs, decides and loads, and what is wrong, on one screen.
@@ -60,6 +90,10 @@ fn render(s: &Value) -> (String, bool) {
     );
     if !groups.is_empty() {
         out += &format!("\n{}", groups_table(&groups));
+    }
+    out += &cluster_lines(s);
+    if s["cluster"]["etcd_reachable"] == false {
+        attention.push("etcd is unreachable: cluster groups are frozen".into());
     }
     if !plugins.is_empty() {
         out += &format!("\n{}", plugins_table(&plugins));

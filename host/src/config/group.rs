@@ -33,6 +33,9 @@ pub struct GroupSpec {
     pub schedules: Vec<crate::scaler::schedule::Window>,
     /// `[group.scale_in]`: per-unit metrics that rank units that are not supervised replicas.
     pub scale_in: super::ScaleInRule,
+    /// `coordination = "cluster"`: acted on only by the agent holding the group's leader key in
+    /// etcd (`[cluster]`), its decision state kept there. Default `local`.
+    pub coordinated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +82,7 @@ pub(super) struct RawGroup {
     #[serde(default)]
     schedule: Vec<Spanned<super::schedule::RawSchedule>>,
     scale_in: Option<super::scale_in::RawScaleIn>,
+    coordination: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -115,7 +119,11 @@ struct RawFallback {
     capacity: u32,
 }
 
-pub(super) fn validate(raw: Vec<RawGroup>, at: &Located) -> Result<Vec<GroupSpec>, ConfigError> {
+pub(super) fn validate(
+    raw: Vec<RawGroup>,
+    clustered: bool,
+    at: &Located,
+) -> Result<Vec<GroupSpec>, ConfigError> {
     let mut groups: Vec<GroupSpec> = Vec::new();
     for g in raw {
         let name = g.name.get_ref().clone();
@@ -224,7 +232,23 @@ pub(super) fn validate(raw: Vec<RawGroup>, at: &Located) -> Result<Vec<GroupSpec
         };
         let json = |t: &toml::Table| serde_json::to_string(t).expect("a TOML table is valid JSON");
         let schedules = super::schedule::validate(g.schedule, &name, at)?;
+        let coordinated = match g.coordination.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
+            None | Some(("local", _)) => false,
+            Some(("cluster", _)) if clustered => true,
+            Some(("cluster", span)) => {
+                return Err(at.error(
+                    Some(span),
+                    &field("coordination: `cluster` needs a [cluster] table (the etcd members)"),
+                ))
+            }
+            Some((other, span)) => {
+                return Err(
+                    at.error(Some(span), &field(&format!("coordination: `{other}` is not local or cluster")))
+                )
+            }
+        };
         groups.push(GroupSpec {
+            coordinated,
             schedules,
             scale_in: super::scale_in::scale_in(g.scale_in),
             name: name.clone(),

@@ -3,12 +3,14 @@
 //!
 //! Owns: the file format and its defaults. Does not know about wasmtime, SQLite or HTTP.
 
+mod cluster;
 mod group;
 mod origin;
 mod process;
 mod scale_in;
 mod schedule;
 
+pub use cluster::ClusterSpec;
 pub use group::{Fallback, GroupSpec, MetricWindow};
 pub use origin::{Origin, Scheme};
 pub use process::{parse_signal, Backoff, HealthCheck, LogFiles, Probe, ProcessSpec, Restart, StartLimit};
@@ -60,6 +62,8 @@ pub struct Config {
     pub processes: Vec<ProcessSpec>,
     /// `[[group]]`: scaling groups, in file order.
     pub groups: Vec<GroupSpec>,
+    /// `[cluster]`: the etcd the agents of a fleet coordinate through, if any.
+    pub cluster: Option<ClusterSpec>,
 }
 
 /// What one plugin is granted and held to. Every field has a safe default: a plugin with no
@@ -231,6 +235,7 @@ struct RawConfig {
     process: Vec<process::RawProcess>,
     #[serde(default)]
     group: Vec<group::RawGroup>,
+    cluster: Option<Spanned<cluster::RawCluster>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -412,7 +417,8 @@ impl Config {
             process_tree,
             plugins,
             processes: process::validate(raw.process, at)?,
-            groups: group::validate(raw.group, at)?,
+            groups: group::validate(raw.group, raw.cluster.is_some(), at)?,
+            cluster: cluster::validate(raw.cluster, at)?,
         })
     }
 

@@ -131,7 +131,10 @@ pub fn import_allowed(kind: Kind, name: &str) -> bool {
         return true;
     }
     // What only a backend may ask of the agent: the replica count, and (0.1.2) scale-in.
-    if ["replicas", "scale-in", "replica-units"].iter().any(|i| package == format!("{PACKAGE}/{i}")) {
+    if ["replicas", "scale-in", "replica-units", "decision"]
+        .iter()
+        .any(|i| package == format!("{PACKAGE}/{i}"))
+    {
         return kind == Kind::Backend;
     }
     // Rust's wasm32-wasip2 std imports these whether or not the plugin uses them; the sandbox

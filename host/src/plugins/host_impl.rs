@@ -1,6 +1,6 @@
 //! The `elastic:plugin/host` interface as the agent implements it for every plugin.
 
-use super::bindings::backend::elastic::plugin::{replica_units, replicas, scale_in};
+use super::bindings::backend::elastic::plugin::{decision, replica_units, replicas, scale_in};
 use super::bindings::host_api::{self, Level};
 use super::bindings::source::elastic::plugin::{about, types};
 use super::bindings::PluginError;
@@ -20,6 +20,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 pub fn add_replicas_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     replicas::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     scale_in::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    decision::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     replica_units::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
@@ -139,6 +140,12 @@ impl replica_units::Host for HostState {
             kept: removal.kept.iter().map(|(r, why)| format!("{process}#{r} ({why})")).collect(),
             capacity,
         })
+    }
+}
+
+impl decision::Host for HostState {
+    fn id(&mut self) -> Option<String> {
+        self.decision.clone()
     }
 }
 

@@ -134,6 +134,8 @@ pub struct HostState {
     /// `scale-in` / `replica-units` calls made by the current call (each may make the agent
     /// probe every replica): at most [`SCALE_IN_CALLS`].
     pub scale_in_calls: u32,
+    /// The id of the decision the current `scale` call carries out (`decision.id`).
+    pub decision: Option<String>,
 }
 
 /// Most `scale-in.rank` and `replica-units.remove` calls one backend call may make.
@@ -169,6 +171,7 @@ impl HostState {
             cpu: CpuClock::default(),
             stderr,
             scale_in_calls: 0,
+            decision: None,
         }
     }
 }

@@ -144,7 +144,8 @@ pub enum Call {
     Evaluate(PolicyContext),
     /// With the group's sanity ceiling: a capacity above it is a lie, and a fault.
     Describe(Group, u32),
-    Scale(Group, Target, u32),
+    /// And the id of the decision it carries out (`decision.id`).
+    Scale(Group, Target, u32, Option<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -239,7 +240,7 @@ impl Instance {
         let deadline = arm(&mut self.store, limits);
         self.calls += 1;
         let ceiling = match &call {
-            Call::Describe(_, c) | Call::Scale(_, _, c) => *c,
+            Call::Describe(_, c) | Call::Scale(_, _, c, _) => *c,
             _ => u32::MAX,
         };
         let store = &mut self.store;
@@ -257,8 +258,11 @@ impl Instance {
                 (Bound::Backend(b), Call::Describe(g, _)) => {
                     b.elastic_plugin_backend().call_describe(store, &g).await.map(|r| r.map(Reply::Capacity))
                 }
-                (Bound::Backend(b), Call::Scale(g, t, _)) => {
-                    b.elastic_plugin_backend().call_scale(store, &g, t).await.map(|r| r.map(Reply::Outcome))
+                (Bound::Backend(b), Call::Scale(g, t, _, decision)) => {
+                    store.data_mut().decision = decision;
+                    let r = b.elastic_plugin_backend().call_scale(&mut *store, &g, t).await;
+                    store.data_mut().decision = None;
+                    r.map(|r| r.map(Reply::Outcome))
                 }
                 (bound, _) => return Err(bound.kind()),
             })
@@ -598,8 +602,15 @@ impl PluginHandle {
         }
     }
 
-    pub async fn scale(&self, group: Group, target: Target, ceiling: u32) -> Result<Outcome, CallError> {
-        match self.call(Call::Scale(group, target, ceiling)).await? {
+    /// Moves `group` towards `target`, carrying out decision `decision` (its id for the plugin).
+    pub async fn scale(
+        &self,
+        group: Group,
+        target: Target,
+        ceiling: u32,
+        decision: Option<String>,
+    ) -> Result<Outcome, CallError> {
+        match self.call(Call::Scale(group, target, ceiling, decision)).await? {
             Reply::Outcome(o) => Ok(o),
             _ => unreachable!("the worker answers Scale with an Outcome"),
         }

@@ -5,6 +5,7 @@
 //! configured number of failures in a row.
 
 use super::guardrails::{decide, decide_tier, History};
+use crate::cluster::{Cluster, Role, SharedDecision, SharedState};
 use crate::config::GroupSpec;
 use crate::plugins::bindings::{Bounds, Group, PolicyContext, Target, Window};
 use crate::plugins::registry::Registry;
@@ -41,6 +42,8 @@ pub struct GroupStatus {
     pub metrics: Vec<MetricRef>,
     /// With `[[group.schedule]]`: the bounds in force, the open windows, the next change.
     pub schedule: Option<super::schedule::Effective>,
+    /// For `coordination = "cluster"`: this node's role, the leader, the fencing revision.
+    pub cluster: Option<crate::cluster::GroupView>,
 }
 
 /// A metric a group reads: name, labels and window.
@@ -100,19 +103,18 @@ pub async fn run(
     registry: Weak<Registry>,
     store: Store,
     status: Arc<Mutex<GroupStatus>>,
+    cluster: Option<Arc<Cluster>>,
 ) {
     let mut spec = specs.borrow_and_update().clone();
     let lookback = spec.behavior.up.stabilization_ms.max(spec.behavior.down.stabilization_ms).max(3_600_000);
-    let mut history = match store.decisions(Some(&spec.name), now_ms() - lookback) {
+    let history = match store.decisions(Some(&spec.name), now_ms() - lookback) {
         Ok(entries) => history_from_journal(&spec, &entries),
         Err(e) => {
             tracing::error!(group = %spec.name, "reading the journal: {e}; starting without history");
             History::default()
         }
     };
-    let mut failures = 0u32;
-    // Scheduled `desired` capacities already applied (each window opening once).
-    let mut applied = Vec::new();
+    let mut mem = Memory { history, failures: 0, applied: Vec::new(), last_decision: None };
     // The reason last logged for an evaluation without a recommendation: the same one again is
     // not logged again (the journal has every evaluation).
     let mut unchanged_reason = None;
@@ -141,11 +143,30 @@ pub async fn run(
         {
             continue;
         }
+        let cluster = cluster.as_deref().filter(|_| spec.coordinated);
+        let token = match cluster {
+            Some(c) => match lead(c, &spec, &mut mem).await {
+                Some(token) => Some(token),
+                None => {
+                    status.lock().unwrap_or_else(|p| p.into_inner()).cluster = c.view(&spec.name);
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let fence = cluster.zip(token).map(|(cluster, token)| Fence { cluster, token });
         let bounds =
             super::schedule::effective(spec.behavior.min, spec.behavior.max, &spec.schedules, now_ms());
-        let (entry, tier_name) =
-            evaluate(&spec, &registry, &store, &mut history, &mut failures, &bounds, &mut applied).await;
-        history.prune(entry.t_ms, &spec.behavior);
+        let (entry, tier_name, committed) =
+            evaluate(&spec, &registry, &store, &mut mem, &bounds, fence.as_ref()).await;
+        mem.history.prune(entry.t_ms, &spec.behavior);
+        if let (Some(f), false) = (&fence, committed) {
+            // Every evaluation's recommendation goes into the shared state: a new leader
+            // continues the stabilization window.
+            if let Err(why) = f.commit(&spec.name, &mem, None).await {
+                tracing::debug!(group = %spec.name, "{why}");
+            }
+        }
         if let Err(e) = store.journal(&entry) {
             tracing::error!(group = %spec.name, "journaling a decision: {e}");
         }
@@ -180,8 +201,75 @@ pub async fn run(
         s.last_action = Some(entry.action);
         s.last_reason = Some(entry.reason.clone());
         s.last_ms = Some(entry.t_ms);
-        s.failures_in_a_row = failures;
+        s.failures_in_a_row = mem.failures;
+        s.cluster = cluster.and_then(|c| c.view(&spec.name));
         s.schedule = (!spec.schedules.is_empty()).then_some(bounds);
+    }
+}
+
+/// Whether this agent may act on a cluster group now: its fencing token if it leads. On taking
+/// over, the group's decision state is read from etcd first (the last leader's stabilization
+/// and cooldown memory), so the new leader continues it; its first evaluation describes the
+/// backend before anything else, reconciling with what exists.
+async fn lead(cluster: &Cluster, spec: &GroupSpec, mem: &mut Memory) -> Option<i64> {
+    let Role::Leader { token, takeover } = cluster.role(&spec.name).await else { return None };
+    if takeover {
+        match cluster.load(&spec.name).await {
+            Ok(Some(state)) => {
+                tracing::info!(group = %spec.name, "continuing the decision state `{}` left (fencing revision {})", state.leader, state.token);
+                mem.history = state.history;
+                mem.last_decision = state.decision;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(group = %spec.name, "reading the group's decision state: {e}; holding");
+                return None;
+            }
+        }
+    }
+    Some(token)
+}
+
+/// What a group's loop remembers between evaluations.
+struct Memory {
+    history: History,
+    failures: u32,
+    /// Scheduled `desired` capacities already applied (each window opening once).
+    applied: Vec<(String, i64)>,
+    /// A cluster group's last decision, as recorded in etcd.
+    last_decision: Option<SharedDecision>,
+}
+
+/// The right to act on a cluster group: its leader key's creation revision.
+struct Fence<'a> {
+    cluster: &'a Cluster,
+    token: i64,
+}
+
+impl Fence<'_> {
+    /// Records the group's state — with `decision`, before acting on it — guarded by the token.
+    /// `Err(why)` when this agent must not act: deposed, or etcd unreachable (freeze).
+    async fn commit(
+        &self,
+        group: &str,
+        mem: &Memory,
+        decision: Option<SharedDecision>,
+    ) -> Result<(), String> {
+        let mut history = mem.history.clone();
+        if let Some(d) = &decision {
+            history.actions.push_back((d.t_ms, d.from, d.to));
+        }
+        let decision = decision.or_else(|| mem.last_decision.clone());
+        let state =
+            SharedState { leader: self.cluster.spec.node.clone(), token: self.token, history, decision };
+        match self.cluster.commit(group, self.token, &state).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "deposed: another agent leads `{group}` now (fencing revision {} is gone); not acting",
+                self.token
+            )),
+            Err(e) => Err(format!("{e}; holding (freeze: no decision without the leader key)")),
+        }
     }
 }
 
@@ -189,11 +277,10 @@ async fn evaluate(
     spec: &GroupSpec,
     registry: &Registry,
     store: &Store,
-    history: &mut History,
-    failures: &mut u32,
+    mem: &mut Memory,
     bounds: &super::schedule::Effective,
-    applied: &mut Vec<(String, i64)>,
-) -> (JournalEntry, Option<String>) {
+    fence: Option<&Fence<'_>>,
+) -> (JournalEntry, Option<String>, bool) {
     let now = now_ms();
     // The bounds in force (the group's, or a schedule's) are what the policy and guardrails see.
     let behavior = super::guardrails::Behavior { min: bounds.min, max: bounds.max, ..spec.behavior.clone() };
@@ -216,14 +303,14 @@ async fn evaluate(
     let group = Group { name: spec.name.clone(), params: spec.backend_params.clone() };
     let Some(backend) = registry.get(&spec.backend) else {
         entry.reason = format!("backend plugin `{}` is not loaded", spec.backend);
-        return (entry, None);
+        return (entry, None, false);
     };
     let ceiling = spec.behavior.sanity_ceiling;
     let capacity = match backend.describe(group.clone(), ceiling).await {
         Ok(c) => c,
         Err(e) => {
             entry.reason = format!("backend `{}` describe failed: {e}", spec.backend);
-            return (entry, None);
+            return (entry, None, false);
         }
     };
     (entry.current, entry.ready, entry.target) = (capacity.replicas, capacity.ready, capacity.replicas);
@@ -287,31 +374,31 @@ async fn evaluate(
     let target = match recommendation {
         Ok(r) => {
             wanted_tier = r.tier;
-            let decision = decide(r.replicas, capacity.replicas, now, &behavior, history);
+            let decision = decide(r.replicas, capacity.replicas, now, &behavior, &mut mem.history);
             entry.recommendation = Some(r.replicas);
             entry.steps = serde_json::Value::Array(decision.steps.iter().map(step_json).collect());
             match decision.plugin_fault {
                 Some(fault) => {
-                    *failures += 1;
+                    mem.failures += 1;
                     entry.reason = format!("plugin fault: {fault}");
                 }
                 None => {
-                    *failures = 0;
+                    mem.failures = 0;
                     entry.reason = r.reason;
                 }
             }
             decision.target
         }
         Err(why) => {
-            *failures += 1;
+            mem.failures += 1;
             entry.reason = why;
             capacity.replicas
         }
     };
     let target = match spec.fallback {
-        Some(f) if *failures >= f.after => {
+        Some(f) if mem.failures >= f.after => {
             entry.reason =
-                format!("{} ({} failures in a row: fallback to {})", entry.reason, failures, f.capacity);
+                format!("{} ({} failures in a row: fallback to {})", entry.reason, mem.failures, f.capacity);
             f.capacity
         }
         _ => target,
@@ -320,14 +407,14 @@ async fn evaluate(
         target
     } else {
         let fresh_ms = 2 * spec.interval.as_millis() as i64;
-        let (target, steps) = super::schedule::apply(target, bounds, now, fresh_ms, applied);
+        let (target, steps) = super::schedule::apply(target, bounds, now, fresh_ms, &mut mem.applied);
         if let serde_json::Value::Array(all) = &mut entry.steps {
             all.extend(steps.iter().map(step_json));
         }
         target
     };
     entry.target = target;
-    let (tier, tier_steps) = decide_tier(wanted_tier, capacity.tier, now, &spec.tiers, history);
+    let (tier, tier_steps) = decide_tier(wanted_tier, capacity.tier, now, &spec.tiers, &mem.history);
     entry.target_tier = tier;
     if let serde_json::Value::Array(steps) = &mut entry.steps {
         steps.extend(tier_steps.iter().map(step_json));
@@ -336,16 +423,37 @@ async fn evaluate(
         if entry.recommendation.is_some() {
             entry.action = Action::Hold;
         }
-        return (entry, tier_name);
+        return (entry, tier_name, false);
     }
     if spec.dry_run {
         entry.action = Action::WouldScale;
         entry.outcome =
             format!("dry run: would scale {} → {target}, tier {} → {tier}", capacity.replicas, capacity.tier);
-        return (entry, tier_name);
+        return (entry, tier_name, false);
+    }
+    let decision = SharedDecision {
+        id: match fence {
+            Some(f) => format!("{}@{}#{now}", spec.name, f.token),
+            None => format!("{}#{now}", spec.name),
+        },
+        t_ms: now,
+        from: capacity.replicas,
+        to: target,
+        tier,
+    };
+    let mut committed = false;
+    if let Some(f) = fence {
+        // Recorded before acting: a deposed leader's record fails, and it does not act.
+        if let Err(why) = f.commit(&spec.name, mem, Some(decision.clone())).await {
+            entry.action = Action::Hold;
+            entry.outcome = why;
+            return (entry, tier_name, false);
+        }
+        mem.last_decision = Some(decision.clone());
+        committed = true;
     }
     let started = Instant::now();
-    let result = backend.scale(group, Target { replicas: target, tier }, ceiling).await;
+    let result = backend.scale(group, Target { replicas: target, tier }, ceiling, Some(decision.id)).await;
     entry.backend_ms = Some(started.elapsed().as_millis() as u64);
     match result {
         Ok(outcome) => {
@@ -357,10 +465,10 @@ async fn evaluate(
             };
             entry.outcome = outcome.detail;
             if reached != capacity.replicas {
-                history.actions.push_back((now, capacity.replicas, reached));
+                mem.history.actions.push_back((now, capacity.replicas, reached));
             }
             if tier != capacity.tier {
-                history.last_tier_change_ms = Some(now);
+                mem.history.last_tier_change_ms = Some(now);
             }
         }
         Err(e) => {
@@ -368,7 +476,7 @@ async fn evaluate(
             entry.outcome = format!("backend `{}` scale failed: {e}", spec.backend);
         }
     }
-    (entry, tier_name)
+    (entry, tier_name, committed)
 }
 
 /// A scale-in the backend made smaller than asked — it kept units that reported busy rather

@@ -91,8 +91,9 @@ impl Behavior {
 }
 
 /// What the guardrails remember: past recommendations (for stabilization) and past actions
-/// (for cooldowns and rate limits). Rebuilt from the decision journal after a restart.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// (for cooldowns and rate limits). Rebuilt from the decision journal after a restart; shared
+/// through etcd for a cluster group.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct History {
     /// (time, recommendation after steps 1–4), oldest first.
     pub recommendations: VecDeque<(i64, u32)>,

@@ -23,6 +23,8 @@ pub struct Scaler {
     groups: Mutex<Vec<Running>>,
     registry: std::sync::Weak<Registry>,
     store: Store,
+    /// `[cluster]`: where `coordination = "cluster"` groups find their leader.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 struct Running {
@@ -43,9 +45,19 @@ pub struct GroupChanges {
 
 impl Scaler {
     /// Starts one loop per group. The loops end when the registry is dropped.
-    pub fn start(specs: &[GroupSpec], registry: &Arc<Registry>, store: &Store) -> Scaler {
-        let scaler =
-            Scaler { groups: Mutex::default(), registry: Arc::downgrade(registry), store: store.clone() };
+    /// The cluster this agent coordinates through, if any.
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.cluster.as_deref()
+    }
+
+    pub fn start(
+        specs: &[GroupSpec],
+        registry: &Arc<Registry>,
+        store: &Store,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Scaler {
+        let registry = Arc::downgrade(registry);
+        let scaler = Scaler { groups: Mutex::default(), registry, store: store.clone(), cluster };
         let started: Vec<Running> = specs.iter().map(|s| scaler.launch(s)).collect();
         *scaler.groups.lock().unwrap_or_else(|p| p.into_inner()) = started;
         scaler
@@ -59,7 +71,8 @@ impl Scaler {
         }));
         let spec = Arc::new(spec.clone());
         let (specs, rx) = tokio::sync::watch::channel(spec.clone());
-        tokio::spawn(group::run(rx, self.registry.clone(), self.store.clone(), status.clone()));
+        let cluster = self.cluster.clone();
+        tokio::spawn(group::run(rx, self.registry.clone(), self.store.clone(), status.clone(), cluster));
         Running { spec, specs, status }
     }
 

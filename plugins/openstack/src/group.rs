@@ -531,6 +531,11 @@ fn server_body(
     metadata.insert(GROUP_KEY.into(), g.name.into());
     // Which agent created it: the machine's name (contract 0.1.1 `about`).
     metadata.insert("elastic-agent".into(), elastic_sdk::about::hostname());
+    // Which decision created it (contract 0.1.2): traceable to the journal entry, and for a
+    // cluster group to the leader's fencing revision.
+    if let Some(id) = elastic_sdk::decision::id() {
+        metadata.insert("elastic-decision".into(), id);
+    }
     let mut body = json!({ "name": name, "imageRef": image, "flavorRef": flavor, "metadata": metadata });
     if mv >= (2, 52) {
         body["tags"] = json!([nova::group_tag(g.name)]);

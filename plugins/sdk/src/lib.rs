@@ -214,6 +214,9 @@ pub use backend::bindings::elastic::plugin::replicas;
 /// (`scale_in::rank`), and removal of chosen replicas of a granted process (`replica_units`).
 pub use backend::bindings::elastic::plugin::{replica_units, scale_in};
 
+/// The id of the decision a `scale` call carries out (contract 0.1.2), to tag what it creates.
+pub use backend::bindings::elastic::plugin::decision;
+
 /// The `count` units to remove, from the agent's ranking: the first removable ones, in order.
 /// Also returns, for people, the busy units that would have been needed (`web#1 (busy: 2 in flight)`)
 /// when fewer than `count` are removable: remove fewer, never a busy one.

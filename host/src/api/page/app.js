@@ -273,6 +273,9 @@ function groupCard(g) {
       g.schedule ? el("span", { class: "schedule" }, `scheduled now ${g.schedule.min}–${g.schedule.max}`,
         g.schedule.open.length ? ` (${g.schedule.open.join(", ")} open)` : "",
         g.schedule.next_change ? ` · next: ${g.schedule.next_change.what} at ${dayTime(g.schedule.next_change.at_ms)}` : "") : "",
+      g.cluster ? el("span", { class: "cluster" }, `cluster: ${g.cluster.role} here, leader ${g.cluster.leader ?? "unknown"}`,
+        g.cluster.fencing_revision ? ` (fencing revision ${g.cluster.fencing_revision})` : "",
+        g.cluster.reason ? ` — ${g.cluster.reason}` : "") : "",
       el("span", { class: "muted" }, `${g.policy} → ${g.backend}, every ${ago(g.interval_ms / 1000)}`)),
     el("div", { class: "muted" }, ...last),
     ...(g.problems || []).map((p) => el("div", { class: "err" }, p)));

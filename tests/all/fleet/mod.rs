@@ -1,0 +1,287 @@
+//! One decider per group across a fleet: real agents coordinating through a real etcd (Debian
+//! `etcd-server`, started on loopback by the tests), acting on one shared backend — a service
+//! of ours that records which agent called with which decision. Without `etcd` each test says
+//! loudly that it was skipped (and fails under `REQUIRE_ETCD=1`, which CI sets).
+
+mod etcd;
+mod prometheus;
+mod recorder;
+
+use crate::common::{fixture, load_source, plugin, plugin_dir, wait_for, Agent, JsonServer};
+use etcd::EtcdCluster;
+use recorder::Recorder;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+/// The lease's TTL in these tests, and the evaluation interval.
+const TTL_S: u64 = 3;
+const INTERVAL_MS: u64 = 1000;
+
+/// One agent of the fleet: `node`'s configuration for a `web` group acting on `recorder`,
+/// scaling on the load `app` reports (target 10 per replica), with a scale-down stabilization
+/// window of `stabilization`.
+fn config(
+    node: &str,
+    etcd: &EtcdCluster,
+    app: &JsonServer,
+    recorder: &Recorder,
+    stabilization: &str,
+) -> String {
+    format!(
+        "{source}[plugins.record-backend]\nallow_http = [\"http://{rec}\"]\n\
+         [plugins.record-backend.config]\nurl = \"http://{rec}\"\nnode = \"{node}\"\n\
+         [cluster]\netcd = {endpoints}\nnode = \"{node}\"\nlease_ttl = \"{TTL_S}s\"\nrenew_every = \"1s\"\nrequest_timeout = \"500ms\"\n\
+         [[group]]\nname = \"web\"\ncoordination = \"cluster\"\ninterval = \"{INTERVAL_MS}ms\"\n\
+         metrics = [{{ name = \"app.load\", window = \"1s\" }}]\npolicy = \"target-tracking\"\n\
+         policy_config = {{ target = 10, per = \"total\" }}\nbackend = \"record-backend\"\nmin = 1\nmax = 10\n\
+         [group.scale_down]\nstabilization = \"{stabilization}\"\n",
+        source = load_source(app),
+        rec = recorder.addr,
+        endpoints = etcd.endpoints_toml(),
+    )
+}
+
+fn plugins() -> tempfile::TempDir {
+    plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &fixture("record-backend")])
+}
+
+/// Starts `nodes` agents; waits until one of them leads `web`.
+fn fleet(
+    nodes: &[&str],
+    etcd: &EtcdCluster,
+    app: &JsonServer,
+    recorder: &Recorder,
+    stabilization: &str,
+) -> Vec<Agent> {
+    let dir = plugins();
+    let agents: Vec<Agent> = nodes
+        .iter()
+        .map(|n| Agent::start(dir.path(), &config(n, etcd, app, recorder, stabilization)))
+        .collect();
+    wait_for("a leader of `web`", LIMIT, || leader(&agents));
+    agents
+}
+
+/// The node that leads `web` by the agents' own account, if exactly one says it does.
+fn leader(agents: &[Agent]) -> Option<String> {
+    let leading: Vec<String> = agents
+        .iter()
+        .filter_map(|a| {
+            let s = a.status();
+            (s["cluster"]["groups"]["web"]["role"] == "leader")
+                .then(|| s["cluster"]["node"].as_str().unwrap().to_string())
+        })
+        .collect();
+    (leading.len() == 1).then(|| leading[0].clone())
+}
+
+/// Whether all `calls` came from one agent, each under its own decision, in rising order (the
+/// scale-up rate limit may take a few steps).
+fn one_actor(calls: &[recorder::Call]) -> bool {
+    let one = calls.iter().all(|c| c.node == calls[0].node);
+    let distinct = calls.windows(2).all(|w| w[0].decision != w[1].decision && w[0].replicas < w[1].replicas);
+    !calls.is_empty() && one && distinct
+}
+
+fn index_of(nodes: &[&str], node: &str) -> usize {
+    nodes.iter().position(|n| *n == node).unwrap()
+}
+
+#[test]
+fn one_agent_acts_and_a_killed_leader_s_successor_continues_its_stabilization_window() {
+    let Some(etcd) = EtcdCluster::start_or_skip(
+        "fleet::one_agent_acts_and_a_killed_leader_s_successor_continues_its_stabilization_window",
+        1,
+    ) else {
+        return;
+    };
+    let (app, recorder) = (JsonServer::start(r#"{"load": 40}"#), Recorder::start(1));
+    let nodes = ["a", "b", "c"];
+    let mut agents = fleet(&nodes, &etcd, &app, &recorder, "20s");
+    wait_for("the scale to 4", LIMIT, || (recorder.replicas("web") == 4).then_some(()));
+    let first = leader(&agents).unwrap();
+    let calls = recorder.calls();
+    assert!(calls.iter().all(|c| c.node == first), "only the leader called: {calls:?}");
+    assert!(calls[0].decision.starts_with("web@"), "the decision id carries the fencing revision: {calls:?}");
+
+    // The load falls: the leader wants 1, but its 20 s window still holds 4.
+    app.set_body(r#"{"load": 5}"#);
+    let fell = agent::store::now_ms();
+    std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
+    // The leader dies; another takes over within the TTL and an interval.
+    let killed = agents[index_of(&nodes, &first)].kill9();
+    let (next, took) = wait_for("a new leader", LIMIT, || {
+        let alive: Vec<&Agent> = agents.iter().filter(|a| a.status_or_none().is_some()).collect();
+        let leading = alive.iter().find(|a| a.status()["cluster"]["groups"]["web"]["role"] == "leader")?;
+        Some((leading.status()["cluster"]["node"].as_str().unwrap().to_string(), agent::store::now_ms()))
+    });
+    assert_ne!(next, first);
+    let failover_ms = took - killed;
+    crate::common::report(&format!("fleet failover: leader SIGKILLed → successor leads in {failover_ms} ms (TTL {TTL_S} s, interval {INTERVAL_MS} ms)"));
+    assert!(failover_ms <= (TTL_S * 1000 + INTERVAL_MS + 2000) as i64, "{failover_ms} ms");
+
+    // It continues the window: no scale-in before 20 s after the load fell (the HPA's new leader
+    // would scale in at once).
+    let scaled_in =
+        wait_for("the scale-in", LIMIT, || recorder.calls().into_iter().find(|c| c.replicas == 1));
+    assert_eq!(scaled_in.node, next, "{:?}", recorder.calls());
+    assert!(scaled_in.t_ms >= fell + 20_000 - 1500, "scaled in {} ms after the fall", scaled_in.t_ms - fell);
+    assert!(recorder.calls().iter().all(|c| c.node == first || c.node == next));
+    drop(agents.remove(0));
+}
+
+#[test]
+fn a_leader_paused_past_its_ttl_does_not_call_the_backend_when_it_resumes() {
+    let Some(etcd) = EtcdCluster::start_or_skip(
+        "fleet::a_leader_paused_past_its_ttl_does_not_call_the_backend_when_it_resumes",
+        1,
+    ) else {
+        return;
+    };
+    let (app, recorder) = (JsonServer::start(r#"{"load": 20}"#), Recorder::start(1));
+    let nodes = ["a", "b"];
+    let agents = fleet(&nodes, &etcd, &app, &recorder, "0s");
+    wait_for("the scale to 2", LIMIT, || (recorder.replicas("web") == 2).then_some(()));
+    let first = leader(&agents).unwrap();
+    let paused = &agents[index_of(&nodes, &first)];
+    crate::common::signal(paused.pid(), "STOP");
+    // The other takes over once the lease lapses, and acts on a new load.
+    app.set_body(r#"{"load": 50}"#);
+    let other = nodes.iter().find(|n| **n != first).unwrap().to_string();
+    wait_for("the other agent's scale to 5", LIMIT, || {
+        recorder.calls().into_iter().find(|c| c.node == other && c.replicas == 5)
+    });
+    let resumed_at = agent::store::now_ms();
+    crate::common::signal(paused.pid(), "CONT");
+    // The paused one wakes up mid-loop believing it leads; its fenced record fails.
+    app.set_body(r#"{"load": 30}"#);
+    wait_for("the scale to 3", LIMIT, || (recorder.replicas("web") == 3).then_some(()));
+    std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
+    let late: Vec<_> =
+        recorder.calls().into_iter().filter(|c| c.node == first && c.t_ms >= resumed_at).collect();
+    assert!(late.is_empty(), "the deposed leader called the backend after it resumed: {late:?}");
+    let status = paused.status();
+    assert_eq!(status["cluster"]["groups"]["web"]["role"], "follower", "{}", status["cluster"]);
+    assert_eq!(status["cluster"]["groups"]["web"]["leader"], other.as_str());
+}
+
+#[test]
+fn without_etcd_every_agent_holds_and_they_resume_when_it_returns() {
+    let Some(mut etcd) = EtcdCluster::start_or_skip(
+        "fleet::without_etcd_every_agent_holds_and_they_resume_when_it_returns",
+        1,
+    ) else {
+        return;
+    };
+    let (app, recorder) = (JsonServer::start(r#"{"load": 20}"#), Recorder::start(1));
+    let agents = fleet(&["a", "b"], &etcd, &app, &recorder, "0s");
+    wait_for("the scale to 2", LIMIT, || (recorder.replicas("web") == 2).then_some(()));
+    etcd.stop_all();
+    let stopped_at = agent::store::now_ms();
+    app.set_body(r#"{"load": 60}"#);
+    for a in &agents {
+        wait_for("the group frozen", LIMIT, || {
+            let s = a.status();
+            (s["cluster"]["groups"]["web"]["role"] == "frozen" && s["cluster"]["etcd_reachable"] == false)
+                .then_some(())
+        });
+        // The group's own entry says so too (what the page shows on the group's card).
+        assert_eq!(crate::common::group_status(a, "web")["cluster"]["role"], "frozen");
+        let (_, metrics) = crate::common::http_get(a.addr, "/metrics").unwrap();
+        assert!(metrics.contains("agent_cluster_etcd_reachable 0"), "{metrics}");
+        assert!(metrics.contains("agent_cluster_group_role{group=\"web\",role=\"frozen\"} 1"), "{metrics}");
+    }
+    std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
+    let during: Vec<_> = recorder.calls().into_iter().filter(|c| c.t_ms > stopped_at).collect();
+    assert!(during.is_empty(), "nobody acts without etcd: {during:?}");
+    let (code, out, _) = agents[0].cli(&["ps"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("etcd UNREACHABLE: cluster groups frozen"), "{out}");
+
+    etcd.restart_all();
+    wait_for("the scale to 6 once etcd is back", LIMIT, || (recorder.replicas("web") == 6).then_some(()));
+    let after: Vec<_> = recorder.calls().into_iter().filter(|c| c.t_ms > stopped_at).collect();
+    assert!(one_actor(&after), "one agent acted: {after:?}");
+}
+
+#[test]
+fn a_three_member_etcd_losing_its_leader_still_has_exactly_one_actor() {
+    let Some(mut etcd) = EtcdCluster::start_or_skip(
+        "fleet::a_three_member_etcd_losing_its_leader_still_has_exactly_one_actor",
+        3,
+    ) else {
+        return;
+    };
+    let (app, recorder) = (JsonServer::start(r#"{"load": 20}"#), Recorder::start(1));
+    let _agents = fleet(&["a", "b", "c"], &etcd, &app, &recorder, "0s");
+    wait_for("the scale to 2", LIMIT, || (recorder.replicas("web") == 2).then_some(()));
+    let killed = etcd.kill_leader();
+    let at = agent::store::now_ms();
+    crate::common::report(&format!("fleet: etcd leader member {killed} killed"));
+    app.set_body(r#"{"load": 70}"#);
+    wait_for("the scale to 7", LIMIT, || (recorder.replicas("web") == 7).then_some(()));
+    std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
+    let after: Vec<_> = recorder.calls().into_iter().filter(|c| c.t_ms > at).collect();
+    assert!(one_actor(&after), "exactly one agent acted: {after:?}");
+}
+
+#[test]
+fn a_real_prometheus_scraping_three_agents_feeds_a_group_and_its_outage_holds_the_group() {
+    // Three agents each report their own application's load; Prometheus scrapes their /metrics;
+    // the first one's group scales on the fleet's total through the `prometheus` plugin.
+    let apps = [10, 20, 30].map(|load| JsonServer::start(&format!("{{\"load\": {load}}}")));
+    let dir = plugin_dir(&[
+        &plugin("http-json"),
+        &plugin("prometheus"),
+        &plugin("target-tracking"),
+        &plugin("ledger"),
+    ]);
+    let ports: Vec<u16> = (0..3).map(|_| crate::common::free_port()).collect();
+    let addrs: Vec<std::net::SocketAddr> =
+        ports.iter().map(|p| format!("127.0.0.1:{p}").parse().unwrap()).collect();
+    let Some(mut prometheus) = prometheus::Prometheus::start_or_skip(
+        "fleet::a_real_prometheus_scraping_three_agents_feeds_a_group_and_its_outage_holds_the_group",
+        &addrs,
+    ) else {
+        return;
+    };
+    let fleet_group = format!(
+        "[plugins.prometheus]\nallow_http = [\"http://{p}\"]\ninterval = \"1s\"\n[plugins.prometheus.config]\nurl = \"http://{p}\"\n\
+         queries = [{{ metric = \"fleet.load\", query = \"sum(app_load)\" }}]\n\
+         [[group]]\nname = \"web\"\ninterval = \"1s\"\nmetrics = [{{ name = \"fleet.load\", window = \"2s\" }}]\n\
+         policy = \"target-tracking\"\npolicy_config = {{ target = 10, per = \"total\" }}\nbackend = \"ledger\"\n\
+         min = 1\nmax = 10\n[group.scale_down]\nstabilization = \"0s\"\n",
+        p = prometheus.addr
+    );
+    let agents: Vec<Agent> = apps
+        .iter()
+        .zip(&addrs)
+        .enumerate()
+        .map(|(i, (app, addr))| {
+            let extra = if i == 0 { fleet_group.as_str() } else { "" };
+            let data = tempfile::tempdir().unwrap();
+            let a = Agent::spawn_at(dir.path(), &format!("{}{extra}", load_source(app)), data, *addr);
+            wait_for("plugins loaded", LIMIT, || (a.status()["plugins_settled"] == true).then_some(()));
+            a
+        })
+        .collect();
+    let current = || crate::common::group_status(&agents[0], "web")["current"].as_u64();
+    wait_for("6 replicas for a fleet load of 60", Duration::from_secs(60), || {
+        (current() == Some(6)).then_some(())
+    });
+    let series = agents[0].cli(&["metrics", "query", "fleet.load", "--since", "1m"]).1;
+    assert!(series.contains("60"), "{series}");
+
+    // Prometheus goes away: no data is not zero — the group holds at 6 instead of falling to 1.
+    prometheus.stop();
+    let held = wait_for("a hold without data", LIMIT, || {
+        let g = crate::common::group_status(&agents[0], "web");
+        let no_data = g["last_reason"].as_str().is_some_and(|r| r.contains("no data for fleet.load"));
+        no_data.then_some(g)
+    });
+    assert_eq!(held["current"], 6, "{held}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(current(), Some(6));
+    let source = agents[0].status()["sources"].to_string();
+    assert!(source.contains("prometheus") && source.contains("unavailable"), "{source}");
+}
