@@ -163,6 +163,10 @@ fn a_leader_paused_past_its_ttl_does_not_call_the_backend_when_it_resumes() {
     let status = paused.status();
     assert_eq!(status["cluster"]["groups"]["web"]["role"], "follower", "{}", status["cluster"]);
     assert_eq!(status["cluster"]["groups"]["web"]["leader"], other.as_str());
+    // `agent decisions` says who leads now.
+    let (code, out, _) = paused.cli(&["decisions", "--group", "web", "--since", "5m"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("group web: follower here, leader {other}, leader since ")), "{out}");
 }
 
 #[test]
