@@ -149,7 +149,10 @@ impl Cluster {
             // Ours only if it is under this lease: a key left by this node's previous run (an
             // agent restarted within the TTL) is not.
             Some(kv) if kv.lease == lease => Ok(Role::Leader { token: kv.create_revision, takeover: false }),
-            Some(kv) => Ok(Role::Follower { leader: String::from_utf8_lossy(&kv.value).into_owned() }),
+            // Whatever is in etcd reaches the log, /status and the page: cleaned, bounded.
+            Some(kv) => {
+                Ok(Role::Follower { leader: crate::text::clean(&String::from_utf8_lossy(&kv.value), 128) })
+            }
             // Deleted between the comparison and the read: try again next time.
             None => Ok(Role::Frozen { why: "the leader key changed while it was read".into() }),
         }

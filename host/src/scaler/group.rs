@@ -216,7 +216,8 @@ async fn lead(cluster: &Cluster, spec: &GroupSpec, mem: &mut Memory) -> Option<i
     if takeover {
         match cluster.load(&spec.name).await {
             Ok(Some(state)) => {
-                tracing::info!(group = %spec.name, "continuing the decision state `{}` left (fencing revision {})", state.leader, state.token);
+                let left_by = crate::text::clean(&state.leader, 128);
+                tracing::info!(group = %spec.name, "continuing the decision state `{left_by}` left (fencing revision {})", state.token);
                 mem.history = state.history;
                 mem.last_decision = state.decision;
             }
