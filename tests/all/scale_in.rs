@@ -85,9 +85,10 @@ fn scale_in_removes_only_idle_replicas_drained_first_and_holds_while_the_rest_ar
 
     let scaled = decision(&agent, "web", "the scale-in", |d| d["action"] == "scale" && d["current"] == 4);
     let outcome = scaled["outcome"].as_str().unwrap();
-    let removed =
-        "web: 4 → 2 replicas; removed web#0 (idle: busy 0, 0.0 % CPU), web#2 (idle: busy 0, 0.0 % CPU)";
-    assert!(outcome.starts_with(removed), "{scaled}");
+    // The two idle ones, each with the CPU it measured (which varies from run to run).
+    let rest = outcome.strip_prefix("web: 4 → 2 replicas; removed web#0 (idle: busy 0, ").unwrap_or_default();
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+    assert!(rest.starts_with(" % CPU), web#2 (idle: busy 0, "), "{scaled}");
     // It needed three and only two were idle: one of the busy ones is named.
     let kept_busy = |o: &str| {
         o.contains("; kept 1 busy: web#1 (busy: 1 in flight)")
