@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod duration;
 pub mod footprint;
+pub mod keys;
 pub mod plugins;
 pub mod reload;
 pub mod sampler;

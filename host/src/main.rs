@@ -200,6 +200,21 @@ enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make an Ed25519 key pair for signing plugins: KEY (private, 0600) and KEY.pub.
+    Keygen {
+        /// Where to write the private key; the public key goes beside it as KEY.pub.
+        key: PathBuf,
+    },
+    /// Sign a plugin: append an Ed25519 signature by KEY to FILE (in place, or to --out).
+    Sign {
+        file: PathBuf,
+        /// The private key (PEM, from `agent plugins keygen` or `openssl genpkey -algorithm ed25519`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Write the signed component here instead of replacing FILE.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -230,6 +245,12 @@ impl RunArgs {
 }
 
 fn main() {
+    // Errors inside the plugin runtime (anyhow's, wasmtime's) would capture a backtrace each
+    // under RUST_BACKTRACE=1, and symbolize it when a plugin asks for an error's text: CPU a
+    // plugin could make the agent spend at will. Panics keep RUST_BACKTRACE's backtraces.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     agent::footprint::at_start();
     // The daemon's compiler child (see plugins::compile): before anything else starts.
     if std::env::args_os().nth(1).is_some_and(|a| a == agent::plugins::compile::CHILD_ARG) {
@@ -253,6 +274,10 @@ fn main() {
         }
         Some(Command::Plugins(PluginsCommand::List { run, json })) => {
             commands::list(run.into_options(), json)
+        }
+        Some(Command::Plugins(PluginsCommand::Keygen { key })) => commands::keygen(&key),
+        Some(Command::Plugins(PluginsCommand::Sign { file, key, out })) => {
+            commands::sign(&file, &key, out.as_deref())
         }
         Some(Command::Metrics(MetricsCommand::List { run, format })) => {
             commands::metrics_list(run.into_options(), format)

@@ -22,3 +22,4 @@ mod scale_in;
 mod scaler;
 mod supervisor;
 mod supervisor_ops;
+mod trust;

@@ -72,7 +72,9 @@ const GROUP: &str = "\n[[group]]\nname = \"web\"\ninterval = \"1s\"\n\
 fn scale_in_removes_only_idle_replicas_drained_first_and_holds_while_the_rest_are_busy() {
     let logs = tempfile::tempdir().unwrap();
     let (config, own) = shipped(4, logs.path());
-    let agent = Agent::start(default_plugins().path(), &config);
+    // The folder lives as long as the agent: a reload that binds a plugin checks its file again.
+    let plugins = default_plugins();
+    let agent = Agent::start(plugins.path(), &config);
     let pids = ready(&agent, "web", 4);
     // Replicas 1 and 3 have work in flight (a background job each); 0 and 2 are idle.
     for r in [1, 3] {

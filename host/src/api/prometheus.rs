@@ -320,6 +320,13 @@ pub fn render(inputs: &Inputs) -> String {
             &l,
             p.call_ns_total as f64 / 1e9,
         );
+        own(
+            "agent_plugin_cpu_seconds_total",
+            "CPU time a plugin's calls cost the agent: its own code and every host function it called.",
+            "counter",
+            &l,
+            p.cpu_ns_total as f64 / 1e9,
+        );
         let quarantined = if p.state == crate::plugins::worker::State::Quarantined { 1.0 } else { 0.0 };
         own("agent_plugin_quarantined", "1 while a plugin is quarantined.", "gauge", &l, quarantined);
         for (budget, n) in &p.over_budget {

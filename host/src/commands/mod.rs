@@ -2,10 +2,12 @@
 //! error whose chain `main` prints on one line.
 
 mod operate;
+mod sign;
 mod simulate;
 mod status;
 
 pub use operate::{check_config, control, logs, reload, LogsArgs};
+pub use sign::{keygen, sign};
 pub use simulate::{simulate, SimMetric, SimulateArgs};
 pub use status::{ps, status};
 
@@ -120,6 +122,7 @@ pub fn inspect(options: RunOptions, file: &Path, as_json: bool) -> anyhow::Resul
     runtime()?.block_on(async {
         let rt = tool_runtime(&config)?;
         let p = loader::prepare(&rt, file).await?;
+        let trust = trust_report(&config, file, &p);
         let keys: Vec<_> = p
             .metadata
             .config_keys
@@ -138,6 +141,9 @@ pub fn inspect(options: RunOptions, file: &Path, as_json: bool) -> anyhow::Resul
             "exports": p.header.exports,
             "sha256": p.hash,
             "size_bytes": std::fs::metadata(file).map(|m| m.len()).unwrap_or(0),
+            "signer": trust.signer,
+            "signatures": trust.signatures,
+            "binding": trust.binding,
         });
         if as_json {
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -153,6 +159,9 @@ pub fn inspect(options: RunOptions, file: &Path, as_json: bool) -> anyhow::Resul
             );
             println!("file:      {} ({} bytes)", file.display(), report["size_bytes"]);
             println!("contract:  {}", report["contract"].as_str().unwrap_or_default());
+            println!("sha256:    {}", p.hash);
+            println!("signed:    {}", trust.signed_line());
+            println!("binding:   {}", trust.binding_line());
             println!("config keys:");
             if p.metadata.config_keys.is_empty() {
                 println!("  (none)");
@@ -168,6 +177,74 @@ pub fn inspect(options: RunOptions, file: &Path, as_json: bool) -> anyhow::Resul
         }
         Ok(Exit::Success)
     })
+}
+
+/// What `plugins inspect` says of a file's signatures and binding, against the configuration.
+struct TrustReport {
+    /// The trusted key whose signature verifies, if any.
+    signer: Option<String>,
+    /// Every signature: its key and whether `[trust]` has that key (and it verified).
+    signatures: Vec<serde_json::Value>,
+    binding: serde_json::Value,
+    /// Why the running agent would refuse it, if it would.
+    refused: Option<String>,
+}
+
+impl TrustReport {
+    fn signed_line(&self) -> String {
+        let keys: Vec<String> = self
+            .signatures
+            .iter()
+            .map(|s| {
+                let trusted = if s["trusted"] == true { "trusted" } else { "not in [trust]" };
+                format!("{} ({trusted})", s["key"].as_str().unwrap_or_default())
+            })
+            .collect();
+        if keys.is_empty() {
+            "no".into()
+        } else {
+            format!("by {}", keys.join(", "))
+        }
+    }
+
+    fn binding_line(&self) -> String {
+        let b = &self.binding;
+        let mut line = match b["bound_to"].as_str() {
+            Some(name) => format!("the file of plugin `{name}`"),
+            None => "not bound: loads with no grants".to_string(),
+        };
+        if b["name_bound_elsewhere"] == true {
+            line = "its name is bound to another file: the agent refuses it".to_string();
+        }
+        if let Some(why) = &self.refused {
+            line.push_str(&format!("; refused: {why}"));
+        }
+        line
+    }
+}
+
+fn trust_report(config: &Config, file: &Path, p: &loader::Prepared) -> TrustReport {
+    let bytes = loader::read_file_blocking(file).unwrap_or_default();
+    let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let binding = config.binding_of_file(&file_name);
+    let declared = config.binding(&p.metadata.name);
+    let signatures = crate::plugins::signature::split(&bytes).map(|(_, s)| s).unwrap_or_default();
+    let verdict = crate::plugins::signature::verify(&bytes, &config.trust);
+    let trusted = verdict.as_ref().map(|v| v.trusted.clone()).unwrap_or_default();
+    let refused = crate::plugins::signature::admit(&bytes, &p.hash, binding, &config.trust).err();
+    TrustReport {
+        signer: trusted.first().cloned(),
+        signatures: signatures
+            .iter()
+            .map(|s| json!({"key": s.key, "trusted": trusted.contains(&s.key)}))
+            .collect(),
+        binding: json!({
+            "bound_to": binding.map(|b| b.name.clone()),
+            "name_bound_elsewhere": declared.is_some_and(|b| b.file != file_name),
+            "matches": binding.is_some_and(|b| b.name == p.metadata.name) && refused.is_none(),
+        }),
+        refused,
+    }
 }
 
 pub fn list(options: RunOptions, as_json: bool) -> anyhow::Result<Exit> {

@@ -9,12 +9,14 @@ mod origin;
 mod process;
 mod scale_in;
 mod schedule;
+mod trust;
 
 pub use cluster::ClusterSpec;
 pub use group::{Fallback, GroupSpec, MetricWindow};
 pub use origin::{Origin, Scheme};
 pub use process::{parse_signal, Backoff, HealthCheck, LogFiles, Probe, ProcessSpec, Restart, StartLimit};
 pub use scale_in::{BusyProbe, Drain, Hook, ScaleInRule};
+pub use trust::{Binding, TrustSpec, TrustedKey};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -64,6 +66,11 @@ pub struct Config {
     pub groups: Vec<GroupSpec>,
     /// `[cluster]`: the etcd the agents of a fleet coordinate through, if any.
     pub cluster: Option<ClusterSpec>,
+    /// `[trust]`: keys plugin signatures are checked against.
+    pub trust: TrustSpec,
+    /// Every plugin name the configuration refers to (a group's policy or backend, a
+    /// `[plugins.NAME]` table) and the one file that may run under it.
+    pub bindings: BTreeMap<String, Binding>,
 }
 
 /// What one plugin is granted and held to. Every field has a safe default: a plugin with no
@@ -94,6 +101,12 @@ pub struct PluginSettings {
     pub processes: Vec<String>,
     /// What the plugin may make the agent spend on its behalf (series, log, state, HTTP).
     pub budgets: Budgets,
+    /// `file`: the file in the plugins folder that is this plugin. Default `NAME.wasm`.
+    pub file: Option<String>,
+    /// `sha256`: the digest that file must have.
+    pub sha256: Option<String>,
+    /// `signer`: the id of the `[trust]` key that must have signed that file.
+    pub signer: Option<String>,
 }
 
 /// A plugin's budgets: what it may make the *agent* do. Defaults are what a careful operator
@@ -185,6 +198,9 @@ impl Default for PluginSettings {
             disabled: false,
             processes: Vec::new(),
             budgets: Budgets::default(),
+            file: None,
+            sha256: None,
+            signer: None,
         }
     }
 }
@@ -236,6 +252,7 @@ struct RawConfig {
     #[serde(default)]
     group: Vec<group::RawGroup>,
     cluster: Option<Spanned<cluster::RawCluster>>,
+    trust: Option<trust::RawTrust>,
 }
 
 #[derive(Deserialize, Default)]
@@ -290,6 +307,9 @@ struct RawPlugin {
     http_rate: Option<Spanned<u64>>,
     http_kib_per_call: Option<Spanned<u64>>,
     http_response_timeout: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    sha256: Option<Spanned<String>>,
+    signer: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -302,7 +322,7 @@ struct RawSecret {
 impl Config {
     /// The configuration used when no file is given.
     pub fn defaults() -> Config {
-        Config::from_raw(RawConfig::default(), &Located::none()).expect("defaults are valid")
+        Config::from_raw(RawConfig::default(), &Located::none(), Path::new("")).expect("defaults are valid")
     }
 
     /// Reads and validates `path`.
@@ -322,9 +342,9 @@ impl Config {
             let message = e.message().trim_end().to_string();
             at.error(e.span(), &message)
         })?;
-        let mut config = Config::from_raw(raw, &at)?;
         // Relative paths in the file are relative to the file, as in Cargo.toml.
         let base = path.parent().unwrap_or(Path::new(""));
+        let mut config = Config::from_raw(raw, &at, base)?;
         for dir in [Some(&mut config.data_dir), config.plugins_dir.as_mut()].into_iter().flatten() {
             if dir.is_relative() {
                 *dir = base.join(&*dir);
@@ -333,7 +353,7 @@ impl Config {
         Ok(config)
     }
 
-    fn from_raw(raw: RawConfig, at: &Located) -> Result<Config, ConfigError> {
+    fn from_raw(raw: RawConfig, at: &Located, base: &Path) -> Result<Config, ConfigError> {
         let listen = match raw.agent.listen {
             None => DEFAULT_LISTEN.parse().expect("valid default"),
             Some(l) => l.get_ref().parse().map_err(|_| {
@@ -403,6 +423,11 @@ impl Config {
             }
             plugins.insert(name, settings);
         }
+        let groups = group::validate(raw.group, raw.cluster.is_some(), at)?;
+        let trust = trust::validate(raw.trust, base, at)?;
+        let named = groups.iter().flat_map(|g| [g.policy.clone(), g.backend.clone()]);
+        let named: std::collections::BTreeSet<String> = named.chain(plugins.keys().cloned()).collect();
+        let bindings = trust::bindings(named.into_iter(), &plugins, &trust, at)?;
         Ok(Config {
             file: None,
             sha256: None,
@@ -417,14 +442,26 @@ impl Config {
             process_tree,
             plugins,
             processes: process::validate(raw.process, at)?,
-            groups: group::validate(raw.group, raw.cluster.is_some(), at)?,
+            groups,
             cluster: cluster::validate(raw.cluster, at)?,
+            trust,
+            bindings,
         })
     }
 
     /// The settings of plugin `name`, or the defaults when it has no table.
     pub fn plugin(&self, name: &str) -> PluginSettings {
         self.plugins.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The binding of plugin `name`, if the configuration refers to it.
+    pub fn binding(&self, name: &str) -> Option<&Binding> {
+        self.bindings.get(name)
+    }
+
+    /// The binding whose file is `file_name` (a file in the plugins folder), if any.
+    pub fn binding_of_file(&self, file_name: &str) -> Option<&Binding> {
+        self.bindings.values().find(|b| b.file == file_name)
     }
 }
 
@@ -472,6 +509,9 @@ fn plugin_settings(name: &str, raw: RawPlugin, at: &Located) -> Result<PluginSet
     s.config_json = serde_json::to_string(&raw.config).expect("a TOML table is valid JSON");
     s.disabled = raw.disabled;
     s.processes = raw.processes;
+    s.file = raw.file.as_ref().map(|f| trust::file_name(f, &field("file"), at)).transpose()?;
+    s.sha256 = raw.sha256.as_ref().map(|d| trust::digest(d, &field("sha256"), at)).transpose()?;
+    s.signer = raw.signer.map(|s| s.into_inner().trim().to_ascii_lowercase());
     Ok(s)
 }
 

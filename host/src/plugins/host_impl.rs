@@ -98,14 +98,14 @@ impl scale_in::Host for HostState {
 }
 
 /// `PROCESS#N` units of `process` → their indices; anything else is the plugin's mistake.
-fn indices(process: &str, units: &[String]) -> Result<Vec<u32>, PluginError> {
+fn indices(meter: &super::meter::Meter, process: &str, units: &[String]) -> Result<Vec<u32>, PluginError> {
     units
         .iter()
         .map(|u| match crate::scaler::victims::parse_unit(u) {
             Some((p, n)) if p == process => Ok(n),
             _ => Err(PluginError::InvalidInput(format!(
                 "`{}` is not a replica of `{process}` (units are `{process}#N`, from replica-units.units)",
-                crate::text::clean(u, 64)
+                meter.clean(u, 64)
             ))),
         })
         .collect()
@@ -127,7 +127,7 @@ impl replica_units::Host for HostState {
     ) -> Result<replica_units::Removal, PluginError> {
         let control = self.grants.replicas_for(&process).map_err(PluginError::BadConfig)?;
         self.admit_scale_in("replica-units.remove")?;
-        let mut replicas = indices(&process, &units)?;
+        let mut replicas = indices(&self.grants.meter, &process, &units)?;
         replicas.sort_unstable();
         replicas.dedup();
         let removal = control.remove(process.clone(), replicas).await.map_err(PluginError::InvalidInput)?;
@@ -157,7 +157,7 @@ impl host_api::Host for HostState {
         if !self.grants.meter.admit_log(message.len().min(MAX_LOG_LINE)) {
             return;
         }
-        let message = super::meter::clean(&message, MAX_LOG_LINE);
+        let message = self.grants.meter.clean(&message, MAX_LOG_LINE);
         let plugin = &*self.grants.plugin;
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),

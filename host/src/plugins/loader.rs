@@ -28,6 +28,10 @@ pub struct Prepared {
     pub origin: cache::Origin,
     /// How long compiling or loading from cache took.
     pub compile_time: Duration,
+    /// The `[trust]` key whose signature it carries, once the registry has checked it.
+    pub signer: Option<String>,
+    /// Whether the configuration binds its name to this file (set by the registry).
+    pub bound: bool,
 }
 
 /// A linked component of one kind, from which instances are made in microseconds.
@@ -65,12 +69,52 @@ impl Prepared {
 /// Loads `path` into `rt`. Runs the component only to call `metadata`, under the default limits.
 pub async fn prepare(rt: &Arc<Runtime>, path: &Path) -> Result<Prepared, LoadError> {
     let fail = |reason: String| LoadError { file: path.to_path_buf(), reason };
-    let len = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?.len();
-    if len > MAX_FILE_BYTES {
-        return Err(fail(format!("is {len} bytes, more than the {MAX_FILE_BYTES} a plugin may be")));
-    }
-    let bytes = tokio::fs::read(path).await.map_err(|e| fail(format!("cannot read: {e}")))?;
+    let bytes = read_file(path).await.map_err(fail)?;
     prepare_bytes(rt, path, bytes).await.map_err(fail)
+}
+
+/// A plugin file's bytes. Opened without following a symbolic link and without blocking (a
+/// FIFO put in its place would hang a plain open), checked to be a regular file no larger than
+/// [`MAX_FILE_BYTES`] on the open descriptor, then read from that descriptor: what is checked
+/// is what is read.
+pub async fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || read_file_blocking(&path))
+        .await
+        .map_err(|e| format!("cannot read: {e}"))?
+}
+
+/// [`read_file`], on this thread.
+pub fn read_file_blocking(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                "is a symbolic link; a plugin must be a regular file in the folder".to_string()
+            }
+            _ => format!("cannot read: {e}"),
+        })?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err(
+            "is not a regular file (a FIFO, device or folder); a plugin must be a regular file".into()
+        );
+    }
+    let len = meta.len();
+    if len > MAX_FILE_BYTES {
+        return Err(format!("is {len} bytes, more than the {MAX_FILE_BYTES} a plugin may be"));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    // One byte more than it said: a file that grew meanwhile is read again at the next change.
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("is more than the {MAX_FILE_BYTES} bytes a plugin may be"));
+    }
+    Ok(bytes)
 }
 
 /// As [`prepare`], for bytes already read from `path`.
@@ -103,7 +147,17 @@ pub async fn prepare_bytes(rt: &Arc<Runtime>, path: &Path, bytes: Vec<u8>) -> Re
         Instance::new(rt, &pre, grants, &limits).await.map_err(|f| format!("cannot be instantiated: {f}"))?;
     let metadata = instance.metadata(&limits).await.map_err(|f| format!("metadata() failed: {f}"))?;
     check_metadata(&metadata)?;
-    Ok(Prepared { path: path.to_path_buf(), hash, header, metadata, pre, origin, compile_time })
+    Ok(Prepared {
+        path: path.to_path_buf(),
+        hash,
+        header,
+        metadata,
+        pre,
+        origin,
+        compile_time,
+        signer: None,
+        bound: false,
+    })
 }
 
 /// The component linked against the host, ready to instantiate.

@@ -4,8 +4,9 @@
 //! the *agent* does for it (series, samples, log lines, state, outbound HTTP). Each budget is
 //! enforced where the work happens, but counted and reported here: one counter per budget in
 //! `/status` and `/metrics`, and one log line per episode (the first excess after a quiet
-//! minute), never one per event. [`clean`] is the one escaping of plugin text for the log and
-//! the journal.
+//! minute), never one per event. [`Meter::clean`] is the one way plugin text enters the log,
+//! the journal, `/status` and `/metrics`: the values of the plugin's granted secrets masked, then
+//! escaped and cut.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,7 +88,16 @@ pub struct Meter {
     /// Per budget: when the current episode's last event happened, and its count so far.
     episodes: Mutex<[Option<(Instant, u64)>; ALL.len()]>,
     log: Mutex<LogBucket>,
+    /// The values of the secrets granted to the plugin, masked in all it writes.
+    secrets: std::sync::RwLock<Vec<String>>,
 }
+
+/// What a secret's value is replaced with in a plugin's text.
+pub const MASK: &str = "***";
+/// Values shorter than this are not masked: masking `1` would garble every number.
+pub const MIN_MASKED: usize = 4;
+/// Most secret values remembered per plugin (values of rotated secrets stay masked).
+const MAX_SECRETS: usize = 64;
 
 impl Meter {
     pub fn new(plugin: Arc<str>, log: LogLimits) -> Arc<Meter> {
@@ -96,7 +106,55 @@ impl Meter {
             counts: Default::default(),
             episodes: Mutex::new([None; ALL.len()]),
             log: Mutex::new(LogBucket::new(log)),
+            secrets: Default::default(),
         })
+    }
+
+    /// Masks `value` from now on in everything the plugin writes.
+    pub fn remember_secret(&self, value: &str) {
+        if value.len() < MIN_MASKED {
+            return;
+        }
+        let mut secrets = self.secrets.write().unwrap_or_else(|p| p.into_inner());
+        if !secrets.iter().any(|s| s == value) {
+            if secrets.len() >= MAX_SECRETS {
+                secrets.remove(0);
+            }
+            secrets.push(value.to_string());
+            // Longest first: a secret that contains another is masked whole.
+            secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
+    /// Plugin text made safe for the agent's outputs: the plugin's secrets masked, then
+    /// [`crate::text::clean`]ed to at most `max` bytes.
+    pub fn clean(&self, text: &str, max: usize) -> String {
+        crate::text::clean(&self.mask(text), max)
+    }
+
+    /// [`Meter::clean`] in place; allocates nothing when the text needs no change.
+    pub fn clean_in_place(&self, text: &mut String, max: usize) {
+        self.mask_in_place(text);
+        crate::text::clean_in_place(text, max);
+    }
+
+    /// Only masks the plugin's secrets in `text` (for sample names and labels, which the
+    /// collector shapes).
+    pub fn mask_in_place(&self, text: &mut String) {
+        if let std::borrow::Cow::Owned(masked) = self.mask(text) {
+            *text = masked;
+        }
+    }
+
+    fn mask<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let secrets = self.secrets.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = std::borrow::Cow::Borrowed(text);
+        for secret in secrets.iter() {
+            if out.contains(secret.as_str()) {
+                out = std::borrow::Cow::Owned(out.replace(secret.as_str(), MASK));
+            }
+        }
+        out
     }
 
     /// New log limits (a reloaded configuration); the counters carry on.
@@ -104,8 +162,8 @@ impl Meter {
         *self.log.lock().unwrap_or_else(|p| p.into_inner()) = LogBucket::new(log);
     }
 
-    /// Counts `n` events over budget `b`. Logs `what` (plugin text in it must be [`clean`]ed)
-    /// only when this starts an episode.
+    /// Counts `n` events over budget `b`. Logs `what` (plugin text in it must be cleaned;
+    /// the plugin's secrets are masked here) only when this starts an episode.
     pub fn exceeded(&self, b: Budget, n: u64, what: impl FnOnce() -> String) {
         self.counts[b as usize].fetch_add(n, Ordering::Relaxed);
         let now = Instant::now();
@@ -124,7 +182,7 @@ impl Meter {
                 plugin = %self.plugin,
                 "over its {} budget: {}; further excess is counted in /status and logged again after a quiet minute{previous}",
                 b.as_str(),
-                what()
+                self.mask(&what())
             );
         }
     }

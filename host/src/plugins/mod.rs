@@ -14,6 +14,7 @@ pub mod bindings;
 pub mod cache;
 pub mod classify;
 pub mod compile;
+pub mod cpu;
 mod engine;
 mod host_impl;
 pub mod loader;
@@ -22,6 +23,7 @@ pub mod outbound;
 pub mod references;
 pub mod registry;
 pub mod sandbox;
+pub mod signature;
 pub mod worker;
 
 pub use compile::{CompileLimits, Compiler};
@@ -114,7 +116,7 @@ impl Runtime {
         let linkers = [linker(Kind::Source)?, linker(Kind::Policy)?, linker(Kind::Backend)?];
         let cache = cache_dir.map(|d| cache::CompileCache::open(d, &engine)).transpose()?;
         let ticker = engine::EpochTicker::start(&engine);
-        sandbox::calibrate_cpu_clock();
+        cpu::calibrate();
         Ok(Arc::new(Runtime { engine, linkers, cache, compiler, announce_compiles, _ticker: ticker }))
     }
 

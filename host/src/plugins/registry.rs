@@ -2,12 +2,19 @@
 //!
 //! A new file is loaded, a changed one is prepared beside the running version and swapped in
 //! between calls, a removed one is unloaded. A file that fails to load is reported and, if it
-//! replaced a running version, that version keeps running. Two files may not claim one name:
-//! at start-up the first in file-name order keeps it, later the one already running.
+//! replaced a running version, that version keeps running.
+//!
+//! Who a plugin is comes from the operator, never from the plugin: a name the configuration
+//! refers to is *bound* to one file (`NAME.wasm`, or `[plugins.NAME] file`), checked against its
+//! pin and signer before it is compiled ([`super::signature::admit`]), and only that file runs
+//! under the name — with its grants, state and groups. A file that declares a bound name it is
+//! not bound to, or a bound file that declares another name, is refused. Two files declaring
+//! one name nobody refers to: the first to load keeps it.
 
 use super::loader::{self, Prepared};
 use super::references::{self, Problems};
 use super::sandbox::Grants;
+use super::signature;
 use super::worker::{PluginHandle, Status};
 use super::{Kind, Runtime};
 use crate::config::Config;
@@ -175,9 +182,13 @@ impl Registry {
                 let state = self.store.as_ref().map(|s| s.plugin_state_with(&name, &now.budgets));
                 regrants.push((loaded.handle.clone(), Arc::new(loaded.handle.grants().renewed(now, state))));
             }
-            if enabled {
-                // Files refused while their plugin was disabled are tried again.
+            let rebound = self.rebind(&mut inner, &old, &config);
+            changed.extend(rebound.iter().cloned());
+            if enabled || !rebound.is_empty() {
+                // Files refused while their plugin was disabled, or under the old bindings,
+                // are tried again.
                 inner.files.retain(|_, e| e.outcome.is_ok());
+                enabled = true;
             }
             self.publish(&inner);
         }
@@ -189,6 +200,33 @@ impl Registry {
             drop(loads);
         }
         changed
+    }
+
+    /// Unloads the plugins a new configuration no longer admits under their name, or whose pin
+    /// or signer it changes, and forgets their files so they are loaded — and checked — again.
+    /// Returns their names.
+    fn rebind(&self, inner: &mut Inner, old: &Config, new: &Config) -> Vec<String> {
+        let checks = |c: &Config, name: &str| c.binding(name).map(|b| (b.sha256.clone(), b.signer.clone()));
+        let recheck =
+            |name: &str| checks(old, name).unwrap_or_default() != checks(new, name).unwrap_or_default();
+        let out: Vec<(String, PathBuf)> = inner
+            .plugins
+            .iter()
+            .filter(|(name, l)| recheck(name) || identity(new, &l.path, name).is_err())
+            .map(|(name, l)| (name.clone(), l.path.clone()))
+            .collect();
+        for (name, loaded) in &inner.plugins {
+            loaded.handle.set_bound(new.binding(name).is_some());
+        }
+        for (name, path) in &out {
+            tracing::info!(
+                "{}: plugin `{name}` unloaded: its binding changed; checking it again",
+                path.display()
+            );
+            inner.plugins.remove(name);
+            inner.files.remove(path);
+        }
+        out.into_iter().map(|(name, _)| name).collect()
     }
 
     /// The running plugin `name`.
@@ -299,7 +337,7 @@ impl Registry {
         let mut loads = Vec::new();
         let (first_done, all_first_done) = tokio::sync::mpsc::channel::<()>(1);
         let mut later = Vec::new();
-        let wanted = self.named_in_config();
+        let config = self.config();
         for (path, stamp) in on_disk {
             let known = inner.files.get(&path).is_some_and(|e| e.stamp == stamp);
             if known || inner.loading.get(&path).is_some_and(|l| l.0 == stamp) {
@@ -308,8 +346,7 @@ impl Registry {
             inner.generation += 1;
             let generation = inner.generation;
             inner.loading.insert(path.clone(), (stamp, generation));
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            if defer_unused && !wanted.contains(&stem) {
+            if defer_unused && config.binding_of_file(&file_name(&path)).is_none() {
                 later.push((path, stamp, generation));
                 continue;
             }
@@ -346,17 +383,10 @@ impl Registry {
         })
     }
 
-    /// Plugin names the configuration uses: groups' policies and backends, `[plugins.*]` tables.
-    fn named_in_config(&self) -> std::collections::BTreeSet<String> {
-        let config = self.config();
-        let groups = config.groups.iter().flat_map(|g| [g.policy.clone(), g.backend.clone()]);
-        groups.chain(config.plugins.keys().cloned()).collect()
-    }
-
     /// Loads one file and installs it, unless the folder moved on meanwhile.
     async fn load(self: Arc<Self>, path: PathBuf, stamp: Stamp, generation: u64) -> Vec<Change> {
         let current = |inner: &Inner| inner.loading.get(&path).is_some_and(|l| l.1 == generation);
-        let read = read_plugin_file(&path).await;
+        let read = loader::read_file(&path).await;
         let hash = read.as_ref().ok().map(|b| super::cache::content_hash(b));
         {
             let mut inner = self.inner.lock().await;
@@ -371,7 +401,7 @@ impl Registry {
             }
         }
         let result = match read {
-            Ok(bytes) => loader::prepare_bytes(&self.rt, &path, bytes).await,
+            Ok(bytes) => self.prepare(&path, bytes, hash.as_deref().unwrap_or_default()).await,
             Err(e) => Err(e),
         };
         let mut inner = self.inner.lock().await;
@@ -411,6 +441,18 @@ impl Registry {
         changes
     }
 
+    /// The file checked against its binding and `[trust]` (before anything compiles it), then
+    /// prepared.
+    async fn prepare(&self, path: &Path, bytes: Vec<u8>, hash: &str) -> Result<Prepared, String> {
+        let config = self.config();
+        let binding = config.binding_of_file(&file_name(path));
+        let signer = signature::admit(&bytes, hash, binding, &config.trust)?;
+        let mut prepared = loader::prepare_bytes(&self.rt, path, bytes).await?;
+        prepared.signer = signer;
+        prepared.bound = config.binding(&prepared.metadata.name).is_some();
+        Ok(prepared)
+    }
+
     /// Starts `prepared`, or prepares the swap of the running version, or says why not.
     fn install(
         &self,
@@ -419,19 +461,11 @@ impl Registry {
         still_running: Option<&str>,
     ) -> Result<Installed, String> {
         let name = prepared.metadata.name.clone();
-        let settings = self.config().plugin(&name);
+        let config = self.config();
+        identity(&config, &prepared.path, &name)?;
+        let settings = config.plugin(&name);
         if settings.disabled {
             return Err(format!("plugin `{name}` is disabled in the configuration"));
-        }
-        if inner.plugins.get(&name).is_some_and(|l| l.path > prepared.path) && !self.started() {
-            // Files present at start-up load at once; the first in file-name order keeps a name,
-            // whichever finished loading first.
-            let other = inner.plugins.remove(&name).expect("checked").path;
-            let why = claimed(&name, &prepared.path);
-            tracing::error!("{}: {why}", other.display());
-            if let Some(entry) = inner.files.get_mut(&other) {
-                (entry.outcome, entry.error) = (Err(why.clone()), Some(why));
-            }
         }
         if let Some(loaded) = inner.plugins.get(&name) {
             if loaded.path != prepared.path {
@@ -624,9 +658,33 @@ const CACHE_MAX_BYTES: u64 = 1 << 30;
 /// Why a file cannot have the name `name`: `holder` has it.
 fn claimed(name: &str, holder: &Path) -> String {
     format!(
-        "claims plugin name `{name}`, which {} already has; rename one of them (metadata.name)",
+        "claims plugin name `{name}`, which {} already has; rename one of them (metadata.name), or bind the name to one file with [plugins.{name}] file = \"…\"",
         holder.display()
     )
+}
+
+/// Whether the file at `path` may run as plugin `declared`: a file bound to a name runs only as
+/// that name, and a bound name runs only from its own file.
+fn identity(config: &Config, path: &Path, declared: &str) -> Result<(), String> {
+    let file = file_name(path);
+    if let Some(b) = config.binding_of_file(&file).filter(|b| b.name != declared) {
+        return Err(format!(
+            "declares itself `{declared}`, but this file is bound to plugin `{}`; a bound file runs only as its own plugin (fix the file, or bind `{}` to another file with [plugins.{}] file = \"…\")",
+            b.name, b.name, b.name
+        ));
+    }
+    if let Some(b) = config.binding(declared).filter(|b| b.file != file) {
+        return Err(format!(
+            "claims plugin name `{declared}`, which is bound to {}: refused, with no grants, state or group (rename it in its metadata, or bind `{declared}` to this file with [plugins.{declared}] file = \"{file}\")",
+            path.with_file_name(&b.file).display()
+        ));
+    }
+    Ok(())
+}
+
+/// The name of the file at `path`, as bindings name files.
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// The entry of a file that did not load: if it replaced a running version, that version stays
@@ -653,15 +711,6 @@ fn failed_entry(
     }
 }
 
-/// A plugin file's bytes, refusing one too large to be a plugin before reading it.
-async fn read_plugin_file(path: &Path) -> Result<Vec<u8>, String> {
-    let len = tokio::fs::metadata(path).await.map_err(|e| format!("cannot read: {e}"))?.len();
-    if len > loader::MAX_FILE_BYTES {
-        return Err(format!("is {len} bytes, more than the {} a plugin may be", loader::MAX_FILE_BYTES));
-    }
-    tokio::fs::read(path).await.map_err(|e| format!("cannot read: {e}"))
-}
-
 /// What installing a file did: the plugin's name, the change, and a swap still to make.
 type Installed = (String, Change, Option<(PluginHandle, Prepared)>);
 
@@ -671,17 +720,19 @@ pub type Load = tokio::task::JoinHandle<Vec<Change>>;
 /// Length and mtime of a file.
 type Stamp = (u64, Option<SystemTime>);
 
-/// `*.wasm` regular files directly in `dir`, with their (length, mtime).
+/// `*.wasm` entries directly in `dir`, with their (length, mtime), not following symbolic
+/// links: a link, a FIFO or a device named `*.wasm` is listed too, and refused when loaded
+/// without being read.
 fn wasm_files(dir: &Path) -> std::io::Result<BTreeMap<PathBuf, Stamp>> {
     let mut files = BTreeMap::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "wasm") {
-            let Ok(meta) = std::fs::metadata(&path) else {
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
                 continue;
             };
-            if meta.is_file() {
+            if !meta.is_dir() {
                 files.insert(path, (meta.len(), meta.modified().ok()));
             }
         }

@@ -70,7 +70,20 @@ impl Grants {
     ) -> Grants {
         let meter = super::meter::Meter::new(plugin.into(), settings.budgets.log);
         let http_rates = Default::default();
-        Grants { plugin: plugin.into(), settings, state, replicas, victims: None, meter, http_rates }
+        let grants =
+            Grants { plugin: plugin.into(), settings, state, replicas, victims: None, meter, http_rates };
+        grants.mask_secrets();
+        grants
+    }
+
+    /// Reads every granted secret once, so that its value is masked in what the plugin writes
+    /// even before (or without) the plugin asking for it.
+    fn mask_secrets(&self) {
+        for source in self.settings.secrets.values() {
+            if let Some(value) = source.read() {
+                self.meter.remember_secret(&value);
+            }
+        }
     }
 
     /// The same plugin under new settings (a reloaded configuration): its meter and outbound
@@ -79,7 +92,7 @@ impl Grants {
         if settings.budgets.log != self.settings.budgets.log {
             self.meter.set_log_limits(settings.budgets.log);
         }
-        Grants {
+        let grants = Grants {
             plugin: self.plugin.clone(),
             settings,
             state,
@@ -87,13 +100,15 @@ impl Grants {
             victims: self.victims.clone(),
             meter: self.meter.clone(),
             http_rates: self.http_rates.clone(),
-        }
+        };
+        grants.mask_secrets();
+        grants
     }
 
     /// The replica control for `process`, if — and only if — it was granted to this plugin.
     pub fn replicas_for(&self, process: &str) -> Result<Arc<dyn ReplicaControl>, String> {
         if !self.settings.processes.iter().any(|p| p == process) {
-            let process = crate::text::clean(process, 64);
+            let process = self.meter.clean(process, 64);
             self.meter.exceeded(super::meter::Budget::Denied, 1, || {
                 format!("replica control of `{process}` denied: not in processes")
             });
@@ -109,7 +124,9 @@ impl Grants {
     pub fn secret(&self, name: &str) -> Option<String> {
         let source = self.settings.secrets.get(name)?;
         let value = source.read();
-        if value.is_none() {
+        if let Some(value) = &value {
+            self.meter.remember_secret(value);
+        } else {
             // Say where we looked, never what we found.
             self.meter.exceeded(super::meter::Budget::Denied, 1, || {
                 format!("secret `{name}` is granted but {source:?} could not be read")
@@ -127,8 +144,8 @@ pub struct HostState {
     http: WasiHttpCtx,
     gate: HttpGate,
     pub limiter: MemoryLimiter,
-    /// Guest execution time of the current call, against its CPU budget.
-    pub cpu: CpuClock,
+    /// The CPU time of the current call (guest code and host functions), against its budget.
+    pub cpu: super::cpu::CpuMeter,
     /// The last bytes the guest wrote to stderr (a panic message ends up here).
     pub stderr: TailBuffer,
     /// `scale-in` / `replica-units` calls made by the current call (each may make the agent
@@ -168,7 +185,7 @@ impl HostState {
             table,
             http: WasiHttpCtx::new(),
             gate,
-            cpu: CpuClock::default(),
+            cpu: Default::default(),
             stderr,
             scale_in_calls: 0,
             decision: None,
@@ -244,7 +261,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
         let origin = match self.check(uri.scheme_str(), uri.authority().map(|a| a.as_str())) {
             Ok(origin) => origin,
             Err(why) => {
-                let why = crate::text::clean(&why, 200);
+                let why = self.outbound.meter().clean(&why, 200);
                 self.outbound
                     .meter()
                     .exceeded(super::meter::Budget::Denied, 1, || format!("outbound HTTP denied: {why}"));
@@ -271,157 +288,6 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
             let io = out.bounded(deadline, false, io);
             Ok((response, Box::new(io) as IoFuture))
         })
-    }
-}
-
-/// Guest execution time of one call. The store's call hook marks each entry into and exit from
-/// the guest's code, and the epoch callback charges what ran since: waiting (on the host, on
-/// HTTP, in the executor's queue after a yield) is never charged.
-#[derive(Default)]
-pub struct CpuClock {
-    budget: Duration,
-    used: Duration,
-    /// When the guest last started running, if it is running.
-    since: Option<tick::Tick>,
-    /// Set by the yield future when the guest is about to run again.
-    resumed: Arc<ResumeMarker>,
-}
-
-impl CpuClock {
-    pub fn arm(&mut self, budget: Duration) {
-        self.budget = budget;
-        self.used = Duration::ZERO;
-        self.since = None;
-    }
-
-    /// The guest's code starts (or resumes) running.
-    pub fn enter(&mut self) {
-        self.since = Some(tick::now());
-    }
-
-    /// The guest's code stops running (or is checked at a tick): charge what it ran.
-    pub fn leave(&mut self) {
-        if let Some(since) = self.since.take() {
-            let now = tick::now();
-            let since = self.resumed.take().map_or(since, |r| r.max(since));
-            self.used += tick::between(since, now);
-        }
-    }
-
-    /// Whether the budget is spent; if not, the guest keeps running from now.
-    pub fn spent(&mut self) -> bool {
-        if self.used >= self.budget {
-            return true;
-        }
-        self.enter();
-        false
-    }
-
-    pub fn resume_marker(&self) -> Arc<ResumeMarker> {
-        self.resumed.clone()
-    }
-}
-
-/// When a yielded guest was resumed (the time it waited in the queue is not its CPU time).
-#[derive(Default)]
-pub struct ResumeMarker(std::sync::atomic::AtomicU64);
-
-impl ResumeMarker {
-    pub fn mark(&self) {
-        // 0 means "not marked"; a reading of 0 is off by one tick, which nothing can see.
-        self.0.store(tick::now().0.max(1), std::sync::atomic::Ordering::Release);
-    }
-    fn take(&self) -> Option<tick::Tick> {
-        // A plain load first: marks are rare (a yield at an epoch tick), crossings are not.
-        if self.0.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            return None;
-        }
-        match self.0.swap(0, std::sync::atomic::Ordering::Acquire) {
-            0 => None,
-            t => Some(tick::Tick(t)),
-        }
-    }
-}
-
-/// Calibrates [`CpuClock`]'s clock now (1 ms), rather than in the first plugin call.
-pub fn calibrate_cpu_clock() {
-    tick::now();
-}
-
-/// The clock of [`CpuClock`], read at every crossing of the guest boundary (a dozen times in a
-/// policy call: each list the call passes is copied in through the guest's allocator). The
-/// CPU's time-stamp counter where it is invariant (x86-64 with `nonstop_tsc`), a few cycles to
-/// read, scaled to time by one 1 ms measurement against `Instant` the first time; `Instant`
-/// elsewhere.
-mod tick {
-    use std::sync::OnceLock;
-    use std::time::{Duration, Instant};
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-    pub struct Tick(pub u64);
-
-    /// Nanoseconds per tick; `None`: ticks are nanoseconds since [`base`].
-    fn scale() -> Option<f64> {
-        static SCALE: OnceLock<Option<f64>> = OnceLock::new();
-        *SCALE.get_or_init(calibrate)
-    }
-
-    fn base() -> Instant {
-        static BASE: OnceLock<Instant> = OnceLock::new();
-        *BASE.get_or_init(Instant::now)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    fn calibrate() -> Option<f64> {
-        use std::arch::x86_64::{__cpuid, _rdtsc};
-        // cpuid and rdtsc exist on every x86-64 CPU. Leaf 0x8000_0007 EDX bit 8 is the
-        // invariant TSC: constant rate, running in every power state.
-        let invariant = __cpuid(0x8000_0000).eax >= 0x8000_0007 && __cpuid(0x8000_0007).edx & (1 << 8) != 0;
-        if !invariant {
-            return None;
-        }
-        let (t0, c0) = (Instant::now(), unsafe { _rdtsc() });
-        std::thread::sleep(Duration::from_millis(1));
-        let (t1, c1) = (Instant::now(), unsafe { _rdtsc() });
-        let ticks = c1.checked_sub(c0).filter(|&d| d > 0)?;
-        Some((t1 - t0).as_nanos() as f64 / ticks as f64)
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    fn calibrate() -> Option<f64> {
-        None
-    }
-
-    pub fn now() -> Tick {
-        #[cfg(target_arch = "x86_64")]
-        if scale().is_some() {
-            // SAFETY: see `calibrate`.
-            return Tick(unsafe { std::arch::x86_64::_rdtsc() });
-        }
-        Tick(base().elapsed().as_nanos() as u64)
-    }
-
-    /// The time from `a` to `b` (zero if `b` is earlier).
-    pub fn between(a: Tick, b: Tick) -> Duration {
-        let d = b.0.saturating_sub(a.0);
-        Duration::from_nanos(scale().map_or(d, |s| (d as f64 * s) as u64))
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn ticks_measure_time_like_instant_does() {
-            now(); // calibrated
-            let (t0, a) = (Instant::now(), now());
-            std::thread::sleep(Duration::from_millis(20));
-            let (b, t1) = (now(), Instant::now());
-            let measured = between(a, b).as_secs_f64();
-            let real = (t1 - t0).as_secs_f64();
-            assert!((measured - real).abs() < real * 0.05, "ticks say {measured} s, Instant {real} s");
-            assert_eq!(between(b, a), Duration::ZERO);
-        }
     }
 }
 

@@ -25,9 +25,9 @@ use wasmtime::UpdateDeadline;
 /// The limits one call runs under.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Guest execution time: measured from each entry into the guest's code to its next exit
-    /// (a host call, a return, a yield). Time waiting on the host (HTTP, sleeping, the async
-    /// runtime's queue) does not count; the wall-clock `timeout` bounds that.
+    /// CPU time: the guest's code and every host function it calls, measured as the thread's
+    /// CPU time while the call runs (see [`super::cpu`]). Time waiting (on HTTP, a timer, the
+    /// async runtime's queue) does not count; the wall-clock `timeout` bounds that.
     pub cpu: Duration,
     /// Wall-clock time for the whole call.
     pub timeout: Duration,
@@ -169,42 +169,28 @@ impl Instance {
     ) -> Result<Instance, Fault> {
         let mut store = wasmtime::Store::new(&rt.engine, HostState::new(grants, pre.kind()));
         store.limiter(|s| &mut s.limiter);
-        // The guest's CPU time is what passes between entering its code and leaving it.
-        store.call_hook(|mut ctx, hook| {
-            let state = ctx.data_mut();
-            if hook.entering_host() {
-                state.cpu.leave();
-            } else {
-                state.cpu.enter();
-            }
-            Ok(())
-        });
-        // Each tick the guest is still running: charge what it ran, stop it past its budget,
-        // else yield to the executor so a loop starves no other task.
-        store.epoch_deadline_callback(|mut ctx| {
-            let cpu = &mut ctx.data_mut().cpu;
-            cpu.leave();
-            if cpu.spent() {
+        // Each tick the guest is still running: stop it past its CPU budget (what the call has
+        // cost so far, host functions included), else yield to the executor so a loop starves
+        // no other task.
+        store.epoch_deadline_callback(|ctx| {
+            if ctx.data().cpu.spent() {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            let resumed = cpu.resume_marker();
-            Ok(UpdateDeadline::YieldCustom(
-                1,
-                Box::pin(async move {
-                    tokio::task::yield_now().await;
-                    resumed.mark();
-                }),
-            ))
+            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
         });
         let deadline = arm(&mut store, limits);
         let _running = GuestRunning::start();
-        let result = tokio::time::timeout_at(deadline.into(), async {
-            match pre {
-                Pre::Source(p) => p.instantiate_async(&mut store).await.map(Bound::Source),
-                Pre::Policy(p) => p.instantiate_async(&mut store).await.map(Bound::Policy),
-                Pre::Backend(p) => p.instantiate_async(&mut store).await.map(Bound::Backend),
-            }
-        })
+        let cpu = store.data().cpu.clone();
+        let result = tokio::time::timeout_at(
+            deadline.into(),
+            cpu.metered(async {
+                match pre {
+                    Pre::Source(p) => p.instantiate_async(&mut store).await.map(Bound::Source),
+                    Pre::Policy(p) => p.instantiate_async(&mut store).await.map(Bound::Policy),
+                    Pre::Backend(p) => p.instantiate_async(&mut store).await.map(Bound::Backend),
+                }
+            }),
+        )
         .await;
         let bound = settle(&store, result, limits)?;
         Ok(Instance { store, bound, calls: 0, abandoned: false })
@@ -213,14 +199,18 @@ impl Instance {
     pub async fn metadata(&mut self, limits: &Limits) -> Result<Metadata, Fault> {
         let deadline = arm(&mut self.store, limits);
         let _running = GuestRunning::start();
+        let cpu = self.store.data().cpu.clone();
         let store = &mut self.store;
-        let result = tokio::time::timeout_at(deadline.into(), async {
-            match &self.bound {
-                Bound::Source(b) => b.elastic_plugin_source().call_metadata(store).await,
-                Bound::Policy(b) => b.elastic_plugin_policy().call_metadata(store).await,
-                Bound::Backend(b) => b.elastic_plugin_backend().call_metadata(store).await,
-            }
-        })
+        let result = tokio::time::timeout_at(
+            deadline.into(),
+            cpu.metered(async {
+                match &self.bound {
+                    Bound::Source(b) => b.elastic_plugin_source().call_metadata(store).await,
+                    Bound::Policy(b) => b.elastic_plugin_policy().call_metadata(store).await,
+                    Bound::Backend(b) => b.elastic_plugin_backend().call_metadata(store).await,
+                }
+            }),
+        )
         .await;
         let metadata = settle(&self.store, result, limits)?;
         let size = metadata.name.len()
@@ -243,30 +233,36 @@ impl Instance {
             Call::Describe(_, c) | Call::Scale(_, _, c, _) => *c,
             _ => u32::MAX,
         };
+        let cpu = self.store.data().cpu.clone();
         let store = &mut self.store;
         let running = GuestRunning::start();
-        let result = tokio::time::timeout_at(deadline.into(), async {
-            Ok(match (&self.bound, call) {
-                (Bound::Source(b), Call::Collect) => {
-                    b.elastic_plugin_source().call_collect(store).await.map(|r| r.map(Reply::Samples))
-                }
-                (Bound::Policy(b), Call::Evaluate(ctx)) => b
-                    .elastic_plugin_policy()
-                    .call_evaluate(store, &ctx)
-                    .await
-                    .map(|r| r.map(Reply::Recommendation)),
-                (Bound::Backend(b), Call::Describe(g, _)) => {
-                    b.elastic_plugin_backend().call_describe(store, &g).await.map(|r| r.map(Reply::Capacity))
-                }
-                (Bound::Backend(b), Call::Scale(g, t, _, decision)) => {
-                    store.data_mut().decision = decision;
-                    let r = b.elastic_plugin_backend().call_scale(&mut *store, &g, t).await;
-                    store.data_mut().decision = None;
-                    r.map(|r| r.map(Reply::Outcome))
-                }
-                (bound, _) => return Err(bound.kind()),
-            })
-        })
+        let result = tokio::time::timeout_at(
+            deadline.into(),
+            cpu.metered(async {
+                Ok(match (&self.bound, call) {
+                    (Bound::Source(b), Call::Collect) => {
+                        b.elastic_plugin_source().call_collect(store).await.map(|r| r.map(Reply::Samples))
+                    }
+                    (Bound::Policy(b), Call::Evaluate(ctx)) => b
+                        .elastic_plugin_policy()
+                        .call_evaluate(store, &ctx)
+                        .await
+                        .map(|r| r.map(Reply::Recommendation)),
+                    (Bound::Backend(b), Call::Describe(g, _)) => b
+                        .elastic_plugin_backend()
+                        .call_describe(store, &g)
+                        .await
+                        .map(|r| r.map(Reply::Capacity)),
+                    (Bound::Backend(b), Call::Scale(g, t, _, decision)) => {
+                        store.data_mut().decision = decision;
+                        let r = b.elastic_plugin_backend().call_scale(&mut *store, &g, t).await;
+                        store.data_mut().decision = None;
+                        r.map(|r| r.map(Reply::Outcome))
+                    }
+                    (bound, _) => return Err(bound.kind()),
+                })
+            }),
+        )
         .await;
         drop(running);
         // Whatever it started and left open ends with the call.
@@ -281,7 +277,7 @@ impl Instance {
             check_size(reply_size(reply), limits).map_err(CallFault::Fault)?;
             validate(reply, ceiling).map_err(CallFault::Fault)?;
         }
-        clean_reply(&mut reply);
+        clean_reply(&self.store.data().grants.meter, &mut reply);
         Ok(reply)
     }
 
@@ -314,7 +310,7 @@ impl Bound {
 /// time); returns the call's wall-clock deadline.
 fn arm(store: &mut wasmtime::Store<HostState>, limits: &Limits) -> Instant {
     let deadline = Instant::now() + limits.timeout;
-    store.data_mut().cpu.arm(limits.cpu);
+    store.data().cpu.arm(limits.cpu);
     store.data_mut().begin_call(deadline);
     store.data().stderr.clear();
     store.set_epoch_deadline(1);
@@ -327,11 +323,16 @@ fn settle<T>(
     result: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
     limits: &Limits,
 ) -> Result<T, Fault> {
+    if store.data().cpu.over_budget() {
+        // Ended over budget between two ticks, or in a long host function: as a loop would.
+        return Err(Fault::CpuLimit(limits.cpu));
+    }
     let error = match result {
         Ok(Ok(value)) => return Ok(value),
         Ok(Err(e)) => e,
         Err(_) => return Err(Fault::Timeout(limits.timeout)),
     };
+    let meter = &store.data().grants.meter;
     if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
         return Err(Fault::MemoryLimit(limit.to_string()));
     }
@@ -343,11 +344,11 @@ fn settle<T>(
         Some(trap) => {
             let mut message = trap.to_string();
             if let Some(said) = store.data().stderr.summary() {
-                message = format!("{message}; it said: {}", super::meter::clean(&said, 512));
+                message = format!("{message}; it said: {}", meter.clean(&said, 512));
             }
             Err(Fault::Trap(message))
         }
-        None => Err(Fault::Malformed(super::meter::clean(&one_line(&error), 512))),
+        None => Err(Fault::Malformed(meter.clean(&one_line(&error), 512))),
     }
 }
 
@@ -391,9 +392,10 @@ fn validate(reply: &Reply, ceiling: u32) -> Result<(), Fault> {
     }
 }
 
-/// Escapes and caps the text a reply carries, so it is safe for every medium it reaches.
-fn clean_reply(reply: &mut Result<Reply, PluginError>) {
-    use super::meter::clean_in_place;
+/// Masks the plugin's secrets in the text a reply carries, and escapes and caps it, so it is
+/// safe for every medium it reaches.
+fn clean_reply(meter: &super::meter::Meter, reply: &mut Result<Reply, PluginError>) {
+    let clean_in_place = |text: &mut String, max| meter.clean_in_place(text, max);
     match reply {
         Ok(Reply::Recommendation(r)) => clean_in_place(&mut r.reason, MAX_TEXT),
         Ok(Reply::Capacity(c)) => clean_in_place(&mut c.tier_name, MAX_TIER_NAME),
@@ -401,7 +403,15 @@ fn clean_reply(reply: &mut Result<Reply, PluginError>) {
             clean_in_place(&mut o.detail, MAX_TEXT);
             clean_in_place(&mut o.capacity.tier_name, MAX_TIER_NAME);
         }
-        Ok(Reply::Samples(_)) => {} // shaped and counted by the collector
+        // Shaped and counted by the collector; only masked here (names and labels are kept
+        // byte for byte otherwise: the collector's size limits and `/metrics` escaping apply).
+        Ok(Reply::Samples(samples)) => {
+            for s in samples {
+                let text = std::iter::once(&mut s.metric)
+                    .chain(s.labels.iter_mut().flat_map(|l| [&mut l.key, &mut l.value]));
+                text.for_each(|t| meter.mask_in_place(t));
+            }
+        }
         Err(
             PluginError::BadConfig(m)
             | PluginError::Unavailable(m)
@@ -424,11 +434,18 @@ pub struct Status {
     pub contract: String,
     pub file: String,
     pub sha256: String,
+    /// The `[trust]` key whose signature the file carries, if any.
+    pub signer: Option<String>,
+    /// Whether its name is bound to this file by the configuration (`bound`: it gets its
+    /// `[plugins.NAME]` grants and groups) or is only what it declares (`unbound`: no grants).
+    pub binding: &'static str,
     pub state: State,
     pub calls: u64,
     pub faults: u64,
     /// Time spent in calls, including queueing behind earlier calls, in nanoseconds.
     pub call_ns_total: u64,
+    /// CPU time the calls cost (guest code and host functions), in nanoseconds.
+    pub cpu_ns_total: u64,
     pub last_fault: Option<String>,
     /// Milliseconds until a quarantined plugin is tried again.
     pub quarantine_ms: Option<u64>,
@@ -449,10 +466,13 @@ impl Status {
             contract: contract.into(),
             file: file.into(),
             sha256: sha256.into(),
+            signer: None,
+            binding: "unbound",
             state: State::Ready,
             calls: 0,
             faults: 0,
             call_ns_total: 0,
+            cpu_ns_total: 0,
             last_fault: None,
             quarantine_ms: None,
             over_budget: Default::default(),
@@ -476,6 +496,7 @@ struct Shared {
     /// Counted outside `status`: no lock on the call path for them.
     calls: std::sync::atomic::AtomicU64,
     call_ns_total: std::sync::atomic::AtomicU64,
+    cpu_ns_total: std::sync::atomic::AtomicU64,
     /// Calls, swaps and regrants take turns here, in arrival order.
     worker: tokio::sync::Mutex<Worker>,
 }
@@ -494,13 +515,15 @@ impl PluginHandle {
     /// plugin (one nothing is configured to call) does not even keep its linked component:
     /// it is mapped and linked again from the compile cache at its first call.
     pub fn new(rt: Arc<Runtime>, prepared: Prepared, grants: Arc<Grants>, parked: bool) -> PluginHandle {
-        let status = Status::ready(
+        let mut status = Status::ready(
             &prepared.metadata,
             prepared.kind(),
             &prepared.header.contract,
             &prepared.path.display().to_string(),
             &prepared.hash,
         );
+        status.signer = prepared.signer.clone();
+        status.binding = binding(&prepared);
         let limits = Limits::for_kind(prepared.kind(), &grants.settings);
         let current = Arc::new(std::sync::RwLock::new(grants.clone()));
         let worker = Worker {
@@ -519,6 +542,7 @@ impl PluginHandle {
             quarantined_until: Mutex::new(None),
             calls: Default::default(),
             call_ns_total: Default::default(),
+            cpu_ns_total: Default::default(),
             worker: tokio::sync::Mutex::new(worker),
         });
         PluginHandle { shared, grants: current }
@@ -545,6 +569,7 @@ impl PluginHandle {
         let mut status = lock(&self.shared.status).clone();
         status.calls = self.shared.calls.load(Relaxed);
         status.call_ns_total = self.shared.call_ns_total.load(Relaxed);
+        status.cpu_ns_total = self.shared.cpu_ns_total.load(Relaxed);
         status.over_budget = self.shared.meter.counts();
         if let Some(until) = *lock(&self.shared.quarantined_until) {
             let left = until.saturating_duration_since(Instant::now());
@@ -554,6 +579,11 @@ impl PluginHandle {
             }
         }
         status
+    }
+
+    /// Records whether the configuration now binds the plugin's name to its file.
+    pub fn set_bound(&self, bound: bool) {
+        lock(&self.shared.status).binding = if bound { "bound" } else { "unbound" };
     }
 
     pub fn name(&self) -> String {
@@ -632,7 +662,24 @@ impl PluginHandle {
         status.config_keys = prepared.metadata.config_keys.clone();
         status.file = prepared.path.display().to_string();
         status.sha256 = prepared.hash.clone();
+        status.signer = prepared.signer.clone();
+        status.binding = binding(&prepared);
         status.state = State::Ready;
+    }
+}
+
+fn binding(prepared: &Prepared) -> &'static str {
+    if prepared.bound {
+        "bound"
+    } else {
+        "unbound"
+    }
+}
+
+impl Shared {
+    /// Counts the CPU time a call cost.
+    fn charge(&self, cpu: Duration) {
+        self.cpu_ns_total.fetch_add(cpu.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -681,20 +728,24 @@ impl Worker {
         };
         let outcome = match result {
             Err(fault) => Err(fault),
-            Ok(mut live) => match live.call(call, &self.limits).await {
-                Ok(reply) => {
-                    if !live.worn_out(&self.limits) {
-                        self.live = Some(live);
+            Ok(mut live) => {
+                let result = live.call(call, &self.limits).await;
+                shared.charge(live.store.data().cpu.used());
+                match result {
+                    Ok(reply) => {
+                        if !live.worn_out(&self.limits) {
+                            self.live = Some(live);
+                        }
+                        Ok(reply)
                     }
-                    Ok(reply)
+                    Err(CallFault::WrongKind(kind)) => {
+                        self.live = Some(live);
+                        return Err(CallError::WrongKind(kind));
+                    }
+                    // The instance may be poisoned: it is dropped here, and the next call makes a new one.
+                    Err(CallFault::Fault(fault)) => Err(fault),
                 }
-                Err(CallFault::WrongKind(kind)) => {
-                    self.live = Some(live);
-                    return Err(CallError::WrongKind(kind));
-                }
-                // The instance may be poisoned: it is dropped here, and the next call makes a new one.
-                Err(CallFault::Fault(fault)) => Err(fault),
-            },
+            }
         };
         match outcome {
             Ok(reply) => {
