@@ -103,6 +103,8 @@ fn main() {
             );
         }
 
+        trust_checks();
+
         let prepared = loader::prepare(&rt, &wasm("plugins", "target-tracking")).await.unwrap();
         let grants = Arc::new(Grants::new("bench", PluginSettings::default(), None, None));
         let limits = Limits::for_kind(Kind::Policy, &grants.settings);
@@ -301,4 +303,51 @@ fn main() {
             );
         }
     });
+}
+
+/// What binding checks add to loading a file: its SHA-256 (computed for every file anyway, the
+/// compile cache's key; a pin is then a string comparison) and an Ed25519 signature's
+/// verification, by size of file. Median of 9.
+fn trust_checks() {
+    use agent::plugins::signature;
+    println!("\n## trust checks at load (median of 9)");
+    let seed = [7u8; 32];
+    let public = signature::public_key(&seed).unwrap();
+    let key = agent::config::TrustedKey { id: agent::keys::key_id(&public), public, source: "bench".into() };
+    let trust = agent::config::TrustSpec { keys: vec![key.clone()], require_signature: true };
+    for (dir, name) in
+        [("plugins", "target-tracking"), ("plugins", "openstack"), ("plugins", "py-target-tracking")]
+    {
+        let signed = signature::sign(&std::fs::read(wasm(dir, name)).unwrap(), &seed).unwrap();
+        let median = |f: &dyn Fn()| {
+            let mut runs: Vec<Duration> = (0..9)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .collect();
+            runs.sort();
+            runs[4]
+        };
+        let hash = agent::plugins::cache::content_hash(&signed);
+        let binding = agent::config::Binding {
+            name: name.into(),
+            file: format!("{name}.wasm"),
+            sha256: Some(hash.clone()),
+            signer: Some(key.id.clone()),
+        };
+        let digest = median(&|| {
+            std::hint::black_box(agent::plugins::cache::content_hash(&signed));
+        });
+        let admit = median(&|| {
+            signature::admit(&signed, &hash, Some(&binding), &trust).unwrap();
+        });
+        println!(
+            "{name:18} {:>6} KiB  sha256 {:>7.2} ms (every file, already)  pin + signature check {:>7.2} ms",
+            signed.len() / 1024,
+            digest.as_secs_f64() * 1e3,
+            admit.as_secs_f64() * 1e3
+        );
+    }
 }

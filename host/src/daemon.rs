@@ -18,7 +18,15 @@ use std::time::Instant;
 pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let data = &config.data_dir;
+    private_files();
     std::fs::create_dir_all(data).with_context(|| format!("creating the data folder {}", data.display()))?;
+    guard_folder(data, "the data folder", config.insecure_folders)?;
+    // The database, the compile cache and the token are the agent's alone.
+    std::fs::set_permissions(data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("making the data folder {} private", data.display()))?;
+    if let Some(dir) = config.plugins_dir.as_deref().filter(|d| d.is_dir()) {
+        guard_folder(dir, "the plugins folder", config.insecure_folders)?;
+    }
     let _lock = lock_data_dir(data)?;
     let store = Store::open(data)?;
     let limits = crate::store::WriterLimits { max_series: config.max_series, idle: config.retention.raw };
@@ -148,47 +156,68 @@ async fn trim_when_settled(registry: Option<std::sync::Weak<Registry>>) {
     }
 }
 
-/// Shortest `[agent] api_token` accepted: 128 bits as hex.
-const MIN_TOKEN_LEN: usize = 32;
-
-/// The token for the API's actions: `[agent] api_token`, or a fresh random one. The page and the
-/// read-only API answer anyone who reaches the address, so an address beyond this machine must
-/// come with a token the operator chose (and can give to whoever may act).
+/// The token for the API's actions: `[agent] api_token` (its rules are the configuration's,
+/// [`Config::api_token`]), or a fresh random one.
 fn api_token(config: &Config) -> anyhow::Result<String> {
-    let Some(source) = &config.api_token else {
-        if !config.listen.ip().is_loopback() {
-            bail!(
-                "agent.listen: {} is reachable from other machines and no [agent] api_token is set; \
-                 set api_token = {{ env = \"VAR\" }} or {{ file = \"/path\" }} ({MIN_TOKEN_LEN}+ characters), or listen on 127.0.0.1",
-                config.listen
-            );
-        }
-        let mut bytes = [0u8; 24];
-        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)
-            .context("reading /dev/urandom")?;
-        return Ok(hex::encode(bytes));
-    };
-    let token = source.read().with_context(|| format!("agent.api_token: {source:?} cannot be read"))?;
-    let token = token.trim();
-    if token.len() < MIN_TOKEN_LEN || token.chars().any(|c| !c.is_ascii_graphic()) {
-        bail!(
-            "agent.api_token: the token in {source:?} must be {MIN_TOKEN_LEN}+ printable characters without spaces (e.g. `openssl rand -hex 24`)"
-        );
+    if let Some(token) = config.api_token()? {
+        return Ok(token);
     }
-    Ok(token.to_string())
+    let mut bytes = [0u8; 24];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)
+        .context("reading /dev/urandom")?;
+    Ok(hex::encode(bytes))
 }
 
-/// Writes `token` to `DATA_DIR/api.token` (0600), where the CLI reads it.
+/// Files the agent creates (its database, logs, cache) are readable by it alone: programs get
+/// their own umask before exec (see `supervisor::launch`).
+fn private_files() {
+    // SAFETY: umask has no preconditions.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Refuses a folder that others may write (as ssh's StrictModes does): whoever can write the
+/// plugins folder chooses what the agent runs, and the data folder holds its compile cache.
+fn guard_folder(dir: &std::path::Path, what: &str, insecure_allowed: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("{}: cannot read {what}", dir.display()))?;
+    if meta.file_type().is_symlink() {
+        // A link to a folder is followed, as an operator's `ln -s` would mean; its target is checked.
+        let target =
+            std::fs::metadata(dir).with_context(|| format!("{}: cannot read {what}", dir.display()))?;
+        return check_mode(dir, what, target.mode(), insecure_allowed);
+    }
+    check_mode(dir, what, meta.mode(), insecure_allowed)
+}
+
+fn check_mode(dir: &std::path::Path, what: &str, mode: u32, insecure_allowed: bool) -> anyhow::Result<()> {
+    if mode & 0o022 != 0 && !insecure_allowed {
+        return Err(crate::config::ConfigError(format!(
+            "{}: {what} is writable by its group or by everyone (mode {:o}): whoever can write it chooses what the agent runs; `chmod go-w {}`, or set [agent] insecure_folders = true",
+            dir.display(),
+            mode & 0o7777,
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Writes `token` to `DATA_DIR/api.token` (0600), where the CLI reads it: through a new file
+/// (never one that was there, never through a link) renamed into place.
 fn write_token(dir: &std::path::Path, token: String) -> anyhow::Result<String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(crate::api::TOKEN_FILE);
     let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp); // a stale one, or a link planted there: removed, not followed
     std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
         .and_then(|mut f| f.write_all(token.as_bytes()))
         .and_then(|_| std::fs::rename(&tmp, &path))

@@ -184,6 +184,23 @@ impl Agent {
 
     /// As [`Agent::spawn`], on `addr` (to restart an agent where its clients expect it).
     pub fn spawn_at(plugins: &Path, config: &str, data: tempfile::TempDir, addr: SocketAddr) -> Agent {
+        Agent::spawn_env(plugins, config, data, addr, &[])
+    }
+
+    /// As [`Agent::start`], with `env` added to the agent's environment (what an operator's
+    /// `EnvironmentFile=` gives it).
+    pub fn start_env(plugins: &Path, config: &str, env: &[(&str, &str)]) -> Agent {
+        let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Agent::spawn_env(plugins, config, tempfile::tempdir().unwrap(), addr, env)
+    }
+
+    fn spawn_env(
+        plugins: &Path,
+        config: &str,
+        data: tempfile::TempDir,
+        addr: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> Agent {
         let config_path = data.path().join("agent.toml");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(agent_bin())
@@ -197,6 +214,7 @@ impl Agent {
             .arg("--config")
             .arg(&config_path)
             .env("AGENT_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -10,6 +10,7 @@ mod first_hour;
 mod fleet;
 mod footprint;
 mod guide;
+mod hardening;
 mod hot_reload;
 mod loading;
 mod monitoring;

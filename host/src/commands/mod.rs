@@ -36,12 +36,21 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// The configuration: the file with the flags on top.
     pub fn resolve(self) -> anyhow::Result<Config> {
         let config = match &self.config {
             Some(path) => Config::load(path)?,
             None => Config::defaults(),
         };
         Ok(self.overriding(config))
+    }
+
+    /// [`RunOptions::resolve`] and the rules that depend on the file and the flags together
+    /// (the API token's): the one validation `check-config`, `run` and a reload share.
+    pub fn validate(self) -> anyhow::Result<Config> {
+        let config = self.resolve()?;
+        config.api_token()?;
+        Ok(config)
     }
 
     /// `config` with the command-line flags on top.
@@ -92,8 +101,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn run(options: RunOptions) -> anyhow::Result<Exit> {
-    let config = options.clone().resolve()?;
-    let reload: crate::reload::Load = Box::new(move || options.clone().resolve());
+    let config = options.clone().validate()?;
+    let reload: crate::reload::Load = Box::new(move || options.clone().validate());
     runtime()?.block_on(crate::daemon::run(config, reload))?;
     Ok(Exit::Success)
 }

@@ -143,7 +143,7 @@ pub fn reload(options: RunOptions) -> anyhow::Result<Exit> {
 /// Exit 0 and a one-line summary, or exit 2 and the error a reload or start would give.
 pub fn check_config(options: RunOptions) -> anyhow::Result<Exit> {
     let file = options.config.clone();
-    let config = options.resolve()?;
+    let config = options.validate()?;
     let file = file.map(|f| f.display().to_string()).unwrap_or_else(|| "the default configuration".into());
     println!(
         "{file}: ok (processes: {}, groups: {}, plugin tables: {})",

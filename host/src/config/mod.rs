@@ -7,6 +7,7 @@ mod cluster;
 mod group;
 mod origin;
 mod process;
+mod run_as;
 mod scale_in;
 mod schedule;
 mod trust;
@@ -15,6 +16,7 @@ pub use cluster::ClusterSpec;
 pub use group::{Fallback, GroupSpec, MetricWindow};
 pub use origin::{Origin, Scheme};
 pub use process::{parse_signal, Backoff, HealthCheck, LogFiles, Probe, ProcessSpec, Restart, StartLimit};
+pub use run_as::{Launch, RunAs};
 pub use scale_in::{BusyProbe, Drain, Hook, ScaleInRule};
 pub use trust::{Binding, TrustSpec, TrustedKey};
 
@@ -24,6 +26,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
+
+/// Shortest `[agent] api_token` accepted: 128 bits as hex.
+pub const MIN_TOKEN_LEN: usize = 32;
 
 /// Where the HTTP API listens unless told otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9820";
@@ -58,6 +63,9 @@ pub struct Config {
     pub compile: crate::plugins::CompileLimits,
     /// `[plugins.NAME]`: grants, limits and configuration per plugin, by plugin name.
     pub plugins: BTreeMap<String, PluginSettings>,
+    /// `[agent] insecure_folders`: accept a data or plugins folder its group or everyone may
+    /// write. Default false: refused at start.
+    pub insecure_folders: bool,
     /// `[agent] process_tree`: how supervised process trees are owned. Default `auto`.
     pub process_tree: crate::supervisor::TreeMode,
     /// `[[process]]`: what the supervisor runs, in file order.
@@ -271,12 +279,14 @@ struct RawStore {
 struct RawAgent {
     data_dir: Option<PathBuf>,
     listen: Option<Spanned<String>>,
-    api_token: Option<Spanned<RawSecret>>,
+    api_token: Option<Spanned<toml::Value>>,
     plugins: Option<PathBuf>,
     sample_interval: Option<Spanned<String>>,
     compile_timeout: Option<Spanned<String>>,
     compile_memory_mib: Option<Spanned<u64>>,
     process_tree: Option<Spanned<String>>,
+    #[serde(default)]
+    insecure_folders: bool,
 }
 
 #[derive(Deserialize)]
@@ -285,7 +295,7 @@ struct RawPlugin {
     #[serde(default)]
     allow_http: Vec<Spanned<String>>,
     #[serde(default)]
-    secrets: BTreeMap<String, Spanned<RawSecret>>,
+    secrets: BTreeMap<String, Spanned<toml::Value>>,
     memory_mib: Option<Spanned<u64>>,
     cpu_limit: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
@@ -310,13 +320,6 @@ struct RawPlugin {
     file: Option<Spanned<String>>,
     sha256: Option<Spanned<String>>,
     signer: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSecret {
-    env: Option<String>,
-    file: Option<PathBuf>,
 }
 
 impl Config {
@@ -366,6 +369,10 @@ impl Config {
         let sample_interval = at
             .duration(&raw.agent.sample_interval, "agent.sample_interval", Duration::from_millis(100))?
             .unwrap_or(Duration::from_secs(1));
+        if sample_interval > Duration::from_secs(3600) {
+            let span = raw.agent.sample_interval.as_ref().map(|s| s.span());
+            return Err(at.error(span, "agent.sample_interval: must be at most 1h"));
+        }
         let mut retention = crate::store::Retention::default();
         if let Some(r) = at.duration(&raw.store.retention, "store.retention", Duration::from_secs(60))? {
             retention.rollups = r;
@@ -396,7 +403,9 @@ impl Config {
         {
             compile.timeout = t;
         }
-        if let Some(mib) = at.at_least(&raw.agent.compile_memory_mib, "agent.compile_memory_mib", 256)? {
+        if let Some(mib) =
+            at.within(&raw.agent.compile_memory_mib, "agent.compile_memory_mib", 256..=1 << 20)?
+        {
             compile.memory_bytes = mib << 20;
         }
         let process_tree = match &raw.agent.process_tree {
@@ -439,6 +448,7 @@ impl Config {
             retention,
             max_series,
             compile,
+            insecure_folders: raw.agent.insecure_folders,
             process_tree,
             plugins,
             processes: process::validate(raw.process, at)?,
@@ -452,6 +462,34 @@ impl Config {
     /// The settings of plugin `name`, or the defaults when it has no table.
     pub fn plugin(&self, name: &str) -> PluginSettings {
         self.plugins.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The rules of the API's token, checked once the command line has had its say (it may
+    /// change `listen`): an address reachable from other machines needs `[agent] api_token`,
+    /// and a configured token must be readable and 32+ printable characters. Returns the
+    /// configured token, if any. `check-config`, `run` and a reload all pass here.
+    pub fn api_token(&self) -> Result<Option<String>, ConfigError> {
+        let file = self.file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "<defaults>".into());
+        let Some(source) = &self.api_token else {
+            if !self.listen.ip().is_loopback() {
+                return Err(ConfigError(format!(
+                    "{file}: agent.listen: {} is reachable from other machines and no [agent] api_token is set; \
+                     set api_token = {{ env = \"VAR\" }} or {{ file = \"/path\" }} ({MIN_TOKEN_LEN}+ characters), or listen on 127.0.0.1",
+                    self.listen
+                )));
+            }
+            return Ok(None);
+        };
+        let token = source
+            .read()
+            .ok_or_else(|| ConfigError(format!("{file}: agent.api_token: {source:?} cannot be read")))?;
+        let token = token.trim();
+        if token.len() < MIN_TOKEN_LEN || token.chars().any(|c| !c.is_ascii_graphic()) {
+            return Err(ConfigError(format!(
+                "{file}: agent.api_token: the token in {source:?} must be {MIN_TOKEN_LEN}+ printable characters without spaces (e.g. `openssl rand -hex 24`)"
+            )));
+        }
+        Ok(Some(token.to_string()))
     }
 
     /// The binding of plugin `name`, if the configuration refers to it.
@@ -472,11 +510,24 @@ pub fn valid_plugin_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-fn secret_source(raw: Spanned<RawSecret>, field: &str, at: &Located) -> Result<SecretSource, ConfigError> {
+/// Where a secret comes from: `{ env = "VAR" }` or `{ file = "/path" }`. Read as a plain TOML
+/// value so that a secret written into the file itself is refused without being echoed.
+fn secret_source(raw: Spanned<toml::Value>, field: &str, at: &Located) -> Result<SecretSource, ConfigError> {
     let span = raw.span();
-    match raw.into_inner() {
-        RawSecret { env: Some(var), file: None } => Ok(SecretSource::Env(var)),
-        RawSecret { env: None, file: Some(path) } => Ok(SecretSource::File(path)),
+    let table = match raw.into_inner() {
+        toml::Value::Table(t) => t,
+        toml::Value::String(_) => {
+            return Err(at.error(
+                Some(span),
+                &format!("{field}: a secret's value does not belong in the configuration file (it would be in every copy, log and backup of it); put it in a file or a variable and write {{ file = \"/path\" }} or {{ env = \"VAR\" }}"),
+            ))
+        }
+        _ => toml::Table::new(),
+    };
+    let text = |k: &str| table.get(k).and_then(|v| v.as_str()).map(String::from);
+    match (text("env"), text("file"), table.len()) {
+        (Some(var), None, 1) => Ok(SecretSource::Env(var)),
+        (None, Some(path), 1) => Ok(SecretSource::File(PathBuf::from(path))),
         _ => Err(at.error(
             Some(span),
             &format!("{field}: give exactly one of `env = \"VAR\"` or `file = \"/path\"`"),
@@ -499,7 +550,7 @@ fn plugin_settings(name: &str, raw: RawPlugin, at: &Located) -> Result<PluginSet
     if let Some(mib) = at.within(&raw.memory_mib, &field("memory_mib"), 1..=4096)? {
         s.memory_limit_bytes = mib << 20;
     }
-    if let Some(kib) = at.at_least(&raw.max_return_kib, &field("max_return_kib"), 1)? {
+    if let Some(kib) = at.within(&raw.max_return_kib, &field("max_return_kib"), 1..=1 << 20)? {
         s.max_return_bytes = kib << 10;
     }
     let positive = Duration::from_millis(1);
@@ -547,6 +598,9 @@ fn budgets(raw: &RawPlugin, at: &Located, field: &dyn Fn(&str) -> String) -> Res
     Ok(b)
 }
 
+/// The longest duration any key accepts: past it, adding it to a clock overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
 /// Turns byte spans into `file:line:column:` prefixes.
 struct Located<'a> {
     file: Option<&'a Path>,
@@ -571,6 +625,10 @@ impl<'a> Located<'a> {
         if value < min {
             let min = crate::duration::format(min);
             return Err(self.error(Some(d.span()), &format!("{field}: must be at least {min}")));
+        }
+        if value > MAX_DURATION {
+            let max = crate::duration::format(MAX_DURATION);
+            return Err(self.error(Some(d.span()), &format!("{field}: must be at most {max}")));
         }
         Ok(Some(value))
     }
@@ -701,5 +759,131 @@ points = { "/requests" = "app.requests" }
                 .unwrap();
         assert_eq!(c.data_dir, Path::new("/etc/agent/d"));
         assert_eq!(c.plugins_dir.unwrap(), Path::new("/etc/agent/p"));
+    }
+}
+
+/// Any value in any key: the configuration is refused with a message or accepted with values
+/// the agent can use (no zero interval, nothing that overflows a clock), never a panic.
+#[cfg(test)]
+mod property {
+    use super::*;
+    use std::time::Instant;
+
+    const KEYS: &[&str] = &[
+        "[agent]\nsample_interval",
+        "[agent]\ncompile_timeout",
+        "[agent]\ncompile_memory_mib",
+        "[agent]\nlisten",
+        "[agent]\napi_token",
+        "[store]\nretention",
+        "[store]\nraw_retention",
+        "[store]\njournal_max_rows",
+        "[store]\nmax_series",
+        "[plugins.p]\nmemory_mib",
+        "[plugins.p]\nmax_return_kib",
+        "[plugins.p]\ncpu_limit",
+        "[plugins.p]\ntimeout",
+        "[plugins.p]\ninterval",
+        "[plugins.p]\nstate_kib",
+        "[plugins.p]\nhttp_kib_per_call",
+        "[plugins.p]\nsha256",
+        "[plugins.p]\nfile",
+        "[plugins.p]\nsecrets.s",
+        "[[process]]\nname = \"w\"\ncommand = \"true\"\nstop_grace",
+        "[[process]]\nname = \"w\"\ncommand = \"true\"\nreplicas",
+        "[[process]]\nname = \"w\"\ncommand = \"true\"\nmemory_max",
+        "[[process]]\nname = \"w\"\ncommand = \"true\"\numask",
+        "[[process]]\nname = \"w\"\ncommand = \"true\"\nuser",
+        "[[process]]\nname = \"w\"\ncommand = \"true\"\n[process.health]\ncommand = [\"true\"]\ninterval",
+        "[[process]]\nname = \"w\"\ncommand = \"true\"\n[process.health]\ncommand = [\"true\"]\ntimeout",
+        "[[process]]\nname = \"w\"\ncommand = \"true\"\n[process.log]\ndir = \"/tmp\"\nmax_kib",
+        "[[group]]\nname = \"g\"\npolicy = \"p\"\nbackend = \"b\"\nmin = 1\nmax = 2\nmetrics = [{ name = \"m\" }]\ninterval",
+    ];
+    const VALUES: &[&str] = &[
+        "\"0s\"",
+        "\"0ms\"",
+        "\"1ms\"",
+        "\"5s\"",
+        "\"-1s\"",
+        "\"1e308s\"",
+        "\"200000000000000d\"",
+        "\"3650d\"",
+        "\"3651d\"",
+        "\"NaNs\"",
+        "\"inf s\"",
+        "\"\"",
+        "0",
+        "1",
+        "-1",
+        "255",
+        "4096",
+        "9223372036854775807",
+        "18446744073709551615",
+        "1.5",
+        "true",
+        "[]",
+        "{}",
+        "\"077\"",
+        "\"nobody\"",
+        "65534",
+        "\"0.0.0.0:1\"",
+        "\"512MiB\"",
+        "\"99999999999999999999GiB\"",
+        "{ env = \"HOME\" }",
+        "\"literal-secret\"",
+        "\"x.wasm\"",
+        "\"../x.wasm\"",
+    ];
+
+    /// xorshift64: deterministic, no dependency.
+    fn next(state: &mut u64) -> usize {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state as usize
+    }
+
+    #[test]
+    fn no_value_in_any_key_panics_or_yields_an_unusable_duration() {
+        let mut state = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..4000 {
+            let key = KEYS[next(&mut state) % KEYS.len()];
+            let value = VALUES[next(&mut state) % VALUES.len()];
+            let text = format!("{key} = {value}\n");
+            let Ok(config) = Config::parse(&text, Path::new("agent.toml")) else { continue };
+            let now = Instant::now();
+            let mut durations = vec![config.sample_interval, config.retention.raw, config.retention.rollups];
+            for p in &config.processes {
+                durations.push(p.stop_grace);
+                if let Some(h) = &p.health {
+                    assert!(!h.interval.is_zero() && !h.timeout.is_zero(), "{text}");
+                    durations.extend([h.interval, h.timeout]);
+                }
+            }
+            for g in &config.groups {
+                assert!(!g.interval.is_zero(), "{text}");
+                durations.push(g.interval);
+            }
+            for p in config.plugins.values() {
+                durations.extend(p.cpu_limit.iter().chain(&p.timeout).chain(&p.interval));
+                assert!(p.memory_limit_bytes > 0 && p.max_return_bytes > 0, "{text}");
+            }
+            assert!(!config.sample_interval.is_zero(), "{text}");
+            for d in durations {
+                assert!(now.checked_add(d).is_some(), "{text} overflows a clock");
+            }
+        }
+    }
+
+    #[test]
+    fn a_literal_secret_is_refused_without_being_echoed() {
+        for text in [
+            "[agent]\napi_token = \"s3cr3t-literal-token-value-0123456789\"\n",
+            "[plugins.p]\nsecrets = { password = \"s3cr3t-literal-token-value-0123456789\" }\n",
+        ] {
+            let e = Config::parse(text, Path::new("agent.toml")).unwrap_err().0;
+            assert!(e.contains("does not belong in the configuration file"), "{e}");
+            assert!(!e.contains("s3cr3t"), "{e}");
+        }
     }
 }

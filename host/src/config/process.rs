@@ -16,8 +16,10 @@ pub struct ProcessSpec {
     /// The program. Run directly (no shell) unless `shell = true`, then `sh -c COMMAND`.
     pub command: String,
     pub args: Vec<String>,
-    /// Extra environment, on top of the agent's own.
+    /// The program's own variables, on top of a clean base (see `supervisor::launch`).
     pub env: BTreeMap<String, String>,
+    /// Its identity, umask, `env_file`, `pass_env` and `credentials`.
+    pub launch: super::run_as::Launch,
     pub working_dir: Option<PathBuf>,
     pub shell: bool,
     /// How many instances. Default 1.
@@ -145,6 +147,15 @@ pub(super) struct RawProcess {
     sockets: Vec<Spanned<String>>,
     busy: Option<Spanned<super::scale_in::RawBusy>>,
     drain: Option<Spanned<super::scale_in::RawDrain>>,
+    user: Option<Spanned<toml::Value>>,
+    group: Option<Spanned<toml::Value>>,
+    supplementary_groups: Option<Spanned<Vec<toml::Value>>>,
+    umask: Option<Spanned<String>>,
+    env_file: Option<PathBuf>,
+    #[serde(default)]
+    pass_env: Vec<String>,
+    #[serde(default)]
+    credentials: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -319,10 +330,15 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
                         Some(c) => Err(at.error(Some(c.span()), &format!("{}: at least 1", field(f)))),
                     }
                 };
+                let positive = |d: &Option<Spanned<String>>, f: &str, default: Duration| {
+                    Ok::<_, ConfigError>(
+                        at.duration(d, &field(f), Duration::from_millis(10))?.unwrap_or(default),
+                    )
+                };
                 Some(HealthCheck {
                     probe,
-                    interval: duration(&h.interval, "health.interval", Duration::from_secs(5))?,
-                    timeout: duration(&h.timeout, "health.timeout", Duration::from_secs(2))?,
+                    interval: positive(&h.interval, "health.interval", Duration::from_secs(5))?,
+                    timeout: positive(&h.timeout, "health.timeout", Duration::from_secs(2))?,
                     start_period: duration(&h.start_period, "health.start_period", Duration::ZERO)?,
                     failure_threshold: count(&h.failure_threshold, "health.failure_threshold", 3)?,
                     success_threshold: count(&h.success_threshold, "health.success_threshold", 1)?,
@@ -392,6 +408,16 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
         if sockets.len() > crate::supervisor::sockets::MAX {
             return Err(at.error(Some(p.name.span()), &field("sockets: at most 16")));
         }
+        let raw_launch = super::run_as::RawLaunch {
+            user: p.user,
+            group: p.group,
+            supplementary_groups: p.supplementary_groups,
+            umask: p.umask,
+            env_file: p.env_file,
+            pass_env: p.pass_env,
+            credentials: p.credentials,
+        };
+        let launch = super::run_as::validate(raw_launch, &field, at)?;
         let busy = super::scale_in::busy(p.busy, &field, at)?;
         let drain = super::scale_in::drain(p.drain, &field, at)?;
         specs.push(ProcessSpec {
@@ -399,6 +425,7 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
             command: p.command.into_inner(),
             args: p.args,
             env: p.env,
+            launch,
             working_dir: p.working_dir,
             shell: p.shell,
             replicas,
@@ -412,7 +439,7 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
             health,
             log: p.log.map(|l| LogFiles {
                 dir: l.dir,
-                max_bytes: l.max_kib.unwrap_or(10 * 1024).max(1) * 1024,
+                max_bytes: l.max_kib.unwrap_or(10 * 1024).clamp(1, 1 << 30) * 1024,
                 keep: l.keep.unwrap_or(3),
             }),
             limits,

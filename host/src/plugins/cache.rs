@@ -77,18 +77,23 @@ impl CompileCache {
         })?;
         let name = path.file_name()?.to_str()?;
         let claimed = hex::decode(&name[prefix.len()..name.len() - ".cwasm".len()]).unwrap_or_default();
-        if !self.verifies(&path, &claimed) {
+        // One descriptor for the check and the load: what was verified is what is mapped, even
+        // if the name is replaced meanwhile. Never through a link.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(&path).ok()?
+        };
+        if !file.metadata().is_ok_and(|m| m.is_file()) || !self.verifies(&file, &claimed) {
             tracing::warn!("{}: cache entry was not written by this agent; recompiling", path.display());
             return None;
         }
-        // SAFETY: the HMAC proves this agent's own `serialize` wrote this file for this engine
-        // configuration, and entries are replaced by rename, never modified in place.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        let same_file = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+        // SAFETY: the HMAC proves this agent's own `serialize` wrote this file (the open
+        // descriptor's, which `same_file` names) for this engine configuration, and entries are
+        // replaced by rename, never modified in place.
+        match unsafe { Component::deserialize_file(engine, &same_file) } {
             Ok(component) => {
-                let _ = std::fs::File::options()
-                    .append(true)
-                    .open(&path)
-                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                let _ = file.set_modified(std::time::SystemTime::now());
                 Some(component)
             }
             Err(e) => {
@@ -99,8 +104,7 @@ impl CompileCache {
     }
 
     /// Whether the file's HMAC is `claimed` (read in pieces: no copy of a large artifact).
-    fn verifies(&self, path: &Path, claimed: &[u8]) -> bool {
-        let Ok(mut file) = std::fs::File::open(path) else { return false };
+    fn verifies(&self, mut file: &std::fs::File, claimed: &[u8]) -> bool {
         let mut mac = self.tag();
         let mut buf = vec![0u8; 256 << 10];
         loop {

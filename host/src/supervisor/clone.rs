@@ -48,6 +48,8 @@ pub struct Plan {
     /// [`MAX_SOCKETS`]), with `LISTEN_PID` written by the child into `listen_pid`.
     pub sockets: Vec<RawFd>,
     listen_pid: Option<Box<std::cell::UnsafeCell<[u8; 32]>>>,
+    /// The user, groups and umask it takes before exec.
+    pub identity: super::launch::Identity,
 }
 
 const MAX_SOCKETS: usize = super::sockets::MAX;
@@ -103,6 +105,7 @@ impl Plan {
             join: Vec::new(),
             sockets: Vec::new(),
             listen_pid: None,
+            identity: Default::default(),
         })
     }
 
@@ -248,6 +251,10 @@ unsafe fn child(
         if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
             report(fail);
         }
+    }
+    // Its user and umask; before the parent-death signal, which a change of user clears.
+    if plan.identity.apply().is_err() {
+        report(fail);
     }
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);

@@ -14,7 +14,11 @@ pub enum Health {
 }
 
 /// Runs one probe, within the check's timeout.
-pub async fn probe(check: &HealthCheck, http: &reqwest::Client) -> Result<(), String> {
+pub async fn probe(
+    check: &HealthCheck,
+    http: &reqwest::Client,
+    helpers: &super::launch::Helpers,
+) -> Result<(), String> {
     let attempt = async {
         match &check.probe {
             Probe::Http { url, body_contains } => {
@@ -37,8 +41,9 @@ pub async fn probe(check: &HealthCheck, http: &reqwest::Client) -> Result<(), St
                 .map(|_| ())
                 .map_err(|e| format!("connect {address}: {e}")),
             Probe::Command { argv } => {
-                let status = tokio::process::Command::new(&argv[0])
-                    .args(&argv[1..])
+                let status = helpers
+                    .command(argv)
+                    .map_err(|e| format!("{}: {e}", argv[0]))?
                     .stdin(std::process::Stdio::null())
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
@@ -61,7 +66,12 @@ pub async fn probe(check: &HealthCheck, http: &reqwest::Client) -> Result<(), St
 }
 
 /// Probes until `events` is closed (the instance stopped), sending each transition.
-pub async fn watch(check: HealthCheck, http: reqwest::Client, events: mpsc::Sender<Health>) {
+pub async fn watch(
+    check: HealthCheck,
+    http: reqwest::Client,
+    helpers: super::launch::Helpers,
+    events: mpsc::Sender<Health>,
+) {
     let started = Instant::now();
     let (mut successes, mut failures, mut ready) = (0u32, 0u32, false);
     let mut tick = tokio::time::interval(check.interval);
@@ -71,7 +81,7 @@ pub async fn watch(check: HealthCheck, http: reqwest::Client, events: mpsc::Send
         if events.is_closed() {
             return;
         }
-        match probe(&check, &http).await {
+        match probe(&check, &http, &helpers).await {
             Ok(()) => {
                 failures = 0;
                 successes += 1;

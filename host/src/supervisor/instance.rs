@@ -150,7 +150,11 @@ impl Instance {
         let mut first_start = true;
         loop {
             next = match next {
-                Next::End => return,
+                Next::End => {
+                    let root = super::launch::credentials_root(&self.marker);
+                    super::launch::remove_credentials(&self.spec, &self.slot, &root);
+                    return;
+                }
                 Next::Down => match self.idle(&mut ctl, ProcState::Stopped).await {
                     Idle::Resume => Next::Fresh,
                     Idle::Stay => Next::Down,
@@ -280,7 +284,8 @@ impl Instance {
     ) -> Next {
         let (health_tx, mut health_rx) = mpsc::channel(4);
         if let Some(check) = self.health_check() {
-            tokio::spawn(health::watch(check, self.http.clone(), health_tx));
+            let helpers = super::launch::Helpers::new(self.spec.clone(), self.slot.clone());
+            tokio::spawn(health::watch(check, self.http.clone(), helpers, health_tx));
         } else {
             drop(health_tx);
         }

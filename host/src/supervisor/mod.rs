@@ -14,6 +14,7 @@ pub mod cgroup;
 mod clone;
 mod health;
 mod instance;
+pub mod launch;
 pub mod output;
 mod reload;
 mod scale_in;

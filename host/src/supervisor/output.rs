@@ -69,7 +69,7 @@ impl RotatingFile {
     pub fn open(cfg: &LogFiles, name: &str, replica: u32) -> std::io::Result<RotatingFile> {
         std::fs::create_dir_all(&cfg.dir)?;
         let path = cfg.dir.join(format!("{name}-{replica}.log"));
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = open_log(&path)?;
         let written = file.metadata()?.len();
         Ok(RotatingFile { path, max_bytes: cfg.max_bytes, keep: cfg.keep, file: Some(file), written })
     }
@@ -97,7 +97,7 @@ impl RotatingFile {
         } else {
             let _ = std::fs::remove_file(&self.path);
         }
-        self.file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).ok();
+        self.file = open_log(&self.path).ok();
         self.written = 0;
     }
 }
@@ -178,6 +178,13 @@ pub async fn forward(stream: impl AsyncRead + Unpin, which: &'static str, sinks:
             break;
         }
     }
+}
+
+/// A log file opened for appending, never through a symbolic link (a link planted where the
+/// agent writes as root would make it append to any file).
+fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create(true).append(true).custom_flags(libc::O_NOFOLLOW).open(path)
 }
 
 #[cfg(test)]

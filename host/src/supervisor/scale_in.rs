@@ -208,8 +208,8 @@ async fn run(
             Hook::Command { argv } => {
                 let argv: Vec<String> = argv.iter().map(|a| slot.expand(spec, a)).collect();
                 use tokio::io::AsyncReadExt;
-                let mut child = tokio::process::Command::new(&argv[0])
-                    .args(&argv[1..])
+                let mut child = super::launch::helper(spec, &slot, &argv)
+                    .map_err(|e| format!("{}: {e}", argv[0]))?
                     .stdin(std::process::Stdio::null())
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::null())

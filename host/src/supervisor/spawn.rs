@@ -76,7 +76,10 @@ pub fn start(
     sockets: &[std::os::fd::RawFd],
 ) -> std::io::Result<Started> {
     let (program, args) = argv(spec, slot);
-    let mut env = environment(spec, slot, marker, members);
+    let root = super::launch::credentials_root(marker);
+    let credentials = super::launch::write_credentials(spec, slot, &root)?;
+    let mut env = environment(spec, slot, marker, members, credentials.as_deref())?;
+    let identity = super::launch::Identity::of(spec);
     for (k, v) in super::sockets::Sockets::environment(&spec.name, sockets.len()) {
         env.push((k.into(), v.into()));
     }
@@ -90,6 +93,7 @@ pub fn start(
                 spec.working_dir.as_deref(),
             )?;
             plan.cgroup = place.into.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+            plan.identity = identity.clone();
             plan.join = place.join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
             plan.pass_sockets(sockets.to_vec());
             match super::clone::spawn(&plan) {
@@ -116,7 +120,7 @@ pub fn start(
         }
         let mut join = place.join.iter().collect::<Vec<_>>();
         join.extend(place.into_procs.as_ref());
-        let mut cmd = command(&program, &args, &env, spec, &join, sockets);
+        let mut cmd = command(&program, &args, &env, spec, &join, sockets, identity);
         let mut child = cmd.spawn()?;
         let pid = child.id();
         let (stdout, stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
@@ -137,26 +141,19 @@ fn argv(spec: &ProcessSpec, slot: &Slot) -> (String, Vec<String>) {
     }
 }
 
-/// The agent's environment, the program's `env` on top, then the variables the agent sets.
+/// The program's environment ([`super::launch::environment`]: never the agent's own), and the
+/// markers by which the agent finds its processes again.
 fn environment(
     spec: &ProcessSpec,
     slot: &Slot,
     marker: &str,
     members: &Members,
-) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-    let mut env: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
-        std::env::vars_os().collect();
-    for (k, v) in &spec.env {
-        env.insert(k.into(), slot.expand(spec, v).into());
-    }
-    env.insert("REPLICA".into(), slot.replica.to_string().into());
-    env.insert("PROCESS_NAME".into(), spec.name.clone().into());
-    if let Some(port) = slot.port {
-        env.insert("PORT".into(), port.to_string().into());
-    }
+    credentials: Option<&std::path::Path>,
+) -> std::io::Result<Vec<(std::ffi::OsString, std::ffi::OsString)>> {
+    let mut env = super::launch::environment(spec, slot, credentials)?;
     env.insert(MARKER_VAR.into(), marker.into());
     env.insert(super::tree::INSTANCE_VAR.into(), members.tag.clone().into());
-    env.into_iter().collect()
+    Ok(env.into_iter().collect())
 }
 
 /// The fallback: tokio's `Command`, joining the cgroups in `pre_exec`.
@@ -167,6 +164,7 @@ fn command(
     spec: &ProcessSpec,
     join: &[&std::fs::File],
     sockets: &[std::os::fd::RawFd],
+    identity: super::launch::Identity,
 ) -> Command {
     // With sockets, `LISTEN_PID` must be the program's own pid, known only after the fork: a
     // shell sets it and execs the program (same pid).
@@ -191,8 +189,9 @@ fn command(
     let agent = std::process::id() as libc::pid_t;
     let join: Vec<std::os::fd::RawFd> = join.iter().map(|f| std::os::fd::AsRawFd::as_raw_fd(*f)).collect();
     let sockets = sockets.to_vec();
-    // SAFETY: only async-signal-safe calls (write, prctl, getppid, _exit) between fork and exec;
-    // the descriptors stay open in the parent until `spawn` returns.
+    // SAFETY: only async-signal-safe calls (write, setgroups/setgid/setuid/umask, prctl,
+    // getppid, _exit) between fork and exec; the descriptors stay open in the parent until
+    // `spawn` returns.
     unsafe {
         cmd.pre_exec(move || {
             // Into the instance's cgroups before exec, so nothing it starts escapes them.
@@ -202,6 +201,8 @@ fn command(
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            // Its user and umask; before the parent-death signal, which a change of user clears.
+            identity.apply()?;
             // Die with the agent, even if it is SIGKILLed. (Tied to the thread that forked: the
             // supervisor forks from runtime worker threads, which live as long as the agent.)
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
