@@ -91,7 +91,7 @@ pub struct PluginSettings {
     pub secrets: BTreeMap<String, SecretSource>,
     /// `memory_mib`: cap on each linear memory, in MiB. Default 64.
     pub memory_limit_bytes: u64,
-    /// `cpu_limit`: guest execution time per call. Default by kind: 100ms for policies and
+    /// `cpu_limit`: CPU time per call, the plugin's code and every host function it calls. Default by kind: 100ms for policies and
     /// sources, 2s for backends (cloud calls wait on the network, which does not count).
     pub cpu_limit: Option<Duration>,
     /// `timeout`: wall-clock limit per call, including time waiting on HTTP. Default by kind:
