@@ -255,3 +255,33 @@ async fn stop_signal() {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_token_is_written_through_a_new_file_never_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let planted = dir.path().join(crate::api::TOKEN_FILE).with_extension("tmp");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        super::write_token(dir.path(), "t".repeat(40)).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        let token = dir.path().join(crate::api::TOKEN_FILE);
+        assert_eq!(std::fs::read_to_string(&token).unwrap(), "t".repeat(40));
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_folder_others_may_write_is_refused_unless_allowed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o775)).unwrap();
+        let e = super::guard_folder(dir.path(), "the data folder", false).unwrap_err().to_string();
+        assert!(e.contains("the data folder is writable by its group or by everyone (mode 775)"), "{e}");
+        assert!(super::guard_folder(dir.path(), "the data folder", true).is_ok());
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(super::guard_folder(dir.path(), "the data folder", false).is_ok());
+    }
+}

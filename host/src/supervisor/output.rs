@@ -189,6 +189,18 @@ fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_log_file_is_never_opened_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let log = dir.path().join("web-0.log");
+        std::os::unix::fs::symlink(&victim, &log).unwrap();
+        let e = super::open_log(&log).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    }
+
     use super::*;
 
     #[test]
