@@ -151,6 +151,7 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     check(old.sample_interval != new.sample_interval, "agent.sample_interval");
     check(old.compile != new.compile, "agent.compile_timeout/compile_memory_mib");
     check(old.process_tree != new.process_tree, "agent.process_tree");
+    check(old.insecure_folders != new.insecure_folders, "agent.insecure_folders");
     check(old.retention != new.retention, "store retention");
     check(old.max_series != new.max_series, "store.max_series");
     fields

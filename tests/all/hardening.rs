@@ -86,6 +86,15 @@ interval = "200ms"
     assert_eq!(mode(&Path::new(dir).join("db")), 0o400);
     assert_eq!(std::fs::metadata(dir).unwrap().uid(), 65534);
 
+    // A restart writes its credentials again over what the last start left.
+    std::fs::remove_file(out.path().join("credential")).unwrap();
+    let (code, _, err) = agent.cli(&["restart", "app"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        wait_for("the credential after a restart", LIMIT, || read("credential")),
+        "db-credential-9f8e"
+    );
+
     // The agent's own files are its alone.
     let data = agent.data.path();
     assert_eq!(mode(data), 0o700);

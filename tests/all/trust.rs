@@ -191,6 +191,27 @@ max = 10
     assert!(failed.iter().any(|f| f.file.ends_with("/0-rogue-policy.wasm") && f.error.contains("bound to")));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_requires_signatures_unloads_what_is_not_signed() {
+    let h = host(&[&fixture("rogue-policy")], "[plugins.rogue-policy]\nsecrets = {}\n").await;
+    assert_eq!(h.get("rogue-policy").status().signer, None);
+    let keys = tempfile::tempdir().unwrap();
+    keygen(keys.path(), "k");
+    let text = format!(
+        "[trust]\ntrusted_keys = [\"{}\"]\nrequire_signature = true\n[plugins.rogue-policy]\nsecrets = {{}}\n",
+        keys.path().join("k.pub").display()
+    );
+    let config = agent::config::Config::parse(&text, Path::new("agent.toml")).unwrap();
+    h.registry.reconfigure(std::sync::Arc::new(config)).await;
+    let failed = wait_for_async(|| {
+        let (_, failed) = h.registry.status();
+        failed.into_iter().find(|f| f.error.contains("require_signature"))
+    })
+    .await;
+    assert!(failed.file.ends_with("/rogue-policy.wasm"), "{failed:?}");
+    assert!(h.registry.get("rogue-policy").is_none(), "the unsigned plugin no longer runs");
+}
+
 /// Polls `check` every 50 ms for up to 30 s (the registry's loads run on their own tasks).
 async fn wait_for_async<T>(check: impl Fn() -> Option<T>) -> T {
     for _ in 0..600 {
@@ -405,6 +426,9 @@ fn a_plugin_that_writes_its_own_secret_shows_stars_everywhere() {
     });
     agent.wait_log("token is ***");
     agent.wait_log("using token ***");
+    let (code, series) = http_get(agent.addr, "/api/series?name=rogue.leak").unwrap();
+    assert_eq!(code, 200, "{series}");
+    assert!(series.contains("t=***") && !series.contains(CANARY), "{series}");
     assert_no_canary(&agent, &["leaky", "failing"]);
 }
 
@@ -413,6 +437,10 @@ async fn a_host_call_burner_pays_for_the_host_calls_and_is_faulted() {
     // A million log calls, each refused by the log budget: almost no guest code, all host work.
     let h = host(&[&fixture("rogue-policy")], "[plugins.rogue-policy]\ncpu_limit = \"20ms\"\n").await;
     let p = h.get("rogue-policy");
+    // The control: the same loop without the host calls fits its budget many times over, so
+    // what stops the burner below is the host's work on its behalf.
+    let control = p.evaluate(ctx(serde_json::json!({ "mode": "guest-loop" }))).await.unwrap();
+    assert_eq!(control.reason, "looped");
     let burn = || ctx(serde_json::json!({ "mode": "host-burn" }));
     match p.evaluate(burn()).await {
         Err(CallError::Fault(Fault::CpuLimit(limit))) => assert_eq!(limit, Duration::from_millis(20)),

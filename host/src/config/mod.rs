@@ -434,7 +434,10 @@ impl Config {
         }
         let groups = group::validate(raw.group, raw.cluster.is_some(), at)?;
         let trust = trust::validate(raw.trust, base, at)?;
-        let named = groups.iter().flat_map(|g| [g.policy.clone(), g.backend.clone()]);
+        // A group names its policy and backend, and a source when a metric asks for its label.
+        let sources = groups.iter().flat_map(|g| &g.metrics).flat_map(|m| &m.labels);
+        let sources = sources.filter(|(k, v)| k == "source" && valid_plugin_name(v)).map(|(_, v)| v.clone());
+        let named = groups.iter().flat_map(|g| [g.policy.clone(), g.backend.clone()]).chain(sources);
         let named: std::collections::BTreeSet<String> = named.chain(plugins.keys().cloned()).collect();
         let bindings = trust::bindings(named.into_iter(), &plugins, &trust, at)?;
         Ok(Config {

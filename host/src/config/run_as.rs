@@ -27,7 +27,7 @@ pub struct RunAs {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Launch {
     pub run_as: Option<RunAs>,
-    /// `umask`, e.g. `"077"`. Default: the agent's.
+    /// `umask`, e.g. `"077"`. Default 022 (systemd's for services).
     pub umask: Option<u32>,
     /// `env_file`: `KEY=VALUE` lines read at every start (systemd's `EnvironmentFile=`).
     pub env_file: Option<PathBuf>,

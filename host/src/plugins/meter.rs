@@ -88,8 +88,9 @@ pub struct Meter {
     /// Per budget: when the current episode's last event happened, and its count so far.
     episodes: Mutex<[Option<(Instant, u64)>; ALL.len()]>,
     log: Mutex<LogBucket>,
-    /// The values of the secrets granted to the plugin, masked in all it writes.
-    secrets: std::sync::RwLock<Vec<String>>,
+    /// The values of the secrets granted to the plugin, masked in all it writes: in the order
+    /// they were remembered, and longest first.
+    secrets: std::sync::RwLock<(Vec<String>, Vec<String>)>,
 }
 
 /// What a secret's value is replaced with in a plugin's text.
@@ -110,20 +111,23 @@ impl Meter {
         })
     }
 
-    /// Masks `value` from now on in everything the plugin writes.
+    /// Masks `value` from now on in everything the plugin writes. The values remembered
+    /// longest ago are forgotten first (a value read again — a granted secret, at every load —
+    /// counts as new).
     pub fn remember_secret(&self, value: &str) {
         if value.len() < MIN_MASKED {
             return;
         }
         let mut secrets = self.secrets.write().unwrap_or_else(|p| p.into_inner());
-        if !secrets.iter().any(|s| s == value) {
-            if secrets.len() >= MAX_SECRETS {
-                secrets.remove(0);
-            }
-            secrets.push(value.to_string());
-            // Longest first: a secret that contains another is masked whole.
-            secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let (order, by_length) = &mut *secrets;
+        order.retain(|s| s != value);
+        order.push(value.to_string());
+        if order.len() > MAX_SECRETS {
+            order.remove(0);
         }
+        // Masked longest first: a secret that contains another is masked whole.
+        *by_length = order.clone();
+        by_length.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 
     /// Plugin text made safe for the agent's outputs: the plugin's secrets masked, then
@@ -149,7 +153,7 @@ impl Meter {
     fn mask<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         let secrets = self.secrets.read().unwrap_or_else(|p| p.into_inner());
         let mut out = std::borrow::Cow::Borrowed(text);
-        for secret in secrets.iter() {
+        for secret in secrets.1.iter() {
             if out.contains(secret.as_str()) {
                 out = std::borrow::Cow::Owned(out.replace(secret.as_str(), MASK));
             }
@@ -316,6 +320,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_masked_longest_first_and_the_oldest_forgotten_first() {
+        let m = Meter::new("p".into(), LogLimits::default());
+        m.remember_secret("abc"); // too short to mask
+        m.remember_secret("hunter2");
+        m.remember_secret("hunter2-long-form");
+        assert_eq!(m.clean("a hunter2-long-form and hunter2, abc\n", 100), "a *** and ***, abc\\n");
+        // 64 rotations of a short token: the long secret, read again at each load, stays.
+        for i in 0..100 {
+            m.remember_secret(&format!("tok-{i:04}"));
+            if i % 10 == 0 {
+                m.remember_secret("hunter2-long-form");
+            }
+        }
+        assert_eq!(m.clean("hunter2-long-form tok-0099 tok-0000", 100), "*** *** tok-0000");
+    }
 
     #[test]
     fn log_bucket_admits_a_burst_then_the_rate() {

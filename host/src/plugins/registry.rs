@@ -158,6 +158,9 @@ impl Registry {
         let mut enabled = false;
         {
             let mut inner = self.inner.lock().await;
+            // First who may run at all under the new bindings and [trust]: an unloaded plugin
+            // gets no new grants below.
+            let rebound = self.rebind(&mut inner, &old, &config);
             let mut names: Vec<String> = old.plugins.keys().chain(config.plugins.keys()).cloned().collect();
             names.sort();
             names.dedup();
@@ -182,12 +185,16 @@ impl Registry {
                 let state = self.store.as_ref().map(|s| s.plugin_state_with(&name, &now.budgets));
                 regrants.push((loaded.handle.clone(), Arc::new(loaded.handle.grants().renewed(now, state))));
             }
-            let rebound = self.rebind(&mut inner, &old, &config);
-            changed.extend(rebound.iter().cloned());
-            if enabled || !rebound.is_empty() {
-                // Files refused while their plugin was disabled, or under the old bindings,
-                // are tried again.
+            changed.extend(rebound.into_iter().filter(|n| !changed.contains(n)).collect::<Vec<_>>());
+            let trust_changed = old.bindings != config.bindings || old.trust != config.trust;
+            if enabled || trust_changed {
+                // Files refused while their plugin was disabled, or under the old bindings or
+                // keys, are tried again; loads under way were checked against the old ones and
+                // are started again.
                 inner.files.retain(|_, e| e.outcome.is_ok());
+                if trust_changed {
+                    inner.loading.clear();
+                }
                 enabled = true;
             }
             self.publish(&inner);
@@ -203,12 +210,14 @@ impl Registry {
     }
 
     /// Unloads the plugins a new configuration no longer admits under their name, or whose pin
-    /// or signer it changes, and forgets their files so they are loaded — and checked — again.
-    /// Returns their names.
+    /// or signer it changes — every plugin when `[trust]` changed — and forgets their files so
+    /// they are loaded, and checked, again. Returns their names.
     fn rebind(&self, inner: &mut Inner, old: &Config, new: &Config) -> Vec<String> {
         let checks = |c: &Config, name: &str| c.binding(name).map(|b| (b.sha256.clone(), b.signer.clone()));
-        let recheck =
-            |name: &str| checks(old, name).unwrap_or_default() != checks(new, name).unwrap_or_default();
+        let keys_changed = old.trust != new.trust;
+        let recheck = |name: &str| {
+            keys_changed || checks(old, name).unwrap_or_default() != checks(new, name).unwrap_or_default()
+        };
         let out: Vec<(String, PathBuf)> = inner
             .plugins
             .iter()

@@ -62,6 +62,8 @@ pub struct Instance {
     pub slot: Slot,
     pub status: Arc<Mutex<InstanceStatus>>,
     pub marker: Arc<str>,
+    /// Where its credentials folder goes.
+    pub credentials: Arc<std::path::Path>,
     pub http: reqwest::Client,
     pub members: Members,
     pub output: Arc<Output>,
@@ -151,8 +153,7 @@ impl Instance {
         loop {
             next = match next {
                 Next::End => {
-                    let root = super::launch::credentials_root(&self.marker);
-                    super::launch::remove_credentials(&self.spec, &self.slot, &root);
+                    super::launch::remove_credentials(&self.spec, &self.slot, &self.credentials);
                     return;
                 }
                 Next::Down => match self.idle(&mut ctl, ProcState::Stopped).await {
@@ -224,11 +225,13 @@ impl Instance {
     fn start(&self, log_file: &Option<Arc<Mutex<RotatingFile>>>, first: bool) -> Result<Running, ()> {
         let spec = &self.spec;
         let replica = self.slot.replica;
-        let spawned = self
-            .sockets
-            .fds()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::AddrInUse, e))
-            .and_then(|fds| spawn::start(spec, &self.slot, &self.marker, &self.members, &fds));
+        let spawned =
+            self.sockets.fds().map_err(|e| std::io::Error::new(std::io::ErrorKind::AddrInUse, e)).and_then(
+                |fds| {
+                    let place = spawn::Place { marker: &self.marker, credentials: &self.credentials };
+                    spawn::start(spec, &self.slot, place, &self.members, &fds)
+                },
+            );
         let started = match spawned {
             Ok(started) => started,
             Err(e) => {

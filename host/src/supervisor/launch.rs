@@ -36,15 +36,18 @@ impl Identity {
     }
 
     /// Takes the identity: groups, then gid, then uid (after which nothing can be taken back),
-    /// then the umask.
+    /// then the umask. Raw system calls, not libc's wrappers: after a raw `clone3` glibc still
+    /// believes the parent's threads exist and its `setuid` would try to signal each of them
+    /// (`__nptl_setxid`); the system call changes the calling thread, the child's only one.
     ///
     /// # Safety
     /// Only async-signal-safe calls: for the child between fork and exec.
     pub unsafe fn apply(&self) -> io::Result<()> {
         if let Some((uid, gid, groups)) = &self.user {
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setgid(*gid) != 0
-                || libc::setuid(*uid) != 0
+            let (uid, gid) = (*uid as libc::c_long, *gid as libc::c_long);
+            if libc::syscall(libc::SYS_setgroups, groups.len() as libc::c_long, groups.as_ptr()) != 0
+                || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+                || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
             {
                 return Err(io::Error::last_os_error());
             }
@@ -164,18 +167,45 @@ impl Helpers {
 }
 
 /// Where the instances' credentials folders live: systemd's `RuntimeDirectory=` when the agent
-/// runs under one, else `/run/agent-MARKER` (a memory file system) as root, else the temporary
-/// folder. Mode 0711: a program can reach its own folder, not list the others.
-pub fn credentials_root(marker: &str) -> PathBuf {
+/// runs under one, else `/run/agent-MARKER` (a memory file system only root may write) as root,
+/// else the data folder (an agent that is not root runs its programs as itself, and its data
+/// folder is its own). Mode 0711: a program can reach its own folder, not list the others.
+pub fn credentials_root(data_dir: &Path, marker: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
         return PathBuf::from(dir).join("credentials");
     }
     // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    if uid == 0 && Path::new("/run").is_dir() {
+    if unsafe { libc::geteuid() } == 0 && Path::new("/run").is_dir() {
         return PathBuf::from(format!("/run/agent-{marker}"));
     }
-    std::env::temp_dir().join(format!("agent-{uid}-{marker}"))
+    data_dir.join("credentials")
+}
+
+/// Makes `root` (mode 0711) unless it exists, and refuses it unless it is a folder of the
+/// agent's own, not a link, that no one else may write: the folder the secrets go into.
+fn own_root(root: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o711).create(root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(io::Error::new(e.kind(), format!("credentials folder {}: {e}", root.display())))
+        }
+    }
+    let meta = std::fs::symlink_metadata(root)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "credentials folder {}: not a folder of the agent's own that only it may write",
+                root.display()
+            ),
+        ));
+    }
+    // 0711 whatever the agent's umask (077) made of it: programs pass through to their own.
+    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o711))
 }
 
 /// Writes replica `slot`'s credentials into `root/NAME.REPLICA/` (files 0400, the folder 0500,
@@ -185,10 +215,9 @@ pub fn write_credentials(spec: &ProcessSpec, slot: &Slot, root: &Path) -> io::Re
     if spec.launch.credentials.is_empty() {
         return Ok(None);
     }
-    std::fs::DirBuilder::new().recursive(true).mode(0o711).create(root)?;
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))?;
+    own_root(root)?;
     let dir = instance_dir(spec, slot, root);
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_dir(&dir)?;
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     let owner = spec.launch.run_as.as_ref().map(|r| (r.uid, r.gid));
     for (name, source) in &spec.launch.credentials {
@@ -216,8 +245,23 @@ pub fn write_credentials(spec: &ProcessSpec, slot: &Slot, root: &Path) -> io::Re
 
 /// Removes replica `slot`'s credentials folder (when the replica is gone for good).
 pub fn remove_credentials(spec: &ProcessSpec, slot: &Slot, root: &Path) {
-    if !spec.launch.credentials.is_empty() {
-        let _ = std::fs::remove_dir_all(instance_dir(spec, slot, root));
+    if let Err(e) = remove_dir(&instance_dir(spec, slot, root)) {
+        tracing::warn!(process = %spec.name, replica = slot.replica, "removing its credentials: {e}");
+    }
+}
+
+/// Removes a credentials folder an earlier start left (made writable first: it is 0500, and an
+/// agent that is not root may not delete what a folder it cannot write holds).
+fn remove_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            std::fs::remove_dir_all(dir)
+        }
+        Ok(_) => std::fs::remove_file(dir),
     }
 }
 

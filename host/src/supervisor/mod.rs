@@ -68,6 +68,8 @@ pub struct Supervisor {
     /// Snapshot of every instance's status for readers that must not wait (sampler, API).
     statuses: Mutex<Vec<Arc<Mutex<InstanceStatus>>>>,
     marker: Arc<str>,
+    /// Where the instances' credentials folders go ([`launch::credentials_root`]).
+    credentials: Arc<std::path::Path>,
     tree: tree::Tree,
     http: reqwest::Client,
     /// Itself, for the futures of `ReplicaControl::set`, which must own what they use.
@@ -84,6 +86,7 @@ impl Supervisor {
         mode: TreeMode,
     ) -> Result<Arc<Supervisor>, String> {
         let marker: Arc<str> = spawn::marker_for(data_dir).into();
+        let credentials: Arc<std::path::Path> = launch::credentials_root(data_dir, &marker).into();
         let m = marker.clone();
         let tree = tokio::task::spawn_blocking(move || {
             let tree = tree::Tree::open(mode, &m)?;
@@ -101,6 +104,7 @@ impl Supervisor {
             programs: Default::default(),
             statuses: Default::default(),
             marker,
+            credentials,
             tree,
             http: health::client(),
             self_ref: Default::default(),
@@ -155,6 +159,7 @@ impl Supervisor {
             slot,
             status: status.clone(),
             marker: self.marker.clone(),
+            credentials: self.credentials.clone(),
             http: self.http.clone(),
             members: members.clone(),
             output: output.clone(),

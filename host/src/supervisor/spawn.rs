@@ -62,6 +62,13 @@ pub struct Started {
     pub stderr: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
 }
 
+/// Where an instance belongs: the agent's marker, and the root of the credentials folders.
+#[derive(Clone, Copy)]
+pub struct Place<'a> {
+    pub marker: &'a str,
+    pub credentials: &'a std::path::Path,
+}
+
 /// Whether `clone3` was refused once (then the fallback is used from then on).
 static NO_CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -71,14 +78,13 @@ static NO_CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 pub fn start(
     spec: &ProcessSpec,
     slot: &Slot,
-    marker: &str,
+    at: Place,
     members: &Members,
     sockets: &[std::os::fd::RawFd],
 ) -> std::io::Result<Started> {
     let (program, args) = argv(spec, slot);
-    let root = super::launch::credentials_root(marker);
-    let credentials = super::launch::write_credentials(spec, slot, &root)?;
-    let mut env = environment(spec, slot, marker, members, credentials.as_deref())?;
+    let credentials = super::launch::write_credentials(spec, slot, at.credentials)?;
+    let mut env = environment(spec, slot, at.marker, members, credentials.as_deref())?;
     let identity = super::launch::Identity::of(spec);
     for (k, v) in super::sockets::Sockets::environment(&spec.name, sockets.len()) {
         env.push((k.into(), v.into()));
