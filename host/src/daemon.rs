@@ -179,21 +179,27 @@ fn private_files() {
 
 /// Refuses a folder that others may write (as ssh's StrictModes does): whoever can write the
 /// plugins folder chooses what the agent runs, and the data folder holds its compile cache.
+/// Writable by everyone is refused; writable by its group only when that group is not the
+/// agent's own (a folder of the agent's user and primary group, as a user-private-group system's
+/// umask 002 makes them, is its own). A link to a folder is followed, as an operator's `ln -s`
+/// would mean: its target is checked.
 fn guard_folder(dir: &std::path::Path, what: &str, insecure_allowed: bool) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let meta =
-        std::fs::symlink_metadata(dir).with_context(|| format!("{}: cannot read {what}", dir.display()))?;
-    if meta.file_type().is_symlink() {
-        // A link to a folder is followed, as an operator's `ln -s` would mean; its target is checked.
-        let target =
-            std::fs::metadata(dir).with_context(|| format!("{}: cannot read {what}", dir.display()))?;
-        return check_mode(dir, what, target.mode(), insecure_allowed);
-    }
-    check_mode(dir, what, meta.mode(), insecure_allowed)
+    let meta = std::fs::metadata(dir).with_context(|| format!("{}: cannot read {what}", dir.display()))?;
+    // SAFETY: geteuid and getegid have no preconditions.
+    let own_group = meta.uid() == unsafe { libc::geteuid() } && meta.gid() == unsafe { libc::getegid() };
+    let others = if own_group { 0o002 } else { 0o022 };
+    check_mode(dir, what, meta.mode(), others, insecure_allowed)
 }
 
-fn check_mode(dir: &std::path::Path, what: &str, mode: u32, insecure_allowed: bool) -> anyhow::Result<()> {
-    if mode & 0o022 != 0 && !insecure_allowed {
+fn check_mode(
+    dir: &std::path::Path,
+    what: &str,
+    mode: u32,
+    others: u32,
+    insecure_allowed: bool,
+) -> anyhow::Result<()> {
+    if mode & others != 0 && !insecure_allowed {
         return Err(crate::config::ConfigError(format!(
             "{}: {what} is writable by its group or by everyone (mode {:o}): whoever can write it chooses what the agent runs; `chmod go-w {}`, or set [agent] insecure_folders = true",
             dir.display(),
@@ -277,11 +283,15 @@ mod tests {
     fn a_folder_others_may_write_is_refused_unless_allowed() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o775)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let e = super::guard_folder(dir.path(), "the data folder", false).unwrap_err().to_string();
-        assert!(e.contains("the data folder is writable by its group or by everyone (mode 775)"), "{e}");
+        assert!(e.contains("the data folder is writable by its group or by everyone (mode 777)"), "{e}");
         assert!(super::guard_folder(dir.path(), "the data folder", true).is_ok());
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Writable by its group, which is the agent's own (umask 002 on a user-private-group system).
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o775)).unwrap();
         assert!(super::guard_folder(dir.path(), "the data folder", false).is_ok());
+        // Writable by another group.
+        let e = super::check_mode(dir.path(), "the data folder", 0o40775, 0o022, false).unwrap_err();
+        assert!(e.to_string().contains("(mode 775)"), "{e}");
     }
 }
