@@ -70,9 +70,11 @@ pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<
     let collector =
         registry.as_ref().map(|_| Arc::new(Collector::new(Some(writer.clone()), telemetry.clone())));
     let cluster = config.cluster.clone().map(crate::cluster::Cluster::start);
+    // The scaler's window reads have a connection no client's read can hold.
+    let scaler_store = store.with_own_reader()?;
     let scaler = registry
         .as_ref()
-        .map(|r| Arc::new(crate::scaler::Scaler::start(&config.groups, r, &store, cluster.clone())));
+        .map(|r| Arc::new(crate::scaler::Scaler::start(&config.groups, r, &scaler_store, cluster.clone())));
     let reloader = Arc::new(crate::reload::Reloader::new(
         config.clone(),
         reload,
@@ -100,7 +102,10 @@ pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<
         registry: registry.clone(),
         collector: collector.clone(),
         started: Instant::now(),
-        store: Some(store.clone()),
+        reads: Some(Arc::new(
+            crate::store::ReadPool::start(&store, config.api.read_threads, config.api.read_queue)
+                .context("starting the API's database readers")?,
+        )),
         writer: Some(writer.stats.clone()),
         telemetry,
         stopping: stopping_rx,
@@ -113,7 +118,7 @@ pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<
         stop_signal().await;
         let _ = stopping_tx.send(true);
     };
-    let api = tokio::spawn(api::serve(listener, state, stop));
+    let api = tokio::spawn(api::serve(listener, state, config.api.clone(), stop));
     if let (Some(registry), Some(collector)) = (&registry, collector) {
         registry.watch()?;
         registry.start().await;

@@ -15,6 +15,14 @@ pub struct Telemetry {
     pub source_errors: AtomicU64,
     /// NaN or infinite values a source returned, dropped.
     pub source_nonfinite: AtomicU64,
+    /// The API's connections open now, and those it closed or turned away to stay within
+    /// `[api]`'s limits (see `api/server.rs`).
+    pub api_connections_open: AtomicU64,
+    pub api_connections_evicted: AtomicU64,
+    pub api_connections_refused: AtomicU64,
+    pub api_header_timeouts: AtomicU64,
+    /// Reads `/api/series` and `/api/decisions` refused with a 503 (the read pool was full).
+    pub api_reads_refused: AtomicU64,
 }
 
 impl Telemetry {

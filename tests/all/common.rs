@@ -122,8 +122,13 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
 
 /// `GET path` on `addr`; returns the status code and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_within(addr, path, Duration::from_secs(5))
+}
+
+/// [`http_get`], waiting up to `patience` for the answer.
+pub fn http_get_within(addr: SocketAddr, path: &str, patience: Duration) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(patience))?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut response = String::new();
     s.read_to_string(&mut response)?;

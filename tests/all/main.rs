@@ -3,6 +3,7 @@
 mod browser;
 mod common;
 
+mod api_limits;
 mod cli;
 mod containment;
 mod contract;
@@ -16,6 +17,7 @@ mod loading;
 mod monitoring;
 mod openstack;
 mod page;
+mod pki;
 mod python;
 mod sandbox;
 mod scaffold;
@@ -24,3 +26,4 @@ mod scaler;
 mod supervisor;
 mod supervisor_ops;
 mod trust;
+mod week_old;

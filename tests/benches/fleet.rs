@@ -18,6 +18,10 @@ mod etcd;
 #[path = "../all/fleet/recorder.rs"]
 mod recorder;
 
+#[allow(dead_code)]
+#[path = "../all/pki.rs"]
+mod pki;
+
 use common::{fixture, load_source, plugin, plugin_dir, wait_for, Agent, JsonServer};
 use std::time::{Duration, Instant};
 

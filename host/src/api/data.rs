@@ -1,10 +1,12 @@
 //! `GET /api/series` and `GET /api/decisions`: windows of the store for the page's charts and
 //! decision timeline. Read-only, and bounded whatever the window: at most [`POINTS`] points per
-//! series and [`MAX_EVENTS`] timeline events.
+//! series, [`MAX_EVENTS`] timeline events from the newest [`MAX_SCANNED`] evaluations. Reads
+//! run on the store's read pool, never on the scaler's connection; a full pool answers 503.
 
+use super::server::ClientAddr;
 use super::ApiState;
-use crate::store::{now_ms, Action, JournalEntry, Selector};
-use axum::extract::{Query, State};
+use crate::store::{now_ms, Action, JournalEntry, ReadError, Selector};
+use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,6 +18,8 @@ use std::sync::Arc;
 const POINTS: i64 = 600;
 /// The newest this many timeline events are sent.
 const MAX_EVENTS: usize = 500;
+/// The newest this many evaluations are read for the timeline (about 5.5 hours of a 1-s group).
+const MAX_SCANNED: usize = 20_000;
 /// Longest window: a week, as the page offers (rollups keep longer, `agent metrics query` reads it).
 const MAX_WINDOW_MS: i64 = 7 * 24 * 3_600_000;
 
@@ -68,10 +72,11 @@ fn matchers(text: Option<&str>) -> Result<Vec<(String, String)>, Refusal> {
         .collect()
 }
 
-pub async fn series(State(state): State<Arc<ApiState>>, Query(q): Query<SeriesQuery>) -> Response {
-    let Some(store) = state.store.clone() else {
-        return (StatusCode::NOT_FOUND, "this agent has no store\n").into_response();
-    };
+pub async fn series(
+    State(state): State<Arc<ApiState>>,
+    client: Option<Extension<ClientAddr>>,
+    Query(q): Query<SeriesQuery>,
+) -> Response {
     let (window, matchers) = match (window_ms(q.window.as_deref()), matchers(q.labels.as_deref())) {
         (Ok(w), Ok(m)) => (w, m),
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
@@ -79,15 +84,38 @@ pub async fn series(State(state): State<Arc<ApiState>>, Query(q): Query<SeriesQu
     let (to, step) = (now_ms() + 1, step_ms(window));
     let from = to - window;
     let sel = Selector { name: q.name, matchers };
-    let read = tokio::task::spawn_blocking(move || store.query(&sel, from, to, Some(step))).await;
+    let read = read(&state, client, move |store| store.query(&sel, from, to, Some(step))).await;
     match read {
-        Ok(Ok(series)) => {
+        Ok(series) => {
             Json(json!({"from_ms": from, "to_ms": to, "step_ms": step, "series": series})).into_response()
         }
-        Ok(Err(e)) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the store: {e}\n")).into_response()
+        Err(refused) => refused,
+    }
+}
+
+/// Runs `f` on the API's read pool for the requesting client; a refusal as the response to send.
+async fn read<T: Send + 'static>(
+    state: &ApiState,
+    client: Option<Extension<ClientAddr>>,
+    f: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    let Some(pool) = state.reads.as_ref() else {
+        return Err((StatusCode::NOT_FOUND, "this agent has no store\n").into_response());
+    };
+    match pool.read(client.map(|c| c.0 .0.ip()), f).await {
+        Ok(value) => Ok(value),
+        Err(ReadError::Busy) => {
+            state.telemetry.api_reads_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(axum::http::header::RETRY_AFTER, "1")],
+                format!("{}\n", ReadError::Busy),
+            )
+                .into_response())
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the store: {e}\n")).into_response(),
+        Err(e) => {
+            Err((StatusCode::INTERNAL_SERVER_ERROR, format!("reading the store: {e}\n")).into_response())
+        }
     }
 }
 
@@ -97,15 +125,6 @@ struct Event {
     #[serde(flatten)]
     entry: JournalEntry,
     repeats: u32,
-}
-
-/// Capacity over the window, one point per bucket (the bucket's last evaluation).
-#[derive(Serialize, Default)]
-struct Capacity {
-    t: Vec<i64>,
-    current: Vec<u32>,
-    ready: Vec<u32>,
-    target: Vec<u32>,
 }
 
 /// What makes an evaluation worth its own line: what was done, from and to what, and which
@@ -144,53 +163,40 @@ fn events(entries: &[JournalEntry]) -> (Vec<Event>, usize) {
     (out.split_off(omitted), omitted)
 }
 
-fn capacity(entries: &[JournalEntry], step: i64) -> Capacity {
-    let mut c = Capacity::default();
-    for e in entries {
-        let bucket = e.t_ms / step * step;
-        if c.t.last() == Some(&bucket) {
-            c.t.pop();
-            c.current.pop();
-            c.ready.pop();
-            c.target.pop();
-        }
-        c.t.push(bucket);
-        c.current.push(e.current);
-        c.ready.push(e.ready);
-        c.target.push(e.target);
-    }
-    c
-}
-
-pub async fn decisions(State(state): State<Arc<ApiState>>, Query(q): Query<DecisionsQuery>) -> Response {
-    let Some(store) = state.store.clone() else {
-        return (StatusCode::NOT_FOUND, "this agent has no store\n").into_response();
-    };
+pub async fn decisions(
+    State(state): State<Arc<ApiState>>,
+    client: Option<Extension<ClientAddr>>,
+    Query(q): Query<DecisionsQuery>,
+) -> Response {
     let window = match window_ms(q.window.as_deref()) {
         Ok(w) => w,
         Err(e) => return e.into_response(),
     };
     let (from, step) = (now_ms() - window, step_ms(window));
     let group = q.group;
-    let read = tokio::task::spawn_blocking(move || {
-        let entries = store.decisions(Some(&group), from)?;
+    let read = read(&state, client, move |store| {
+        // Capacity is folded per bucket by SQLite; the timeline reads only the newest
+        // evaluations: a week of a 1-s group is 600 000 rows, never all in memory.
+        let capacity = store.capacity_steps(&group, from, step)?;
+        let entries = store.recent_decisions(&group, from, MAX_SCANNED)?;
+        let scanned_from = entries.first().filter(|_| entries.len() == MAX_SCANNED).map(|e| e.t_ms);
         let (events, omitted) = events(&entries);
-        Ok::<_, crate::store::StoreError>(json!({
+        Ok(json!({
             "from_ms": from,
             "step_ms": step,
-            "evaluations": entries.len(),
-            "capacity": capacity(&entries, step),
+            "evaluations": capacity.evaluations,
+            "capacity": capacity,
             "events": events,
             "omitted": omitted,
+            // Set when the window held more evaluations than are read for the timeline: events
+            // are those since this instant.
+            "events_from_ms": scanned_from,
         }))
     })
     .await;
     match read {
-        Ok(Ok(body)) => Json(body).into_response(),
-        Ok(Err(e)) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the journal: {e}\n")).into_response()
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the journal: {e}\n")).into_response(),
+        Ok(body) => Json(body).into_response(),
+        Err(refused) => refused,
     }
 }
 
@@ -243,19 +249,6 @@ mod tests {
         let summary: Vec<(i64, u32)> = events.iter().map(|e| (e.entry.t_ms, e.repeats)).collect();
         assert_eq!(summary, [(1, 1), (3, 1), (5, 0), (6, 0), (7, 0)]);
         assert_eq!(omitted, 0);
-    }
-
-    #[test]
-    fn capacity_keeps_the_last_evaluation_of_each_bucket() {
-        let entries = [
-            entry(1_000, Action::Hold, 1, 1, &[]),
-            entry(1_500, Action::Scale, 1, 2, &[]),
-            entry(2_100, Action::Hold, 2, 2, &[]),
-        ];
-        let c = capacity(&entries, 1_000);
-        assert_eq!(c.t, [1_000, 2_000]);
-        assert_eq!(c.target, [2, 2]);
-        assert_eq!(c.current, [1, 2]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod data;
 mod logs;
 pub mod page;
 pub mod prometheus;
+pub mod server;
 
 /// The token mutating requests must carry (`Authorization: Bearer TOKEN`). The agent writes
 /// it to `DATA_DIR/api.token` (mode 0600) at start; the CLI reads it from there.
@@ -31,7 +32,8 @@ pub struct ApiState {
     pub registry: Option<Arc<Registry>>,
     pub collector: Option<Arc<Collector>>,
     pub started: Instant,
-    pub store: Option<crate::store::Store>,
+    /// Reads for clients: their own threads and connections, bounded (see [`crate::store::ReadPool`]).
+    pub reads: Option<Arc<crate::store::ReadPool>>,
     pub writer: Option<Arc<crate::store::WriterStats>>,
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// Turns true when the agent stops: open-ended responses end then.
@@ -138,6 +140,7 @@ fn status_json(state: &ApiState) -> serde_json::Value {
 fn grants(s: &crate::config::PluginSettings) -> serde_json::Value {
     json!({
         "allow_http": s.allow_http.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+        "ca_file": s.ca_file.as_ref().map(|c| c.path().display().to_string()),
         "secrets": s.secrets.keys().collect::<Vec<_>>(),
         "processes": s.processes,
         "memory_mib": s.memory_limit_bytes >> 20,
@@ -269,11 +272,13 @@ async fn reload(
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` within `limits` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApiState>,
+    limits: crate::config::ApiLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let telemetry = state.telemetry.clone();
+    server::serve(listener, router(state), limits, telemetry, shutdown).await
 }

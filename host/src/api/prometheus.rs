@@ -223,6 +223,36 @@ pub fn render(inputs: &Inputs) -> String {
         &[],
         t.source_nonfinite.load(Ordering::Relaxed) as f64,
     );
+    let api = [
+        ("agent_api_connections_open", "API connections open.", "gauge", &t.api_connections_open),
+        (
+            "agent_api_connections_evicted_total",
+            "API connections closed to make room (they waited longest for a request).",
+            "counter",
+            &t.api_connections_evicted,
+        ),
+        (
+            "agent_api_connections_refused_total",
+            "API connections refused: every place was busy.",
+            "counter",
+            &t.api_connections_refused,
+        ),
+        (
+            "agent_api_header_timeouts_total",
+            "API connections closed for sending no request head within api.header_timeout.",
+            "counter",
+            &t.api_header_timeouts,
+        ),
+        (
+            "agent_api_reads_refused_total",
+            "Reads of /api/series and /api/decisions refused with 503: the read pool was full.",
+            "counter",
+            &t.api_reads_refused,
+        ),
+    ];
+    for (name, help, kind, value) in api {
+        own(name, help, kind, &[], value.load(Ordering::Relaxed) as f64);
+    }
     if let Some(w) = inputs.writer {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         own(

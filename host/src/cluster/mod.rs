@@ -7,6 +7,12 @@
 //! transaction fails and it does not call. The group's decision state (stabilization,
 //! cooldowns, rate-limit history, the last decision) lives beside the key, so a new leader
 //! continues it. Without etcd every cluster group holds (freeze): a decision needs the key.
+//!
+//! Nothing read from etcd is trusted: a leader key without a live lease (written by hand, or
+//! left by a lease etcd no longer knows) would hold a group forever, so once this agent has
+//! seen it so for a lease TTL it deletes it — guarded by its modification revision, so only
+//! that very key goes — and campaigns; a state's timestamps beyond now plus [`MAX_SKEW_MS`] are
+//! dropped, so a forged far-future action cannot hold a cooldown forever.
 
 pub mod etcd;
 
@@ -16,7 +22,14 @@ use etcd::{Compare, Etcd, EtcdError, Op};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How far in the future a timestamp read from etcd may be (clocks of a fleet differ a little):
+/// later ones are forged or broken, and dropped.
+pub const MAX_SKEW_MS: i64 = 30_000;
+/// The largest group state read from etcd. A state is recommendations and actions over the
+/// longest window (a few KiB at 1 s intervals over 5 min); more is not one this agent wrote.
+pub const MAX_STATE_BYTES: usize = 256 << 10;
 
 /// What this agent is for a group, now.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +85,11 @@ pub struct ClusterStatus {
     pub lease_ttl_ms: u64,
     /// Requests sent to etcd since start.
     pub etcd_requests: u64,
+    /// How the agent talks to etcd: over TLS (every member `https://`), with a client
+    /// certificate, as an etcd user (its name; never the password or token).
+    pub tls: bool,
+    pub client_certificate: bool,
+    pub user: Option<String>,
     pub groups: BTreeMap<String, GroupView>,
 }
 
@@ -86,19 +104,70 @@ pub struct Cluster {
     etcd: Etcd,
     lease: tokio::sync::Mutex<Option<Lease>>,
     views: Mutex<BTreeMap<String, GroupView>>,
+    /// Per group, what this agent has seen of a leader key it does not hold.
+    watches: Mutex<BTreeMap<String, Watch>>,
     reachable: std::sync::atomic::AtomicBool,
+}
+
+/// What this agent knows of the leader key of a group it follows: whether it has a live lease.
+/// The timing rule is here (pure; the requests are in [`Cluster::vacant`]).
+#[derive(Debug, Default)]
+struct Watch {
+    /// The key (by modification revision) first seen without a live lease, and when.
+    lifeless: Option<(i64, Instant)>,
+    /// The lease last asked about (`/v3/lease/timetolive`), and when.
+    checked: Option<(i64, Instant)>,
+}
+
+impl Watch {
+    /// Whether the key's lease must be asked about now: a lease not asked about yet, else at most
+    /// once per TTL — a healthy follower adds one request per TTL, not one per evaluation.
+    fn lease_check_due(&self, lease: i64, now: Instant, ttl: Duration) -> bool {
+        lease != 0 && !self.checked.is_some_and(|(l, at)| l == lease && now.duration_since(at) < ttl)
+    }
+
+    /// Records that the key at `mod_revision` has (`alive`) or has not a live lease now; whether
+    /// it has been seen without one for `ttl` — then it is vacant. A changed key starts over.
+    fn saw(&mut self, mod_revision: i64, alive: bool, now: Instant, ttl: Duration) -> bool {
+        if alive {
+            self.lifeless = None;
+            return false;
+        }
+        let since = match self.lifeless {
+            Some((rev, since)) if rev == mod_revision => since,
+            _ => now,
+        };
+        self.lifeless = Some((mod_revision, since));
+        now.duration_since(since) >= ttl
+    }
+}
+
+/// What a campaign's transaction found.
+enum Campaign {
+    /// The key was free: this agent created it, at this revision.
+    Created(i64),
+    Held(etcd::Kv),
+    /// Deleted between the comparison and the read.
+    Gone,
 }
 
 impl Cluster {
     /// Connects lazily (the first campaign grants the lease) and renews the lease in the
     /// background until the returned handle is dropped.
     pub fn start(spec: ClusterSpec) -> Arc<Cluster> {
-        let etcd = Etcd::new(spec.etcd.clone(), spec.request_timeout);
+        let etcd = Etcd::new(&spec);
+        if let (Some(user), Some(plain)) = (&spec.user, spec.etcd.iter().find(|e| e.starts_with("http://"))) {
+            tracing::warn!(
+                "etcd user `{}` over plain http ({plain}): its password and token cross the network unencrypted; use https:// members",
+                user.name
+            );
+        }
         let cluster = Arc::new(Cluster {
             spec,
             etcd,
             lease: Default::default(),
             views: Default::default(),
+            watches: Default::default(),
             reachable: true.into(),
         });
         tokio::spawn(renew(Arc::downgrade(&cluster)));
@@ -139,23 +208,80 @@ impl Cluster {
     async fn campaign(&self, group: &str) -> Result<Role, EtcdError> {
         let lease = self.lease().await?;
         let key = self.key(group, "leader");
-        let node = self.spec.node.as_bytes();
-        let put = Op::Put { key: &key, value: node, lease };
-        let r = self.etcd.txn(&[Compare::CreateRevision(&key, 0)], &[put], &[Op::Get(&key)]).await?;
-        if r.succeeded {
-            return Ok(Role::Leader { token: r.revision, takeover: true });
-        }
-        match r.gets.into_iter().next().flatten() {
+        let kv = match self.try_create(&key, lease).await? {
+            Campaign::Held(kv) if kv.lease != lease && self.vacant(group, &key, &kv).await? => {
+                // The lifeless key is gone: campaign for it like any free key.
+                self.try_create(&key, lease).await?
+            }
+            other => other,
+        };
+        let role = match kv {
+            Campaign::Created(revision) => Role::Leader { token: revision, takeover: true },
             // Ours only if it is under this lease: a key left by this node's previous run (an
             // agent restarted within the TTL) is not.
-            Some(kv) if kv.lease == lease => Ok(Role::Leader { token: kv.create_revision, takeover: false }),
-            // Whatever is in etcd reaches the log, /status and the page: cleaned, bounded.
-            Some(kv) => {
-                Ok(Role::Follower { leader: crate::text::clean(&String::from_utf8_lossy(&kv.value), 128) })
+            Campaign::Held(kv) if kv.lease == lease => {
+                Role::Leader { token: kv.create_revision, takeover: false }
             }
+            // Whatever is in etcd reaches the log, /status and the page: cleaned, bounded.
+            Campaign::Held(kv) => Role::Follower { leader: holder(&kv) },
             // Deleted between the comparison and the read: try again next time.
-            None => Ok(Role::Frozen { why: "the leader key changed while it was read".into() }),
+            Campaign::Gone => Role::Frozen { why: "the leader key changed while it was read".into() },
+        };
+        if matches!(role, Role::Leader { .. }) {
+            self.watches.lock().unwrap_or_else(|p| p.into_inner()).remove(group);
         }
+        Ok(role)
+    }
+
+    /// One transaction: create the leader key under `lease` if it does not exist, else read it.
+    async fn try_create(&self, key: &str, lease: i64) -> Result<Campaign, EtcdError> {
+        let put = Op::Put { key, value: self.spec.node.as_bytes(), lease };
+        let r = self.etcd.txn(&[Compare::CreateRevision(key, 0)], &[put], &[Op::Get(key)]).await?;
+        Ok(match (r.succeeded, r.gets.into_iter().next().flatten()) {
+            (true, _) => Campaign::Created(r.revision),
+            (false, Some(kv)) => Campaign::Held(kv),
+            (false, None) => Campaign::Gone,
+        })
+    }
+
+    /// Whether the leader key `kv` of `group`, held by another lease, is vacant: seen by this
+    /// agent without a live lease (lease 0, or one etcd no longer knows) for a lease TTL. Then it
+    /// is deleted, guarded by its modification revision (a key rewritten meanwhile stays), and
+    /// `true` is returned whoever deleted it. A lease is asked about at most once per TTL.
+    async fn vacant(&self, group: &str, key: &str, kv: &etcd::Kv) -> Result<bool, EtcdError> {
+        let ttl = self.spec.lease_ttl;
+        let due = self.watch(group, |w| w.lease_check_due(kv.lease, Instant::now(), ttl));
+        let alive = match (kv.lease, due) {
+            (0, _) => false,
+            (lease, true) => {
+                let left = self.etcd.time_to_live(lease).await?;
+                self.watch(group, |w| w.checked = Some((lease, Instant::now())));
+                left > 0
+            }
+            // A lease confirmed or refuted less than a TTL ago: nothing new to decide on.
+            (_, false) => return Ok(false),
+        };
+        if !self.watch(group, |w| w.saw(kv.mod_revision, alive, Instant::now(), ttl)) {
+            return Ok(false);
+        }
+        let r = self.etcd.txn(&[Compare::ModRevision(key, kv.mod_revision)], &[Op::Delete(key)], &[]).await?;
+        if r.succeeded {
+            tracing::warn!(
+                group,
+                "the leader key of `{group}` (`{}`, lease {:x}) had no live lease for {}: deleted it (modification revision {}); campaigning",
+                holder(kv),
+                kv.lease,
+                crate::duration::format(ttl),
+                kv.mod_revision
+            );
+        }
+        self.watch(group, |w| *w = Watch::default());
+        Ok(true)
+    }
+
+    fn watch<T>(&self, group: &str, f: impl FnOnce(&mut Watch) -> T) -> T {
+        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        f(watches.entry(group.to_string()).or_default())
     }
 
     /// Records `role` in the group's view; marks a takeover only when the token is new here.
@@ -209,10 +335,28 @@ impl Cluster {
         role
     }
 
-    /// The group's decision state, as the last leader recorded it.
+    /// The group's decision state, as the last leader recorded it, read as untrusted: bounded in size, timestamps beyond now plus [`MAX_SKEW_MS`] dropped
+    /// (with a warning naming the group and the key), text cleaned. A state that does not parse
+    /// or is too large is ignored (the leader goes on from its own journal's history).
     pub async fn load(&self, group: &str) -> Result<Option<SharedState>, EtcdError> {
-        let kv = self.etcd.get(&self.key(group, "state")).await?;
-        Ok(kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()))
+        let key = self.key(group, "state");
+        let Some(kv) = self.etcd.get(&key).await? else { return Ok(None) };
+        let state = match parse_state(&kv.value) {
+            Ok(state) => state,
+            Err(why) => {
+                tracing::warn!(group, "the decision state of `{group}` at `{key}` {why}: ignored");
+                return Ok(None);
+            }
+        };
+        let (state, dropped) = sanitize(state, crate::store::now_ms());
+        if dropped > 0 {
+            tracing::warn!(
+                group,
+                "the decision state of `{group}` at `{key}` had {dropped} entries dated more than {}s in the future: dropped (a forged or broken clock must not hold a cooldown)",
+                MAX_SKEW_MS / 1000
+            );
+        }
+        Ok(Some(state))
     }
 
     /// Records `state` if, and only if, the group's leader key is still the one created at
@@ -241,6 +385,9 @@ impl Cluster {
             etcd_reachable: self.reachable.load(std::sync::atomic::Ordering::Relaxed),
             lease_ttl_ms: self.spec.lease_ttl.as_millis() as u64,
             etcd_requests: self.etcd.requests.load(std::sync::atomic::Ordering::Relaxed),
+            tls: self.spec.etcd.iter().all(|e| e.starts_with("https://")),
+            client_certificate: self.spec.identity.is_some(),
+            user: self.spec.user.as_ref().map(|u| u.name.clone()),
             groups: self.views.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
@@ -249,6 +396,47 @@ impl Cluster {
     pub fn view(&self, group: &str) -> Option<GroupView> {
         self.views.lock().unwrap_or_else(|p| p.into_inner()).get(group).cloned()
     }
+}
+
+/// The name a leader key holds, as it may be shown: cleaned, bounded.
+fn holder(kv: &etcd::Kv) -> String {
+    crate::text::clean(&String::from_utf8_lossy(&kv.value), 128)
+}
+
+/// A state's bytes, bounded and parsed.
+fn parse_state(value: &[u8]) -> Result<SharedState, String> {
+    if value.len() > MAX_STATE_BYTES {
+        return Err(format!("is {} bytes, more than {} KiB", value.len(), MAX_STATE_BYTES >> 10));
+    }
+    serde_json::from_slice(value).map_err(|e| format!("is not a decision state this agent reads ({e})"))
+}
+
+/// `state` without its entries dated after `now_ms` plus [`MAX_SKEW_MS`] (kept, a forged action
+/// dated 2100 would hold its direction's cooldown and rate limit until then, a forged
+/// recommendation the stabilization window), its lists in time order as the guardrails expect,
+/// its text cleaned; and how many entries were dropped.
+fn sanitize(mut state: SharedState, now_ms: i64) -> (SharedState, usize) {
+    let latest = now_ms.saturating_add(MAX_SKEW_MS);
+    let h = &mut state.history;
+    let before = h.recommendations.len() + h.actions.len();
+    h.recommendations.retain(|(t, _)| *t <= latest);
+    h.actions.retain(|(t, ..)| *t <= latest);
+    h.recommendations.make_contiguous().sort_by_key(|(t, _)| *t);
+    h.actions.make_contiguous().sort_by_key(|(t, ..)| *t);
+    let mut dropped = before - h.recommendations.len() - h.actions.len();
+    if h.last_tier_change_ms.is_some_and(|t| t > latest) {
+        h.last_tier_change_ms = None;
+        dropped += 1;
+    }
+    if state.decision.as_ref().is_some_and(|d| d.t_ms > latest) {
+        state.decision = None;
+        dropped += 1;
+    }
+    if let Some(d) = &mut state.decision {
+        crate::text::clean_in_place(&mut d.id, 256);
+    }
+    crate::text::clean_in_place(&mut state.leader, 128);
+    (state, dropped)
 }
 
 /// Renews the lease every `renew_every` while the cluster lives. A lease etcd no longer knows is
@@ -279,5 +467,93 @@ async fn renew(cluster: std::sync::Weak<Cluster>) {
                 tracing::debug!("renewing the etcd lease: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(3);
+
+    #[test]
+    fn a_lease_less_leader_key_is_vacant_once_seen_so_for_the_ttl() {
+        let (mut w, t0) = (Watch::default(), Instant::now());
+        // Lease 0: nothing to ask etcd, but not vacant at first sight.
+        assert!(!w.lease_check_due(0, t0, TTL));
+        assert!(!w.saw(7, false, t0, TTL));
+        assert!(!w.saw(7, false, t0 + Duration::from_millis(2999), TTL));
+        assert!(w.saw(7, false, t0 + TTL, TTL), "seen lease-less for the TTL: vacant");
+        // The key rewritten meanwhile (another revision) starts the count again.
+        let mut w = Watch::default();
+        assert!(!w.saw(7, false, t0, TTL));
+        assert!(!w.saw(8, false, t0 + TTL, TTL));
+        assert!(w.saw(8, false, t0 + 2 * TTL, TTL));
+        // A live lease in between forgets what was seen.
+        let mut w = Watch::default();
+        assert!(!w.saw(7, false, t0, TTL));
+        assert!(!w.saw(7, true, t0 + Duration::from_secs(1), TTL));
+        assert!(!w.saw(7, false, t0 + TTL, TTL));
+    }
+
+    #[test]
+    fn a_followed_leader_s_lease_is_asked_about_at_most_once_per_ttl() {
+        let (mut w, t0) = (Watch::default(), Instant::now());
+        assert!(w.lease_check_due(42, t0, TTL), "a lease never asked about");
+        w.checked = Some((42, t0));
+        assert!(!w.lease_check_due(42, t0 + Duration::from_secs(1), TTL));
+        assert!(!w.lease_check_due(42, t0 + Duration::from_millis(2999), TTL));
+        assert!(w.lease_check_due(42, t0 + TTL, TTL));
+        assert!(w.lease_check_due(43, t0 + Duration::from_secs(1), TTL), "a new leader's lease");
+        // Unknown to etcd at t0 and again one TTL later: vacant then, not before.
+        assert!(!w.saw(5, false, t0, TTL));
+        assert!(w.saw(5, false, t0 + TTL, TTL));
+    }
+
+    fn state(json: serde_json::Value) -> SharedState {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn timestamps_beyond_now_and_the_skew_are_dropped_from_a_read_state() {
+        let now = 1_800_000_000_000_i64;
+        let year_2100 = 4_102_444_800_000_i64;
+        let s = state(serde_json::json!({
+            "leader": "mallory\u{1b}[2J", "token": 5,
+            "history": {
+                "recommendations": [[now - 1000, 3], [year_2100, 9], [now + MAX_SKEW_MS, 4]],
+                "actions": [[now - 500, 1, 3], [year_2100, 1, 2], [now - 2000, 3, 1]],
+                "last_tier_change_ms": year_2100,
+            },
+            "decision": {"id": "x", "t_ms": year_2100, "from": 1, "to": 2, "tier": 0},
+        }));
+        let (s, dropped) = sanitize(s, now);
+        assert_eq!(dropped, 4);
+        let h = &s.history;
+        assert_eq!(h.recommendations, [(now - 1000, 3), (now + MAX_SKEW_MS, 4)], "within the skew is kept");
+        assert_eq!(h.actions, [(now - 2000, 3, 1), (now - 500, 1, 3)], "in time order");
+        assert_eq!(h.last_tier_change_ms, None);
+        assert!(s.decision.is_none());
+        assert_eq!(s.leader, "mallory\\u{1b}[2J", "cleaned for the log");
+
+        // A state within the skew is untouched.
+        let ok = state(
+            serde_json::json!({"leader": "a", "token": 1, "history": {"recommendations": [[now, 2]], "actions": []},
+            "decision": {"id": "web@1#1", "t_ms": now + 1000, "from": 1, "to": 2, "tier": 0}}),
+        );
+        let (ok, dropped) = sanitize(ok, now);
+        assert_eq!((dropped, ok.decision.unwrap().t_ms), (0, now + 1000));
+    }
+
+    #[test]
+    fn a_state_too_large_or_unreadable_is_refused_with_the_reason() {
+        let big = vec![b' '; MAX_STATE_BYTES + 1];
+        assert!(parse_state(&big).unwrap_err().contains("more than 256 KiB"));
+        assert!(parse_state(b"{\"leader\": 3}")
+            .unwrap_err()
+            .contains("is not a decision state this agent reads"));
+        let fine =
+            br#"{"leader":"a","token":1,"history":{"recommendations":[],"actions":[]},"decision":null}"#;
+        assert_eq!(parse_state(fine).unwrap().token, 1);
     }
 }

@@ -151,5 +151,9 @@ pub fn check_config(options: RunOptions) -> anyhow::Result<Exit> {
         config.groups.len(),
         config.plugins.len()
     );
+    // Allowed, but worth saying (the daemon logs the same when the plugin loads).
+    for warning in config.warnings() {
+        println!("warning: {warning}");
+    }
     Ok(Exit::Success)
 }

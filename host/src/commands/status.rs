@@ -41,7 +41,9 @@ pub fn cluster_lines(status: &Value) -> String {
     let c = &status["cluster"];
     let Some(groups) = c["groups"].as_object() else { return String::new() };
     let node = text(c, "node");
-    let reach = if c["etcd_reachable"] == true { "reachable" } else { "UNREACHABLE: cluster groups frozen" };
+    // Not reached covers every freeze (unreachable, refused credentials, denied keys): the
+    // groups' reasons below say which.
+    let reach = if c["etcd_reachable"] == true { "reachable" } else { "NOT USABLE: cluster groups frozen" };
     let mut out = format!("cluster: node {node}, etcd {reach}\n");
     for (group, v) in groups {
         let leader = v["leader"].as_str().unwrap_or("unknown");

@@ -3,6 +3,7 @@
 //!
 //! Owns: the file format and its defaults. Does not know about wasmtime, SQLite or HTTP.
 
+mod api;
 mod cluster;
 mod group;
 mod origin;
@@ -12,6 +13,7 @@ mod scale_in;
 mod schedule;
 mod trust;
 
+pub use api::ApiLimits;
 pub use cluster::ClusterSpec;
 pub use group::{Fallback, GroupSpec, MetricWindow};
 pub use origin::{Origin, Scheme};
@@ -74,6 +76,8 @@ pub struct Config {
     pub groups: Vec<GroupSpec>,
     /// `[cluster]`: the etcd the agents of a fleet coordinate through, if any.
     pub cluster: Option<ClusterSpec>,
+    /// `[api]`: what the HTTP API lets its clients hold.
+    pub api: ApiLimits,
     /// `[trust]`: keys plugin signatures are checked against.
     pub trust: TrustSpec,
     /// Every plugin name the configuration refers to (a group's policy or backend, a
@@ -115,6 +119,26 @@ pub struct PluginSettings {
     pub sha256: Option<String>,
     /// `signer`: the id of the `[trust]` key that must have signed that file.
     pub signer: Option<String>,
+    /// `ca_file`: a PEM bundle of CA certificates the plugin's outbound TLS trusts on top of the
+    /// built-in roots (a private CA's Keystone), read when the configuration is.
+    pub ca_file: Option<crate::plugins::tls::CaBundle>,
+}
+
+impl PluginSettings {
+    /// What is allowed but unwise in plugin `name`'s table, one line each: a plain-HTTP origin
+    /// beyond this machine and its link-local network, where what the plugin sends — a password,
+    /// a token — can be read on the way.
+    pub fn warnings(&self, name: &str) -> Vec<String> {
+        let clear =
+            self.allow_http.iter().filter(|o| o.scheme == Scheme::Http && !o.is_loopback_or_link_local());
+        clear
+            .map(|origin| {
+                format!(
+                    "plugins.{name}.allow_http: {origin} is plain HTTP beyond this machine: the credentials and tokens the plugin sends there go in clear; use https:// (with ca_file = \"/path/ca.pem\" for a private CA)"
+                )
+            })
+            .collect()
+    }
 }
 
 /// A plugin's budgets: what it may make the *agent* do. Defaults are what a careful operator
@@ -209,6 +233,7 @@ impl Default for PluginSettings {
             file: None,
             sha256: None,
             signer: None,
+            ca_file: None,
         }
     }
 }
@@ -261,6 +286,8 @@ struct RawConfig {
     group: Vec<group::RawGroup>,
     cluster: Option<Spanned<cluster::RawCluster>>,
     trust: Option<trust::RawTrust>,
+    #[serde(default)]
+    api: api::RawApi,
 }
 
 #[derive(Deserialize, Default)]
@@ -320,6 +347,7 @@ struct RawPlugin {
     file: Option<Spanned<String>>,
     sha256: Option<Spanned<String>>,
     signer: Option<Spanned<String>>,
+    ca_file: Option<Spanned<PathBuf>>,
 }
 
 impl Config {
@@ -423,7 +451,7 @@ impl Config {
         let mut plugins = BTreeMap::new();
         for (name, raw_plugin) in raw.plugins {
             let span = raw_plugin.span();
-            let settings = plugin_settings(&name, raw_plugin.into_inner(), at)?;
+            let settings = plugin_settings(&name, raw_plugin.into_inner(), at, base)?;
             if !valid_plugin_name(&name) {
                 return Err(at.error(
                     Some(span),
@@ -457,9 +485,17 @@ impl Config {
             processes: process::validate(raw.process, at)?,
             groups,
             cluster: cluster::validate(raw.cluster, at)?,
+            api: api::validate(raw.api, at)?,
             trust,
             bindings,
         })
+    }
+
+    /// What is allowed but unwise in the configuration, one line each (see
+    /// [`PluginSettings::warnings`]); disabled plugins send nothing and are not warned of.
+    pub fn warnings(&self) -> Vec<String> {
+        let enabled = self.plugins.iter().filter(|(_, s)| !s.disabled);
+        enabled.flat_map(|(name, s)| s.warnings(name)).collect()
     }
 
     /// The settings of plugin `name`, or the defaults when it has no table.
@@ -538,7 +574,12 @@ fn secret_source(raw: Spanned<toml::Value>, field: &str, at: &Located) -> Result
     }
 }
 
-fn plugin_settings(name: &str, raw: RawPlugin, at: &Located) -> Result<PluginSettings, ConfigError> {
+fn plugin_settings(
+    name: &str,
+    raw: RawPlugin,
+    at: &Located,
+    base: &Path,
+) -> Result<PluginSettings, ConfigError> {
     let field = |f: &str| format!("plugins.{name}.{f}");
     let mut s = PluginSettings { budgets: budgets(&raw, at, &field)?, ..Default::default() };
     for grant in raw.allow_http {
@@ -566,7 +607,21 @@ fn plugin_settings(name: &str, raw: RawPlugin, at: &Located) -> Result<PluginSet
     s.file = raw.file.as_ref().map(|f| trust::file_name(f, &field("file"), at)).transpose()?;
     s.sha256 = raw.sha256.as_ref().map(|d| trust::digest(d, &field("sha256"), at)).transpose()?;
     s.signer = raw.signer.map(|s| s.into_inner().trim().to_ascii_lowercase());
+    s.ca_file = raw.ca_file.map(|f| ca_file(f, &field("ca_file"), at, base)).transpose()?;
     Ok(s)
+}
+
+/// `ca_file`, relative to the configuration file: read and parsed now, so that a missing or bad
+/// file fails the start, `check-config` or the reload rather than the plugin's first request.
+fn ca_file(
+    raw: Spanned<PathBuf>,
+    field: &str,
+    at: &Located,
+    base: &Path,
+) -> Result<crate::plugins::tls::CaBundle, ConfigError> {
+    let path = base.join(raw.get_ref());
+    crate::plugins::tls::CaBundle::read(&path)
+        .map_err(|why| at.error(Some(raw.span()), &format!("{field}: `{}`: {why}", path.display())))
 }
 
 fn budgets(raw: &RawPlugin, at: &Located, field: &dyn Fn(&str) -> String) -> Result<Budgets, ConfigError> {
@@ -876,6 +931,50 @@ mod property {
                 assert!(now.checked_add(d).is_some(), "{text} overflows a clock");
             }
         }
+    }
+
+    #[test]
+    fn a_ca_file_is_read_relative_to_the_file_and_a_bad_one_is_one_line_naming_field_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("agent.toml");
+        std::fs::write(dir.path().join("ca.pem"), crate::plugins::tls::test_pki::CA).unwrap();
+        std::fs::write(dir.path().join("key.pem"), crate::plugins::tls::test_pki::SERVER_KEY).unwrap();
+        std::fs::write(dir.path().join("cut.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+        let parse = |file: &str| {
+            let text = format!("[plugins.openstack]\nca_file = \"{file}\"\n");
+            Config::parse(&text, &config).map_err(|e| e.0)
+        };
+        let c = parse("ca.pem").unwrap();
+        assert_eq!(c.plugins["openstack"].ca_file.as_ref().unwrap().path(), dir.path().join("ca.pem"));
+        let at = format!("{}:2:11: plugins.openstack.ca_file: `{}", config.display(), dir.path().display());
+        for (file, why) in [
+            ("missing.pem", "/missing.pem`: cannot be read: No such file"),
+            ("key.pem", "/key.pem`: holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the CA"),
+            ("cut.pem", "/cut.pem`: not a valid PEM file: "),
+        ] {
+            let e = parse(file).unwrap_err();
+            assert!(e.starts_with(&format!("{at}{why}")), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn plain_http_beyond_this_machine_is_warned_of_naming_the_origin() {
+        let parse = |text: &str| Config::parse(text, Path::new("agent.toml")).map_err(|e| e.0);
+        let c = parse(
+            "[plugins.openstack]\nallow_http = [\"http://127.0.0.1:15000\", \"http://169.254.169.254\", \
+             \"http://[::1]:8080\", \"http://localhost:9090\", \"https://keystone.example:5000\", \
+             \"http://nova.example:8774\"]\n\
+             [plugins.off]\nallow_http = [\"http://10.0.0.5\"]\ndisabled = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.warnings(),
+            ["plugins.openstack.allow_http: http://nova.example:8774 is plain HTTP beyond this machine: \
+              the credentials and tokens the plugin sends there go in clear; use https:// \
+              (with ca_file = \"/path/ca.pem\" for a private CA)"]
+        );
+        assert!(parse("[plugins.p]\nallow_http = [\"https://a.example\"]\n").unwrap().warnings().is_empty());
     }
 
     #[test]

@@ -59,6 +59,24 @@ impl Origin {
         Self::normalise(scheme, authority)
     }
 
+    /// Whether the host is this machine (127.0.0.0/8, `::1`, `localhost`) or link-local
+    /// (169.254.0.0/16, `fe80::/10`: cloud metadata services, plain HTTP by design): what
+    /// plain HTTP may reach without crossing a network someone else can read.
+    pub fn is_loopback_or_link_local(&self) -> bool {
+        if self.host == "localhost" {
+            return true;
+        }
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.is_link_local(),
+            Ok(std::net::IpAddr::V6(ip)) => match ip.to_ipv4_mapped() {
+                Some(v4) => v4.is_loopback() || v4.is_link_local(),
+                None => ip.is_loopback() || ip.is_unicast_link_local(),
+            },
+            Err(_) => false,
+        }
+    }
+
     fn normalise(scheme: Scheme, authority: &str) -> Result<Origin, String> {
         if authority.contains('@') {
             return Err("user information in the authority is not allowed".into());
@@ -121,6 +139,36 @@ mod tests {
         let o = grant("http://[::1]:8080");
         assert_eq!(o.host, "[::1]");
         assert_eq!(o, Origin::of_request(None, "[::1]:8080").unwrap());
+    }
+
+    #[test]
+    fn loopback_and_link_local_hosts_are_told_from_the_network() {
+        let local = |t: &str| grant(t).is_loopback_or_link_local();
+        for t in [
+            "http://127.0.0.1:8080",
+            "http://127.3.2.1",
+            "http://LocalHost.:9090",
+            "http://[::1]:80",
+            "http://[::ffff:127.0.0.1]",
+            "http://169.254.169.254",
+            "http://[fe80::1]:80",
+            "http://[FEBF::1]",
+        ] {
+            assert!(local(t), "{t}");
+        }
+        for t in [
+            "http://10.0.0.5:5000",
+            "http://192.168.1.1",
+            "http://keystone.example",
+            "http://localhost.example",
+            "http://128.0.0.1",
+            "http://169.255.0.1",
+            "http://[fec0::1]",
+            "http://[2001:db8::1]",
+            "http://[::ffff:10.0.0.1]",
+        ] {
+            assert!(!local(t), "{t}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod references;
 pub mod registry;
 pub mod sandbox;
 pub mod signature;
+pub mod tls;
 pub mod worker;
 
 pub use compile::{CompileLimits, Compiler};

@@ -34,6 +34,8 @@ pub struct Grants {
     pub meter: Arc<super::meter::Meter>,
     /// Its outbound request rate per origin, shared by its instances.
     pub http_rates: Arc<super::outbound::Rates>,
+    /// How its requests go out: TLS with the roots it trusts (its `ca_file` too).
+    pub client: Arc<super::tls::Client>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -70,8 +72,18 @@ impl Grants {
     ) -> Grants {
         let meter = super::meter::Meter::new(plugin.into(), settings.budgets.log);
         let http_rates = Default::default();
-        let grants =
-            Grants { plugin: plugin.into(), settings, state, replicas, victims: None, meter, http_rates };
+        let client = Arc::new(super::tls::Client::new(plugin.into(), settings.ca_file.as_ref()));
+        warn_of(plugin, &settings);
+        let grants = Grants {
+            plugin: plugin.into(),
+            settings,
+            state,
+            replicas,
+            victims: None,
+            meter,
+            http_rates,
+            client,
+        };
         grants.mask_secrets();
         grants
     }
@@ -92,7 +104,11 @@ impl Grants {
         if settings.budgets.log != self.settings.budgets.log {
             self.meter.set_log_limits(settings.budgets.log);
         }
+        if settings.allow_http != self.settings.allow_http {
+            warn_of(&self.plugin, &settings);
+        }
         let grants = Grants {
+            client: Arc::new(self.client.renewed(settings.ca_file.as_ref())),
             plugin: self.plugin.clone(),
             settings,
             state,
@@ -136,6 +152,14 @@ impl Grants {
     }
 }
 
+/// Logs what is unwise in what a plugin is granted, when it is granted: the daemon's start and a
+/// reload that changes it. (`check-config` prints the same lines: [`crate::config::Config::warnings`].)
+fn warn_of(plugin: &str, settings: &PluginSettings) {
+    for line in settings.warnings(plugin) {
+        tracing::warn!("{line}");
+    }
+}
+
 /// The `T` of every plugin `Store<T>`.
 pub struct HostState {
     pub grants: Arc<Grants>,
@@ -175,7 +199,11 @@ impl HostState {
             grants.meter.clone(),
             grants.http_rates.clone(),
         );
-        let gate = HttpGate { allowed: grants.settings.allow_http.clone().into(), outbound };
+        let gate = HttpGate {
+            allowed: grants.settings.allow_http.clone().into(),
+            outbound,
+            client: grants.client.clone(),
+        };
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_HANDLES);
         HostState {
@@ -225,6 +253,7 @@ impl WasiHttpView for HostState {
 pub struct HttpGate {
     allowed: Arc<[Origin]>,
     outbound: super::outbound::Outbound,
+    client: Arc<super::tls::Client>,
 }
 
 /// Longest a plugin's request may wait on the network at each stage, whatever it asks for.
@@ -280,9 +309,10 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
         };
         drop(fut);
         let (out, deadline) = (self.outbound.clone(), self.outbound.response_deadline());
+        let client = self.client.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
-            let send = async move { wasmtime_wasi_http::default_send_request(request, Some(options)).await };
+            let send = async move { client.send(request, options).await };
             let (response, io) = out.bounded(deadline, true, send).await?;
             let response = response.map(|b| out.meter_body(b.boxed_unsync(), deadline, slot).boxed_unsync());
             let io = out.bounded(deadline, false, io);
@@ -422,6 +452,7 @@ mod tests {
                 meter,
                 Default::default(),
             ),
+            client: Arc::new(crate::plugins::tls::Client::new("t".into(), None)),
         }
     }
 

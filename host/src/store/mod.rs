@@ -10,6 +10,7 @@ mod maintenance;
 mod migrations;
 mod plugin_state;
 mod query;
+mod read_pool;
 mod series;
 mod writer;
 
@@ -17,6 +18,7 @@ pub use journal::{Action, Entry as JournalEntry};
 pub use maintenance::{Report as MaintenanceReport, Retention};
 pub use plugin_state::{PluginState, StateError};
 pub use query::{Selector, SeriesInfo, SeriesPoints};
+pub use read_pool::{ReadError, ReadPool};
 pub use series::{now_ms, Labels, Sample, SeriesKey};
 pub use writer::{write_batch, Interner, Latest, Writer, WriterLimits, WriterStats};
 
@@ -39,20 +41,24 @@ pub enum StoreError {
     Corrupt { path: PathBuf, detail: String },
     #[error("{path}: no agent database here; has an agent run with this --data-dir?")]
     Missing { path: PathBuf },
+    #[error("starting a thread to read the database: {0}")]
+    Thread(std::io::Error),
 }
 
-/// The open database. Cheap to clone; writes are serialised by the connection's mutex.
+/// The open database. Cheap to clone; writes are serialised by the connection's mutex. Clones
+/// share one read-only connection; [`Store::with_own_reader`] gives a reader of its own to a
+/// user whose reads must never wait behind another's (the scaler behind the API's).
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Queries: read-only, so they never take the write lock.
+    reader: Arc<Mutex<Connection>>,
 }
 
 struct Inner {
     path: PathBuf,
     /// Plugin state and other small writes (samples have their own writer connection).
     conn: Mutex<Connection>,
-    /// Queries: read-only, so they never take the write lock.
-    reader: Mutex<Connection>,
 }
 
 impl Store {
@@ -66,7 +72,17 @@ impl Store {
         configure(&conn).map_err(sqlite)?;
         migrations::apply(&conn, &path)?;
         let reader = open_reader(&path)?;
-        Ok(Store { inner: Arc::new(Inner { path, conn: Mutex::new(conn), reader: Mutex::new(reader) }) })
+        Ok(Store {
+            inner: Arc::new(Inner { path, conn: Mutex::new(conn) }),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// The same database with a read-only connection of its own (WAL readers never block each
+    /// other nor the writer, so its reads wait on nobody's).
+    pub fn with_own_reader(&self) -> Result<Store, StoreError> {
+        let reader = open_reader(&self.inner.path)?;
+        Ok(Store { inner: self.inner.clone(), reader: Arc::new(Mutex::new(reader)) })
     }
 
     /// Opens an existing `DIR/agent.db` for reading only, e.g. while an agent runs on it.
@@ -80,7 +96,10 @@ impl Store {
         check_is_database(&reader, &path)?;
         migrations::check(&reader, &path)?;
         let conn = open_reader(&path)?;
-        Ok(Store { inner: Arc::new(Inner { path, conn: Mutex::new(conn), reader: Mutex::new(reader) }) })
+        Ok(Store {
+            inner: Arc::new(Inner { path, conn: Mutex::new(conn) }),
+            reader: Arc::new(Mutex::new(reader)),
+        })
     }
 
     /// The database file.
@@ -104,7 +123,7 @@ impl Store {
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let conn = self.inner.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         f(&conn).map_err(|source| StoreError::Sqlite { path: self.inner.path.clone(), source })
     }
 }

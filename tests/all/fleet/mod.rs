@@ -6,6 +6,7 @@
 mod etcd;
 mod prometheus;
 mod recorder;
+mod secure;
 
 use crate::common::{fixture, load_source, plugin, plugin_dir, wait_for, Agent, JsonServer};
 use etcd::EtcdCluster;
@@ -27,10 +28,22 @@ fn config(
     recorder: &Recorder,
     stabilization: &str,
 ) -> String {
+    config_with(node, etcd, app, recorder, stabilization, "")
+}
+
+/// As [`config`], with `cluster` added to the `[cluster]` table (TLS files, an etcd user).
+fn config_with(
+    node: &str,
+    etcd: &EtcdCluster,
+    app: &JsonServer,
+    recorder: &Recorder,
+    stabilization: &str,
+    cluster: &str,
+) -> String {
     format!(
         "{source}[plugins.record-backend]\nallow_http = [\"http://{rec}\"]\n\
          [plugins.record-backend.config]\nurl = \"http://{rec}\"\nnode = \"{node}\"\n\
-         [cluster]\netcd = {endpoints}\nnode = \"{node}\"\nlease_ttl = \"{TTL_S}s\"\nrenew_every = \"1s\"\nrequest_timeout = \"500ms\"\n\
+         [cluster]\netcd = {endpoints}\nnode = \"{node}\"\nlease_ttl = \"{TTL_S}s\"\nrenew_every = \"1s\"\nrequest_timeout = \"500ms\"\n{cluster}\
          [[group]]\nname = \"web\"\ncoordination = \"cluster\"\ninterval = \"{INTERVAL_MS}ms\"\n\
          metrics = [{{ name = \"app.load\", window = \"1s\" }}]\npolicy = \"target-tracking\"\n\
          policy_config = {{ target = 10, per = \"total\" }}\nbackend = \"record-backend\"\nmin = 1\nmax = 10\n\
@@ -199,7 +212,7 @@ fn without_etcd_every_agent_holds_and_they_resume_when_it_returns() {
     assert!(during.is_empty(), "nobody acts without etcd: {during:?}");
     let (code, out, _) = agents[0].cli(&["ps"]);
     assert_eq!(code, 0);
-    assert!(out.contains("etcd UNREACHABLE: cluster groups frozen"), "{out}");
+    assert!(out.contains("etcd NOT USABLE: cluster groups frozen"), "{out}");
 
     etcd.restart_all();
     wait_for("the scale to 6 once etcd is back", LIMIT, || (recorder.replicas("web") == 6).then_some(()));

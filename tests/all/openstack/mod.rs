@@ -5,6 +5,7 @@
 
 mod cloud;
 mod proxy;
+mod tls;
 
 use crate::common::{
     decisions, group_status, load_source, plugin, plugin_dir, report, wait_for, Agent, JsonServer,
@@ -12,9 +13,10 @@ use crate::common::{
 use cloud::{summary, Cloud, Credentials};
 use proxy::{Fault, FaultProxy};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+use tls::{PrivateCa, TlsProxy};
 
 const LIMIT: Duration = Duration::from_secs(90);
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -594,4 +596,76 @@ fn scale_in_deletes_the_servers_measured_idle_and_never_one_that_reports_busy() 
         d["outcome"].as_str().is_some_and(|o| o.contains(&format!("deleted {newest}")))
     });
     wait_for("no server left", LIMIT, || bench.servers().is_empty().then_some(()));
+}
+
+/// Keystone behind TLS with a private CA (a TLS proxy of ours in front of the real one, its
+/// certificates made with `openssl`): with `ca_file` the plugin logs in over https and scales;
+/// without it the handshake is refused, and the operator reads why — in the journal, `/status`
+/// and one log line that names `ca_file` — within seconds, not at a timeout.
+#[test]
+fn keystone_behind_a_private_ca_is_trusted_through_ca_file_and_refused_clearly_without_it() {
+    let Some((creds, _serial)) = cloud_or_skip(
+        "openstack::keystone_behind_a_private_ca_is_trusted_through_ca_file_and_refused_clearly_without_it",
+    ) else {
+        return;
+    };
+    let bench = Bench::new(creds, "tls");
+    let ca = PrivateCa::make();
+    let keystone = tls::origin(&bench.creds.auth_url);
+    // TLS goes in front of a plain-HTTP Keystone, as the local cloud's is.
+    let upstream = keystone.strip_prefix("http://").and_then(|a| a.to_socket_addrs().ok()?.next());
+    let proxy = TlsProxy::start(upstream.expect("OS_AUTH_URL is http://HOST:PORT/…"), &ca);
+    let https = format!("https://{}", proxy.addr);
+    let auth_url = bench.creds.auth_url.replacen(&keystone, &https, 1);
+    let app = JsonServer::start(r#"{"load": 2}"#);
+    // The plugin reaches Keystone over TLS only: it is granted the proxy's origin, not Keystone's.
+    let config = |ca_file: Option<&std::path::Path>| {
+        let table = bench.creds.plugin_toml(Some(&bench.proxied()), std::slice::from_ref(&https), "");
+        let keystone_grant = format!("\"{keystone}\", ");
+        assert!(table.contains(&keystone_grant), "{table}");
+        let mut table = table.replacen(&keystone_grant, "", 1).replace(
+            &format!("auth_url = \"{}\"", bench.creds.auth_url),
+            &format!("auth_url = \"{auth_url}\""),
+        );
+        if let Some(f) = ca_file {
+            let with = format!("[plugins.openstack]\nca_file = \"{}\"\n", f.display());
+            table = table.replacen("[plugins.openstack]\n", &with, 1);
+        }
+        format!("{}{table}\n{}", load_source(&app), horizontal_group(&bench.group, 2, ""))
+    };
+    let dir = plugins();
+    let agent = Agent::start(dir.path(), &config(Some(&ca.ca_file())));
+    bench.wait_servers(2, Some("m1.tiny"));
+    assert!(proxy.handshakes() >= 1, "Keystone was not reached through the TLS proxy");
+    assert!(proxy.refused().is_empty(), "{:?}", proxy.refused());
+    assert!(!agent.log().contains("TLS with"), "{}", agent.log());
+    drop(agent);
+
+    // The same without ca_file: the built-in roots do not know the private CA.
+    let handshakes = proxy.handshakes();
+    let started = std::time::Instant::now();
+    let agent = Agent::start(dir.path(), &config(None));
+    let failed = wait_journal(&agent, &bench.group, "a failed describe", |d| {
+        d["reason"].as_str().unwrap().contains("describe failed")
+    });
+    let took = started.elapsed();
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("Keystone") && reason.contains("TlsCertificateError"), "{reason}");
+    assert!(took < Duration::from_secs(45), "the failure took {took:?} to reach the journal");
+    let status = group_status(&agent, &bench.group);
+    assert!(status["last_reason"].as_str().unwrap_or_default().contains("TlsCertificateError"), "{status}");
+    let log = agent.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("TLS with")).collect();
+    assert_eq!(lines.len(), 1, "one line per origin and episode:\n{log}");
+    let line = lines[0];
+    assert!(line.contains(&https) && line.contains("UnknownIssuer"), "{line}");
+    assert!(line.contains("give its PEM file as [plugins.openstack] ca_file"), "{line}");
+    // The client refused the certificate: no handshake completed, Keystone heard nothing.
+    assert_eq!(proxy.handshakes(), handshakes);
+    assert!(proxy.refused().iter().all(|r| r.contains("UnknownCA")), "{:?}", proxy.refused());
+    assert_eq!(bench.servers().len(), 2, "nothing changed");
+    report(&format!(
+        "openstack with Keystone behind a private CA, no ca_file: TLS failure in the journal after {:.1} s",
+        took.as_secs_f64()
+    ));
 }

@@ -313,7 +313,7 @@ function timeline(box, d) {
         e.repeats ? el("div", { class: "muted" }, `and ${e.repeats} more evaluation(s) like it`) : ""));
   });
   const head = el("tr", {}, ["when", "action", "replicas", "why"].map((h) => el("th", {}, h)));
-  const summary = el("div", { class: "muted" }, `${d.evaluations} evaluation(s) in the window${d.omitted ? `; the oldest ${d.omitted} event(s) not shown` : ""}`);
+  const summary = el("div", { class: "muted" }, `${d.evaluations} evaluation(s) in the window${d.events_from_ms ? `; events since ${dayTime(d.events_from_ms)}` : ""}${d.omitted ? `; the oldest ${d.omitted} event(s) not shown` : ""}`);
   box.replaceChildren(summary, el("table", {}, head, rows.length ? rows : el("tr", {}, el("td", { colspan: 4, class: "muted" }, "no decisions in this window"))));
 }
 

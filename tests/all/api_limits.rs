@@ -1,0 +1,96 @@
+//! The API under clients that do not play fair (issue 28): hundreds of connections trickling a
+//! request head, and a flood of heavy reads on a week-old database. The agent's descriptors stay
+//! bounded, `/healthz` answers throughout, and a 1-s group keeps evaluating.
+
+use crate::common::{http_get, plugin, plugin_dir, wait_for, Agent, JsonServer};
+use crate::week_old::{one_second_group, ReadFlood, WeekOld};
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+fn metric(agent: &Agent, name: &str) -> f64 {
+    let (_, text) = http_get(agent.addr, "/metrics").unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+#[test]
+fn five_hundred_trickling_connections_hold_no_descriptors_and_healthz_answers() {
+    let dir = plugin_dir(&[]);
+    let agent = Agent::start(dir.path(), "[api]\nheader_timeout = \"2s\"\n");
+    let idle = descriptors(agent.pid());
+    // 500 clients each send the start of a request head, then one byte at a time.
+    let mut held: Vec<TcpStream> = (0..500)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(agent.addr).ok()?;
+            s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n").ok()?;
+            Some(s)
+        })
+        .collect();
+    assert!(held.len() >= 400, "the test itself could open only {} connections", held.len());
+    let started = Instant::now();
+    let mut most = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        for s in &mut held {
+            let _ = s.write_all(b"X");
+        }
+        let (status, body) =
+            http_get(agent.addr, "/healthz").expect("/healthz answers under 500 trickling clients");
+        assert_eq!((status, body.as_str()), (200, "ok"));
+        most = most.max(descriptors(agent.pid()));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // One client (all of them share 127.0.0.1) holds at most max_connections_per_client (64).
+    assert!(most <= idle + 64 + 8, "{most} descriptors open under the trickle, {idle} idle");
+    assert!(metric(&agent, "agent_api_connections_evicted_total") > 0.0);
+    // The tricklers go quiet but keep their sockets: the header timeout closes them.
+    let back = wait_for("the held connections to be closed", Duration::from_secs(15), || {
+        let n = descriptors(agent.pid());
+        (n <= idle + 4).then_some(n)
+    });
+    assert!(back <= idle + 4);
+    assert!(metric(&agent, "agent_api_header_timeouts_total") > 0.0);
+    drop(held);
+}
+
+#[test]
+fn a_flood_of_week_long_reads_is_refused_in_part_and_a_1s_group_keeps_evaluating() {
+    let data = tempfile::tempdir().unwrap();
+    WeekOld { series: 4, raw_hours: 2, journal_hours: 24, group: "web" }.seed(data.path());
+    let app = JsonServer::start(r#"{"load": 20}"#);
+    let dir = plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("ledger")]);
+    let agent = Agent::start_in(dir.path(), &one_second_group("web", &app), data);
+    let evaluations = |from: i64, to: i64| {
+        crate::common::decisions(&agent, "web")
+            .iter()
+            .filter(|d| d["t_ms"].as_i64().is_some_and(|t| t >= from && t < to))
+            .count()
+    };
+    wait_for("the group's first evaluations", Duration::from_secs(30), || {
+        (evaluations(0, i64::MAX) > 0).then_some(())
+    });
+    let flood = ReadFlood::start(agent.addr, 16, "web");
+    let from = agent::store::now_ms();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        assert_eq!(http_get(agent.addr, "/healthz").expect("/healthz under the flood").0, 200);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let to = agent::store::now_ms();
+    let seen = flood.stop();
+    assert!(seen.other.is_empty(), "every read is answered or refused as busy: {:?}", seen.other);
+    let (ok, busy) = (seen.answered_ms.len(), seen.refused);
+    assert!(ok > 0, "some reads are answered ({busy} refused)");
+    assert!(busy > 0, "a flood beyond the read pool is refused at once with 503 ({ok} answered)");
+    // Before read pools, such a flood stopped every evaluation; now the group keeps its pace
+    // (its delays under the flood are measured by `cargo bench -p e2e --bench api`).
+    let done = evaluations(from, to);
+    let expected = ((to - from) / 1000) as usize;
+    assert!(done * 2 >= expected, "{done} evaluations in {expected} s of flood");
+    assert!(metric(&agent, "agent_api_reads_refused_total") >= busy as f64);
+}
