@@ -247,10 +247,21 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => {
+            // The holder's pid, as a PID file: what a package's removal without systemd stops,
+            // and what the refusal below names.
+            use std::io::Write;
+            let mut f = &file;
+            f.set_len(0)
+                .and_then(|()| writeln!(f, "{}", std::process::id()))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(file)
+        }
         Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).ok().and_then(|p| p.trim().parse::<u32>().ok());
+            let holder = holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
             bail!(
-                "{}: another agent is using this data folder; stop it or pass another --data-dir",
+                "{}: another agent{holder} is using this data folder; stop it or pass another --data-dir",
                 dir.display()
             )
         }

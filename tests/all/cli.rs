@@ -40,7 +40,11 @@ fn two_agents_cannot_share_a_data_folder() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another agent is using this data folder"), "{err}");
+    let holder = format!("another agent (pid {}) is using this data folder", first.pid());
+    assert!(err.contains(&holder), "{err}");
+    // The lock file is the holder's PID file (what the package's removal stops without systemd).
+    let pid = std::fs::read_to_string(first.data.path().join("agent.lock")).unwrap();
+    assert_eq!(pid.trim(), first.pid().to_string());
     // The first one is unaffected.
     assert_eq!(first.plugin("ledger").unwrap()["state"], "ready");
 }

@@ -3,6 +3,7 @@
 mod browser;
 mod common;
 
+mod alerts;
 mod api_limits;
 mod cli;
 mod containment;
@@ -16,6 +17,7 @@ mod hot_reload;
 mod loading;
 mod monitoring;
 mod openstack;
+mod package;
 mod page;
 mod pki;
 mod python;

@@ -157,7 +157,9 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::Int
         let plugins = state.registry.as_ref().map(|r| r.status().0).unwrap_or_default();
         let config = state.reloader.as_ref().map(|r| r.status());
         let cluster = state.scaler.as_ref().and_then(|s| s.cluster()).map(|c| c.status());
+        let groups = state.scaler.as_ref().map(|s| s.status()).unwrap_or_default();
         prometheus::render(&prometheus::Inputs {
+            groups: &groups,
             cluster: cluster.as_ref(),
             config: config.as_ref(),
             latest: &latest,

@@ -28,6 +28,61 @@ pub struct Inputs<'a> {
     pub config: Option<&'a crate::reload::ConfigStatus>,
     /// `[cluster]`: etcd's reachability and this node's role per cluster group.
     pub cluster: Option<&'a crate::cluster::ClusterStatus>,
+    /// The scaling groups as the scaler reports them.
+    pub groups: &'a [crate::scaler::group::GroupStatus],
+}
+
+/// Each scaling group's capacity against its bounds in force (a schedule's when one is open),
+/// what it last decided, and whether its backend keeps failing: what an alert on a group pinned
+/// at its ceiling, or unable to scale, reads.
+fn groups(
+    groups: &[crate::scaler::group::GroupStatus],
+    own: &mut impl FnMut(&str, &str, &'static str, &[(&str, &str)], f64),
+) {
+    for g in groups {
+        let l = [("group", g.name.as_str())];
+        let (min, max) = g.schedule.as_ref().map_or((g.min, g.max), |s| (s.min, s.max));
+        let optional = [
+            ("agent_group_capacity", "Units the group has now, as its backend reports them.", g.current),
+            ("agent_group_ready", "Units of the group that are ready.", g.ready),
+            ("agent_group_desired", "The capacity the group last decided.", g.desired),
+        ];
+        for (name, help, value) in optional {
+            if let Some(v) = value {
+                own(name, help, "gauge", &l, v as f64);
+            }
+        }
+        own(
+            "agent_group_min",
+            "The group's lower bound in force (a schedule's when one is open).",
+            "gauge",
+            &l,
+            min as f64,
+        );
+        own(
+            "agent_group_max",
+            "The group's upper bound in force (a schedule's when one is open).",
+            "gauge",
+            &l,
+            max as f64,
+        );
+        own(
+            "agent_group_failures_in_a_row",
+            "Consecutive evaluations without a usable recommendation (what fallback.after counts).",
+            "gauge",
+            &l,
+            g.failures_in_a_row as f64,
+        );
+        if let Some(ms) = g.last_ms {
+            own(
+                "agent_group_last_evaluation_timestamp_seconds",
+                "When the group was last evaluated (Unix seconds).",
+                "gauge",
+                &l,
+                ms as f64 / 1000.0,
+            );
+        }
+    }
 }
 
 /// The namespace of the agent's own families.
@@ -333,6 +388,7 @@ pub fn render(inputs: &Inputs) -> String {
             );
         }
     }
+    groups(inputs.groups, &mut own);
     for p in inputs.plugins {
         let l = [("plugin", p.name.as_str()), ("kind", p.kind.as_str())];
         own("agent_plugin_calls_total", "Calls made to a plugin.", "counter", &l, p.calls as f64);
@@ -402,6 +458,60 @@ mod tests {
         );
         assert_eq!(prometheus_name("app.queue-depth", None), "app_queue_depth");
         assert_eq!(prometheus_name("9lives", None), "_9lives");
+    }
+
+    #[test]
+    fn each_group_has_its_capacity_against_the_bounds_in_force() {
+        use crate::scaler::group::GroupStatus;
+        let telemetry = Telemetry::default();
+        let plain = GroupStatus {
+            name: "web".into(),
+            current: Some(3),
+            desired: Some(4),
+            min: 1,
+            max: 4,
+            ..Default::default()
+        };
+        let scheduled = GroupStatus {
+            name: "batch".into(),
+            min: 0,
+            max: 10,
+            failures_in_a_row: 2,
+            schedule: Some(crate::scaler::schedule::Effective {
+                min: 2,
+                max: 6,
+                open: vec!["nights".into()],
+                desired: None,
+                next_change: None,
+            }),
+            ..Default::default()
+        };
+        let groups = [plain, scheduled];
+        let page = render(&Inputs {
+            config: None,
+            cluster: None,
+            latest: &[],
+            writer: None,
+            telemetry: &telemetry,
+            plugins: &[],
+            uptime_s: 1.0,
+            groups: &groups,
+        });
+        check_exposition(&page).unwrap();
+        for line in [
+            "agent_group_capacity{group=\"web\"} 3",
+            "agent_group_desired{group=\"web\"} 4",
+            "agent_group_max{group=\"web\"} 4",
+            "agent_group_min{group=\"batch\"} 2",
+            "agent_group_max{group=\"batch\"} 6",
+            "agent_group_failures_in_a_row{group=\"batch\"} 2",
+        ] {
+            assert!(page.lines().any(|l| l == line), "{line} not in\n{page}");
+        }
+        assert!(
+            !page.contains("agent_group_capacity{group=\"batch\"}"),
+            "an unknown capacity is absent, not 0"
+        );
     }
 
     #[test]
@@ -524,6 +634,7 @@ mod tests {
                 telemetry: &telemetry,
                 plugins: &[],
                 uptime_s: 1.0,
+                groups: &[],
             });
             if let Err(e) = check_exposition(&page) {
                 panic!("round {round}: {e}\n{page}");

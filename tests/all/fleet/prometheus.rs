@@ -2,6 +2,7 @@
 
 use crate::common::{free_port, skipped, wait_for};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -23,10 +24,16 @@ impl Prometheus {
             skipped(&format!("{test}: no `prometheus` here (apt-get install prometheus to run it)"));
             return None;
         }
+        Some(Prometheus::start(targets, "agents", None))
+    }
+
+    /// Scrapes `targets` as job `job` every second, evaluating `rules` (a rule file) every second.
+    pub fn start(targets: &[SocketAddr], job: &str, rules: Option<&Path>) -> Prometheus {
         let data = tempfile::tempdir().unwrap();
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let rule_files = rules.map(|r| format!("rule_files:\n  - \"{}\"\n", r.display())).unwrap_or_default();
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: agents\n    static_configs:\n      - targets: [{}]\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
             targets.join(", ")
         );
         let file = data.path().join("prometheus.yml");
@@ -44,7 +51,7 @@ impl Prometheus {
         wait_for("prometheus ready", Duration::from_secs(60), || {
             matches!(crate::common::http_get(addr, "/-/ready"), Ok((200, _))).then_some(())
         });
-        Some(p)
+        p
     }
 
     pub fn stop(&mut self) {

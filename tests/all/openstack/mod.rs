@@ -669,3 +669,32 @@ fn keystone_behind_a_private_ca_is_trusted_through_ca_file_and_refused_clearly_w
         took.as_secs_f64()
     ));
 }
+
+#[test]
+fn a_scale_out_gives_each_new_server_the_cloud_init_that_makes_it_join_the_fleet() {
+    use base64::Engine;
+    let test = "openstack::a_scale_out_gives_each_new_server_the_cloud_init_that_makes_it_join_the_fleet";
+    let Some((creds, _serial)) = cloud_or_skip(test) else { return };
+    let bench = Bench::new(creds, "ci");
+    let user_data =
+        std::fs::read_to_string(crate::common::root().join("dist/cloud-init/agent-user-data.yaml")).unwrap();
+    // A TOML basic string: JSON's escapes are TOML's.
+    let extra = format!(", user_data = {}", serde_json::to_string(&user_data).unwrap());
+    let app = JsonServer::start(r#"{"load": 1}"#);
+    let dir = plugins();
+    let agent =
+        Agent::start(dir.path(), &bench.config(&app, "", &[], &horizontal_group(&bench.group, 1, &extra)));
+    wait_journal(&agent, &bench.group, "the scale-out", |d| d["action"] == "scale" && d["target"] == 1);
+    let server = bench.wait_servers(1, None).remove(0);
+    // Nova keeps the user data as given (base64); an administrator reads it back (2.3+).
+    let (code, doc) = bench.cloud.compute(
+        reqwest::Method::GET,
+        &format!("/servers/{}", server["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(code, 200, "{doc}");
+    let stored =
+        doc["server"]["OS-EXT-SRV-ATTR:user_data"].as_str().unwrap_or_else(|| panic!("no user_data: {doc}"));
+    let stored = base64::engine::general_purpose::STANDARD.decode(stored).unwrap();
+    assert_eq!(String::from_utf8(stored).unwrap(), user_data);
+}
