@@ -109,9 +109,6 @@ struct Slot {
     blocked_since: AtomicU64,
     /// Notified to close the connection at once (evicted).
     close: tokio::sync::Notify,
-    /// Its response body is done but may still sit in hyper's buffer or the socket's: it waits
-    /// for a head only once a flush completes (never evicted with a reply half sent).
-    flushing: std::sync::atomic::AtomicBool,
 }
 
 impl Slot {
@@ -159,7 +156,6 @@ impl Table {
             waiting_since: AtomicU64::new(mono_ms()),
             blocked_since: AtomicU64::new(0),
             close: tokio::sync::Notify::new(),
-            flushing: std::sync::atomic::AtomicBool::new(false),
         });
         slots.insert(id, slot.clone());
         self.telemetry.api_connections_open.store(slots.len() as u64, Ordering::Relaxed);
@@ -260,8 +256,7 @@ async fn handle(
     Ok(response.map(|body| Tracked { body, slot }))
 }
 
-/// A response body; when it is done (or dropped) and flushed, its connection waits for the next
-/// head again.
+/// A response body; when it is done (or dropped) its connection waits for the next head again.
 struct Tracked {
     body: Body,
     slot: Arc<Slot>,
@@ -269,7 +264,7 @@ struct Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        self.slot.flushing.store(true, Ordering::Relaxed);
+        self.slot.waiting();
     }
 }
 
@@ -346,12 +341,7 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let poll = Pin::new(&mut self.inner).poll_flush(cx);
-        // hyper flushes once its buffer is written: the reply has left, the wait for a head begins.
-        if matches!(poll, Poll::Ready(Ok(()))) && self.slot.flushing.swap(false, Ordering::Relaxed) {
-            self.slot.waiting();
-        }
-        poll
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
