@@ -10,7 +10,8 @@
 //!   out of 100 that each hold that hour.
 
 use agent::sampler::Sampler;
-use agent::store::{now_ms, write_batch, Interner, Labels, Sample, Selector, SeriesKey, Store};
+use agent::store::{write_batch, Interner, Labels, Sample, Selector, SeriesKey, Store};
+use agent::timefmt::now_ms;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn sampler(c: &mut Criterion) {

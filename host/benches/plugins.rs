@@ -6,10 +6,10 @@
 //! target/test-plugins.
 
 use agent::config::{Config, PluginSettings};
-use agent::plugins::bindings::{Bounds, Capacity, PolicyContext, Window};
 use agent::plugins::loader;
 use agent::plugins::registry::Registry;
 use agent::plugins::sandbox::Grants;
+use agent::plugins::types::{Bounds, Capacity, PolicyContext, Window};
 use agent::plugins::worker::{Call, Instance, Limits};
 use agent::plugins::{Kind, Runtime};
 use std::path::{Path, PathBuf};
@@ -135,8 +135,11 @@ fn main() {
         }
         println!("  of which clone {:>7.2} µs", t.elapsed().as_secs_f64() * 1e6 / n as f64);
         {
-            // The floor: the generated async binding alone, no limits armed, no timeout.
+            // The floor: the generated async binding alone, no limits armed, no timeout, no
+            // conversion (so this block, and the sync one below, speak the generated types).
+            use agent::plugins::bindings as wire;
             let agent::plugins::loader::Pre::Policy(pre) = &prepared.pre else { unreachable!() };
+            let ctx = wire::PolicyContext::from(ctx.clone());
             let mut store = wasmtime::Store::new(&rt.engine, agent::plugins::sandbox::HostState::new(grants.clone(), Kind::Policy));
             store.set_epoch_deadline(u64::MAX / 2);
             let bound = pre.instantiate_async(&mut store).await.unwrap();
@@ -145,7 +148,7 @@ fn main() {
                 std::hint::black_box(bound.elastic_plugin_policy().call_evaluate(&mut store, &ctx).await.unwrap().unwrap());
             }
             println!("bare async call  {:>7.2} µs  (bindgen call_evaluate only)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
-            let empty = context(0);
+            let empty = wire::PolicyContext::from(context(0));
             let t = Instant::now();
             for _ in 0..n {
                 let _ = std::hint::black_box(bound.elastic_plugin_policy().call_evaluate(&mut store, &empty).await.unwrap());
@@ -177,8 +180,10 @@ fn main() {
             let instance = linker.instantiate(&mut store, &component).unwrap();
             let iface = instance.get_export_index(&mut store, None, "elastic:plugin/policy@0.1.0").unwrap();
             let func = instance.get_export_index(&mut store, Some(&iface), "evaluate").unwrap();
-            type Res = Result<agent::plugins::bindings::Recommendation, agent::plugins::bindings::PluginError>;
-            let evaluate = instance.get_typed_func::<(&PolicyContext,), (Res,)>(&mut store, &func).unwrap();
+            use agent::plugins::bindings as wire;
+            type Res = Result<wire::Recommendation, wire::PluginError>;
+            let evaluate = instance.get_typed_func::<(&wire::PolicyContext,), (Res,)>(&mut store, &func).unwrap();
+            let bare = wire::PolicyContext::from(bare);
             let t = Instant::now();
             for _ in 0..n {
                 let (r,) = evaluate.call(&mut store, (&bare,)).unwrap();
@@ -215,7 +220,7 @@ fn main() {
             let (median, fastest) = through_handle(&rogue, &bare).await;
             println!("  no-work policy {median:>7.2} µs  (the same path, a policy that does no work: the runtime's cost as the scaler pays it; median of 7, fastest {fastest:.2})");
         }
-        registry.get("ledger").unwrap().describe(agent::plugins::bindings::Group { name: "g".into(), params: String::new() }, u32::MAX).await.unwrap();
+        registry.get("ledger").unwrap().describe(agent::plugins::types::Group { name: "g".into(), params: String::new() }, u32::MAX).await.unwrap();
         println!("\n## memory");
         println!("process RSS      {:>7} KiB at start, {} KiB with all 3 plugins loaded and instantiated", rss_start, rss_kib());
 

@@ -89,7 +89,7 @@ impl LiveSeries {
 }
 
 /// Why a sample is refused, if it is.
-fn misshapen(s: &crate::plugins::bindings::Sample) -> Option<String> {
+fn misshapen(s: &crate::plugins::types::Sample) -> Option<String> {
     if s.metric.is_empty() || s.metric.len() > MAX_NAME {
         return Some(format!("a metric name of {} bytes (1..={MAX_NAME})", s.metric.len()));
     }
@@ -120,7 +120,7 @@ impl Collector {
     /// them and how many non-finite values were dropped.
     fn convert(
         plugin: &str,
-        samples: Vec<crate::plugins::bindings::Sample>,
+        samples: Vec<crate::plugins::types::Sample>,
         now: i64,
         live: &mut LiveSeries,
         budget: &SourceBudget,
@@ -290,7 +290,7 @@ impl Collector {
     }
 }
 
-use crate::store::now_ms;
+use crate::timefmt::now_ms;
 
 /// What a source's samples are held to.
 struct SourceBudget {

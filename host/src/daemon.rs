@@ -1,5 +1,9 @@
-//! `agent run`: opens the data folder, starts the store writer, the sampler, the plugins and
-//! their collector, and the API; then waits for SIGINT or SIGTERM and stops them in order.
+//! `agent run`, the wiring: opens (and locks) the data folder, starts the store writer and its
+//! maintenance, the supervisor, the sampler, the plugin registry and its collector, the
+//! cluster (with `[cluster]`), the scaler and the API, and hands the lower layers what they
+//! reach upwards through traits (the supervisor's replica control and the scaler's scale-in
+//! ranking to the registry). Then it waits for SIGINT or SIGTERM (SIGHUP reloads) and stops
+//! the children first, then the producers, and lets the writer commit what it holds.
 
 use crate::api::{self, ApiState};
 use crate::collector::Collector;
@@ -64,6 +68,12 @@ pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<
             }
             let registry = Registry::new(runtime.clone(), config.clone(), Some(store.clone()), dir);
             registry.set_replica_control(supervisor.clone());
+            // The scale-in ranking reads the configuration in force (a reload changes groups).
+            let weak = Arc::downgrade(&registry);
+            let config_now = move || weak.upgrade().map(|r| r.config());
+            let ranking =
+                crate::scaler::victims::Victims::new(store.clone(), Some(supervisor.clone()), config_now);
+            registry.set_ranking(Arc::new(ranking));
             Some(registry)
         }
     };

@@ -65,7 +65,7 @@ impl Reloader {
     ) -> Reloader {
         let status = ConfigStatus {
             file: config.file.as_ref().map(|f| f.display().to_string()),
-            loaded_at_ms: crate::store::now_ms(),
+            loaded_at_ms: crate::timefmt::now_ms(),
             sha256: config.sha256.clone(),
             last_reload: None,
         };
@@ -87,13 +87,13 @@ impl Reloader {
     /// Re-reads the file and applies it, or changes nothing and says why.
     pub async fn reload(&self) -> Result<Changes, String> {
         let _one = self.busy.lock().await;
-        let at_ms = crate::store::now_ms();
+        let at_ms = crate::timefmt::now_ms();
         let old = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let loaded = if old.file.is_none() {
             Err("the agent runs on the default configuration (no --config file): there is nothing to reload"
                 .to_string())
         } else {
-            (self.load)().map_err(|e| crate::commands::error_line(&e))
+            (self.load)().map_err(|e| crate::text::error_line(&e))
         };
         let new = match loaded {
             Ok(new) => Arc::new(new),

@@ -1,5 +1,10 @@
 //! Text from outside the agent (plugins above all) made safe for the media it reaches.
 
+/// An error chain on one line: `outer: inner: root`.
+pub fn error_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
 /// Plugin text made safe for a line-oriented medium (the log, the journal, the CLI): control
 /// characters escaped (so no line can be forged), at most `max` bytes (cut on a character
 /// boundary, saying how much was cut).
@@ -87,6 +92,21 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     d[a.len()][b.len()]
+}
+
+/// An error with its causes ("error sending request … : invalid peer certificate: UnknownIssuer"):
+/// reqwest's own text stops at the first line, which never says what went wrong with TLS.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
+        source = s.source();
+    }
+    crate::text::clean(&out, 400)
 }
 
 #[cfg(test)]

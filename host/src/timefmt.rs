@@ -1,6 +1,11 @@
 //! UTC timestamps as people type and read them: RFC 3339 (`2026-11-27T10:00:00Z`) or Unix
 //! seconds, to and from milliseconds since the epoch.
 
+/// Now, in milliseconds since the Unix epoch: the host's one clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Days since 1970-01-01 of a civil date (proleptic Gregorian), after Howard Hinnant.
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };

@@ -75,13 +75,13 @@ fn a_flood_of_week_long_reads_is_refused_in_part_and_a_1s_group_keeps_evaluating
         (evaluations(0, i64::MAX) > 0).then_some(())
     });
     let flood = ReadFlood::start(agent.addr, 16, "web");
-    let from = agent::store::now_ms();
+    let from = agent::timefmt::now_ms();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(10) {
         assert_eq!(http_get(agent.addr, "/healthz").expect("/healthz under the flood").0, 200);
         std::thread::sleep(Duration::from_millis(250));
     }
-    let to = agent::store::now_ms();
+    let to = agent::timefmt::now_ms();
     let seen = flood.stop();
     assert!(seen.other.is_empty(), "every read is answered or refused as busy: {:?}", seen.other);
     let (ok, busy) = (seen.answered_ms.len(), seen.refused);

@@ -299,7 +299,7 @@ impl Agent {
 
     /// Sends SIGKILL (no chance to flush anything) and waits; returns when it happened, in ms.
     pub fn kill9(&mut self) -> i64 {
-        let at = agent::store::now_ms();
+        let at = agent::timefmt::now_ms();
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         at

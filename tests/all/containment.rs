@@ -4,7 +4,7 @@
 
 use crate::common::{agent_cli, fixture, http_get, plugin, plugin_dir, put, wait_for, Agent, JsonServer};
 use crate::sandbox::host;
-use agent::plugins::bindings::Group;
+use agent::plugins::types::Group;
 use agent::plugins::worker::{CallError, Fault};
 use std::io::{Read, Write};
 use std::net::TcpListener;

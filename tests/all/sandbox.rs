@@ -3,8 +3,8 @@
 
 use crate::common::{fixture, plugin, plugin_dir, JsonServer};
 use agent::config::Config;
-use agent::plugins::bindings::{Bounds, Capacity, PolicyContext};
 use agent::plugins::registry::Registry;
+use agent::plugins::types::{Bounds, Capacity, PolicyContext};
 use agent::plugins::worker::{CallError, Fault, PluginHandle, State};
 use agent::plugins::Runtime;
 use agent::store::Store;
@@ -153,7 +153,7 @@ async fn a_runaway_plugin_does_not_starve_other_plugins() {
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut windows_ctx = ctx(serde_json::json!({ "target": 0.5 }));
-    windows_ctx.windows.push(agent::plugins::bindings::Window {
+    windows_ctx.windows.push(agent::plugins::types::Window {
         metric: "cpu".into(),
         labels: vec![],
         length_ms: 60_000,
@@ -296,7 +296,7 @@ async fn a_call_for_another_kind_is_refused_without_a_fault() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ledger_backend_records_targets_per_group_across_restarts() {
-    use agent::plugins::bindings::{Group, Target};
+    use agent::plugins::types::{Group, Target};
     let group = |name: &str| Group {
         name: name.into(),
         params: r#"{"initial": 2, "tiers": ["small", "large"]}"#.into(),
@@ -317,7 +317,7 @@ async fn the_ledger_backend_records_targets_per_group_across_restarts() {
     let bad = Group { name: "web".into(), params: r#"{"initial": "lots"}"#.into() };
     assert!(matches!(
         h.get("ledger").describe(bad, 1000).await,
-        Err(CallError::Plugin(agent::plugins::bindings::PluginError::BadConfig(_)))
+        Err(CallError::Plugin(agent::plugins::types::PluginError::BadConfig(_)))
     ));
 }
 

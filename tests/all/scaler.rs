@@ -395,7 +395,7 @@ fn a_schedule_raises_a_live_group_s_max_for_its_window_and_the_cap_returns_the_m
     let current = || group_status(&agent, "web")["current"].as_u64();
     wait_for("the group at its own max", LIMIT, || (current() == Some(3)).then_some(()));
     // The window is added by a reload once the agent runs (however long its start took here).
-    let now = agent::store::now_ms();
+    let now = agent::timefmt::now_ms();
     let (start, end) = (now + 5_000, now + 15_000);
     let window = format!(
         "[[group.schedule]]\nname = \"rush\"\nstart = \"{}\"\nend = \"{}\"\ntimezone = \"Europe/Berlin\"\nmax = 6\n",
@@ -408,14 +408,14 @@ fn a_schedule_raises_a_live_group_s_max_for_its_window_and_the_cap_returns_the_m
     let before = wait_for("the schedule in /status", LIMIT, || {
         Some(group_status(&agent, "web")).filter(|g| !g["schedule"].is_null())
     });
-    assert!(agent::store::now_ms() < start, "checked before the window opens");
+    assert!(agent::timefmt::now_ms() < start, "checked before the window opens");
     assert_eq!(before["schedule"]["max"], 3);
     assert_eq!(before["schedule"]["next_change"]["what"], "`rush` opens");
     assert_eq!(before["schedule"]["next_change"]["at_ms"], start);
 
     // The window opens: the policy's 8 is now bounded at 6.
     wait_for("6 replicas inside the window", LIMIT, || (current() == Some(6)).then_some(()));
-    assert!(agent::store::now_ms() >= start, "not before the window opened");
+    assert!(agent::timefmt::now_ms() >= start, "not before the window opened");
     let during = group_status(&agent, "web");
     assert_eq!(during["schedule"]["open"], serde_json::json!(["rush"]));
     assert_eq!(during["schedule"]["next_change"]["at_ms"], end);
@@ -423,7 +423,7 @@ fn a_schedule_raises_a_live_group_s_max_for_its_window_and_the_cap_returns_the_m
     // It closes while the policy still wants 8: back to 3 at once, whatever the 5-minute
     // scale-down stabilization window remembers.
     wait_for("3 replicas once the window closed", LIMIT, || (current() == Some(3)).then_some(()));
-    let closed_at = agent::store::now_ms();
+    let closed_at = agent::timefmt::now_ms();
     assert!(closed_at >= end);
     let last_scale = decisions(&agent, "web").into_iter().rev().find(|d| d["action"] == "scale").unwrap();
     let steps = last_scale["steps"].to_string();

@@ -28,7 +28,7 @@ impl WeekOld {
     pub fn seed(&self, dir: &Path) {
         drop(agent::store::Store::open(dir).expect("creating the database"));
         let mut conn = rusqlite::Connection::open(dir.join("agent.db")).unwrap();
-        let now = agent::store::now_ms();
+        let now = agent::timefmt::now_ms();
         let tx = conn.transaction().unwrap();
         self.metrics(&tx, now);
         self.journal(&tx, now);

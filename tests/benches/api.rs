@@ -66,7 +66,7 @@ fn delays(agent: &Agent, from: i64, to: i64) -> Vec<f64> {
 }
 
 fn phase(name: &str, agent: &Agent, from: i64, mut healthz: Vec<f64>, extra: &str) {
-    let mut d = delays(agent, from, agent::store::now_ms());
+    let mut d = delays(agent, from, agent::timefmt::now_ms());
     let n = d.len() + 1;
     report(&format!(
         "api {name}: {n} evaluations; delay p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; /healthz p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms{extra}",
@@ -81,7 +81,7 @@ fn phase(name: &str, agent: &Agent, from: i64, mut healthz: Vec<f64>, extra: &st
 
 fn flood(agent: &Agent) {
     let flood = ReadFlood::start(agent.addr, 16, "web");
-    let from = agent::store::now_ms();
+    let from = agent::timefmt::now_ms();
     let healthz = probe(agent, Duration::from_secs(60), || {});
     let mut seen = flood.stop();
     let extra = format!(
@@ -103,7 +103,7 @@ fn trickle(agent: &Agent) {
             Some(s)
         })
         .collect();
-    let (from, mut most) = (agent::store::now_ms(), 0);
+    let (from, mut most) = (agent::timefmt::now_ms(), 0);
     let healthz = probe(agent, Duration::from_secs(20), || {
         for s in &mut held {
             let _ = s.write_all(b"X");
@@ -146,7 +146,7 @@ fn main() {
     let dir = plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("ledger")]);
     let agent = Agent::start_in(dir.path(), &one_second_group("web", &app), data);
     std::thread::sleep(Duration::from_secs(5));
-    let from = agent::store::now_ms();
+    let from = agent::timefmt::now_ms();
     let healthz = probe(&agent, Duration::from_secs(60), || {});
     phase("quiet", &agent, from, healthz, "");
     for path in [format!("/api/series?name={SERIES}&window=7d"), "/api/decisions?group=web&window=7d".into()]

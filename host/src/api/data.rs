@@ -5,7 +5,8 @@
 
 use super::server::ClientAddr;
 use super::ApiState;
-use crate::store::{now_ms, Action, JournalEntry, ReadError, Selector};
+use crate::store::{Action, JournalEntry, ReadError, Selector};
+use crate::timefmt::now_ms;
 use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

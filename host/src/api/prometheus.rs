@@ -477,7 +477,7 @@ mod tests {
             min: 0,
             max: 10,
             failures_in_a_row: 2,
-            schedule: Some(crate::scaler::schedule::Effective {
+            schedule: Some(crate::decide::schedule::Effective {
                 min: 2,
                 max: 6,
                 open: vec!["nights".into()],

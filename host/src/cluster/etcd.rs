@@ -16,6 +16,7 @@
 
 use crate::config::ClusterSpec;
 use crate::config::SecretSource;
+use crate::text::chain;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -155,33 +156,7 @@ enum Class {
     Retry(String),
 }
 
-/// The HTTP client for the members: `ca` (PEM) as the only trust anchors when given, else the
-/// built-in web roots; `identity` (PEM: certificate chain and key) as the client certificate.
-/// Also what `[cluster]`'s validation builds to check the files.
-pub fn client(
-    timeout: Duration,
-    ca: Option<&[u8]>,
-    identity: Option<&[u8]>,
-) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder().no_proxy().timeout(timeout).connect_timeout(timeout);
-    if let Some(pem) = ca {
-        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| chain(&e))?;
-        if certs.is_empty() {
-            return Err("no certificate in it".into());
-        }
-        builder = builder.tls_built_in_root_certs(false);
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    if let Some(pem) = identity {
-        builder = builder.identity(reqwest::Identity::from_pem(pem).map_err(|e| chain(&e))?);
-    }
-    if ca.is_some() || identity.is_some() {
-        builder = builder.https_only(true);
-    }
-    builder.build().map_err(|e| chain(&e))
-}
+pub use crate::pki::https_client as client;
 
 impl Etcd {
     pub fn new(spec: &ClusterSpec) -> Etcd {
@@ -536,21 +511,6 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<V
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// An error with its causes ("error sending request … : invalid peer certificate: UnknownIssuer"):
-/// reqwest's own text stops at the first line, which never says what went wrong with TLS.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out = format!("{out}: {text}");
-        }
-        source = s.source();
-    }
-    crate::text::clean(&out, 400)
 }
 
 /// A TLS failure with what the operator can do about it.

@@ -17,7 +17,7 @@
 pub mod etcd;
 
 use crate::config::ClusterSpec;
-use crate::scaler::guardrails::History;
+use crate::decide::guardrails::History;
 use etcd::{Compare, Etcd, EtcdError, Op};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -182,11 +182,21 @@ impl Cluster {
         self.reachable.store(ok, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The agent's lease: the one it has while etcd confirmed it within the TTL, else a new one.
+    /// The agent's lease: the one it has while etcd confirmed it within the TTL; one not
+    /// confirmed for a TTL is asked about again (an etcd leader election can take longer than a
+    /// short TTL, and etcd keeps leases across it: keeping ours keeps the groups this agent led);
+    /// a new one only once etcd says ours is gone.
     async fn lease(&self) -> Result<i64, EtcdError> {
         let mut lease = self.lease.lock().await;
-        if let Some(l) = lease.as_ref().filter(|l| l.renewed.elapsed() < self.spec.lease_ttl) {
-            return Ok(l.id);
+        if let Some(l) = lease.as_mut() {
+            if l.renewed.elapsed() < self.spec.lease_ttl {
+                return Ok(l.id);
+            }
+            if self.etcd.keepalive(l.id).await? {
+                l.renewed = Instant::now();
+                return Ok(l.id);
+            }
+            tracing::warn!(node = %self.spec.node, "etcd lease {:x} expired: the groups it led are others' now", l.id);
         }
         let id = self.etcd.grant(self.spec.lease_ttl).await?;
         tracing::info!(node = %self.spec.node, "etcd lease {id:x} granted ({}s)", self.spec.lease_ttl.as_secs());
@@ -288,7 +298,7 @@ impl Cluster {
     fn observe(&self, group: &str, role: Role) -> Role {
         let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
         let view = views.entry(group.to_string()).or_default();
-        let now = crate::store::now_ms();
+        let now = crate::timefmt::now_ms();
         let role = match role {
             Role::Leader { token, .. } => {
                 let takeover = view.fencing_revision != Some(token) || view.role != "leader";
@@ -348,7 +358,7 @@ impl Cluster {
                 return Ok(None);
             }
         };
-        let (state, dropped) = sanitize(state, crate::store::now_ms());
+        let (state, dropped) = sanitize(state, crate::timefmt::now_ms());
         if dropped > 0 {
             tracing::warn!(
                 group,

@@ -91,10 +91,7 @@ pub fn exit_quietly_on_closed_pipe() {
     }
 }
 
-/// An error chain on one line: `outer: inner: root`.
-pub fn error_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
-}
+pub use crate::text::error_line;
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
@@ -144,7 +141,7 @@ pub fn inspect(options: RunOptions, file: &Path, as_json: bool) -> anyhow::Resul
             "kind": p.kind(),
             "version": p.metadata.version,
             "description": p.metadata.description,
-            "contract": format!("{}@{}", crate::plugins::bindings::PACKAGE, p.header.contract),
+            "contract": format!("{}@{}", crate::plugins::PACKAGE, p.header.contract),
             "config_keys": keys,
             "imports": p.header.imports,
             "exports": p.header.exports,
@@ -357,7 +354,7 @@ fn csv_labels(labels: &crate::store::Labels) -> String {
 
 pub fn metrics_query(options: RunOptions, q: MetricsQuery) -> anyhow::Result<Exit> {
     let store = open_store(options)?;
-    let now = crate::store::now_ms();
+    let now = crate::timefmt::now_ms();
     let to =
         q.to.as_deref()
             .map(crate::timefmt::parse)
@@ -494,7 +491,7 @@ pub fn decisions(
 ) -> anyhow::Result<Exit> {
     let config = options.resolve()?;
     let store = crate::store::Store::open_read_only(&config.data_dir)?;
-    let entries = store.decisions(group.as_deref(), crate::store::now_ms() - since.as_millis() as i64)?;
+    let entries = store.decisions(group.as_deref(), crate::timefmt::now_ms() - since.as_millis() as i64)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
         Format::Csv => {
@@ -520,12 +517,12 @@ pub fn decisions(
         Format::Table => {
             let rows: Vec<Vec<String>> = entries.iter().map(decision_row).collect();
             print!("{}", crate::text::table(&["TIME", "GROUP", "ACTION", "CHANGE", "REASON"], &rows));
-            let now = crate::store::now_ms();
+            let now = crate::timefmt::now_ms();
             for g in config.groups.iter().filter(|g| group.as_deref().is_none_or(|n| n == g.name)) {
                 if !g.schedules.is_empty() {
                     let e =
-                        crate::scaler::schedule::effective(g.behavior.min, g.behavior.max, &g.schedules, now);
-                    println!("{}", crate::scaler::schedule::describe(&g.name, &e));
+                        crate::decide::schedule::effective(g.behavior.min, g.behavior.max, &g.schedules, now);
+                    println!("{}", crate::decide::schedule::describe(&g.name, &e));
                 }
             }
             // Who decides a cluster group is the running agents' knowledge, not the journal's.

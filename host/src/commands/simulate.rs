@@ -4,8 +4,9 @@
 
 use super::{runtime, tool_runtime, Exit};
 use crate::config::{Config, GroupSpec};
+use crate::decide::decision::Advice;
+use crate::decide::simulate::{self, MetricKind, Model, Point, Run, Score};
 use crate::plugins::registry::Registry;
-use crate::scaler::simulate::{self, MetricKind, Model, Point, Run, Score};
 use anyhow::Context;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -90,7 +91,7 @@ pub fn simulate(options: super::RunOptions, args: SimulateArgs) -> anyhow::Resul
             args.capacity_per_unit,
             crate::duration::format(args.provision_delay)
         );
-        std::fs::write(path, crate::scaler::plot::svg(&run, &title))
+        std::fs::write(path, crate::decide::plot::svg(&run, &title))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if args.json {
@@ -151,7 +152,7 @@ fn frontier(config: &Arc<Config>, args: &SimulateArgs, trace: &[Point], path: &P
         args.capacity_per_unit,
         crate::duration::format(args.provision_delay)
     );
-    std::fs::write(path, crate::scaler::plot::frontier(&points, &title))
+    std::fs::write(path, crate::decide::plot::frontier(&points, &title))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(Exit::Success)
 }
@@ -195,32 +196,50 @@ fn replay(
         capacity_per_unit: args.capacity_per_unit,
         provision_delay_ms: args.provision_delay.as_millis() as i64,
         initial_units: args.initial.unwrap_or(b.min).clamp(b.min, b.max),
+        initial_tier: group.tiers.min,
         interval_ms: group.interval.as_millis() as i64,
         window_ms: metric.window.as_millis() as i64,
         metric: kind,
     };
-    let mut policy =
-        |now: i64, current: u32, ready: u32, times: &[i64], values: &[f64]| -> Result<f64, String> {
-            use crate::plugins::bindings::{Bounds, Capacity, PolicyContext, Window};
-            let ctx = PolicyContext {
-                group: group.name.clone(),
-                now_ms: now,
-                current: Capacity { replicas: current, ready, tier: 0, tier_name: String::new() },
-                bounds: Bounds { min_replicas: b.min, max_replicas: b.max, max_tier: 0 },
-                windows: vec![Window {
-                    metric: metric.name.clone(),
-                    labels: vec![],
-                    length_ms: metric.window.as_millis() as u64,
-                    timestamps_ms: times.to_vec(),
-                    values: values.to_vec(),
-                }],
-                params: group.policy_params.clone(),
-            };
-            tokio.block_on(handle.1.evaluate(ctx)).map(|r| r.replicas).map_err(|e| e.to_string())
-        };
+    let mut policy = Component { tokio: &tokio, handle: &handle.1, group, metric: &metric };
     let started = std::time::Instant::now();
-    let (run, score) = simulate::run(trace, &model, b, &group.schedules, &mut policy);
+    let (run, score) = simulate::run(trace, &model, &group.rules(), &mut policy);
     Ok((run, score, started.elapsed()))
+}
+
+/// The group's policy component, asked what the live loop asks it: the bounds in force (a
+/// schedule's, when one is open), the tier, the window of its first metric.
+struct Component<'a> {
+    tokio: &'a tokio::runtime::Runtime,
+    handle: &'a crate::plugins::worker::PluginHandle,
+    group: &'a GroupSpec,
+    metric: &'a crate::config::MetricWindow,
+}
+
+impl simulate::Policy for Component<'_> {
+    fn evaluate(&mut self, a: &simulate::Asked) -> Result<Advice, String> {
+        use crate::plugins::types::{Bounds, Capacity, PolicyContext, Window};
+        let ctx = PolicyContext {
+            group: self.group.name.clone(),
+            now_ms: a.now_ms,
+            current: Capacity { replicas: a.current, ready: a.ready, tier: a.tier, tier_name: String::new() },
+            bounds: Bounds {
+                min_replicas: a.bounds.min,
+                max_replicas: a.bounds.max,
+                max_tier: self.group.tiers.max,
+            },
+            windows: vec![Window {
+                metric: self.metric.name.clone(),
+                labels: vec![],
+                length_ms: self.metric.window.as_millis() as u64,
+                timestamps_ms: a.times.to_vec(),
+                values: a.values.to_vec(),
+            }],
+            params: self.group.policy_params.clone(),
+        };
+        let r = self.tokio.block_on(self.handle.evaluate(ctx)).map_err(|e| e.to_string())?;
+        Ok(Advice { replicas: r.replicas, tier: r.tier, reason: r.reason })
+    }
 }
 
 /// A folder removed when dropped (the simulation's throw-away plugin state).

@@ -206,7 +206,7 @@ fn plugins_table(plugins: &[Value]) -> String {
 
 /// `12s ago`, from a time in Unix milliseconds.
 fn ago(t_ms: i64) -> String {
-    format!("{} ago", human(((crate::store::now_ms() - t_ms).max(0) / 1000) as u64))
+    format!("{} ago", human(((crate::timefmt::now_ms() - t_ms).max(0) / 1000) as u64))
 }
 
 /// `2d 3h`, `1m 15s`, `12s`: the two largest units.
@@ -236,7 +236,7 @@ mod tests {
             "config": {"file": "agent.toml", "loaded_at_ms": 0, "last_reload": {"ok": false, "error": "bad"}},
             "supervisor": {"process_tree": "cgroup-v2"}, "plugins_dir": "plugins", "plugins_settled": true,
             "processes": [{"name": "web", "replica": 0, "pid": 7, "state": "running", "restarts": 0, "uptime_s": 70.2, "last_exit": null}],
-            "groups": [{"name": "web", "current": 2, "ready": 2, "desired": 3, "last_action": "scale", "last_ms": crate::store::now_ms(), "last_reason": "cpu high", "dry_run": false}],
+            "groups": [{"name": "web", "current": 2, "ready": 2, "desired": 3, "last_action": "scale", "last_ms": crate::timefmt::now_ms(), "last_reason": "cpu high", "dry_run": false}],
             "plugins": [{"name": "tt", "kind": "policy", "version": "1", "state": "ready", "calls": 3, "faults": 0, "over_budget": {}},
                         {"name": "bad", "file": "bad.wasm", "kind": null, "version": null, "state": "failed", "faults": 0, "error": "is not a component"}],
             "failed_files": [],

@@ -203,7 +203,7 @@ impl Files<'_> {
         if !contains(&bytes, b"-----BEGIN CERTIFICATE-----") {
             return Err(fail("holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the CA that signed the etcd members' certificates"));
         }
-        crate::cluster::etcd::client(Duration::from_secs(1), Some(&bytes), None)
+        crate::pki::https_client(Duration::from_secs(1), Some(&bytes), None)
             .map_err(|e| fail(&format!("not a usable CA certificate: {e}")))?;
         Ok(Pem { files: vec![path], bytes })
     }
@@ -260,7 +260,7 @@ impl Files<'_> {
         let mut bytes = cert_pem;
         bytes.push(b'\n');
         bytes.extend_from_slice(&key_pem);
-        crate::cluster::etcd::client(Duration::from_secs(1), None, Some(&bytes)).map_err(|e| {
+        crate::pki::https_client(Duration::from_secs(1), None, Some(&bytes)).map_err(|e| {
             self.at.error(
                 Some(key.span()),
                 &format!("cluster.cert_file/key_file: `{}` with `{}`: not a usable client certificate and key: {e}", cert_path.display(), key_path.display()),

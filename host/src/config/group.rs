@@ -2,7 +2,7 @@
 //! bounds and the guardrails. Raw TOML → validated [`GroupSpec`].
 
 use super::{ConfigError, Located};
-use crate::scaler::guardrails::{Behavior, Direction, RateRule, Select, TierRules};
+use crate::decide::guardrails::{Behavior, Direction, RateRule, Select, TierRules};
 use serde::Deserialize;
 use std::time::Duration;
 use toml::Spanned;
@@ -30,7 +30,7 @@ pub struct GroupSpec {
     /// `capacity` instead of holding. `None`: always hold.
     pub fallback: Option<Fallback>,
     /// `[[group.schedule]]`: windows that change `min`/`max` on a calendar.
-    pub schedules: Vec<crate::scaler::schedule::Window>,
+    pub schedules: Vec<crate::decide::schedule::Window>,
     /// `[group.scale_in]`: per-unit metrics that rank units that are not supervised replicas.
     pub scale_in: super::ScaleInRule,
     /// `coordination = "cluster"`: acted on only by the agent holding the group's leader key in
@@ -45,10 +45,19 @@ pub struct MetricWindow {
     pub window: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Fallback {
-    pub after: u32,
-    pub capacity: u32,
+pub use crate::decide::decision::Fallback;
+
+impl GroupSpec {
+    /// What the group decides by (the live loop and `agent simulate` alike).
+    pub fn rules(&self) -> crate::decide::decision::Rules<'_> {
+        crate::decide::decision::Rules {
+            behavior: &self.behavior,
+            tiers: &self.tiers,
+            fallback: self.fallback,
+            schedules: &self.schedules,
+            interval_ms: self.interval.as_millis() as i64,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -272,7 +281,7 @@ pub(super) fn validate(
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
-    use crate::scaler::guardrails::{RateRule, Select, TierRules};
+    use crate::decide::guardrails::{RateRule, Select, TierRules};
     use std::path::Path;
 
     #[test]

@@ -12,6 +12,7 @@ mod run_as;
 mod scale_in;
 mod schedule;
 mod trust;
+pub mod values;
 
 pub use api::ApiLimits;
 pub use cluster::ClusterSpec;
@@ -56,20 +57,20 @@ pub struct Config {
     /// `[agent] sample_interval`: how often the system is sampled. Default 1s, at least 100ms.
     pub sample_interval: Duration,
     /// `[store]`: how long data is kept.
-    pub retention: crate::store::Retention,
+    pub retention: crate::config::values::Retention,
     /// `[store] max_series`: series the store keeps live in memory, all sources together. New
     /// series beyond it are dropped and counted. Default 50000.
     pub max_series: usize,
     /// `[agent] compile_timeout`, `compile_memory_mib`: limits of the child process that
     /// compiles a plugin. Defaults 60s and 2048 MiB.
-    pub compile: crate::plugins::CompileLimits,
+    pub compile: crate::config::values::CompileLimits,
     /// `[plugins.NAME]`: grants, limits and configuration per plugin, by plugin name.
     pub plugins: BTreeMap<String, PluginSettings>,
     /// `[agent] insecure_folders`: accept a data or plugins folder its group or everyone may
     /// write. Default false: refused at start.
     pub insecure_folders: bool,
     /// `[agent] process_tree`: how supervised process trees are owned. Default `auto`.
-    pub process_tree: crate::supervisor::TreeMode,
+    pub process_tree: crate::config::values::TreeMode,
     /// `[[process]]`: what the supervisor runs, in file order.
     pub processes: Vec<ProcessSpec>,
     /// `[[group]]`: scaling groups, in file order.
@@ -121,7 +122,7 @@ pub struct PluginSettings {
     pub signer: Option<String>,
     /// `ca_file`: a PEM bundle of CA certificates the plugin's outbound TLS trusts on top of the
     /// built-in roots (a private CA's Keystone), read when the configuration is.
-    pub ca_file: Option<crate::plugins::tls::CaBundle>,
+    pub ca_file: Option<crate::pki::CaBundle>,
 }
 
 impl PluginSettings {
@@ -150,7 +151,7 @@ pub struct Budgets {
     pub max_series: usize,
     /// `log_lines_per_sec` / `log_kib_per_sec`: the plugin's log rate, with bursts of 5 s of
     /// it. Default 10 lines and 2 KiB per second (at most ~170 MiB of log a day).
-    pub log: crate::plugins::meter::LogLimits,
+    pub log: crate::config::values::LogLimits,
     /// `state_kib`: total size of the plugin's persistent state. Default 1024 KiB.
     pub state_bytes: u64,
     /// `state_write_kib_per_min`: bytes of state written per minute (a token bucket holding one
@@ -176,7 +177,7 @@ impl Default for Budgets {
     fn default() -> Self {
         Budgets {
             max_series: 1000,
-            log: crate::plugins::meter::LogLimits::default(),
+            log: crate::config::values::LogLimits::default(),
             state_bytes: 1 << 20,
             state_write_bytes_per_min: 1 << 20,
             http_requests_per_call: None,
@@ -202,8 +203,8 @@ pub struct HttpBudget {
 
 impl Budgets {
     /// The HTTP budget of a plugin of `kind`.
-    pub fn http(&self, kind: crate::plugins::Kind) -> HttpBudget {
-        let backend = kind == crate::plugins::Kind::Backend;
+    pub fn http(&self, kind: crate::config::values::Kind) -> HttpBudget {
+        let backend = kind == crate::config::values::Kind::Backend;
         let rate = self.http_rate.unwrap_or(if backend { 20.0 } else { 10.0 });
         HttpBudget {
             requests_per_call: self.http_requests_per_call.unwrap_or(if backend { 4096 } else { 32 }),
@@ -401,7 +402,7 @@ impl Config {
             let span = raw.agent.sample_interval.as_ref().map(|s| s.span());
             return Err(at.error(span, "agent.sample_interval: must be at most 1h"));
         }
-        let mut retention = crate::store::Retention::default();
+        let mut retention = crate::config::values::Retention::default();
         if let Some(r) = at.duration(&raw.store.retention, "store.retention", Duration::from_secs(60))? {
             retention.rollups = r;
         }
@@ -425,7 +426,7 @@ impl Config {
         }
         let max_series =
             at.at_least(&raw.store.max_series, "store.max_series", 1000)?.unwrap_or(50_000) as usize;
-        let mut compile = crate::plugins::CompileLimits::default();
+        let mut compile = crate::config::values::CompileLimits::default();
         if let Some(t) =
             at.duration(&raw.agent.compile_timeout, "agent.compile_timeout", Duration::from_secs(1))?
         {
@@ -437,8 +438,8 @@ impl Config {
             compile.memory_bytes = mib << 20;
         }
         let process_tree = match &raw.agent.process_tree {
-            None => crate::supervisor::TreeMode::Auto,
-            Some(t) => crate::supervisor::TreeMode::parse(t.get_ref()).ok_or_else(|| {
+            None => crate::config::values::TreeMode::Auto,
+            Some(t) => crate::config::values::TreeMode::parse(t.get_ref()).ok_or_else(|| {
                 at.error(
                     Some(t.span()),
                     &format!(
@@ -618,9 +619,9 @@ fn ca_file(
     field: &str,
     at: &Located,
     base: &Path,
-) -> Result<crate::plugins::tls::CaBundle, ConfigError> {
+) -> Result<crate::pki::CaBundle, ConfigError> {
     let path = base.join(raw.get_ref());
-    crate::plugins::tls::CaBundle::read(&path)
+    crate::pki::CaBundle::read(&path)
         .map_err(|why| at.error(Some(raw.span()), &format!("{field}: `{}`: {why}", path.display())))
 }
 

@@ -38,7 +38,7 @@ pub struct ProcessSpec {
     pub health: Option<HealthCheck>,
     pub log: Option<LogFiles>,
     /// `memory_max` (bytes) and `cpu_max` (cores), applied through the instance's cgroup.
-    pub limits: crate::supervisor::cgroup::Limits,
+    pub limits: crate::config::values::Limits,
     /// `sockets`: TCP addresses the supervisor listens on and hands to every replica
     /// (systemd socket activation: descriptors 3, 4, …, `LISTEN_FDS`, `LISTEN_PID`).
     pub sockets: Vec<std::net::SocketAddr>,
@@ -346,7 +346,7 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
             }
         };
         let stop_grace = duration(&p.stop_grace, "stop_grace", Duration::from_secs(10))?;
-        let limits = crate::supervisor::cgroup::Limits {
+        let limits = crate::config::values::Limits {
             memory_max: match &p.memory_max {
                 None => None,
                 Some(m) => Some(parse_size(m.get_ref()).filter(|b| *b >= 1 << 20).ok_or_else(|| {
@@ -405,7 +405,7 @@ pub(super) fn validate(raw: Vec<RawProcess>, at: &Located) -> Result<Vec<Process
             })?;
             sockets.push(addr);
         }
-        if sockets.len() > crate::supervisor::sockets::MAX {
+        if sockets.len() > crate::config::values::MAX_SOCKETS {
             return Err(at.error(Some(p.name.span()), &field("sockets: at most 16")));
         }
         let raw_launch = super::run_as::RawLaunch {

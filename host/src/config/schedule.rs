@@ -1,8 +1,8 @@
 //! `[[group.schedule]]`: windows that change a group's bounds on a calendar (see
-//! [`crate::scaler::schedule`] for what they do).
+//! [`crate::decide::schedule`] for what they do).
 
 use super::{ConfigError, Located};
-use crate::scaler::schedule::{Cron, When, Window};
+use crate::decide::schedule::{Cron, When, Window};
 use serde::Deserialize;
 use std::time::Duration;
 use toml::Spanned;

@@ -1,9 +1,14 @@
-//! Host bindings for the three plugin worlds of `wit/plugin.wit`.
+//! Host bindings for the three plugin worlds of `wit/plugin.wit` (contract `0.1.x`).
 //!
 //! One `bindgen!` per world; the shared `types` and `host` interfaces are generated once (in
-//! `source`) and reused by the others through `with`, so a `Capacity` is one Rust type everywhere.
-//! When the contract makes a breaking release (0.2.0), its bindings get a module of their own here
-//! and are converted into the same native types.
+//! `source`) and reused by the others through `with`, so a `Capacity` is one Rust type across
+//! the three worlds.
+//!
+//! These generated types stay inside `plugins/`: the rest of the host speaks the native types
+//! of [`super::types`], and [`super::convert`] converts between the two where an export is
+//! called. The aliases below are for `plugins/` itself (the conversions, the host functions).
+//! When the contract makes a breaking release (0.2.0), its bindings get a module of their own
+//! here and a module of conversions into the same native types in [`super::convert`].
 
 pub mod source {
     wasmtime::component::bindgen!({

@@ -10,26 +10,11 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// The argument that makes the agent binary a compiler child. Not a user command.
 pub const CHILD_ARG: &str = "__compile-plugin";
 
-/// Limits of one compilation.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CompileLimits {
-    /// Wall-clock time; the child is killed past it. CPU time is capped at twice this (the
-    /// compiler uses every core).
-    pub timeout: Duration,
-    /// Address space of the child.
-    pub memory_bytes: u64,
-}
-
-impl Default for CompileLimits {
-    fn default() -> Self {
-        CompileLimits { timeout: Duration::from_secs(60), memory_bytes: 2048 << 20 }
-    }
-}
+pub use crate::config::values::CompileLimits;
 
 /// Where compilation happens.
 #[derive(Debug, Clone)]

@@ -76,15 +76,10 @@ impl scale_in::Host for HostState {
     ) -> Result<Vec<scale_in::Candidate>, PluginError> {
         self.admit_scale_in("scale-in.rank")?;
         let grants = self.grants.clone();
-        let victims = grants
-            .victims
-            .as_ref()
-            .ok_or_else(|| PluginError::Unavailable("no scale-in ranking in this agent".into()))?;
-        let ranked = victims.rank(&grants.plugin, &grants.settings.processes, &group, units).await;
-        if let Err(PluginError::BadConfig(why)) = &ranked {
-            grants.meter.exceeded(super::meter::Budget::Denied, 1, || format!("scale-in.rank: {why}"));
-        }
-        Ok(ranked?
+        let ranking = grants.ranking_for(&group, units.len()).map_err(PluginError::from)?;
+        let ranked = ranking.rank(group, grants.settings.processes.clone(), units).await;
+        Ok(ranked
+            .map_err(PluginError::from)?
             .into_iter()
             .map(|c| scale_in::Candidate {
                 unit: c.unit,
@@ -101,7 +96,7 @@ impl scale_in::Host for HostState {
 fn indices(meter: &super::meter::Meter, process: &str, units: &[String]) -> Result<Vec<u32>, PluginError> {
     units
         .iter()
-        .map(|u| match crate::scaler::victims::parse_unit(u) {
+        .map(|u| match super::types::parse_unit(u) {
             Some((p, n)) if p == process => Ok(n),
             _ => Err(PluginError::InvalidInput(format!(
                 "`{}` is not a replica of `{process}` (units are `{process}#N`, from replica-units.units)",

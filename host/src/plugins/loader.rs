@@ -1,12 +1,11 @@
 //! File → [`Prepared`]: read, classify, compile (or load from cache), link, and ask the component
 //! who it is. Every failure is one [`LoadError`] line naming the file, the reason and the remedy.
 
-use super::bindings::{
-    backend::BackendPluginPre, policy::PolicyPluginPre, source::SourcePluginPre, Metadata,
-};
+use super::bindings::{backend::BackendPluginPre, policy::PolicyPluginPre, source::SourcePluginPre};
 use super::cache::{self, content_hash};
 use super::classify::{self, Header, HeaderError};
 use super::sandbox::{Grants, HostState};
+use super::types::Metadata;
 use super::worker::{self, Instance};
 use super::{Kind, Runtime};
 use crate::config::{valid_plugin_name, PluginSettings};

@@ -222,20 +222,7 @@ impl Meter {
     }
 }
 
-/// The log rate limit of one plugin: lines and bytes per second, each a token bucket.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LogLimits {
-    pub lines_per_sec: f64,
-    pub bytes_per_sec: f64,
-    /// Bucket size, in seconds of rate: how large a burst is let through.
-    pub burst_secs: f64,
-}
-
-impl Default for LogLimits {
-    fn default() -> Self {
-        LogLimits { lines_per_sec: 10.0, bytes_per_sec: 2048.0, burst_secs: 5.0 }
-    }
-}
+pub use crate::config::values::LogLimits;
 
 struct LogBucket {
     lines: TokenBucket,
@@ -269,49 +256,7 @@ impl LogBucket {
     }
 }
 
-/// A token bucket: `rate` per second, holding at most `burst`.
-#[derive(Debug)]
-pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl TokenBucket {
-    pub fn new(rate: f64, burst: f64) -> TokenBucket {
-        TokenBucket { rate, burst, tokens: burst, at: Instant::now() }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.at = self.at.max(now);
-    }
-
-    /// Takes `n` tokens if there are that many.
-    pub fn take(&mut self, n: f64) -> bool {
-        self.refill(Instant::now());
-        if self.tokens >= n {
-            self.tokens -= n;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// As [`TokenBucket::take`], but a full bucket lets one take larger than itself through
-    /// (the debt is paid back before the next), so the rate holds on average.
-    pub fn take_with_debt(&mut self, n: f64) -> bool {
-        self.refill(Instant::now());
-        if self.tokens >= n || self.tokens >= self.burst {
-            self.tokens -= n;
-            true
-        } else {
-            false
-        }
-    }
-}
+pub use crate::rate::TokenBucket;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

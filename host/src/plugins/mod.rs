@@ -2,11 +2,22 @@
 //! calling them, and swapping them live. Only this module touches wasmtime.
 //!
 //! - [`classify`]: what a file is, from its header, before compiling.
-//! - [`cache`]: compiled artifacts on disk, verified before use.
+//! - [`signature`]: pins and signatures checked against the file's binding and `[trust]`.
+//! - [`compile`]: compiling in a confined child; [`cache`]: compiled artifacts on disk,
+//!   verified before use.
 //! - [`loader`]: file → [`loader::Prepared`] (compiled, linked, metadata read).
-//! - [`sandbox`]: per-store state, deny-all WASI, the HTTP gate, memory and CPU limits.
-//! - [`worker`]: one task owns each plugin's instance and serialises calls; faults stop there.
-//! - [`registry`]: the live set of plugins in the folder, reconciled on every change.
+//! - [`sandbox`]: per-store state, deny-all WASI, memory limits, and every grant check (HTTP
+//!   origins, secrets, processes, the scale-in ranking); `host_impl` the host functions,
+//!   [`outbound`] and [`tls`] the outbound-HTTP budgets and send path.
+//! - [`meter`]: what a plugin made the agent spend, against its budgets; [`cpu`]: a call's CPU.
+//! - [`worker`]: one worker per plugin owns its instance; calls run one at a time, in the
+//!   caller's task, behind a fair lock; faults stop there.
+//! - [`types`]: the host's own types for what crosses the boundary; the only ones the rest of
+//!   the host names.
+//! - [`convert`]: generated types of each contract version ↔ [`types`], at the edge.
+//! - [`bindings`]: the contract's generated bindings, used only inside this module.
+//! - [`registry`]: the live set of plugins in the folder, reconciled on every change;
+//!   [`references`]: the configuration checked against it.
 //!
 //! Invariant: nothing a plugin does can fail anything but its own call.
 
@@ -14,6 +25,7 @@ pub mod bindings;
 pub mod cache;
 pub mod classify;
 pub mod compile;
+pub mod convert;
 pub mod cpu;
 mod engine;
 mod host_impl;
@@ -25,8 +37,10 @@ pub mod registry;
 pub mod sandbox;
 pub mod signature;
 pub mod tls;
+pub mod types;
 pub mod worker;
 
+pub use bindings::{CONTRACT_VERSION, PACKAGE};
 pub use compile::{CompileLimits, Compiler};
 use sandbox::HostState;
 use std::path::Path;
@@ -39,30 +53,7 @@ pub fn host_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     Ok(host_impl::add_to_linker(linker)?)
 }
 
-/// The three kinds of plugin, one per world of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Source,
-    Policy,
-    Backend,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Source => "source",
-            Kind::Policy => "policy",
-            Kind::Backend => "backend",
-        }
-    }
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::config::values::Kind;
 
 /// The engine, one linker per kind and the compile cache: everything needed to
 /// turn files into running plugins. Shared by the registry and every worker.

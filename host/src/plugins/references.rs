@@ -154,7 +154,7 @@ fn hint(name: &str, loaded: &[Status], kind: Option<Kind>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::bindings::{ConfigKey, Metadata};
+    use crate::plugins::types::{ConfigKey, Metadata};
     use std::path::Path;
 
     fn plugin(name: &str, kind: Kind, keys: &[(&str, bool)]) -> Status {

@@ -37,7 +37,7 @@ pub struct Registry {
     /// The supervisor's replica control, for backends granted processes.
     replicas: std::sync::OnceLock<Arc<dyn super::sandbox::ReplicaControl>>,
     /// The scale-in ranking, for backends.
-    victims: std::sync::OnceLock<Arc<crate::scaler::victims::Victims>>,
+    ranking: std::sync::OnceLock<Arc<dyn super::sandbox::Ranking>>,
     /// Whether the files present at start-up have all been tried.
     started: std::sync::atomic::AtomicBool,
     /// What the configuration asks of plugins that the loaded ones do not offer.
@@ -113,23 +113,23 @@ impl Registry {
             inner: Mutex::default(),
             view: Default::default(),
             replicas: Default::default(),
-            victims: Default::default(),
+            ranking: Default::default(),
             started: Default::default(),
             problems: Default::default(),
             changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
-    /// Makes the supervisor's replica control available to backends granted processes, and
-    /// the scale-in ranking (`scale-in.rank`) to every backend. Call before the first reconcile.
-    pub fn set_replica_control(self: &Arc<Self>, control: Arc<dyn super::sandbox::ReplicaControl>) {
-        let _ = self.replicas.set(control.clone());
-        if let Some(store) = &self.store {
-            let registry = Arc::downgrade(self);
-            let config = move || registry.upgrade().map(|r| r.config());
-            let victims = crate::scaler::victims::Victims::new(store.clone(), Some(control), config);
-            let _ = self.victims.set(Arc::new(victims));
-        }
+    /// Makes the supervisor's replica control available to backends granted processes. Call
+    /// before the first reconcile.
+    pub fn set_replica_control(&self, control: Arc<dyn super::sandbox::ReplicaControl>) {
+        let _ = self.replicas.set(control);
+    }
+
+    /// Makes the scale-in ranking (`scale-in.rank`) available to every backend, for the groups
+    /// it scales. Call before the first reconcile.
+    pub fn set_ranking(&self, ranking: Arc<dyn super::sandbox::Ranking>) {
+        let _ = self.ranking.set(ranking);
     }
 
     pub fn dir(&self) -> &Path {
@@ -182,7 +182,9 @@ impl Registry {
                     }
                     continue;
                 }
-                let state = self.store.as_ref().map(|s| s.plugin_state_with(&name, &now.budgets));
+                let state = self.store.as_ref().map(|s| {
+                    s.plugin_state_with(&name, now.budgets.state_bytes, now.budgets.state_write_bytes_per_min)
+                });
                 regrants.push((loaded.handle.clone(), Arc::new(loaded.handle.grants().renewed(now, state))));
             }
             changed.extend(rebound.into_iter().filter(|n| !changed.contains(n)).collect::<Vec<_>>());
@@ -505,12 +507,18 @@ impl Registry {
             },
             prepared.compile_time.as_secs_f64() * 1000.0
         );
-        let state = self.store.as_ref().map(|s| s.plugin_state_with(&name, &settings.budgets));
+        let state = self.store.as_ref().map(|s| {
+            s.plugin_state_with(
+                &name,
+                settings.budgets.state_bytes,
+                settings.budgets.state_write_bytes_per_min,
+            )
+        });
         if let Some(store) = &self.store {
-            let _ = store.mark_plugins_seen(std::slice::from_ref(&name), crate::store::now_ms());
+            let _ = store.mark_plugins_seen(std::slice::from_ref(&name), crate::timefmt::now_ms());
         }
         let mut grants = Grants::new(&name, settings, state, self.replicas.get().cloned());
-        grants.victims = self.victims.get().cloned();
+        grants.ranking = self.ranking.get().cloned();
         let grants = Arc::new(grants);
         let path = prepared.path.clone();
         let parked = self.parks(&name, prepared.kind());
@@ -595,7 +603,7 @@ impl Registry {
         let running = self.view.read().unwrap_or_else(|p| p.into_inner()).plugins.clone();
         let names: Vec<String> = running.keys().cloned().collect();
         if let Some(store) = &self.store {
-            if let Err(e) = store.mark_plugins_seen(&names, crate::store::now_ms()) {
+            if let Err(e) = store.mark_plugins_seen(&names, crate::timefmt::now_ms()) {
                 tracing::warn!("recording loaded plugins: {e}");
             }
         }

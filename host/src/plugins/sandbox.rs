@@ -2,7 +2,8 @@
 //! outbound-HTTP gate, the memory limiter and the CPU budget.
 //!
 //! Every grant is checked here and only here: HTTP origins in [`HttpGate::check`], secrets in
-//! [`Grants::secret`]. Nothing else in the agent hands a plugin anything.
+//! [`Grants::secret`], supervised processes in [`Grants::replicas_for`], the scale-in ranking in
+//! [`Grants::ranking_for`]. Nothing else in the agent hands a plugin anything.
 
 use crate::config::{Origin, PluginSettings};
 use crate::store::PluginState;
@@ -28,8 +29,8 @@ pub struct Grants {
     pub state: Option<PluginState>,
     /// The supervisor's replica control; reachable only for the processes in `settings.processes`.
     pub replicas: Option<Arc<dyn ReplicaControl>>,
-    /// Ranks units for `scale-in.rank`; answers only for groups this plugin is the backend of.
-    pub victims: Option<Arc<crate::scaler::victims::Victims>>,
+    /// Ranks units for `scale-in.rank`; reached only through [`Grants::ranking_for`].
+    pub ranking: Option<Arc<dyn Ranking>>,
     /// What the plugin has made the agent spend, against its budgets.
     pub meter: Arc<super::meter::Meter>,
     /// Its outbound request rate per origin, shared by its instances.
@@ -50,18 +51,52 @@ pub trait ReplicaControl: Send + Sync {
     /// The replica indices of `process` that exist, or `None` if there is no such process.
     fn list(&self, process: &str) -> Option<Vec<u32>>;
     /// Each replica's state and busy probe answer, asked now.
-    fn inspect(
-        &self,
-        process: String,
-        replicas: Vec<u32>,
-    ) -> BoxFuture<Result<Vec<crate::supervisor::ReplicaFacts>, String>>;
+    fn inspect(&self, process: String, replicas: Vec<u32>) -> BoxFuture<Result<Vec<ReplicaFacts>, String>>;
     /// Drains and stops these replicas; keeps those still busy.
-    fn remove(
-        &self,
-        process: String,
-        replicas: Vec<u32>,
-    ) -> BoxFuture<Result<crate::supervisor::Removal, String>>;
+    fn remove(&self, process: String, replicas: Vec<u32>) -> BoxFuture<Result<Removal, String>>;
 }
+
+/// What the supervisor knows of one replica when a scale-in ranks it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaFacts {
+    pub replica: u32,
+    /// Running and healthy (or running, without a health check).
+    pub ready: bool,
+    /// Its state in words (`starting`, `waiting to restart`).
+    pub state: &'static str,
+    /// The busy probe's answer now: `Ok(None)` without a probe, `Err` when it did not answer.
+    pub busy: Result<Option<f64>, String>,
+}
+
+/// What a removal of replicas did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Removal {
+    pub removed: Vec<u32>,
+    /// Kept after all, with why.
+    pub kept: Vec<(u32, String)>,
+}
+
+/// Ranking units for `scale-in.rank`: the scaler implements it, the daemon wires it (as the
+/// supervisor's [`ReplicaControl`]); plugins reach it only through [`Grants::ranking_for`].
+pub trait Ranking: Send + Sync {
+    /// The backend `group` is scaled by now, if there is such a group.
+    fn backend_of(&self, group: &str) -> Option<String>;
+    /// Ranks `units` of `group`; units `PROCESS#N` of the `granted` processes are measured as
+    /// replicas, any other unit by the group's `[group.scale_in]` series.
+    fn rank(&self, group: String, granted: Vec<String>, units: Vec<String>) -> RankFuture<'_>;
+}
+
+/// What [`Ranking::rank`] returns.
+pub type RankFuture<'a> = Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Vec<super::types::Candidate>, super::types::PluginError>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// Most units one `scale-in.rank` call may name.
+pub const MAX_RANKED_UNITS: usize = 1000;
 
 impl Grants {
     pub fn new(
@@ -79,7 +114,7 @@ impl Grants {
             settings,
             state,
             replicas,
-            victims: None,
+            ranking: None,
             meter,
             http_rates,
             client,
@@ -113,7 +148,7 @@ impl Grants {
             settings,
             state,
             replicas: self.replicas.clone(),
-            victims: self.victims.clone(),
+            ranking: self.ranking.clone(),
             meter: self.meter.clone(),
             http_rates: self.http_rates.clone(),
         };
@@ -134,6 +169,30 @@ impl Grants {
             ));
         }
         self.replicas.clone().ok_or_else(|| "this agent supervises no processes".to_string())
+    }
+
+    /// The scale-in ranking for `group`, if — and only if — this plugin is the group's backend,
+    /// and for at most [`MAX_RANKED_UNITS`] units.
+    pub fn ranking_for(
+        &self,
+        group: &str,
+        units: usize,
+    ) -> Result<Arc<dyn Ranking>, super::types::PluginError> {
+        use super::types::PluginError;
+        let ranking = self
+            .ranking
+            .clone()
+            .ok_or_else(|| PluginError::Unavailable("no scale-in ranking in this agent".into()))?;
+        if ranking.backend_of(group).as_deref() != Some(&*self.plugin) {
+            let group = self.meter.clean(group, 64);
+            let why = format!("`{group}` is not a group this backend scales");
+            self.meter.exceeded(super::meter::Budget::Denied, 1, || format!("scale-in.rank: {why}"));
+            return Err(PluginError::BadConfig(why));
+        }
+        if units > MAX_RANKED_UNITS {
+            return Err(PluginError::InvalidInput(format!("{units} units: at most {MAX_RANKED_UNITS}")));
+        }
+        Ok(ranking)
     }
 
     /// Reads the secret `name` if, and only if, it was granted to this plugin.

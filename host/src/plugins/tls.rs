@@ -11,115 +11,20 @@
 use bytes::Bytes;
 use http::uri::Scheme;
 use http_body::Body;
-use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::{pin, Pin};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error, RequestOptions};
 
-/// Largest CA bundle read: a bundle of every public root is ~220 KiB.
-const MAX_CA_FILE: u64 = 1 << 20;
-
-/// A plugin's `ca_file`: the certificates read from it and the client configuration that trusts
-/// them on top of the built-in roots. Two bundles are equal when they name the same file with the
-/// same certificates, so a reload that changes the file's content renews the plugin's grants.
-#[derive(Clone)]
-pub struct CaBundle {
-    path: PathBuf,
-    certificates: Vec<CertificateDer<'static>>,
-    client: Arc<ClientConfig>,
-}
-
-impl CaBundle {
-    /// Reads the PEM bundle at `path` and builds the client configuration that trusts it. The
-    /// error says what is wrong with the file (the caller names the field and the path).
-    pub fn read(path: &Path) -> Result<CaBundle, String> {
-        let pem = read_bounded(path)?;
-        let certificates = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("not a valid PEM file: {e}"))?;
-        if certificates.is_empty() {
-            return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the CA that signed the server's certificate".into());
-        }
-        let mut roots = web_roots();
-        for (i, certificate) in certificates.iter().enumerate() {
-            roots.add(certificate.clone()).map_err(|e| {
-                format!("certificate {} of {} is not a usable CA certificate: {e}", i + 1, certificates.len())
-            })?;
-        }
-        Ok(CaBundle { path: path.to_path_buf(), certificates, client: client_config(roots) })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The client configuration: the built-in roots and this bundle's.
-    pub fn client(&self) -> Arc<ClientConfig> {
-        self.client.clone()
-    }
-}
-
-impl PartialEq for CaBundle {
-    fn eq(&self, other: &CaBundle) -> bool {
-        self.path == other.path && self.certificates == other.certificates
-    }
-}
-
-impl std::fmt::Debug for CaBundle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({} certificates)", self.path.display(), self.certificates.len())
-    }
-}
-
-/// The file's bytes, refusing what cannot be a CA bundle (a FIFO, a device, a huge file)
-/// without blocking on it.
-fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let unreadable = |e: std::io::Error| format!("cannot be read: {e}");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(unreadable)?;
-    if !file.metadata().map_err(unreadable)?.is_file() {
-        return Err("not a regular file".into());
-    }
-    let mut pem = Vec::new();
-    file.take(MAX_CA_FILE + 1).read_to_end(&mut pem).map_err(unreadable)?;
-    if pem.len() as u64 > MAX_CA_FILE {
-        return Err(format!("larger than {} KiB: not a CA bundle", MAX_CA_FILE >> 10));
-    }
-    Ok(pem)
-}
-
-fn web_roots() -> RootCertStore {
-    RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() }
-}
-
-/// A client configuration trusting `roots`, on the ring provider the rest of the agent uses.
-fn client_config(roots: RootCertStore) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
-}
-
-/// The configuration of a plugin without `ca_file`: the built-in roots only, built once.
-fn web_pki() -> Arc<ClientConfig> {
-    static WEB_PKI: OnceLock<Arc<ClientConfig>> = OnceLock::new();
-    WEB_PKI.get_or_init(|| client_config(web_roots())).clone()
-}
+use crate::pki::web_pki;
+pub use crate::pki::CaBundle;
 
 /// The longest each stage may take when the caller sets no limit (as `default_send_request`).
 const NO_LIMIT: Duration = Duration::from_secs(600);
@@ -139,7 +44,7 @@ impl Client {
     /// The client of `plugin`: the built-in roots, and `ca`'s when given.
     pub fn new(plugin: Arc<str>, ca: Option<&CaBundle>) -> Client {
         let config = ca.map_or_else(web_pki, CaBundle::client);
-        let ca_file = ca.map(|c| c.path.clone());
+        let ca_file = ca.map(|c| c.path().to_path_buf());
         Client { plugin, config, ca_file, failures: Default::default() }
     }
 
@@ -419,6 +324,7 @@ mod tests {
     use super::test_pki::{CA, OTHER_CA, SERVER, SERVER_KEY};
     use super::*;
     use http_body_util::BodyExt;
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn bundle(pem: &str) -> Result<CaBundle, String> {
@@ -431,9 +337,9 @@ mod tests {
     #[test]
     fn a_ca_file_is_read_or_refused_with_what_is_wrong_with_it() {
         let ca = bundle(CA).unwrap();
-        assert_eq!(ca.certificates.len(), 1);
+        assert_eq!(ca.certificate_count(), 1);
         // A bundle of two, and text around the certificates (as `openssl x509 -text` leaves it).
-        assert_eq!(bundle(&format!("CA one\n{CA}\nCA two\n{OTHER_CA}")).unwrap().certificates.len(), 2);
+        assert_eq!(bundle(&format!("CA one\n{CA}\nCA two\n{OTHER_CA}")).unwrap().certificate_count(), 2);
         // Read again (a reload): equal while the file says the same, not once it changes, so
         // the plugin's grants are renewed with the new roots.
         let dir = tempfile::tempdir().unwrap();

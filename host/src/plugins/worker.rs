@@ -8,13 +8,15 @@
 //! A plugin keeps no instance until it is first called, and a parked one (a policy or backend
 //! no group uses) not even its linked component: it costs nothing until a group calls it.
 
-use super::bindings::{
-    backend::BackendPlugin, policy::PolicyPlugin, source::SourcePlugin, Capacity, Group, Metadata, Outcome,
-    PluginError, PolicyContext, Recommendation, Sample, Target,
-};
+use super::bindings::{backend::BackendPlugin, policy::PolicyPlugin, source::SourcePlugin};
+use super::convert;
 use super::engine::GuestRunning;
 use super::loader::{one_line, Pre, Prepared};
 use super::sandbox::{Grants, HostState, MemoryLimitExceeded};
+use super::types::{
+    Capacity, ConfigKey, Group, Label, Metadata, Outcome, PluginError, PolicyContext, Recommendation, Sample,
+    Target,
+};
 use super::{Kind, Runtime};
 use crate::config::PluginSettings;
 use serde::Serialize;
@@ -111,15 +113,9 @@ pub enum CallError {
     Unprepared(String),
 }
 
+/// A plugin's error for people: the variant in words, then its message.
 pub fn describe_plugin_error(e: &PluginError) -> String {
-    match e {
-        PluginError::BadConfig(m) => format!("bad config: {m}"),
-        PluginError::Unavailable(m) => format!("unavailable: {m}"),
-        PluginError::InvalidInput(m) => format!("invalid input: {m}"),
-        PluginError::QuotaExceeded(m) => format!("quota exceeded: {m}"),
-        PluginError::Conflict(m) => format!("conflict: {m}"),
-        PluginError::Other(m) => format!("error: {m}"),
-    }
+    e.to_string()
 }
 
 /// A live instance of a plugin in its own store.
@@ -212,7 +208,7 @@ impl Instance {
             }),
         )
         .await;
-        let metadata = settle(&self.store, result, limits)?;
+        let metadata = Metadata::from(settle(&self.store, result, limits)?);
         let size = metadata.name.len()
             + metadata.version.len()
             + metadata.description.len()
@@ -221,7 +217,9 @@ impl Instance {
         Ok(metadata)
     }
 
-    /// Runs one call. `Ok(Err(_))` is an error the plugin returned; `Err(_)` is a fault.
+    /// Runs one call. `Ok(Err(_))` is an error the plugin returned; `Err(_)` is a fault. The
+    /// call's values are converted to and from the contract's generated types here, around the
+    /// generated export (see [`super::convert`]).
     pub async fn call(
         &mut self,
         call: Call,
@@ -240,24 +238,26 @@ impl Instance {
             deadline.into(),
             cpu.metered(async {
                 Ok(match (&self.bound, call) {
-                    (Bound::Source(b), Call::Collect) => {
-                        b.elastic_plugin_source().call_collect(store).await.map(|r| r.map(Reply::Samples))
-                    }
+                    (Bound::Source(b), Call::Collect) => b
+                        .elastic_plugin_source()
+                        .call_collect(store)
+                        .await
+                        .map(|r| convert::result(r.map(convert::list)).map(Reply::Samples)),
                     (Bound::Policy(b), Call::Evaluate(ctx)) => b
                         .elastic_plugin_policy()
-                        .call_evaluate(store, &ctx)
+                        .call_evaluate(store, &ctx.into())
                         .await
-                        .map(|r| r.map(Reply::Recommendation)),
+                        .map(|r| convert::result(r).map(Reply::Recommendation)),
                     (Bound::Backend(b), Call::Describe(g, _)) => b
                         .elastic_plugin_backend()
-                        .call_describe(store, &g)
+                        .call_describe(store, &g.into())
                         .await
-                        .map(|r| r.map(Reply::Capacity)),
+                        .map(|r| convert::result(r).map(Reply::Capacity)),
                     (Bound::Backend(b), Call::Scale(g, t, _, decision)) => {
                         store.data_mut().decision = decision;
-                        let r = b.elastic_plugin_backend().call_scale(&mut *store, &g, t).await;
+                        let r = b.elastic_plugin_backend().call_scale(&mut *store, &g.into(), t.into()).await;
                         store.data_mut().decision = None;
-                        r.map(|r| r.map(Reply::Outcome))
+                        r.map(|r| convert::result(r).map(Reply::Outcome))
                     }
                     (bound, _) => return Err(bound.kind()),
                 })
@@ -361,7 +361,7 @@ fn check_size(size: u64, limits: &Limits) -> Result<(), Fault> {
 
 /// Approximate bytes of a reply: strings plus 8 per number. Enough to stop a flood.
 fn reply_size(reply: &Reply) -> u64 {
-    let labels = |l: &[super::bindings::Label]| l.iter().map(|l| l.key.len() + l.value.len()).sum::<usize>();
+    let labels = |l: &[Label]| l.iter().map(|l| l.key.len() + l.value.len()).sum::<usize>();
     let size = match reply {
         Reply::Samples(s) => s.iter().map(|s| s.metric.len() + labels(&s.labels) + 16).sum(),
         Reply::Recommendation(r) => r.reason.len() + 16,
@@ -453,7 +453,7 @@ pub struct Status {
     pub over_budget: std::collections::BTreeMap<&'static str, u64>,
     /// The configuration keys it says it reads (checked against the configuration).
     #[serde(skip)]
-    pub config_keys: Vec<super::bindings::ConfigKey>,
+    pub config_keys: Vec<ConfigKey>,
 }
 
 impl Status {

@@ -55,7 +55,7 @@ impl Sampler {
             ticks_per_second: procstat::ticks_per_second() as f64,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
         };
-        sampler.tick(crate::store::now_ms(), &[]);
+        sampler.tick(crate::timefmt::now_ms(), &[]);
         sampler
     }
 
@@ -188,7 +188,7 @@ mod tests {
     fn a_tick_reports_the_machine_within_sane_ranges() {
         let mut sampler = Sampler::new();
         std::thread::sleep(std::time::Duration::from_millis(150));
-        let s = sampler.tick(crate::store::now_ms(), &[]);
+        let s = sampler.tick(crate::timefmt::now_ms(), &[]);
         let cpu = find(&s, CPU_UTILIZATION, None).unwrap().value;
         assert!((0.0..=1.0).contains(&cpu), "{cpu}");
         let cores =
@@ -239,12 +239,12 @@ mod tests {
         }
         let p = ProcessRef { name: "busy".into(), replica: 0, pid, restarts: 2 };
         let mut sampler = Sampler::new();
-        let first = sampler.tick(crate::store::now_ms(), std::slice::from_ref(&p));
+        let first = sampler.tick(crate::timefmt::now_ms(), std::slice::from_ref(&p));
         assert!(find(&first, PROCESS_CPU, None).is_none(), "no CPU figure from one reading");
         assert!(find(&first, PROCESS_MEMORY, None).unwrap().value > 0.0);
         assert_eq!(find(&first, PROCESS_RESTARTS, None).unwrap().value, 2.0);
         std::thread::sleep(std::time::Duration::from_millis(500));
-        let second = sampler.tick(crate::store::now_ms(), &[p]);
+        let second = sampler.tick(crate::timefmt::now_ms(), &[p]);
         let cpu = find(&second, PROCESS_CPU, Some(("process", "busy"))).unwrap().value;
         let cores = std::thread::available_parallelism().unwrap().get() as f64;
         // A busy loop uses about one core: 1/cores of the machine.

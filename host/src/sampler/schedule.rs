@@ -2,8 +2,9 @@
 //! tick's own duration), hands each batch to the store writer and records what a tick cost.
 
 use super::{ProcessRef, Sampler};
-use crate::store::{now_ms, Writer};
+use crate::store::Writer;
 use crate::telemetry::Telemetry;
+use crate::timefmt::now_ms;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 

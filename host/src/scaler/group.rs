@@ -4,13 +4,17 @@
 //! group (it never scales down on missing data), or scales to the fallback capacity after the
 //! configured number of failures in a row.
 
-use super::guardrails::{decide, decide_tier, History};
 use crate::cluster::{Cluster, Role, SharedDecision, SharedState};
 use crate::config::GroupSpec;
-use crate::plugins::bindings::{Bounds, Group, PolicyContext, Target, Window};
+use crate::decide::decision::{decide, Advice, Decision, Observed};
+use crate::decide::guardrails::History;
+use crate::decide::schedule::Effective;
 use crate::plugins::registry::Registry;
-use crate::store::{now_ms, Action, JournalEntry, Labels, Selector, Store};
+use crate::plugins::types::{Bounds, Capacity, Group, Label, Outcome, PolicyContext, Target, Window};
+use crate::store::{Action, JournalEntry, Labels, Selector, Store};
+use crate::timefmt::now_ms;
 use serde::Serialize;
+use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -41,7 +45,7 @@ pub struct GroupStatus {
     pub backend: String,
     pub metrics: Vec<MetricRef>,
     /// With `[[group.schedule]]`: the bounds in force, the open windows, the next change.
-    pub schedule: Option<super::schedule::Effective>,
+    pub schedule: Option<crate::decide::schedule::Effective>,
     /// For `coordination = "cluster"`: this node's role, the leader, the fencing revision.
     pub cluster: Option<crate::cluster::GroupView>,
 }
@@ -82,7 +86,7 @@ pub fn history_from_journal(spec: &GroupSpec, entries: &[JournalEntry]) -> Histo
     for e in entries {
         if let Some(r) = e.recommendation {
             // Replaying a recommendation records it exactly as it was recorded live.
-            decide(r, e.current, e.t_ms, &spec.behavior, &mut history);
+            crate::decide::guardrails::decide(r, e.current, e.t_ms, &spec.behavior, &mut history);
         }
         if e.action == Action::Scale {
             if e.target != e.current {
@@ -114,7 +118,8 @@ pub async fn run(
             History::default()
         }
     };
-    let mut mem = Memory { history, failures: 0, applied: Vec::new(), last_decision: None };
+    let decided = crate::decide::decision::Memory { history, ..Default::default() };
+    let mut mem = Memory { decided, last_decision: None };
     // The reason last logged for an evaluation without a recommendation: the same one again is
     // not logged again (the journal has every evaluation).
     let mut unchanged_reason = None;
@@ -155,11 +160,10 @@ pub async fn run(
             None => None,
         };
         let fence = cluster.zip(token).map(|(cluster, token)| Fence { cluster, token });
-        let bounds =
-            super::schedule::effective(spec.behavior.min, spec.behavior.max, &spec.schedules, now_ms());
+        let now = now_ms();
+        let plugins = Loaded { registry: &registry, spec: &spec };
         let (entry, tier_name, committed) =
-            evaluate(&spec, &registry, &store, &mut mem, &bounds, fence.as_ref()).await;
-        mem.history.prune(entry.t_ms, &spec.behavior);
+            evaluate(&spec, &plugins, &store, &mut mem, now, fence.as_ref()).await;
         if let (Some(f), false) = (&fence, committed) {
             // Every evaluation's recommendation goes into the shared state: a new leader
             // continues the stabilization window.
@@ -201,9 +205,9 @@ pub async fn run(
         s.last_action = Some(entry.action);
         s.last_reason = Some(entry.reason.clone());
         s.last_ms = Some(entry.t_ms);
-        s.failures_in_a_row = mem.failures;
+        s.failures_in_a_row = mem.decided.failures;
         s.cluster = cluster.and_then(|c| c.view(&spec.name));
-        s.schedule = (!spec.schedules.is_empty()).then_some(bounds);
+        s.schedule = (!spec.schedules.is_empty()).then(|| spec.rules().bounds(now));
     }
 }
 
@@ -218,7 +222,7 @@ async fn lead(cluster: &Cluster, spec: &GroupSpec, mem: &mut Memory) -> Option<i
             Ok(Some(state)) => {
                 let left_by = crate::text::clean(&state.leader, 128);
                 tracing::info!(group = %spec.name, "continuing the decision state `{left_by}` left (fencing revision {})", state.token);
-                mem.history = state.history;
+                mem.decided.history = state.history;
                 mem.last_decision = state.decision;
             }
             Ok(None) => {}
@@ -231,18 +235,16 @@ async fn lead(cluster: &Cluster, spec: &GroupSpec, mem: &mut Memory) -> Option<i
     Some(token)
 }
 
-/// What a group's loop remembers between evaluations.
-struct Memory {
-    history: History,
-    failures: u32,
-    /// Scheduled `desired` capacities already applied (each window opening once).
-    applied: Vec<(String, i64)>,
-    /// A cluster group's last decision, as recorded in etcd.
+/// What a group's loop remembers between evaluations: the decision's memory, and a cluster
+/// group's last decision as recorded in etcd.
+#[derive(Default)]
+pub(crate) struct Memory {
+    pub(crate) decided: crate::decide::decision::Memory,
     last_decision: Option<SharedDecision>,
 }
 
 /// The right to act on a cluster group: its leader key's creation revision.
-struct Fence<'a> {
+pub(crate) struct Fence<'a> {
     cluster: &'a Cluster,
     token: i64,
 }
@@ -256,7 +258,7 @@ impl Fence<'_> {
         mem: &Memory,
         decision: Option<SharedDecision>,
     ) -> Result<(), String> {
-        let mut history = mem.history.clone();
+        let mut history = mem.decided.history.clone();
         if let Some(d) = &decision {
             history.actions.push_back((d.t_ms, d.from, d.to));
         }
@@ -274,50 +276,110 @@ impl Fence<'_> {
     }
 }
 
-async fn evaluate(
+/// What an evaluation asks of the group's plugins: the registry's handles in the agent, a model
+/// of a backend in the live/replay equivalence test. Errors are the journal's wording.
+pub trait GroupPlugins {
+    fn describe(&self, group: &Group, ceiling: u32) -> impl Future<Output = Result<Capacity, String>> + Send;
+    fn advise(&self, ctx: PolicyContext) -> impl Future<Output = Result<Advice, String>> + Send;
+    fn scale(
+        &self,
+        group: &Group,
+        target: Target,
+        ceiling: u32,
+        decision: String,
+    ) -> impl Future<Output = Result<Outcome, String>> + Send;
+}
+
+/// The group's plugins as loaded in the registry now.
+struct Loaded<'a> {
+    registry: &'a Registry,
+    spec: &'a GroupSpec,
+}
+
+impl Loaded<'_> {
+    fn get(&self, what: &str, name: &str) -> Result<crate::plugins::worker::PluginHandle, String> {
+        self.registry.get(name).ok_or_else(|| format!("{what} plugin `{name}` is not loaded"))
+    }
+}
+
+impl GroupPlugins for Loaded<'_> {
+    async fn describe(&self, group: &Group, ceiling: u32) -> Result<Capacity, String> {
+        let backend = self.get("backend", &self.spec.backend)?;
+        let described = backend.describe(group.clone(), ceiling).await;
+        described.map_err(|e| format!("backend `{}` describe failed: {e}", self.spec.backend))
+    }
+
+    async fn advise(&self, ctx: PolicyContext) -> Result<Advice, String> {
+        let policy = self.get("policy", &self.spec.policy)?;
+        let r = policy.evaluate(ctx).await.map_err(|e| format!("policy `{}`: {e}", self.spec.policy))?;
+        Ok(Advice { replicas: r.replicas, tier: r.tier, reason: r.reason })
+    }
+
+    async fn scale(
+        &self,
+        group: &Group,
+        target: Target,
+        ceiling: u32,
+        decision: String,
+    ) -> Result<Outcome, String> {
+        let backend = self.get("backend", &self.spec.backend)?;
+        let scaled = backend.scale(group.clone(), target, ceiling, Some(decision)).await;
+        scaled.map_err(|e| format!("backend `{}` scale failed: {e}", self.spec.backend))
+    }
+}
+
+/// What the group is, as gathered for one evaluation.
+struct Gathered {
+    capacity: Capacity,
+    windows: Vec<Window>,
+    /// Every configured metric's name that had no data in its window.
+    missing: Vec<String>,
+    /// What the journal shows of the inputs: points and mean per series.
+    inputs: serde_json::Value,
+}
+
+/// One evaluation: gather → decide → act → record (the journal entry; the memory settled).
+/// Returns the entry, the tier's name, and whether the group's state went to etcd already.
+pub(crate) async fn evaluate(
     spec: &GroupSpec,
-    registry: &Registry,
+    plugins: &impl GroupPlugins,
     store: &Store,
     mem: &mut Memory,
-    bounds: &super::schedule::Effective,
+    now: i64,
     fence: Option<&Fence<'_>>,
 ) -> (JournalEntry, Option<String>, bool) {
-    let now = now_ms();
-    // The bounds in force (the group's, or a schedule's) are what the policy and guardrails see.
-    let behavior = super::guardrails::Behavior { min: bounds.min, max: bounds.max, ..spec.behavior.clone() };
-    let mut entry = JournalEntry {
-        t_ms: now,
-        group: spec.name.clone(),
-        current: 0,
-        ready: 0,
-        recommendation: None,
-        reason: String::new(),
-        target: 0,
-        tier: 0,
-        target_tier: 0,
-        steps: serde_json::json!([]),
-        action: Action::NoRecommendation,
-        outcome: String::new(),
-        backend_ms: None,
-        inputs: serde_json::json!({}),
-    };
+    let rules = spec.rules();
+    let bounds = rules.bounds(now);
     let group = Group { name: spec.name.clone(), params: spec.backend_params.clone() };
-    let Some(backend) = registry.get(&spec.backend) else {
-        entry.reason = format!("backend plugin `{}` is not loaded", spec.backend);
-        return (entry, None, false);
+    let gathered = match gather(spec, plugins, &group, store, now).await {
+        Ok(g) => g,
+        Err(why) => return (unrecorded(spec, now, why), None, false),
     };
-    let ceiling = spec.behavior.sanity_ceiling;
-    let capacity = match backend.describe(group.clone(), ceiling).await {
-        Ok(c) => c,
-        Err(e) => {
-            entry.reason = format!("backend `{}` describe failed: {e}", spec.backend);
-            return (entry, None, false);
-        }
+    let c = &gathered.capacity;
+    let seen = Observed { now_ms: now, current: c.replicas, tier: c.tier };
+    let tier_name = (!c.tier_name.is_empty()).then(|| c.tier_name.clone());
+    let advice = if gathered.missing.is_empty() {
+        plugins.advise(policy_context(spec, &bounds, &gathered, now)).await
+    } else {
+        Err(format!("no data for {} in the window; holding", gathered.missing.join(", ")))
     };
-    (entry.current, entry.ready, entry.target) = (capacity.replicas, capacity.ready, capacity.replicas);
-    (entry.tier, entry.target_tier) = (capacity.tier, capacity.tier);
-    let tier_name = (!capacity.tier_name.is_empty()).then(|| capacity.tier_name.clone());
+    let decision = decide(&rules, &bounds, seen, advice, &mut mem.decided);
+    let mut entry = record(spec, &seen, c.ready, &decision, gathered.inputs.clone());
+    let (reached, tier, committed) =
+        act(spec, plugins, &group, &seen, &decision, mem, fence, &mut entry).await;
+    mem.decided.settle(&rules, &seen, reached, tier);
+    (entry, tier_name, committed)
+}
 
+/// The backend's capacity and the metric windows from the store.
+async fn gather(
+    spec: &GroupSpec,
+    plugins: &impl GroupPlugins,
+    group: &Group,
+    store: &Store,
+    now: i64,
+) -> Result<Gathered, String> {
+    let capacity = plugins.describe(group, spec.behavior.sanity_ceiling).await?;
     // Every configured metric must have data: a policy never decides on part of its inputs.
     let mut windows = Vec::new();
     let mut missing = Vec::new();
@@ -346,138 +408,130 @@ async fn evaluate(
             });
         }
     }
-    entry.inputs = serde_json::Value::Object(inputs);
+    Ok(Gathered { capacity, windows, missing, inputs: serde_json::Value::Object(inputs) })
+}
 
-    let recommendation = if !missing.is_empty() {
-        Err(format!("no data for {} in the window; holding", missing.join(", ")))
-    } else {
-        match registry.get(&spec.policy) {
-            None => Err(format!("policy plugin `{}` is not loaded", spec.policy)),
-            Some(policy) => {
-                let ctx = PolicyContext {
-                    group: spec.name.clone(),
-                    now_ms: now,
-                    current: capacity.clone(),
-                    bounds: Bounds {
-                        min_replicas: bounds.min,
-                        max_replicas: bounds.max,
-                        max_tier: spec.tiers.max,
-                    },
-                    windows,
-                    params: spec.policy_params.clone(),
-                };
-                policy.evaluate(ctx).await.map_err(|e| format!("policy `{}`: {e}", spec.policy))
-            }
-        }
-    };
+/// What the policy is told: the capacity now, the bounds in force, the windows.
+fn policy_context(spec: &GroupSpec, bounds: &Effective, g: &Gathered, now: i64) -> PolicyContext {
+    PolicyContext {
+        group: spec.name.clone(),
+        now_ms: now,
+        current: g.capacity.clone(),
+        bounds: Bounds { min_replicas: bounds.min, max_replicas: bounds.max, max_tier: spec.tiers.max },
+        windows: g.windows.clone(),
+        params: spec.policy_params.clone(),
+    }
+}
 
-    let mut wanted_tier = None;
-    let target = match recommendation {
-        Ok(r) => {
-            wanted_tier = r.tier;
-            let decision = decide(r.replicas, capacity.replicas, now, &behavior, &mut mem.history);
-            entry.recommendation = Some(r.replicas);
-            entry.steps = serde_json::Value::Array(decision.steps.iter().map(step_json).collect());
-            match decision.plugin_fault {
-                Some(fault) => {
-                    mem.failures += 1;
-                    entry.reason = format!("plugin fault: {fault}");
-                }
-                None => {
-                    mem.failures = 0;
-                    entry.reason = r.reason;
-                }
-            }
-            decision.target
-        }
-        Err(why) => {
-            mem.failures += 1;
-            entry.reason = why;
-            capacity.replicas
-        }
-    };
-    let target = match spec.fallback {
-        Some(f) if mem.failures >= f.after => {
-            entry.reason =
-                format!("{} ({} failures in a row: fallback to {})", entry.reason, mem.failures, f.capacity);
-            f.capacity
-        }
-        _ => target,
-    };
-    let target = if spec.schedules.is_empty() {
-        target
-    } else {
-        let fresh_ms = 2 * spec.interval.as_millis() as i64;
-        let (target, steps) = super::schedule::apply(target, bounds, now, fresh_ms, &mut mem.applied);
-        if let serde_json::Value::Array(all) = &mut entry.steps {
-            all.extend(steps.iter().map(step_json));
-        }
-        target
-    };
-    entry.target = target;
-    let (tier, tier_steps) = decide_tier(wanted_tier, capacity.tier, now, &spec.tiers, &mem.history);
-    entry.target_tier = tier;
-    if let serde_json::Value::Array(steps) = &mut entry.steps {
-        steps.extend(tier_steps.iter().map(step_json));
+/// The journal entry of an evaluation that could not describe the group: nothing decided.
+fn unrecorded(spec: &GroupSpec, now: i64, why: String) -> JournalEntry {
+    JournalEntry {
+        t_ms: now,
+        group: spec.name.clone(),
+        current: 0,
+        ready: 0,
+        recommendation: None,
+        reason: why,
+        target: 0,
+        tier: 0,
+        target_tier: 0,
+        steps: serde_json::json!([]),
+        action: Action::NoRecommendation,
+        outcome: String::new(),
+        backend_ms: None,
+        inputs: serde_json::json!({}),
     }
-    if target == capacity.replicas && tier == capacity.tier {
-        if entry.recommendation.is_some() {
-            entry.action = Action::Hold;
-        }
-        return (entry, tier_name, false);
+}
+
+/// The journal entry of `decision`, before acting: a hold unless acting changes it.
+fn record(
+    spec: &GroupSpec,
+    seen: &Observed,
+    ready: u32,
+    decision: &Decision,
+    inputs: serde_json::Value,
+) -> JournalEntry {
+    JournalEntry {
+        t_ms: seen.now_ms,
+        group: spec.name.clone(),
+        current: seen.current,
+        ready,
+        recommendation: decision.recommendation,
+        reason: decision.reason.clone(),
+        target: decision.target,
+        tier: seen.tier,
+        target_tier: decision.target_tier,
+        steps: serde_json::Value::Array(decision.steps.iter().map(step_json).collect()),
+        action: if decision.recommendation.is_some() { Action::Hold } else { Action::NoRecommendation },
+        outcome: String::new(),
+        backend_ms: None,
+        inputs,
     }
+}
+
+/// Carries `decision` out (unless dry-run, or deposed): the replicas and tier reached, and
+/// whether the group's state went to etcd. The entry gets the action and the outcome.
+#[allow(clippy::too_many_arguments)]
+async fn act(
+    spec: &GroupSpec,
+    plugins: &impl GroupPlugins,
+    group: &Group,
+    seen: &Observed,
+    decision: &Decision,
+    mem: &mut Memory,
+    fence: Option<&Fence<'_>>,
+    entry: &mut JournalEntry,
+) -> (u32, u32, bool) {
+    let (now, current, tier) = (seen.now_ms, seen.current, decision.target_tier);
+    let unchanged = (current, seen.tier, false);
+    if !decision.changes(seen) {
+        return unchanged;
+    }
+    let target = decision.target;
     if spec.dry_run {
         entry.action = Action::WouldScale;
-        entry.outcome =
-            format!("dry run: would scale {} → {target}, tier {} → {tier}", capacity.replicas, capacity.tier);
-        return (entry, tier_name, false);
+        entry.outcome = format!("dry run: would scale {current} → {target}, tier {} → {tier}", seen.tier);
+        return unchanged;
     }
-    let decision = SharedDecision {
+    let shared = SharedDecision {
         id: match fence {
             Some(f) => format!("{}@{}#{now}", spec.name, f.token),
             None => format!("{}#{now}", spec.name),
         },
         t_ms: now,
-        from: capacity.replicas,
+        from: current,
         to: target,
         tier,
     };
     let mut committed = false;
     if let Some(f) = fence {
         // Recorded before acting: a deposed leader's record fails, and it does not act.
-        if let Err(why) = f.commit(&spec.name, mem, Some(decision.clone())).await {
+        if let Err(why) = f.commit(&spec.name, mem, Some(shared.clone())).await {
             entry.action = Action::Hold;
             entry.outcome = why;
-            return (entry, tier_name, false);
+            return unchanged;
         }
-        mem.last_decision = Some(decision.clone());
+        mem.last_decision = Some(shared.clone());
         committed = true;
     }
     let started = Instant::now();
-    let result = backend.scale(group, Target { replicas: target, tier }, ceiling, Some(decision.id)).await;
+    let ceiling = spec.behavior.sanity_ceiling;
+    let result = plugins.scale(group, Target { replicas: target, tier }, ceiling, shared.id).await;
     entry.backend_ms = Some(started.elapsed().as_millis() as u64);
     match result {
         Ok(outcome) => {
-            let reached = kept_busy(&mut entry, capacity.replicas, target, outcome.capacity.replicas);
-            entry.action = if reached == capacity.replicas && tier == capacity.tier {
-                Action::Hold
-            } else {
-                Action::Scale
-            };
+            let reached = kept_busy(entry, current, target, outcome.capacity.replicas);
+            let moved = reached != current || tier != seen.tier;
+            entry.action = if moved { Action::Scale } else { Action::Hold };
             entry.outcome = outcome.detail;
-            if reached != capacity.replicas {
-                mem.history.actions.push_back((now, capacity.replicas, reached));
-            }
-            if tier != capacity.tier {
-                mem.history.last_tier_change_ms = Some(now);
-            }
+            (reached, tier, committed)
         }
-        Err(e) => {
+        Err(why) => {
             entry.action = Action::ScaleFailed;
-            entry.outcome = format!("backend `{}` scale failed: {e}", spec.backend);
+            entry.outcome = why;
+            (current, seen.tier, committed)
         }
     }
-    (entry, tier_name, committed)
 }
 
 /// A scale-in the backend made smaller than asked — it kept units that reported busy rather
@@ -488,7 +542,7 @@ fn kept_busy(entry: &mut JournalEntry, current: u32, target: u32, after: u32) ->
     }
     let reached = after.min(current);
     let why = "the backend kept units that report busy rather than stop their work (see its account)";
-    let step = super::guardrails::Step {
+    let step = crate::decide::guardrails::Step {
         guardrail: "busy units",
         before: target as f64,
         after: reached as f64,
@@ -501,10 +555,10 @@ fn kept_busy(entry: &mut JournalEntry, current: u32, target: u32, after: u32) ->
     reached
 }
 
-fn step_json(s: &super::guardrails::Step) -> serde_json::Value {
+pub(crate) fn step_json(s: &crate::decide::guardrails::Step) -> serde_json::Value {
     serde_json::json!({"guardrail": s.guardrail, "before": s.before, "after": s.after, "why": s.why})
 }
 
-fn labels(l: &Labels) -> Vec<crate::plugins::bindings::Label> {
-    l.iter().map(|(k, v)| crate::plugins::bindings::Label { key: k.into(), value: v.into() }).collect()
+fn labels(l: &Labels) -> Vec<Label> {
+    l.iter().map(|(k, v)| Label { key: k.into(), value: v.into() }).collect()
 }

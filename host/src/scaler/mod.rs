@@ -1,16 +1,13 @@
-//! Scaling groups: each `[[group]]` runs its own control loop (`group.rs`) — metric windows from
-//! the store, the policy plugin, the host's guardrails (`guardrails.rs`, which no plugin can
-//! bypass), the backend plugin, and the decision journal.
-//!
-//! `simulate.rs` replays traces offline through the same guardrails (`agent simulate`), `plot.rs`
-//! draws the result.
+//! Scaling groups: each `[[group]]` runs its own control loop (`group.rs`): gather (the backend's
+//! capacity, the metric windows from the store), advise (the policy plugin), decide (the pure
+//! step of `crate::decide`, shared with `agent simulate`), act (the backend plugin, fenced for a
+//! cluster group), record (the decision journal). `victims.rs` ranks units for scale-in.
 
 pub mod group;
-pub mod guardrails;
-pub mod plot;
-pub mod schedule;
-pub mod simulate;
 pub mod victims;
+
+#[cfg(test)]
+mod equivalence;
 
 use crate::config::GroupSpec;
 use crate::plugins::registry::Registry;

@@ -7,37 +7,38 @@
 //! another unit (a server), the group's `[group.scale_in]` metrics, from any source.
 
 use crate::config::{Config, GroupSpec};
-use crate::plugins::bindings::PluginError;
-use crate::plugins::sandbox::ReplicaControl;
+use crate::plugins::sandbox::{Ranking, ReplicaControl, ReplicaFacts};
+use crate::plugins::types::{parse_unit, PluginError};
 use crate::store::{Selector, Store};
-use crate::supervisor::{ProcState, ReplicaFacts};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// Most units one `rank` call may name.
-pub const MAX_UNITS: usize = 1000;
 /// Activity is the mean over this long.
 const ACTIVITY_MS: i64 = 60_000;
 /// A unit's `busy` sample older than this is not believed.
 const BUSY_FRESH_MS: i64 = 120_000;
 
-/// One unit as ranked.
+/// One unit as ranked, with its class: 0 not ready, 1 idle, 2 unknown, 3 busy (the first
+/// sort key).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Candidate {
-    pub unit: String,
-    pub removable: bool,
-    pub busy: Option<f64>,
-    pub activity: Option<f64>,
-    pub reason: String,
-    /// 0 not ready, 1 idle, 2 unknown, 3 busy: the first sort key.
+struct Ranked {
+    candidate: Candidate,
     class: u8,
+}
+
+pub use crate::plugins::types::Candidate;
+
+/// A supervised replica's readiness and state in words.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Readiness {
+    pub ready: bool,
+    pub state: &'static str,
 }
 
 /// What a unit reports, before it is ranked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measure {
-    /// `Some(state)` for a supervised replica.
-    pub state: Option<ProcState>,
+    /// `Some` for a supervised replica.
+    pub state: Option<Readiness>,
     /// Work in flight; `Err` why unknown.
     pub busy: Result<f64, String>,
     pub activity: Option<f64>,
@@ -53,16 +54,16 @@ impl Default for Measure {
 
 /// Ranks measured units; ties keep the order the backend listed them in.
 pub fn rank(units: Vec<(String, Measure)>) -> Vec<Candidate> {
-    let mut ranked: Vec<Candidate> = units.into_iter().map(|(unit, m)| candidate(unit, m)).collect();
+    let mut ranked: Vec<Ranked> = units.into_iter().map(|(unit, m)| candidate(unit, m)).collect();
     // Stable: equal keys stay in the backend's order.
     ranked.sort_by(|a, b| {
-        let activity = |c: &Candidate| c.activity.unwrap_or(f64::INFINITY);
+        let activity = |r: &Ranked| r.candidate.activity.unwrap_or(f64::INFINITY);
         a.class.cmp(&b.class).then(activity(a).total_cmp(&activity(b)))
     });
-    ranked
+    ranked.into_iter().map(|r| r.candidate).collect()
 }
 
-fn candidate(unit: String, m: Measure) -> Candidate {
+fn candidate(unit: String, m: Measure) -> Ranked {
     let activity = match m.activity {
         Some(a) if m.activity_of == "CPU" => format!(", {:.1} % CPU", a * 100.0),
         Some(a) => format!(", {} {a:.3}", m.activity_of),
@@ -70,30 +71,11 @@ fn candidate(unit: String, m: Measure) -> Candidate {
     };
     let (class, busy, reason) = match (&m.state, &m.busy) {
         (_, Ok(b)) if *b > 0.0 => (3, Some(*b), format!("busy: {b} in flight")),
-        (Some(s), busy) if *s != ProcState::Ready => {
-            (0, busy.as_ref().ok().copied(), format!("not ready: {}", state_name(*s)))
-        }
+        (Some(s), busy) if !s.ready => (0, busy.as_ref().ok().copied(), format!("not ready: {}", s.state)),
         (_, Ok(b)) => (1, Some(*b), format!("idle: busy {b}{activity}")),
         (_, Err(why)) => (2, None, format!("busyness unknown ({why}){activity}")),
     };
-    Candidate { unit, removable: class < 3, busy, activity: m.activity, reason, class }
-}
-
-fn state_name(s: ProcState) -> &'static str {
-    match s {
-        ProcState::Starting => "starting",
-        ProcState::Ready => "ready",
-        ProcState::Unhealthy => "unhealthy",
-        ProcState::Backoff => "waiting to restart",
-        ProcState::Stopped => "stopped",
-        ProcState::Failed => "failed",
-    }
-}
-
-/// `web#2` → (`web`, 2).
-pub fn parse_unit(unit: &str) -> Option<(&str, u32)> {
-    let (process, index) = unit.rsplit_once('#')?;
-    Some((process, index.parse().ok()?))
+    Ranked { candidate: Candidate { unit, removable: class < 3, busy, activity: m.activity, reason }, class }
 }
 
 /// The agent's side of `scale-in.rank`.
@@ -112,27 +94,20 @@ impl Victims {
         Victims { store, replicas, config: Box::new(config) }
     }
 
-    /// Ranks `units` of `group` for `plugin`, which must be the group's backend; `granted` are
-    /// the processes whose replicas it may name.
+    /// Ranks `units` of `group` (the caller's grant to it checked by `plugins::sandbox`);
+    /// `granted` are the processes whose replicas it may name.
     pub async fn rank(
         &self,
-        plugin: &str,
-        granted: &[String],
         group: &str,
+        granted: &[String],
         units: Vec<String>,
     ) -> Result<Vec<Candidate>, PluginError> {
         let config =
             (self.config)().ok_or_else(|| PluginError::Unavailable("the agent is stopping".into()))?;
         let spec =
-            config.groups.iter().find(|g| g.name == group && g.backend == plugin).ok_or_else(|| {
-                PluginError::BadConfig(format!(
-                    "`{}` is not a group this backend scales",
-                    crate::text::clean(group, 64)
-                ))
+            config.groups.iter().find(|g| g.name == group).ok_or_else(|| {
+                PluginError::BadConfig(format!("no group `{}`", crate::text::clean(group, 64)))
             })?;
-        if units.len() > MAX_UNITS {
-            return Err(PluginError::InvalidInput(format!("{} units: at most {MAX_UNITS}", units.len())));
-        }
         let mut replicas: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for unit in &units {
             if let Some((process, index)) = parse_unit(unit).filter(|(p, _)| granted.iter().any(|g| g == p)) {
@@ -173,14 +148,14 @@ impl Victims {
         let store = self.store.clone();
         let p = process.to_string();
         let cpu = tokio::task::spawn_blocking(move || replica_cpu(&store, &p)).await.unwrap_or_default();
-        for ReplicaFacts { replica, state, busy } in facts {
+        for ReplicaFacts { replica, ready, state, busy } in facts {
             let busy = match busy {
                 Ok(Some(b)) => Ok(b),
                 Ok(None) => Err(format!("no [process.busy] probe for `{process}`")),
                 Err(why) => Err(why),
             };
             let measure = Measure {
-                state: Some(state),
+                state: Some(Readiness { ready, state }),
                 busy,
                 activity: cpu.get(&replica).copied(),
                 activity_of: "CPU".into(),
@@ -188,6 +163,22 @@ impl Victims {
             into.insert(format!("{process}#{replica}"), measure);
         }
         Ok(())
+    }
+}
+
+impl Ranking for Victims {
+    fn backend_of(&self, group: &str) -> Option<String> {
+        let config = (self.config)()?;
+        config.groups.iter().find(|g| g.name == group).map(|g| g.backend.clone())
+    }
+
+    fn rank(
+        &self,
+        group: String,
+        granted: Vec<String>,
+        units: Vec<String>,
+    ) -> crate::plugins::sandbox::RankFuture<'_> {
+        Box::pin(async move { Victims::rank(self, &group, &granted, units).await })
     }
 }
 
@@ -202,7 +193,7 @@ fn replica_cpu(store: &Store, process: &str) -> BTreeMap<u32, f64> {
 
 /// Mean over the last minute of each series of `sel`, by the value of its label `by`.
 fn means(store: &Store, sel: &Selector, by: &str) -> BTreeMap<String, f64> {
-    let now = crate::store::now_ms();
+    let now = crate::timefmt::now_ms();
     let series = store.query(sel, now - ACTIVITY_MS, now + 1, None).unwrap_or_default();
     series
         .into_iter()
@@ -218,7 +209,7 @@ fn means(store: &Store, sel: &Selector, by: &str) -> BTreeMap<String, f64> {
 fn measure_units(store: &Store, spec: &GroupSpec, units: &[String]) -> BTreeMap<String, Measure> {
     let rule = &spec.scale_in;
     let label = rule.unit_label.as_str();
-    let now = crate::store::now_ms();
+    let now = crate::timefmt::now_ms();
     let latest: BTreeMap<String, f64> = rule.busy.as_ref().map_or_else(BTreeMap::new, |metric| {
         let sel = Selector { name: metric.clone(), matchers: vec![] };
         let series = store.query(&sel, now - BUSY_FRESH_MS, now + 1, None).unwrap_or_default();
@@ -248,19 +239,23 @@ fn measure_units(store: &Store, spec: &GroupSpec, units: &[String]) -> BTreeMap<
 mod tests {
     use super::*;
 
-    fn m(state: Option<ProcState>, busy: Result<f64, &str>, cpu: Option<f64>) -> Measure {
+    const READY: Option<Readiness> = Some(Readiness { ready: true, state: "ready" });
+    const UNHEALTHY: Option<Readiness> = Some(Readiness { ready: false, state: "unhealthy" });
+    const STARTING: Option<Readiness> = Some(Readiness { ready: false, state: "starting" });
+
+    fn m(state: Option<Readiness>, busy: Result<f64, &str>, cpu: Option<f64>) -> Measure {
         Measure { state, busy: busy.map_err(String::from), activity: cpu, activity_of: "CPU".into() }
     }
 
     #[test]
     fn busy_units_are_last_and_never_removable_idle_ones_go_by_activity() {
         let ranked = rank(vec![
-            ("web#0".into(), m(Some(ProcState::Ready), Ok(2.0), Some(0.01))),
-            ("web#1".into(), m(Some(ProcState::Ready), Ok(0.0), Some(0.20))),
-            ("web#2".into(), m(Some(ProcState::Ready), Err("timeout"), Some(0.0))),
-            ("web#3".into(), m(Some(ProcState::Ready), Ok(0.0), Some(0.05))),
-            ("web#4".into(), m(Some(ProcState::Unhealthy), Ok(3.0), None)),
-            ("web#5".into(), m(Some(ProcState::Starting), Ok(0.0), None)),
+            ("web#0".into(), m(READY, Ok(2.0), Some(0.01))),
+            ("web#1".into(), m(READY, Ok(0.0), Some(0.20))),
+            ("web#2".into(), m(READY, Err("timeout"), Some(0.0))),
+            ("web#3".into(), m(READY, Ok(0.0), Some(0.05))),
+            ("web#4".into(), m(UNHEALTHY, Ok(3.0), None)),
+            ("web#5".into(), m(STARTING, Ok(0.0), None)),
         ]);
         let order: Vec<&str> = ranked.iter().map(|c| c.unit.as_str()).collect();
         // Not ready first (in the backend's order), then idle by CPU, unknown, and busy ones.

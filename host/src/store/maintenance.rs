@@ -2,37 +2,12 @@
 //! drop raw samples and rollups past their retention. Work is done one series at a time, so each
 //! write transaction is short and the writer is never held up for long.
 
-use super::series::now_ms;
 use super::{Store, StoreError};
+use crate::timefmt::now_ms;
 use rusqlite::{params, Connection};
 use std::time::Duration;
 
-/// How long data is kept.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Retention {
-    /// Raw samples. Default 1 day.
-    pub raw: Duration,
-    /// 1-minute rollups. Default 7 days.
-    pub rollups: Duration,
-    /// Decision journal rows. Default 30 days.
-    pub journal: Duration,
-    /// At most this many journal rows, the oldest dropped first. Default 1 000 000.
-    pub journal_rows: u64,
-    /// State of a plugin no longer loaded is kept this long, then removed. Default 7 days.
-    pub state_grace: Duration,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            raw: Duration::from_secs(86_400),
-            rollups: Duration::from_secs(7 * 86_400),
-            journal: Duration::from_secs(30 * 86_400),
-            journal_rows: 1_000_000,
-            state_grace: Duration::from_secs(7 * 86_400),
-        }
-    }
-}
+pub use crate::config::values::Retention;
 
 /// What one pass did.
 #[derive(Debug, Default, PartialEq)]

@@ -19,7 +19,7 @@ pub use maintenance::{Report as MaintenanceReport, Retention};
 pub use plugin_state::{PluginState, StateError};
 pub use query::{Selector, SeriesInfo, SeriesPoints};
 pub use read_pool::{ReadError, ReadPool};
-pub use series::{now_ms, Labels, Sample, SeriesKey};
+pub use series::{Labels, Sample, SeriesKey};
 pub use writer::{write_batch, Interner, Latest, Writer, WriterLimits, WriterStats};
 
 use rusqlite::{Connection, OpenFlags};

@@ -25,7 +25,7 @@ pub struct PluginState {
     /// Total bytes (keys and values) the plugin may keep.
     max_bytes: u64,
     /// Bytes it may write per minute, as a token bucket holding one minute.
-    writes: Arc<Mutex<crate::plugins::meter::TokenBucket>>,
+    writes: Arc<Mutex<crate::rate::TokenBucket>>,
 }
 
 /// Why a write was refused.
@@ -40,18 +40,20 @@ pub enum StateError {
 impl Store {
     /// The state of plugin `name`, with the default budgets.
     pub fn plugin_state(&self, name: &str) -> PluginState {
-        self.plugin_state_with(name, &crate::config::Budgets::default())
+        let b = crate::config::Budgets::default();
+        self.plugin_state_with(name, b.state_bytes, b.state_write_bytes_per_min)
     }
 
-    /// The state of plugin `name` under `budgets`' size and write-rate limits.
-    pub fn plugin_state_with(&self, name: &str, budgets: &crate::config::Budgets) -> PluginState {
-        let per_min = budgets.state_write_bytes_per_min as f64;
+    /// The state of plugin `name`, at most `max_bytes` in all, written at most
+    /// `write_bytes_per_min`.
+    pub fn plugin_state_with(&self, name: &str, max_bytes: u64, write_bytes_per_min: u64) -> PluginState {
+        let per_min = write_bytes_per_min as f64;
         PluginState {
             store: self.clone(),
             plugin: name.into(),
             cache: Arc::default(),
-            max_bytes: budgets.state_bytes,
-            writes: Arc::new(Mutex::new(crate::plugins::meter::TokenBucket::new(per_min / 60.0, per_min))),
+            max_bytes,
+            writes: Arc::new(Mutex::new(crate::rate::TokenBucket::new(per_min / 60.0, per_min))),
         }
     }
 
@@ -195,14 +197,14 @@ mod tests {
             state_write_bytes_per_min: 1 << 30,
             ..Default::default()
         };
-        let s = store.plugin_state_with("p", &budgets);
+        let s = store.plugin_state_with("p", budgets.state_bytes, budgets.state_write_bytes_per_min);
         s.set("a", &vec![0; 60 << 10]).unwrap();
         assert!(
             matches!(s.set("b", &vec![0; 60 << 10]), Err(StateError::Budget(m)) if m.contains("state_kib"))
         );
         s.set("a", &vec![0; 90 << 10]).unwrap(); // replacing counts the new size only
         let slow = crate::config::Budgets { state_write_bytes_per_min: 10 << 10, ..Default::default() };
-        let s = store.plugin_state_with("q", &slow);
+        let s = store.plugin_state_with("q", slow.state_bytes, slow.state_write_bytes_per_min);
         s.set("a", &vec![0; 8 << 10]).unwrap();
         assert!(matches!(s.set("a", &vec![0; 8 << 10]), Err(StateError::Budget(m)) if m.contains("per_min")));
         assert_eq!(s.get("a").unwrap().len(), 8 << 10, "the refused write changed nothing");

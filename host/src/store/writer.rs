@@ -253,7 +253,7 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Drops from memory the series not written for `idle` (their data stays in the database).
 fn evict_idle(stats: &WriterStats, interner: &mut Interner, idle: std::time::Duration) {
-    let cutoff = super::now_ms() - idle.as_millis() as i64;
+    let cutoff = crate::timefmt::now_ms() - idle.as_millis() as i64;
     let mut latest = stats.latest.write().unwrap_or_else(|p| p.into_inner());
     let before = latest.len();
     latest.retain(|_, l| {

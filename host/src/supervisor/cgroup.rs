@@ -12,29 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// `[agent] process_tree`: how the supervisor owns an instance's whole process tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TreeMode {
-    /// cgroup v2 if possible, else v1, else the subreaper and marker scan.
-    #[default]
-    Auto,
-    CgroupV2,
-    CgroupV1,
-    /// No cgroups: the agent as child subreaper, process groups and the marker scan.
-    Subreaper,
-}
-
-impl TreeMode {
-    pub fn parse(text: &str) -> Option<TreeMode> {
-        Some(match text {
-            "auto" => TreeMode::Auto,
-            "cgroup-v2" => TreeMode::CgroupV2,
-            "cgroup-v1" => TreeMode::CgroupV1,
-            "subreaper" => TreeMode::Subreaper,
-            _ => return None,
-        })
-    }
-}
+pub use crate::config::values::TreeMode;
 
 /// A cgroup folder of the agent in one hierarchy: `…/elastic-agent.MARKER`.
 #[derive(Debug, Clone)]
@@ -336,13 +314,7 @@ impl Cgroups {
     }
 }
 
-/// `memory_max` and `cpu_max` of a process.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Limits {
-    pub memory_max: Option<u64>,
-    /// In cores: 0.5 is half of one core.
-    pub cpu_max: Option<f64>,
-}
+pub use crate::config::values::Limits;
 
 /// The cgroups of one instance: the membership folder first, then limit folders in other
 /// hierarchies (v1). On v2 each start of the instance gets a fresh `run-N` folder below the
@@ -360,8 +332,12 @@ pub struct Cell {
 pub fn next_run_number() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let _ =
-        NEXT.compare_exchange(0, crate::store::now_ms() as u64 * 1000, Ordering::Relaxed, Ordering::Relaxed);
+    let _ = NEXT.compare_exchange(
+        0,
+        crate::timefmt::now_ms() as u64 * 1000,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 

@@ -30,6 +30,20 @@ pub enum ProcState {
     Failed,
 }
 
+impl ProcState {
+    /// The state in words, for people (a scale-in's reasons).
+    pub fn describe(self) -> &'static str {
+        match self {
+            ProcState::Starting => "starting",
+            ProcState::Ready => "ready",
+            ProcState::Unhealthy => "unhealthy",
+            ProcState::Backoff => "waiting to restart",
+            ProcState::Stopped => "stopped",
+            ProcState::Failed => "failed",
+        }
+    }
+}
+
 /// What `/status` and `agent ps` show of an instance.
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceStatus {

@@ -36,7 +36,7 @@ impl Output {
     }
 
     fn push(&self, stream: &'static str, text: String) {
-        let line = Arc::new(Line { at_ms: crate::store::now_ms(), stream, text });
+        let line = Arc::new(Line { at_ms: crate::timefmt::now_ms(), stream, text });
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         ring.1 += line.text.len();
         ring.0.push_back(line.clone());

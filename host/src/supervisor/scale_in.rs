@@ -14,22 +14,7 @@ const MAX_ANSWER: usize = 4096;
 /// How often a draining replica's busy probe is asked again.
 const POLL: Duration = Duration::from_millis(250);
 
-/// What the supervisor knows of one replica when a scale-in ranks it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReplicaFacts {
-    pub replica: u32,
-    pub state: ProcState,
-    /// The busy probe's answer now: `Ok(None)` without a probe, `Err` when it did not answer.
-    pub busy: Result<Option<f64>, String>,
-}
-
-/// What [`Supervisor::remove_replicas`] did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Removal {
-    pub removed: Vec<u32>,
-    /// Kept after all, with why.
-    pub kept: Vec<(u32, String)>,
-}
+pub use crate::plugins::sandbox::{Removal, ReplicaFacts};
 
 impl Supervisor {
     /// The replica indices of `name` that exist, in order.
@@ -53,7 +38,12 @@ impl Supervisor {
                 .iter()
                 .find(|s| s.name == name && s.replica == replica)
                 .map_or(ProcState::Stopped, |s| s.state);
-            facts.push(ReplicaFacts { replica, state, busy });
+            facts.push(ReplicaFacts {
+                replica,
+                ready: state == ProcState::Ready,
+                state: state.describe(),
+                busy,
+            });
         }
         facts.sort_by_key(|f| f.replica);
         Ok(facts)

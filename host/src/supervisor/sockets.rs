@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 /// First descriptor number of the passed sockets (as systemd's `SD_LISTEN_FDS_START`).
 pub const FIRST_FD: RawFd = 3;
 /// Most sockets one program may be handed.
-pub const MAX: usize = 16;
+pub const MAX: usize = crate::config::values::MAX_SOCKETS;
 
 /// A program's bound sockets, or why they could not be bound (then its instances do not
 /// start and say so).

@@ -119,14 +119,14 @@ fn one_agent_acts_and_a_killed_leader_s_successor_continues_its_stabilization_wi
 
     // The load falls: the leader wants 1, but its 20 s window still holds 4.
     app.set_body(r#"{"load": 5}"#);
-    let fell = agent::store::now_ms();
+    let fell = agent::timefmt::now_ms();
     std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
     // The leader dies; another takes over within the TTL and an interval.
     let killed = agents[index_of(&nodes, &first)].kill9();
     let (next, took) = wait_for("a new leader", LIMIT, || {
         let alive: Vec<&Agent> = agents.iter().filter(|a| a.status_or_none().is_some()).collect();
         let leading = alive.iter().find(|a| a.status()["cluster"]["groups"]["web"]["role"] == "leader")?;
-        Some((leading.status()["cluster"]["node"].as_str().unwrap().to_string(), agent::store::now_ms()))
+        Some((leading.status()["cluster"]["node"].as_str().unwrap().to_string(), agent::timefmt::now_ms()))
     });
     assert_ne!(next, first);
     let failover_ms = took - killed;
@@ -163,7 +163,7 @@ fn a_leader_paused_past_its_ttl_does_not_call_the_backend_when_it_resumes() {
     wait_for("the other agent's scale to 5", LIMIT, || {
         recorder.calls().into_iter().find(|c| c.node == other && c.replicas == 5)
     });
-    let resumed_at = agent::store::now_ms();
+    let resumed_at = agent::timefmt::now_ms();
     crate::common::signal(paused.pid(), "CONT");
     // The paused one wakes up mid-loop believing it leads; its fenced record fails.
     app.set_body(r#"{"load": 30}"#);
@@ -193,7 +193,7 @@ fn without_etcd_every_agent_holds_and_they_resume_when_it_returns() {
     let agents = fleet(&["a", "b"], &etcd, &app, &recorder, "0s");
     wait_for("the scale to 2", LIMIT, || (recorder.replicas("web") == 2).then_some(()));
     etcd.stop_all();
-    let stopped_at = agent::store::now_ms();
+    let stopped_at = agent::timefmt::now_ms();
     app.set_body(r#"{"load": 60}"#);
     for a in &agents {
         wait_for("the group frozen", LIMIT, || {
@@ -232,7 +232,7 @@ fn a_three_member_etcd_losing_its_leader_still_has_exactly_one_actor() {
     let _agents = fleet(&["a", "b", "c"], &etcd, &app, &recorder, "0s");
     wait_for("the scale to 2", LIMIT, || (recorder.replicas("web") == 2).then_some(()));
     let killed = etcd.kill_leader();
-    let at = agent::store::now_ms();
+    let at = agent::timefmt::now_ms();
     crate::common::report(&format!("fleet: etcd leader member {killed} killed"));
     app.set_body(r#"{"load": 70}"#);
     wait_for("the scale to 7", LIMIT, || (recorder.replicas("web") == 7).then_some(()));

@@ -83,7 +83,7 @@ fn serve(stream: std::net::TcpStream, books: &Mutex<Books>, initial: u64) -> std
             let replicas = doc["replicas"].as_u64().unwrap_or(0);
             b.replicas.insert(group.clone(), replicas);
             b.calls.push(Call {
-                t_ms: agent::store::now_ms(),
+                t_ms: agent::timefmt::now_ms(),
                 node: doc["node"].as_str().unwrap_or("").to_string(),
                 replicas,
                 decision: doc["decision"].as_str().unwrap_or("").to_string(),

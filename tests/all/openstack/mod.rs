@@ -165,10 +165,10 @@ fn scale_out_zero_to_three_and_in_to_one() {
     let t0 = decided["t_ms"].as_i64().unwrap();
     let active = wait_for("3 ACTIVE in Nova", LIMIT, || {
         let s = bench.servers();
-        (s.len() == 3 && s.iter().all(|x| x["status"] == "ACTIVE")).then(agent::store::now_ms)
+        (s.len() == 3 && s.iter().all(|x| x["status"] == "ACTIVE")).then(agent::timefmt::now_ms)
     });
     let ready = wait_for("the agent reporting 3 ready", LIMIT, || {
-        (group_status(&agent, &bench.group)["ready"] == 3).then(agent::store::now_ms)
+        (group_status(&agent, &bench.group)["ready"] == 3).then(agent::timefmt::now_ms)
     });
     report(&format!(
         "openstack scale-out 0→3: decision → all ACTIVE in Nova {:.1} s; → agent reports 3 ready {:.1} s (1 s evaluation interval)",

@@ -8,7 +8,8 @@
 //! The policy sees, as the group's first metric, the utilization of the ready units
 //! (`demand / (ready × capacity_per_unit)`) or, with `MetricKind::Demand`, the raw demand.
 
-use super::guardrails::{decide, Behavior, History};
+use super::decision::{decide, Advice, Decision, Memory, Observed, Rules};
+use super::schedule::Effective;
 use serde::Serialize;
 
 /// One row of a trace: time (ms) and demand.
@@ -29,37 +30,47 @@ pub struct Model {
     pub capacity_per_unit: f64,
     pub provision_delay_ms: i64,
     pub initial_units: u32,
+    /// The size tier at the start (a tier changes at once in the model).
+    pub initial_tier: u32,
     pub interval_ms: i64,
     pub window_ms: i64,
     pub metric: MetricKind,
 }
 
-/// What a policy is asked in the simulation: current units and the metric window (times and
-/// values). It returns a recommendation, or an error (the group holds).
-pub trait Policy {
-    fn evaluate(
-        &mut self,
-        now_ms: i64,
-        current: u32,
-        ready: u32,
-        times: &[i64],
-        values: &[f64],
-    ) -> Result<f64, String>;
+/// What a policy is asked in the replay, as the live loop asks it: the units (provisioned,
+/// ready), the tier, the bounds in force and the metric window (times and values).
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    pub now_ms: i64,
+    pub current: u32,
+    pub ready: u32,
+    pub tier: u32,
+    pub bounds: &'a Effective,
+    pub times: &'a [i64],
+    pub values: &'a [f64],
 }
 
+/// A policy in the replay: its advice, or an error (the evaluation fails, as live).
+pub trait Policy {
+    fn evaluate(&mut self, asked: &Asked) -> Result<Advice, String>;
+}
+
+/// A closure of (now, current, ready, times, values) → replicas: a policy without tiers.
 impl<F: FnMut(i64, u32, u32, &[i64], &[f64]) -> Result<f64, String>> Policy for F {
-    fn evaluate(
-        &mut self,
-        now_ms: i64,
-        current: u32,
-        ready: u32,
-        times: &[i64],
-        values: &[f64],
-    ) -> Result<f64, String> {
-        self(now_ms, current, ready, times, values)
+    fn evaluate(&mut self, a: &Asked) -> Result<Advice, String> {
+        let replicas = self(a.now_ms, a.current, a.ready, a.times, a.values)?;
+        Ok(Advice { replicas, tier: None, reason: String::new() })
     }
 }
 
+/// One evaluation of the replay, as the live loop would journal it.
+#[derive(Debug, Clone)]
+pub struct Evaluated<'a> {
+    pub seen: Observed,
+    pub ready: u32,
+    pub bounds: &'a Effective,
+    pub decision: &'a Decision,
+}
 /// The elasticity metrics of a run. Under/over-provisioning compares ready units to demand.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Score {
@@ -91,24 +102,31 @@ pub struct Run {
     pub demand_units: Vec<u32>,
     pub ready_units: Vec<u32>,
     pub provisioned_units: Vec<u32>,
-    /// (time, from, to) of each action.
+    /// (time, from, to) of each change of the units.
     pub actions: Vec<(i64, u32, u32)>,
+    /// (time, from, to) of each change of the tier.
+    pub tiers: Vec<(i64, u32, u32)>,
 }
 
 /// Replays `trace` (its timestamps read as calendar time, so `schedules` open and close as
-/// they would have) through `policy`, the guardrails and the capacity `model`.
-pub fn run(
+/// they would have) through `policy`, the group's decision step and the capacity `model`.
+pub fn run(trace: &[Point], model: &Model, rules: &Rules, policy: &mut dyn Policy) -> (Run, Score) {
+    run_observed(trace, model, rules, policy, &mut |_| {})
+}
+
+/// [`run`], showing each evaluation to `observe`.
+pub fn run_observed(
     trace: &[Point],
     model: &Model,
-    behavior: &Behavior,
-    schedules: &[super::schedule::Window],
+    rules: &Rules,
     policy: &mut dyn Policy,
+    observe: &mut dyn FnMut(&Evaluated),
 ) -> (Run, Score) {
     let mut out = Run::default();
-    let mut applied = Vec::new();
-    let mut history = History::default();
+    let mut mem = Memory::default();
     // Units: the time each becomes ready.
     let mut units: Vec<i64> = vec![i64::MIN; model.initial_units as usize];
+    let mut tier = model.initial_tier;
     let mut metric_t: Vec<i64> = Vec::new();
     let mut metric_v: Vec<f64> = Vec::new();
     let mut next_eval = trace.first().map_or(0, |p| p.t_ms);
@@ -132,42 +150,25 @@ pub fn run(
         }
         if now >= next_eval {
             next_eval = now + model.interval_ms;
-            let current = units.len() as u32;
-            let bounds = super::schedule::effective(behavior.min, behavior.max, schedules, now);
-            let scheduled = Behavior { min: bounds.min, max: bounds.max, ..behavior.clone() };
-            let target = match policy.evaluate(now, current, ready, &metric_t[start..], &metric_v[start..]) {
-                Ok(r) => {
-                    let d = decide(r, current, now, &scheduled, &mut history);
-                    if d.plugin_fault.is_some() {
-                        failed += 1;
-                    }
-                    d.target
+            let seen = Observed { now_ms: now, current: units.len() as u32, tier };
+            let bounds = rules.bounds(now);
+            let (times, values) = (&metric_t[start..], &metric_v[start..]);
+            let asked =
+                Asked { now_ms: now, current: seen.current, ready, tier, bounds: &bounds, times, values };
+            let d = decide(rules, &bounds, seen, policy.evaluate(&asked), &mut mem);
+            failed += u64::from(d.failed);
+            observe(&Evaluated { seen, ready, bounds: &bounds, decision: &d });
+            if d.changes(&seen) {
+                provision(&mut units, d.target, now + model.provision_delay_ms);
+                if d.target != seen.current {
+                    out.actions.push((now, seen.current, d.target));
                 }
-                Err(_) => {
-                    failed += 1;
-                    current
+                if d.target_tier != tier {
+                    out.tiers.push((now, tier, d.target_tier));
+                    tier = d.target_tier;
                 }
-            };
-            history.prune(now, behavior);
-            let target = if schedules.is_empty() {
-                target
-            } else {
-                super::schedule::apply(target, &bounds, now, 2 * model.interval_ms, &mut applied).0
-            };
-            if target != current {
-                if target > current {
-                    units.extend(std::iter::repeat_n(
-                        now + model.provision_delay_ms,
-                        (target - current) as usize,
-                    ));
-                } else {
-                    // Remove the units still provisioning first (latest ready time first).
-                    units.sort_unstable();
-                    units.truncate(target as usize);
-                }
-                history.actions.push_back((now, current, target));
-                out.actions.push((now, current, target));
             }
+            mem.settle(rules, &seen, d.target, d.target_tier);
         }
         out.t_ms.push(now);
         out.demand_units.push((p.demand / model.capacity_per_unit).ceil().max(0.0) as u32);
@@ -176,6 +177,18 @@ pub fn run(
     }
     let score = score(&out, failed);
     (out, score)
+}
+
+/// Moves the model's units (each the time it becomes ready) to `target`: new ones are ready at
+/// `ready_at`; removal takes the units still provisioning first (latest ready time first).
+fn provision(units: &mut Vec<i64>, target: u32, ready_at: i64) {
+    let current = units.len();
+    if target as usize > current {
+        units.extend(std::iter::repeat_n(ready_at, target as usize - current));
+    } else {
+        units.sort_unstable();
+        units.truncate(target as usize);
+    }
 }
 
 /// The SPEC RG elasticity metrics of a replay, time-weighted by the step lengths.
@@ -266,12 +279,27 @@ pub fn read_csv(text: &str, column: Option<&str>) -> Result<Vec<Point>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::guardrails::{Behavior, TierRules};
+
+    /// The replay of a group with `behavior` and `schedules`, evaluated every minute.
+    fn run(
+        trace: &[Point],
+        model: &Model,
+        behavior: &Behavior,
+        schedules: &[crate::decide::schedule::Window],
+        policy: &mut dyn Policy,
+    ) -> (Run, Score) {
+        let tiers = TierRules::default();
+        let rules = Rules { behavior, tiers: &tiers, fallback: None, schedules, interval_ms: 60_000 };
+        super::run(trace, model, &rules, policy)
+    }
 
     fn model(delay_ms: i64) -> Model {
         Model {
             capacity_per_unit: 10.0,
             provision_delay_ms: delay_ms,
             initial_units: 1,
+            initial_tier: 0,
             interval_ms: 60_000,
             window_ms: 60_000,
             metric: MetricKind::Demand,

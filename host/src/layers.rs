@@ -1,0 +1,277 @@
+//! The architecture as a table: which of the crate's top-level modules each one may import.
+//! The test below reads every source file and fails on an import the table does not allow, on a
+//! module the table does not place, and on a table that is not one-way (a cycle). The same table
+//! stands in `docs/ARCHITECTURE.md`; change both together.
+
+/// Module → the modules it may import, lowest layer first. A module sees only modules listed
+/// before it: that is what makes the stack one-way.
+pub const ALLOWED: &[(&str, &[&str])] = &[
+    // Foundations: no knowledge of the agent.
+    ("duration", &[]),
+    ("text", &[]),
+    ("timefmt", &[]),
+    ("keys", &[]),
+    ("rate", &[]),
+    ("footprint", &[]),
+    ("telemetry", &[]),
+    ("pki", &["text"]),
+    // The decision, pure: bounds, guardrails, schedules, the replay.
+    ("decide", &["timefmt"]),
+    // agent.toml → validated value types (it owns what it produces).
+    ("config", &["decide", "duration", "keys", "pki", "text", "timefmt"]),
+    // SQLite: samples, journal, plugin state. Plain numbers in, plain rows out.
+    ("store", &["config", "duration", "rate", "text", "timefmt"]),
+    ("sampler", &["config", "store", "telemetry", "timefmt"]),
+    // wasmtime and the plugin contract: WIT types end here.
+    ("plugins", &["config", "duration", "keys", "pki", "rate", "store", "telemetry", "text", "timefmt"]),
+    ("supervisor", &["config", "duration", "plugins", "sampler", "store", "text", "timefmt"]),
+    ("cluster", &["config", "decide", "duration", "pki", "store", "text", "timefmt"]),
+    ("collector", &["config", "plugins", "store", "telemetry", "text", "timefmt"]),
+    (
+        "scaler",
+        &["cluster", "config", "decide", "plugins", "sampler", "store", "supervisor", "text", "timefmt"],
+    ),
+    ("reload", &["config", "plugins", "scaler", "store", "supervisor", "text", "timefmt"]),
+    (
+        "api",
+        &[
+            "cluster",
+            "collector",
+            "config",
+            "decide",
+            "duration",
+            "footprint",
+            "keys",
+            "plugins",
+            "reload",
+            "sampler",
+            "scaler",
+            "store",
+            "supervisor",
+            "telemetry",
+            "text",
+            "timefmt",
+        ],
+    ),
+    (
+        "daemon",
+        &[
+            "api",
+            "cluster",
+            "collector",
+            "config",
+            "duration",
+            "footprint",
+            "plugins",
+            "reload",
+            "sampler",
+            "scaler",
+            "store",
+            "supervisor",
+            "telemetry",
+            "text",
+            "timefmt",
+        ],
+    ),
+    ("scaffold", &["config", "text"]),
+    (
+        "commands",
+        &[
+            "api",
+            "cluster",
+            "config",
+            "daemon",
+            "decide",
+            "duration",
+            "footprint",
+            "keys",
+            "plugins",
+            "reload",
+            "scaffold",
+            "sampler",
+            "scaler",
+            "store",
+            "supervisor",
+            "telemetry",
+            "text",
+            "timefmt",
+        ],
+    ),
+];
+
+/// The crate's top-level modules each source file imports (`crate::m`, `crate::{m, …}`),
+/// outside its `#[cfg(test)]` module (tests may reach across, to build what they check).
+pub fn imports(source: &str) -> std::collections::BTreeSet<String> {
+    let code = source.find("#[cfg(test)]\nmod ").map_or(source, |i| &source[..i]);
+    let code: String =
+        code.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+    let mut found = std::collections::BTreeSet::new();
+    let ident = |s: &str| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let group = &group[..closing(group)];
+            // Only the first path segment of each item names a module: `{a::b, c}` → a, c.
+            for item in split_top(group) {
+                found.insert(ident(item.trim()));
+            }
+        } else {
+            found.insert(ident(rest));
+        }
+    }
+    found.retain(|m| !m.is_empty());
+    found
+}
+
+/// Where the group that `text` opens inside ends: its matching `}`.
+fn closing(text: &str) -> usize {
+    let mut depth = 0;
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => return i,
+            '}' => depth -= 1,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// `a::{b, c}, d` → [`a::{b, c}`, `d`]: commas outside braces.
+fn split_top(group: &str) -> Vec<&str> {
+    let (mut depth, mut start, mut out) = (0, 0, Vec::new());
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&group[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&group[start..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// Every import of every module of `src`, as (module, imported, file).
+    fn edges(src: &Path) -> Vec<(String, String, String)> {
+        let mut files = Vec::new();
+        rust_files(src, &mut files);
+        let mut out = Vec::new();
+        for file in files {
+            let rel = file.strip_prefix(src).unwrap().to_string_lossy().into_owned();
+            let module = rel.split('/').next().unwrap().trim_end_matches(".rs").to_string();
+            if ["lib", "main", "layers"].contains(&module.as_str()) {
+                continue;
+            }
+            for imported in imports(&std::fs::read_to_string(&file).unwrap()) {
+                if imported != module {
+                    out.push((module.clone(), imported, rel.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Checks `src` against the table: the violations, one line each.
+    fn violations(src: &Path) -> Vec<String> {
+        let allowed: BTreeMap<&str, &[&str]> = ALLOWED.iter().copied().collect();
+        let mut out = Vec::new();
+        for (module, imported, file) in edges(src) {
+            match allowed.get(module.as_str()) {
+                None => out.push(format!("{file}: module `{module}` has no place in layers::ALLOWED")),
+                Some(may) if !may.contains(&imported.as_str()) => out
+                    .push(format!("{file}: `{module}` imports `{imported}`, which the layers do not allow")),
+                Some(_) => {}
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn every_import_runs_down_the_layers() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let v = violations(&src);
+        assert!(v.is_empty(), "imports that run up the layers:\n{}", v.join("\n"));
+        // Every module of lib.rs has a place in the table.
+        let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+        for line in lib.lines().filter_map(|l| l.strip_prefix("pub mod ").or_else(|| l.strip_prefix("mod ")))
+        {
+            let m = line.trim_end_matches(';');
+            assert!(m == "layers" || ALLOWED.iter().any(|(n, _)| *n == m), "`{m}` is not in layers::ALLOWED");
+        }
+    }
+
+    #[test]
+    fn generated_wit_types_end_in_plugins() {
+        // The rest of the host speaks `plugins::types`; `plugins::bindings` is the edge.
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let naming: Vec<String> = files
+            .iter()
+            .filter(|f| !f.starts_with(src.join("plugins")))
+            .filter(|f| {
+                let text = std::fs::read_to_string(f).unwrap();
+                let code = text.find("#[cfg(test)]\nmod ").map_or(text.as_str(), |i| &text[..i]);
+                code.contains("plugins::bindings") || code.contains("wasmtime::component::bindgen")
+            })
+            .map(|f| f.display().to_string())
+            .collect();
+        assert!(naming.is_empty(), "generated WIT types named outside plugins/: {naming:?}");
+    }
+
+    #[test]
+    fn the_table_is_one_way() {
+        for (i, (module, may)) in ALLOWED.iter().enumerate() {
+            for m in *may {
+                let at = ALLOWED.iter().position(|(n, _)| n == m);
+                assert!(at.is_some_and(|at| at < i), "`{module}` may import `{m}`, which is not below it");
+            }
+        }
+    }
+
+    #[test]
+    fn an_upward_import_is_caught() {
+        // A copy of the tree with one import running up: `store` naming the scaler.
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::write(
+            store.join("mod.rs"),
+            "use crate::{timefmt::now_ms, config};\nuse crate::scaler::group;\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("config.rs"), "use crate::decide::guardrails::{Behavior, Step};\n")
+            .unwrap();
+        assert_eq!(
+            violations(dir.path()),
+            ["store/mod.rs: `store` imports `scaler`, which the layers do not allow"]
+        );
+        assert_eq!(
+            imports("use crate::{a::{b, c}, d};\nfn f() { crate::e::x(); } // crate::f\n#[cfg(test)]\nmod tests { use crate::g; }"),
+            ["a", "d", "e"].map(String::from).into()
+        );
+    }
+}
