@@ -17,6 +17,9 @@ use anyhow::{bail, Context};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// How long a stop waits for the groups' evaluations in flight (a backend's scale call).
+const GROUPS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs the agent until a stop signal. `reload` reads the configuration again (SIGHUP,
 /// `POST /reload`).
 pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<()> {
@@ -106,7 +109,7 @@ pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let state = Arc::new(ApiState {
         supervisor: Some(supervisor.clone()),
-        scaler,
+        scaler: scaler.clone(),
         reloader: Some(reloader),
         token,
         registry: registry.clone(),
@@ -137,7 +140,16 @@ pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<
     tokio::spawn(trim_when_settled(registry.as_ref().map(Arc::downgrade)));
     api.await.context("the API task failed")??;
 
-    // Stop the children first (gracefully), then producing, then let the writer commit.
+    // Decide no more: the evaluations in flight end, cluster groups are handed over; then stop
+    // the children (gracefully), then producing, then let the writer commit.
+    let groups_ended = match &scaler {
+        Some(s) => s.stop(GROUPS_PATIENCE).await,
+        None => true,
+    };
+    if let (Some(c), true) = (&cluster, groups_ended) {
+        // Not while a backend call may still run under a leadership: the lease then ends it.
+        c.stop().await;
+    }
     supervisor.shutdown().await;
     drop(sampler);
     drop(registry);

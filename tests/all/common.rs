@@ -312,6 +312,17 @@ impl Agent {
         std::mem::replace(&mut self.data, data)
     }
 
+    /// Sends SIGTERM, waits for the exit, and returns all it logged (to its last line,
+    /// `stopped`).
+    pub fn stop_logged(mut self) -> String {
+        self.terminate();
+        let log = self.log.clone();
+        wait_for("the agent's last log line", Duration::from_secs(10), || {
+            let text = log.lock().unwrap().clone();
+            text.contains("agent::daemon: stopped").then_some(text)
+        })
+    }
+
     fn terminate(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;

@@ -374,6 +374,11 @@ impl Etcd {
         Ok(int(&result["TTL"]).unwrap_or(0) > 0)
     }
 
+    /// Ends lease `id` now: etcd deletes every key attached to it.
+    pub async fn revoke(&self, id: i64) -> Result<(), EtcdError> {
+        self.call("/v3/lease/revoke", json!({"ID": id.to_string()})).await.map(|_| ())
+    }
+
     /// The seconds lease `id` has left: -1 (or 0) when etcd no longer knows it.
     pub async fn time_to_live(&self, id: i64) -> Result<i64, EtcdError> {
         let v = self.call("/v3/lease/timetolive", json!({"ID": id.to_string()})).await?;

@@ -388,6 +388,35 @@ impl Cluster {
         Ok(r.succeeded)
     }
 
+    /// Deletes the leader key of `group` if it is still the one this agent created at `token`
+    /// (a planned stop, a group removed or made local): another agent leads at its next
+    /// evaluation. A failure only logs: the lease still ends the leadership within its TTL.
+    pub async fn resign(&self, group: &str, token: i64) {
+        let key = self.key(group, "leader");
+        match self.etcd.txn(&[Compare::CreateRevision(&key, token)], &[Op::Delete(&key)], &[]).await {
+            Ok(r) if r.succeeded => {
+                tracing::info!(group, node = %self.spec.node, "resigned the leadership of `{group}`: another agent leads at its next evaluation");
+                self.watch(group, |_| ());
+                let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+                views.remove(group);
+            }
+            Ok(_) => tracing::debug!(group, "resigning `{group}`: no longer its leader"),
+            Err(e) => tracing::warn!(
+                group,
+                "resigning `{group}`: {e}; it passes to another agent when the lease expires"
+            ),
+        }
+    }
+
+    /// Ends this agent's lease (a planned stop, once its groups resigned): keys left under it
+    /// go at once instead of a TTL later.
+    pub async fn stop(&self) {
+        let Some(lease) = self.lease.lock().await.take() else { return };
+        if let Err(e) = self.etcd.revoke(lease.id).await {
+            tracing::debug!("revoking the etcd lease: {e}");
+        }
+    }
+
     pub fn status(&self) -> ClusterStatus {
         ClusterStatus {
             node: self.spec.node.clone(),

@@ -101,7 +101,9 @@ pub fn history_from_journal(spec: &GroupSpec, entries: &[JournalEntry]) -> Histo
 }
 
 /// Runs the group's loop. `specs` carries the group's configuration: a reload sends a new one
-/// (taken at the next tick, with history kept), and dropping the sender ends the loop.
+/// (taken at once, in force from the next tick, with history kept), and dropping the sender
+/// ends the loop — after the evaluation in flight, if any, and for a cluster group this agent
+/// leads, after deleting its leader key so another agent leads at its next evaluation.
 pub async fn run(
     mut specs: tokio::sync::watch::Receiver<Arc<GroupSpec>>,
     registry: Weak<Registry>,
@@ -110,37 +112,32 @@ pub async fn run(
     cluster: Option<Arc<Cluster>>,
 ) {
     let mut spec = specs.borrow_and_update().clone();
-    let lookback = spec.behavior.up.stabilization_ms.max(spec.behavior.down.stabilization_ms).max(3_600_000);
-    let history = match store.decisions(Some(&spec.name), now_ms() - lookback) {
-        Ok(entries) => history_from_journal(&spec, &entries),
-        Err(e) => {
-            tracing::error!(group = %spec.name, "reading the journal: {e}; starting without history");
-            History::default()
-        }
-    };
-    let decided = crate::decide::decision::Memory { history, ..Default::default() };
-    let mut mem = Memory { decided, last_decision: None };
+    let mut mem = Memory { decided: remembered(&spec, &store), ..Default::default() };
     // The reason last logged for an evaluation without a recommendation: the same one again is
     // not logged again (the journal has every evaluation).
     let mut unchanged_reason = None;
-    let mut tick = tokio::time::interval(spec.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticker(spec.interval);
     loop {
-        tick.tick().await;
-        match specs.has_changed() {
-            Err(_) => return, // the group was removed
-            Ok(true) => {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = specs.changed() => {
+                if changed.is_err() {
+                    break; // the group was removed, or the agent stops
+                }
+                let was_coordinated = spec.coordinated;
                 spec = specs.borrow_and_update().clone();
                 if tick.period() != spec.interval {
-                    tick = tokio::time::interval(spec.interval);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    tick = ticker(spec.interval);
                     tick.tick().await;
                 }
                 status.lock().unwrap_or_else(|p| p.into_inner()).dry_run = spec.dry_run;
+                if was_coordinated && !spec.coordinated {
+                    resign(cluster.as_deref(), &spec.name, &mut mem).await;
+                }
+                continue;
             }
-            Ok(false) => {}
         }
-        let Some(registry) = registry.upgrade() else { return };
+        let Some(registry) = registry.upgrade() else { break };
         // Wait for the group's plugins while files are being loaded (at start-up, or a plugin
         // copied in just before the reload that added the group).
         if (!registry.started() || !registry.loading().is_empty())
@@ -149,9 +146,9 @@ pub async fn run(
             continue;
         }
         let cluster = cluster.as_deref().filter(|_| spec.coordinated);
-        let token = match cluster {
+        let fence = match cluster {
             Some(c) => match lead(c, &spec, &mut mem).await {
-                Some(token) => Some(token),
+                Some(token) => Some(Fence { cluster: c, token }),
                 None => {
                     status.lock().unwrap_or_else(|p| p.into_inner()).cluster = c.view(&spec.name);
                     continue;
@@ -159,7 +156,6 @@ pub async fn run(
             },
             None => None,
         };
-        let fence = cluster.zip(token).map(|(cluster, token)| Fence { cluster, token });
         let now = now_ms();
         let plugins = Loaded { registry: &registry, spec: &spec };
         let (entry, tier_name, committed) =
@@ -174,27 +170,7 @@ pub async fn run(
         if let Err(e) = store.journal(&entry) {
             tracing::error!(group = %spec.name, "journaling a decision: {e}");
         }
-        // The outcome in parentheses only when there is one (no stray `()`).
-        let outcome = if entry.outcome.is_empty() { String::new() } else { format!(" ({})", entry.outcome) };
-        match entry.action {
-            _ if entry.target_tier != entry.tier => {
-                tracing::info!(group = %spec.name, "{:?} {} → {} replicas, tier {} → {}: {}{outcome}", entry.action, entry.current, entry.target, entry.tier, entry.target_tier, entry.reason)
-            }
-            Action::Hold => {
-                tracing::debug!(group = %spec.name, "hold at {}: {}", entry.current, entry.reason)
-            }
-            Action::NoRecommendation if unchanged_reason.as_ref() == Some(&entry.reason) => {}
-            Action::NoRecommendation => {
-                tracing::info!(group = %spec.name, "no recommendation, holding at {}: {}", entry.current, entry.reason);
-                unchanged_reason = Some(entry.reason.clone());
-            }
-            _ => {
-                tracing::info!(group = %spec.name, "{:?} {} → {}: {}{outcome}", entry.action, entry.current, entry.target, entry.reason)
-            }
-        }
-        if entry.action != Action::NoRecommendation {
-            unchanged_reason = None;
-        }
+        log_entry(&spec.name, &entry, &mut unchanged_reason);
         let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
         s.current = Some(entry.current);
         s.ready = Some(entry.ready);
@@ -209,6 +185,78 @@ pub async fn run(
         s.cluster = cluster.and_then(|c| c.view(&spec.name));
         s.schedule = (!spec.schedules.is_empty()).then(|| spec.rules().bounds(now));
     }
+    if spec.coordinated {
+        resign(cluster.as_deref(), &spec.name, &mut mem).await;
+    }
+}
+
+fn ticker(period: std::time::Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// The stabilization and cooldown memory rebuilt from the journal, so a restart cannot cause a
+/// burst of actions.
+fn remembered(spec: &GroupSpec, store: &Store) -> crate::decide::decision::Memory {
+    let lookback = spec.behavior.up.stabilization_ms.max(spec.behavior.down.stabilization_ms).max(3_600_000);
+    let history = match store.decisions(Some(&spec.name), now_ms() - lookback) {
+        Ok(entries) => history_from_journal(spec, &entries),
+        Err(e) => {
+            tracing::error!(group = %spec.name, "reading the journal: {e}; starting without history");
+            History::default()
+        }
+    };
+    crate::decide::decision::Memory { history, ..Default::default() }
+}
+
+/// Gives up the leadership of a cluster group this agent leads (a planned stop, a group
+/// removed or made local): its leader key is deleted, so another agent leads at its next
+/// evaluation instead of a lease TTL later.
+async fn resign(cluster: Option<&Cluster>, group: &str, mem: &mut Memory) {
+    if let (Some(c), Some(token)) = (cluster, mem.led.take()) {
+        c.resign(group, token).await;
+    }
+}
+
+/// One line in the agent's log per evaluation worth one: holds at debug, a reason without a
+/// recommendation once until it changes.
+fn log_entry(group: &str, entry: &JournalEntry, unchanged_reason: &mut Option<String>) {
+    // The outcome in parentheses only when there is one (no stray `()`).
+    let outcome = if entry.outcome.is_empty() { String::new() } else { format!(" ({})", entry.outcome) };
+    match entry.action {
+        _ if entry.target_tier != entry.tier => {
+            tracing::info!(
+                group,
+                "{:?} {} → {} replicas, tier {} → {}: {}{outcome}",
+                entry.action,
+                entry.current,
+                entry.target,
+                entry.tier,
+                entry.target_tier,
+                entry.reason
+            )
+        }
+        Action::Hold => tracing::debug!(group, "hold at {}: {}", entry.current, entry.reason),
+        Action::NoRecommendation if unchanged_reason.as_ref() == Some(&entry.reason) => {}
+        Action::NoRecommendation => {
+            tracing::info!(group, "no recommendation, holding at {}: {}", entry.current, entry.reason);
+            *unchanged_reason = Some(entry.reason.clone());
+        }
+        _ => {
+            tracing::info!(
+                group,
+                "{:?} {} → {}: {}{outcome}",
+                entry.action,
+                entry.current,
+                entry.target,
+                entry.reason
+            )
+        }
+    }
+    if entry.action != Action::NoRecommendation {
+        *unchanged_reason = None;
+    }
 }
 
 /// Whether this agent may act on a cluster group now: its fencing token if it leads. On taking
@@ -216,7 +264,11 @@ pub async fn run(
 /// and cooldown memory), so the new leader continues it; its first evaluation describes the
 /// backend before anything else, reconciling with what exists.
 async fn lead(cluster: &Cluster, spec: &GroupSpec, mem: &mut Memory) -> Option<i64> {
-    let Role::Leader { token, takeover } = cluster.role(&spec.name).await else { return None };
+    let Role::Leader { token, takeover } = cluster.role(&spec.name).await else {
+        mem.led = None;
+        return None;
+    };
+    mem.led = Some(token);
     if takeover {
         match cluster.load(&spec.name).await {
             Ok(Some(state)) => {
@@ -241,6 +293,8 @@ async fn lead(cluster: &Cluster, spec: &GroupSpec, mem: &mut Memory) -> Option<i
 pub(crate) struct Memory {
     pub(crate) decided: crate::decide::decision::Memory,
     last_decision: Option<SharedDecision>,
+    /// The fencing token of the leader key this agent holds for the group, if it leads.
+    led: Option<i64>,
 }
 
 /// The right to act on a cluster group: its leader key's creation revision.

@@ -28,6 +28,7 @@ struct Running {
     spec: Arc<GroupSpec>,
     specs: tokio::sync::watch::Sender<Arc<GroupSpec>>,
     status: Arc<Mutex<GroupStatus>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// What a reload did to the groups, by name.
@@ -69,8 +70,9 @@ impl Scaler {
         let spec = Arc::new(spec.clone());
         let (specs, rx) = tokio::sync::watch::channel(spec.clone());
         let cluster = self.cluster.clone();
-        tokio::spawn(group::run(rx, self.registry.clone(), self.store.clone(), status.clone(), cluster));
-        Running { spec, specs, status }
+        let task =
+            tokio::spawn(group::run(rx, self.registry.clone(), self.store.clone(), status.clone(), cluster));
+        Running { spec, specs, status, task }
     }
 
     /// Puts a reloaded group list in force: new groups start, removed ones stop before their
@@ -104,6 +106,28 @@ impl Scaler {
         kept.sort_by_key(|r| specs.iter().position(|s| s.name == r.spec.name));
         *groups = kept;
         changes
+    }
+
+    /// Stops every group's loop and waits, at most `patience`, for the evaluations in flight to
+    /// end (a backend call is not cut short) and the cluster groups this agent leads to be
+    /// resigned. Whether all ended in time.
+    pub async fn stop(&self, patience: std::time::Duration) -> bool {
+        let running = std::mem::take(&mut *self.groups.lock().unwrap_or_else(|p| p.into_inner()));
+        // Dropping each sender ends its loop.
+        let tasks: Vec<_> = running.into_iter().map(|r| r.task).collect();
+        let all = async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        };
+        let ended = tokio::time::timeout(patience, all).await.is_ok();
+        if !ended {
+            tracing::warn!(
+                "groups still acting after {}: stopping without them",
+                crate::duration::format(patience)
+            );
+        }
+        ended
     }
 
     pub fn status(&self) -> Vec<GroupStatus> {

@@ -143,6 +143,49 @@ fn one_agent_acts_and_a_killed_leader_s_successor_continues_its_stabilization_wi
 }
 
 #[test]
+fn a_planned_stop_resigns_so_another_agent_leads_long_before_the_lease_would_lapse() {
+    let Some(etcd) = EtcdCluster::start_or_skip(
+        "fleet::a_planned_stop_resigns_so_another_agent_leads_long_before_the_lease_would_lapse",
+        1,
+    ) else {
+        return;
+    };
+    let (app, recorder) = (JsonServer::start(r#"{"load": 20}"#), Recorder::start(1));
+    // A lease of two minutes: without the resignation, no other agent could lead within the
+    // wait below (half of it).
+    let long_lease = |c: String| {
+        c.replace(&format!("lease_ttl = \"{TTL_S}s\""), "lease_ttl = \"120s\"")
+            .replace("renew_every = \"1s\"", "renew_every = \"5s\"")
+    };
+    let dir = plugins();
+    let nodes = ["a", "b"];
+    let mut agents: Vec<Option<Agent>> = nodes
+        .iter()
+        .map(|n| Some(Agent::start(dir.path(), &long_lease(config(n, &etcd, &app, &recorder, "0s")))))
+        .collect();
+    let live = |agents: &[Option<Agent>]| agents.iter().flatten().map(|a| a.status()).collect::<Vec<_>>();
+    wait_for("the scale to 2", LIMIT, || (recorder.replicas("web") == 2).then_some(()));
+    let first = wait_for("one leader", LIMIT, || {
+        let leading: Vec<_> =
+            live(&agents).into_iter().filter(|s| s["cluster"]["groups"]["web"]["role"] == "leader").collect();
+        (leading.len() == 1).then(|| leading[0]["cluster"]["node"].as_str().unwrap().to_string())
+    });
+    // SIGTERM, as `systemctl stop` sends it: the leader resigns before it exits.
+    let said = agents[index_of(&nodes, &first)].take().unwrap().stop_logged();
+    assert!(said.contains("resigned the leadership of `web`"), "{said}");
+    let next = wait_for("the other agent leads", Duration::from_secs(60), || {
+        let s = live(&agents).pop()?;
+        (s["cluster"]["groups"]["web"]["role"] == "leader")
+            .then(|| s["cluster"]["node"].as_str().unwrap().to_string())
+    });
+    assert_ne!(next, first);
+    // And acts: the load rises, the new leader scales, under its own fencing revision.
+    app.set_body(r#"{"load": 40}"#);
+    let call = wait_for("the scale to 4", LIMIT, || recorder.calls().into_iter().find(|c| c.replicas == 4));
+    assert_eq!(call.node, next, "{:?}", recorder.calls());
+}
+
+#[test]
 fn a_leader_paused_past_its_ttl_does_not_call_the_backend_when_it_resumes() {
     let Some(etcd) = EtcdCluster::start_or_skip(
         "fleet::a_leader_paused_past_its_ttl_does_not_call_the_backend_when_it_resumes",
