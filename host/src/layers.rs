@@ -242,6 +242,61 @@ mod tests {
         assert!(naming.is_empty(), "generated WIT types named outside plugins/: {naming:?}");
     }
 
+    /// Source files outside `dir` (of `src`) whose code, outside comments and test modules,
+    /// names `what`.
+    fn naming_outside(src: &Path, dir: &str, what: &str) -> Vec<String> {
+        let mut files = Vec::new();
+        rust_files(src, &mut files);
+        files
+            .iter()
+            .filter(|f| !f.starts_with(src.join(dir)) && !f.ends_with("layers.rs"))
+            .filter(|f| {
+                let text = std::fs::read_to_string(f).unwrap();
+                let code = text.find("#[cfg(test)]\nmod ").map_or(text.as_str(), |i| &text[..i]);
+                code.lines().any(|l| l.split("//").next().unwrap_or("").contains(what))
+            })
+            .map(|f| f.display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn sqlite_stays_in_store_and_wasmtime_in_plugins() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        assert_eq!(naming_outside(&src, "store", "rusqlite"), Vec::<String>::new(), "SQL outside store/");
+        assert_eq!(
+            naming_outside(&src, "plugins", "wasmtime"),
+            Vec::<String>::new(),
+            "wasmtime outside plugins/"
+        );
+    }
+
+    #[test]
+    fn released_contract_versions_are_never_edited() {
+        // `wit/since_vX/plugin.wit` is the text of release X, frozen (docs/contract.md): a
+        // change here is a change to what plugins built against X were promised.
+        use sha2::Digest;
+        let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+        let frozen = [
+            ("since_v0.1.0", "a18afe62920454c2f2c46d729a6cb57aed09210f2d89922ed683ca1e827546c8"),
+            ("since_v0.1.1", "8805ceb6399b9dae08967fcae1075d6a10dd06de16d35ddd472cd93f53689b57"),
+        ];
+        let mut found: Vec<String> = std::fs::read_dir(&wit)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("since_v"))
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            frozen.map(|(v, _)| v.to_string()),
+            "a release frozen here needs its hash in this list"
+        );
+        for (version, sha) in frozen {
+            let text = std::fs::read(wit.join(version).join("plugin.wit")).unwrap();
+            assert_eq!(hex::encode(sha2::Sha256::digest(&text)), sha, "wit/{version}/plugin.wit was edited");
+        }
+    }
+
     #[test]
     fn the_table_is_one_way() {
         for (i, (module, may)) in ALLOWED.iter().enumerate() {

@@ -183,7 +183,14 @@ function plot(key, box, lines, opts = {}) {
   ];
   // The x axis ends now (a decision after the last sample still shows) and starts where the
   // window does, or where the data does when there is less of it (a young agent).
-  const xr = (u, min, max) => (u.xRange ? [min != null ? Math.max(u.xRange[0], min) : u.xRange[0], u.xRange[1]] : [min, max]);
+  // Never an empty or reversed range (data stamped after this browser's "now", a clock that
+  // moved): uPlot sizes its tick arrays from it and throws on a negative length.
+  const xr = (u, min, max) => {
+    if (!u.xRange) return [min, max];
+    const lo = min != null ? Math.max(u.xRange[0], min) : u.xRange[0];
+    const hi = max != null ? Math.max(u.xRange[1], max) : u.xRange[1];
+    return Number.isFinite(lo) && Number.isFinite(hi) && lo < hi ? [lo, hi] : [hi - 60, hi];
+  };
   const scales = { x: { time: true, range: xr }, y: { range: opts.yRange } };
   if (lines.some((l) => l.scale === "units")) {
     axes.push({ scale: "units", side: 1, stroke: "#8b96a3", grid: { show: false }, values: (_, vs) => vs.map((v) => (Number.isInteger(v) ? v : "")) });
