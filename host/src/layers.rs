@@ -29,7 +29,18 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("collector", &["config", "plugins", "store", "telemetry", "text", "timefmt"]),
     (
         "scaler",
-        &["cluster", "config", "decide", "plugins", "sampler", "store", "supervisor", "text", "timefmt"],
+        &[
+            "cluster",
+            "config",
+            "decide",
+            "duration",
+            "plugins",
+            "sampler",
+            "store",
+            "supervisor",
+            "text",
+            "timefmt",
+        ],
     ),
     ("reload", &["config", "plugins", "scaler", "store", "supervisor", "text", "timefmt"]),
     (
@@ -99,10 +110,33 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// `source` without its `#[cfg(test)]` modules: an inline one to its closing brace, a
+/// declaration (`mod x;`) alone — the code after either is still read.
+pub fn without_tests(source: &str) -> String {
+    const MARK: &str = "#[cfg(test)]";
+    let (mut out, mut rest) = (String::new(), source);
+    while let Some(i) = rest.find(MARK) {
+        out.push_str(&rest[..i]);
+        let item = rest[i + MARK.len()..].trim_start();
+        let bare = item.strip_prefix("pub(crate) ").or_else(|| item.strip_prefix("pub ")).unwrap_or(item);
+        let (semi, brace) = (item.find(';'), item.find('{'));
+        rest = match (bare.starts_with("mod "), semi, brace) {
+            (true, Some(s), b) if b.is_none_or(|b| s < b) => &item[s + 1..],
+            (true, _, Some(b)) => &item[(b + 1 + closing(&item[b + 1..]) + 1).min(item.len())..],
+            _ => {
+                out.push_str(MARK);
+                &rest[i + MARK.len()..]
+            }
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The crate's top-level modules each source file imports (`crate::m`, `crate::{m, …}`),
-/// outside its `#[cfg(test)]` module (tests may reach across, to build what they check).
+/// outside its `#[cfg(test)]` modules (tests may reach across, to build what they check).
 pub fn imports(source: &str) -> std::collections::BTreeSet<String> {
-    let code = source.find("#[cfg(test)]\nmod ").map_or(source, |i| &source[..i]);
+    let code = without_tests(source);
     let code: String =
         code.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
     let mut found = std::collections::BTreeSet::new();
@@ -233,8 +267,7 @@ mod tests {
             .iter()
             .filter(|f| !f.starts_with(src.join("plugins")))
             .filter(|f| {
-                let text = std::fs::read_to_string(f).unwrap();
-                let code = text.find("#[cfg(test)]\nmod ").map_or(text.as_str(), |i| &text[..i]);
+                let code = without_tests(&std::fs::read_to_string(f).unwrap());
                 code.contains("plugins::bindings") || code.contains("wasmtime::component::bindgen")
             })
             .map(|f| f.display().to_string())
@@ -251,8 +284,7 @@ mod tests {
             .iter()
             .filter(|f| !f.starts_with(src.join(dir)) && !f.ends_with("layers.rs"))
             .filter(|f| {
-                let text = std::fs::read_to_string(f).unwrap();
-                let code = text.find("#[cfg(test)]\nmod ").map_or(text.as_str(), |i| &text[..i]);
+                let code = without_tests(&std::fs::read_to_string(f).unwrap());
                 code.lines().any(|l| l.split("//").next().unwrap_or("").contains(what))
             })
             .map(|f| f.display().to_string())
@@ -327,6 +359,11 @@ mod tests {
         assert_eq!(
             imports("use crate::{a::{b, c}, d};\nfn f() { crate::e::x(); } // crate::f\n#[cfg(test)]\nmod tests { use crate::g; }"),
             ["a", "d", "e"].map(String::from).into()
+        );
+        // A test module declared or written before other code hides only itself.
+        assert_eq!(
+            imports("#[cfg(test)]\nmod eq;\nuse crate::h;\n#[cfg(test)]\npub(crate) mod t { fn f() { crate::g::x(); } }\nuse crate::i;"),
+            ["h", "i"].map(String::from).into()
         );
     }
 }

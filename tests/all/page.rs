@@ -305,6 +305,21 @@ fn in_a_browser_a_faulting_plugin_shows_quarantined_and_the_page_survives_an_age
         "one chart per box: {per_box}"
     );
 
+    // A flat line (a single sample, a value that never moves) gets a y range around it: over an
+    // empty range the chart library steps its ticks forever and throws "Invalid array length" (seen
+    // under load, on a group's chart whose y scale came out 1–1).
+    let ranges = browser.eval(
+        "return [spread(null, 1, 1), spread(null, 0.9999999237060547, 1), spread(null, 0, 0), spread(null, null, null), spread(null, 2, 5)]",
+    );
+    for r in ranges.as_array().unwrap() {
+        let (lo, hi) = (r[0].as_f64().unwrap(), r[1].as_f64().unwrap());
+        assert!(
+            lo < hi && hi - lo >= 0.01 * hi.abs().max(lo.abs()),
+            "a y range wide enough to step through: {ranges}"
+        );
+    }
+    assert!(ranges[1][0].as_f64() < Some(0.99) && ranges[1][1].as_f64() > Some(1.01), "{ranges}");
+
     // The agent goes away: the page says so and keeps what it showed; it comes back: live again.
     let (addr, mut agent) = (agent.addr, agent);
     agent.kill9();

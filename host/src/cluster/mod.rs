@@ -396,7 +396,6 @@ impl Cluster {
         match self.etcd.txn(&[Compare::CreateRevision(&key, token)], &[Op::Delete(&key)], &[]).await {
             Ok(r) if r.succeeded => {
                 tracing::info!(group, node = %self.spec.node, "resigned the leadership of `{group}`: another agent leads at its next evaluation");
-                self.watch(group, |_| ());
                 let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
                 views.remove(group);
             }

@@ -77,7 +77,8 @@ impl scale_in::Host for HostState {
         self.admit_scale_in("scale-in.rank")?;
         let grants = self.grants.clone();
         let ranking = grants.ranking_for(&group, units.len()).map_err(PluginError::from)?;
-        let ranked = ranking.rank(group, grants.settings.processes.clone(), units).await;
+        let ranked =
+            ranking.rank(grants.plugin.to_string(), group, grants.settings.processes.clone(), units).await;
         Ok(ranked
             .map_err(PluginError::from)?
             .into_iter()

@@ -79,11 +79,14 @@ pub struct Removal {
 /// Ranking units for `scale-in.rank`: the scaler implements it, the daemon wires it (as the
 /// supervisor's [`ReplicaControl`]); plugins reach it only through [`Grants::ranking_for`].
 pub trait Ranking: Send + Sync {
-    /// The backend `group` is scaled by now, if there is such a group.
-    fn backend_of(&self, group: &str) -> Option<String>;
-    /// Ranks `units` of `group`; units `PROCESS#N` of the `granted` processes are measured as
+    /// The backend `group` is scaled by now, if there is such a group; `Err(why)` when the
+    /// agent cannot say (it is stopping).
+    fn backend_of(&self, group: &str) -> Result<Option<String>, String>;
+    /// Ranks `units` of `group` for backend `plugin` (checked again against the configuration
+    /// in force when it ranks); units `PROCESS#N` of the `granted` processes are measured as
     /// replicas, any other unit by the group's `[group.scale_in]` series.
-    fn rank(&self, group: String, granted: Vec<String>, units: Vec<String>) -> RankFuture<'_>;
+    fn rank(&self, plugin: String, group: String, granted: Vec<String>, units: Vec<String>)
+        -> RankFuture<'_>;
 }
 
 /// What [`Ranking::rank`] returns.
@@ -183,7 +186,8 @@ impl Grants {
             .ranking
             .clone()
             .ok_or_else(|| PluginError::Unavailable("no scale-in ranking in this agent".into()))?;
-        if ranking.backend_of(group).as_deref() != Some(&*self.plugin) {
+        let backend = ranking.backend_of(group).map_err(PluginError::Unavailable)?;
+        if backend.as_deref() != Some(&*self.plugin) {
             let group = self.meter.clean(group, 64);
             let why = format!("`{group}` is not a group this backend scales");
             self.meter.exceeded(super::meter::Budget::Denied, 1, || format!("scale-in.rank: {why}"));

@@ -119,23 +119,26 @@ pub async fn run(
     let mut tick = ticker(spec.interval);
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            // A removal or a stop wins over a tick that is due as well: no evaluation after it.
+            biased;
             changed = specs.changed() => {
                 if changed.is_err() {
                     break; // the group was removed, or the agent stops
                 }
                 let was_coordinated = spec.coordinated;
                 spec = specs.borrow_and_update().clone();
-                if tick.period() != spec.interval {
-                    tick = ticker(spec.interval);
-                    tick.tick().await;
-                }
                 status.lock().unwrap_or_else(|p| p.into_inner()).dry_run = spec.dry_run;
                 if was_coordinated && !spec.coordinated {
                     resign(cluster.as_deref(), &spec.name, &mut mem).await;
                 }
                 continue;
             }
+            _ = tick.tick() => {}
+        }
+        // A new interval takes effect at the tick due under the old one, which evaluates.
+        if tick.period() != spec.interval {
+            tick = ticker(spec.interval);
+            tick.tick().await;
         }
         let Some(registry) = registry.upgrade() else { break };
         // Wait for the group's plugins while files are being loaded (at start-up, or a plugin
@@ -227,7 +230,7 @@ fn log_entry(group: &str, entry: &JournalEntry, unchanged_reason: &mut Option<St
     match entry.action {
         _ if entry.target_tier != entry.tier => {
             tracing::info!(
-                group,
+                group = %group,
                 "{:?} {} → {} replicas, tier {} → {}: {}{outcome}",
                 entry.action,
                 entry.current,
@@ -237,15 +240,15 @@ fn log_entry(group: &str, entry: &JournalEntry, unchanged_reason: &mut Option<St
                 entry.reason
             )
         }
-        Action::Hold => tracing::debug!(group, "hold at {}: {}", entry.current, entry.reason),
+        Action::Hold => tracing::debug!(group = %group, "hold at {}: {}", entry.current, entry.reason),
         Action::NoRecommendation if unchanged_reason.as_ref() == Some(&entry.reason) => {}
         Action::NoRecommendation => {
-            tracing::info!(group, "no recommendation, holding at {}: {}", entry.current, entry.reason);
+            tracing::info!(group = %group, "no recommendation, holding at {}: {}", entry.current, entry.reason);
             *unchanged_reason = Some(entry.reason.clone());
         }
         _ => {
             tracing::info!(
-                group,
+                group = %group,
                 "{:?} {} → {}: {}{outcome}",
                 entry.action,
                 entry.current,
@@ -264,9 +267,14 @@ fn log_entry(group: &str, entry: &JournalEntry, unchanged_reason: &mut Option<St
 /// and cooldown memory), so the new leader continues it; its first evaluation describes the
 /// backend before anything else, reconciling with what exists.
 async fn lead(cluster: &Cluster, spec: &GroupSpec, mem: &mut Memory) -> Option<i64> {
-    let Role::Leader { token, takeover } = cluster.role(&spec.name).await else {
-        mem.led = None;
-        return None;
+    let (token, takeover) = match cluster.role(&spec.name).await {
+        Role::Leader { token, takeover } => (token, takeover),
+        Role::Follower { .. } => {
+            mem.led = None;
+            return None;
+        }
+        // Etcd out of reach: the key may still be ours; a resignation (fenced) will tell.
+        Role::Frozen { .. } => return None,
     };
     mem.led = Some(token);
     if takeover {

@@ -18,6 +18,12 @@ use std::sync::{Arc, Mutex};
 /// The running groups.
 pub struct Scaler {
     groups: Mutex<Vec<Running>>,
+    /// Loops of removed groups that may still be ending (an evaluation in flight, the
+    /// resignation): a stop waits for them, and a group added again under the same name starts
+    /// only once its old loop has ended.
+    retiring: Mutex<Vec<(String, tokio::task::JoinHandle<()>)>>,
+    /// Set by [`Scaler::stop`] under the `groups` lock: a reload after it starts nothing.
+    stopped: std::sync::atomic::AtomicBool,
     registry: std::sync::Weak<Registry>,
     store: Store,
     /// `[cluster]`: where `coordination = "cluster"` groups find their leader.
@@ -55,13 +61,21 @@ impl Scaler {
         cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Scaler {
         let registry = Arc::downgrade(registry);
-        let scaler = Scaler { groups: Mutex::default(), registry, store: store.clone(), cluster };
-        let started: Vec<Running> = specs.iter().map(|s| scaler.launch(s)).collect();
+        let scaler = Scaler {
+            groups: Mutex::default(),
+            retiring: Mutex::default(),
+            stopped: false.into(),
+            registry,
+            store: store.clone(),
+            cluster,
+        };
+        let started: Vec<Running> = specs.iter().map(|s| scaler.launch(s, Vec::new())).collect();
         *scaler.groups.lock().unwrap_or_else(|p| p.into_inner()) = started;
         scaler
     }
 
-    fn launch(&self, spec: &GroupSpec) -> Running {
+    /// Starts `spec`'s loop once the `before` loops (an older loop of the same name) ended.
+    fn launch(&self, spec: &GroupSpec, before: Vec<tokio::task::JoinHandle<()>>) -> Running {
         let status = Arc::new(Mutex::new(GroupStatus {
             name: spec.name.clone(),
             dry_run: spec.dry_run,
@@ -70,8 +84,13 @@ impl Scaler {
         let spec = Arc::new(spec.clone());
         let (specs, rx) = tokio::sync::watch::channel(spec.clone());
         let cluster = self.cluster.clone();
-        let task =
-            tokio::spawn(group::run(rx, self.registry.clone(), self.store.clone(), status.clone(), cluster));
+        let run = group::run(rx, self.registry.clone(), self.store.clone(), status.clone(), cluster);
+        let task = tokio::spawn(async move {
+            for old in before {
+                let _ = old.await;
+            }
+            run.await
+        });
         Running { spec, specs, status, task }
     }
 
@@ -80,10 +99,19 @@ impl Scaler {
     pub fn apply(&self, specs: &[GroupSpec]) -> GroupChanges {
         let mut changes = GroupChanges::default();
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            return changes;
+        }
+        let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+        retiring.retain(|(_, task)| !task.is_finished());
         let mut kept = Vec::new();
         for running in groups.drain(..) {
             match specs.iter().find(|s| s.name == running.spec.name) {
-                None => changes.removed.push(running.spec.name.clone()),
+                None => {
+                    // Dropping the sender ends the loop; it may still be finishing.
+                    changes.removed.push(running.spec.name.clone());
+                    retiring.push((running.spec.name.clone(), running.task));
+                }
                 Some(s) if *running.spec == *s => {
                     changes.unchanged.push(s.name.clone());
                     kept.push(running);
@@ -100,7 +128,9 @@ impl Scaler {
             specs.iter().filter(|s| !kept.iter().any(|r| r.spec.name == s.name)).collect();
         for s in new {
             changes.added.push(s.name.clone());
-            kept.push(self.launch(s));
+            let (old, others): (Vec<_>, Vec<_>) = retiring.drain(..).partition(|(name, _)| *name == s.name);
+            *retiring = others;
+            kept.push(self.launch(s, old.into_iter().map(|(_, task)| task).collect()));
         }
         // File order, as at start-up.
         kept.sort_by_key(|r| specs.iter().position(|s| s.name == r.spec.name));
@@ -112,9 +142,15 @@ impl Scaler {
     /// end (a backend call is not cut short) and the cluster groups this agent leads to be
     /// resigned. Whether all ended in time.
     pub async fn stop(&self, patience: std::time::Duration) -> bool {
-        let running = std::mem::take(&mut *self.groups.lock().unwrap_or_else(|p| p.into_inner()));
+        let running = {
+            let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+            std::mem::take(&mut *groups)
+        };
+        let retiring = std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
         // Dropping each sender ends its loop.
-        let tasks: Vec<_> = running.into_iter().map(|r| r.task).collect();
+        let tasks: Vec<_> =
+            running.into_iter().map(|r| r.task).chain(retiring.into_iter().map(|(_, task)| task)).collect();
         let all = async {
             for task in tasks {
                 let _ = task.await;

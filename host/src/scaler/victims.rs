@@ -94,10 +94,12 @@ impl Victims {
         Victims { store, replicas, config: Box::new(config) }
     }
 
-    /// Ranks `units` of `group` (the caller's grant to it checked by `plugins::sandbox`);
-    /// `granted` are the processes whose replicas it may name.
+    /// Ranks `units` of `group` for backend `plugin` (its grant checked by `plugins::sandbox`,
+    /// the group's backend read again here: a reload may have changed it since); `granted` are
+    /// the processes whose replicas it may name.
     pub async fn rank(
         &self,
+        plugin: &str,
         group: &str,
         granted: &[String],
         units: Vec<String>,
@@ -105,8 +107,11 @@ impl Victims {
         let config =
             (self.config)().ok_or_else(|| PluginError::Unavailable("the agent is stopping".into()))?;
         let spec =
-            config.groups.iter().find(|g| g.name == group).ok_or_else(|| {
-                PluginError::BadConfig(format!("no group `{}`", crate::text::clean(group, 64)))
+            config.groups.iter().find(|g| g.name == group && g.backend == plugin).ok_or_else(|| {
+                PluginError::BadConfig(format!(
+                    "`{}` is not a group this backend scales",
+                    crate::text::clean(group, 64)
+                ))
             })?;
         let mut replicas: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for unit in &units {
@@ -167,18 +172,19 @@ impl Victims {
 }
 
 impl Ranking for Victims {
-    fn backend_of(&self, group: &str) -> Option<String> {
-        let config = (self.config)()?;
-        config.groups.iter().find(|g| g.name == group).map(|g| g.backend.clone())
+    fn backend_of(&self, group: &str) -> Result<Option<String>, String> {
+        let config = (self.config)().ok_or("the agent is stopping")?;
+        Ok(config.groups.iter().find(|g| g.name == group).map(|g| g.backend.clone()))
     }
 
     fn rank(
         &self,
+        plugin: String,
         group: String,
         granted: Vec<String>,
         units: Vec<String>,
     ) -> crate::plugins::sandbox::RankFuture<'_> {
-        Box::pin(async move { Victims::rank(self, &group, &granted, units).await })
+        Box::pin(async move { Victims::rank(self, &plugin, &group, &granted, units).await })
     }
 }
 

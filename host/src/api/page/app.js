@@ -19,7 +19,8 @@ const S = {
 // blocked load or request (Content-Security-Policy) or an uncaught error.
 const problems = [];
 document.addEventListener("securitypolicyviolation", (e) => problems.push(`CSP ${e.violatedDirective}: ${e.blockedURI}`));
-addEventListener("error", (e) => problems.push(`error: ${e.message}`));
+// Where a script failed, not just what: the stack says which code (ours or the chart library's).
+addEventListener("error", (e) => problems.push(`error: ${e.message} (${e.filename}:${e.lineno}:${e.colno}) ${(e.error && e.error.stack) || ""}`));
 addEventListener("unhandledrejection", (e) => problems.push(`rejection: ${e.reason}`));
 
 // ---- small helpers -------------------------------------------------------------------------
@@ -183,15 +184,16 @@ function plot(key, box, lines, opts = {}) {
   ];
   // The x axis ends now (a decision after the last sample still shows) and starts where the
   // window does, or where the data does when there is less of it (a young agent).
-  // Never an empty or reversed range (data stamped after this browser's "now", a clock that
-  // moved): uPlot sizes its tick arrays from it and throws on a negative length.
+  // Never an empty or reversed range: uPlot steps its axis ticks through it, and over an empty
+  // one (a single sample, a flat line) its smallest step never gets anywhere — it fills an
+  // array until the browser refuses ("Invalid array length").
   const xr = (u, min, max) => {
     if (!u.xRange) return [min, max];
     const lo = min != null ? Math.max(u.xRange[0], min) : u.xRange[0];
-    const hi = max != null ? Math.max(u.xRange[1], max) : u.xRange[1];
-    return Number.isFinite(lo) && Number.isFinite(hi) && lo < hi ? [lo, hi] : [hi - 60, hi];
+    const hi = u.xRange[1];
+    return lo < hi ? [lo, hi] : [hi - 60, hi];
   };
-  const scales = { x: { time: true, range: xr }, y: { range: opts.yRange } };
+  const scales = { x: { time: true, range: xr }, y: { range: opts.yRange || spread } };
   if (lines.some((l) => l.scale === "units")) {
     axes.push({ scale: "units", side: 1, stroke: "#8b96a3", grid: { show: false }, values: (_, vs) => vs.map((v) => (Number.isInteger(v) ? v : "")) });
     scales.units = { range: (_, min, max) => [0, Math.max(1, max) + 1] };
@@ -208,6 +210,18 @@ function plot(key, box, lines, opts = {}) {
   u.xRange = opts.xRange;
   if (opts.xRange) u.setData(data); // the range function reads u.xRange, set after creation
   S.charts.set(key, u);
+}
+
+// A y range with room around the data, at least a tenth of its size wide: a line at 1 that
+// moves by 1e-7 (a CPU at 100 %) gets 0.95–1.05. Narrower, the chart library's smallest tick
+// step (1e-16) no longer moves a number near 1, and it steps forever ("Invalid array length").
+function spread(_, min, max) {
+  if (min == null || max == null) return [0, 1];
+  const mid = (min + max) / 2;
+  const least = Math.abs(mid) * 0.1 || 1;
+  if (max - min >= least) return uPlot.rangeNum(min, max, 0.1, true);
+  const lo = min >= 0 ? Math.max(0, mid - least / 2) : mid - least / 2;
+  return [lo, lo + least];
 }
 
 // Decisions on a group's chart: a vertical line per scaling, coloured by what happened.
