@@ -261,17 +261,7 @@ mod tests {
     fn generated_wit_types_end_in_plugins() {
         // The rest of the host speaks `plugins::types`; `plugins::bindings` is the edge.
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut files = Vec::new();
-        rust_files(&src, &mut files);
-        let naming: Vec<String> = files
-            .iter()
-            .filter(|f| !f.starts_with(src.join("plugins")))
-            .filter(|f| {
-                let code = without_tests(&std::fs::read_to_string(f).unwrap());
-                code.contains("plugins::bindings") || code.contains("wasmtime::component::bindgen")
-            })
-            .map(|f| f.display().to_string())
-            .collect();
+        let naming = naming_outside(&src, "plugins", "plugins::bindings");
         assert!(naming.is_empty(), "generated WIT types named outside plugins/: {naming:?}");
     }
 
