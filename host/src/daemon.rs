@@ -150,6 +150,10 @@ pub async fn run(config: Config, reload: crate::reload::Load) -> anyhow::Result<
         // Not while a backend call may still run under a leadership: the lease then ends it.
         c.stop().await;
     }
+    // Runs of holds folded in memory since their rows were last written.
+    if let Err(e) = store.flush_journal() {
+        tracing::error!("writing the journal's last folded holds: {e}");
+    }
     supervisor.shutdown().await;
     drop(sampler);
     drop(registry);

@@ -409,6 +409,15 @@ pub fn use_release_agent() {
     std::env::set_var("AGENT_BIN", root().join("target/release/agent"));
 }
 
+/// The CPU time (user + system) process `pid` has used so far, in seconds.
+#[allow(dead_code)] // used by tests/benches, which include this file
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0 // USER_HZ
+}
+
 /// Prints a measurement where the test run's output shows it (the harness does not capture it).
 pub fn report(line: &str) {
     use std::io::Write;
@@ -436,6 +445,11 @@ pub fn agent_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The evaluations journal rows stand for: a run of identical holds is one row with its count.
+pub fn evaluations<'a>(rows: impl IntoIterator<Item = &'a serde_json::Value>) -> u64 {
+    rows.into_iter().map(|d| d["count"].as_u64().unwrap_or(1)).sum()
 }
 
 /// The journal of `group` over the last 10 minutes, through `agent decisions --format json`.

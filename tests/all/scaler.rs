@@ -104,7 +104,7 @@ fn load_drives_the_group_up_and_down_through_policy_guardrails_and_backend() {
     });
     let blind = decisions(&agent, "blind");
     let before: Vec<_> = blind.iter().take_while(|d| d["action"] != "scale").collect();
-    assert_eq!(before.len(), 3, "three holds first: {blind:?}");
+    assert_eq!(crate::common::evaluations(before.iter().copied()), 3, "three holds first: {blind:?}");
     for d in before.iter().chain([&&fallback]) {
         assert!(d["reason"].as_str().unwrap().contains("app.missing in the window; holding"), "{d}");
     }
@@ -139,7 +139,7 @@ fn a_restart_rebuilds_stabilization_from_the_journal_instead_of_acting_at_once()
     let held = wait_for("three evaluations after the restart", LIMIT, || {
         let after: Vec<_> =
             decisions(&agent, "web").into_iter().filter(|d| d["recommendation"] == 0.0).collect();
-        (after.len() >= 3).then_some(after)
+        (crate::common::evaluations(&after) >= 3).then_some(after)
     });
     for d in held {
         assert_eq!(d["target"], 5, "held by the stabilization window rebuilt from the journal: {d}");
@@ -482,4 +482,53 @@ fn the_frontier_replays_every_group_and_the_quantile_method_buys_safety_on_burst
     assert!(under("tt-80") > 10.0 && under("q-95") < 2.0, "{out}");
     let drawn = std::fs::read_to_string(&svg).unwrap();
     assert_eq!(drawn.matches("<circle").count(), 2, "{drawn}");
+}
+
+#[test]
+fn a_run_of_identical_holds_is_one_journal_row_that_every_reader_counts_whole() {
+    // 2.2 replicas' worth of load (target 10 each) rounds up to 3: a hold at 3, every 300 ms.
+    let app = JsonServer::start(r#"{"load": 22}"#);
+    let dir = plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("ledger")]);
+    let config = config(&app).replace("backend_config = { initial = 1 }", "backend_config = { initial = 3 }");
+    let agent = Agent::start(dir.path(), &config);
+    let held = wait_for("a run of 6 holds", LIMIT, || {
+        decisions(&agent, "web").into_iter().find(|d| d["action"] == "hold" && d["count"].as_u64() >= Some(6))
+    });
+    assert!(held["first_ms"].as_i64() < held["t_ms"].as_i64(), "first and last evaluation: {held}");
+    // The load moves within the same whole number: the same decision, still one row.
+    app.set_body(r#"{"load": 27}"#);
+    let rows = wait_for("the run continued past the change of load", LIMIT, || {
+        let rows = decisions(&agent, "web");
+        let last = rows.last()?.clone();
+        (last["recommendation"].as_f64()? > 2.6).then_some(rows)
+    });
+    let runs: Vec<_> = rows.iter().filter(|d| d["action"] == "hold").collect();
+    assert_eq!(runs.len(), 1, "one row for the whole run: {rows:?}");
+    assert_eq!(runs[0]["first_ms"], held["first_ms"], "{rows:?}");
+    // A different decision starts a row of its own, and the run after it another.
+    app.set_body(r#"{"load": 45}"#);
+    wait_for("a scale to 5, then a new run of holds", LIMIT, || {
+        let rows = decisions(&agent, "web");
+        let scaled = rows.iter().position(|d| d["action"] == "scale" && d["target"] == 5)?;
+        rows[scaled + 1..]
+            .iter()
+            .any(|d| d["action"] == "hold" && d["count"].as_u64() >= Some(2))
+            .then_some(())
+    });
+
+    // Every reader counts the evaluations a row stands for: the page's API …
+    let rows = decisions(&agent, "web");
+    let (_, body) = crate::common::http_get(agent.addr, "/api/decisions?group=web&window=15m").unwrap();
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let events = api["events"].as_array().unwrap();
+    let counted: u64 = events.iter().map(|e| e["repeats"].as_u64().unwrap() + 1).sum();
+    assert!(counted >= crate::common::evaluations(&rows), "{api}");
+    assert!(api["evaluations"].as_u64() >= Some(crate::common::evaluations(&rows)), "{api}");
+    let run = events.iter().find(|e| e["action"] == "hold").unwrap();
+    assert_eq!(run["first_ms"], held["first_ms"], "the run is shown from its first evaluation: {api}");
+    // … and `agent decisions`, which shows the run from its start with its count.
+    let (code, table, _) = agent.cli(&["decisions", "--group", "web", "--since", "10m"]);
+    assert_eq!(code, 0);
+    let line = table.lines().find(|l| l.contains("hold ×")).unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains("3 → 3") && line.contains("(until "), "{table}");
 }

@@ -53,11 +53,23 @@ fn failed_error(agent: &Agent, file: &str) -> Option<String> {
 }
 
 /// `count N` reasons of the real rogue-policy, in journal order.
-fn counts(agent: &Agent) -> Vec<u64> {
-    decisions(agent, "g")
+/// The policy's count as each journal row says it (a folded run of holds says its last), and
+/// the evaluations up to and including each row: equal when every answer was the real plugin's.
+fn counts(agent: &Agent) -> (Vec<u64>, Vec<u64>) {
+    let rows = decisions(agent, "g");
+    let answered: Vec<(u64, u64)> = rows
         .iter()
-        .filter_map(|d| d["reason"].as_str()?.strip_prefix("count ")?.split_whitespace().next()?.parse().ok())
-        .collect()
+        .filter_map(|d| {
+            let said =
+                d["reason"].as_str()?.strip_prefix("count ")?.split_whitespace().next()?.parse().ok()?;
+            Some((said, crate::common::evaluations([d])))
+        })
+        .collect();
+    let upto = answered.iter().scan(0, |n, (_, evaluations)| {
+        *n += evaluations;
+        Some(*n)
+    });
+    (answered.iter().map(|(said, _)| *said).collect(), upto.collect())
 }
 
 #[test]
@@ -98,7 +110,8 @@ max = 100
     let running = agent.plugin("rogue-policy").unwrap();
     assert!(running["file"].as_str().unwrap().ends_with("/rogue-policy.wasm"), "{running}");
     assert_eq!((running["version"].as_str(), running["binding"].as_str()), (Some("0.0.1"), Some("bound")));
-    wait_for("3 evaluations", LIMIT, || (counts(&agent).len() >= 3).then_some(()));
+    let evaluated = |agent: &Agent| counts(agent).1.last().copied().unwrap_or(0);
+    wait_for("3 evaluations", LIMIT, || (evaluated(&agent) >= 3).then_some(()));
 
     // Dropped in while it runs, sorting before and after.
     put(&dir.path().join("00-rogue-policy.wasm"), &new_version(&fixture("impostor"), "early"));
@@ -107,15 +120,15 @@ max = 100
         let error = wait_for(&format!("{file} refused"), LIMIT, || failed_error(&agent, file));
         assert!(error.contains("which is bound to"), "{file}: {error}");
     }
-    let before = counts(&agent).len();
-    wait_for("3 more evaluations", LIMIT, || (counts(&agent).len() >= before + 3).then_some(()));
+    let before = evaluated(&agent);
+    wait_for("3 more evaluations", LIMIT, || (evaluated(&agent) >= before + 3).then_some(()));
 
     // Every answer was the real plugin's, counting on in its own state from 1: the impostor
     // never answered and never wrote its state (it would have set the count to 1 000 000).
     let all = decisions(&agent, "g");
     assert!(all.iter().all(|d| !d.to_string().contains("IMPOSTOR")), "{all:?}");
-    let counts = counts(&agent);
-    assert_eq!(counts, (1..=counts.len() as u64).collect::<Vec<_>>(), "{all:?}");
+    let (said, evaluations) = counts(&agent);
+    assert_eq!(said, evaluations, "{all:?}");
     assert!(all.iter().all(|d| d["target"].as_u64().is_none_or(|t| t < 99)), "{all:?}");
     assert_eq!(agent.plugin("rogue-policy").unwrap()["sha256"], running["sha256"]);
     assert_no_canary(&agent, &["g"]);

@@ -107,7 +107,7 @@ fn main() {
         let cluster = agent::cluster::Cluster::start(spec);
         for _ in 0..200 {
             let t = Instant::now();
-            let role = cluster.role("bench").await;
+            let role = cluster.role("bench", Duration::from_secs(2)).await;
             campaign.push(t.elapsed().as_secs_f64() * 1e6);
             let agent::cluster::Role::Leader { token, .. } = role else { panic!("{role:?}") };
             let state = agent::cluster::SharedState {

@@ -88,11 +88,7 @@ fn main() {
     println!("page weight (HTML + script + styles + chart library, uncompressed): {weight} bytes");
 
     // Staying open: bytes the page reads per minute, and the agent's CPU, against no page.
-    let cpu = |pid: u32| -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
-        (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
-    };
+    let cpu = common::cpu_seconds;
     let window = Duration::from_secs(30);
     for view in ["groups", "machine"] {
         browser.goto(&format!("http://{}/#{view}", agent.addr));

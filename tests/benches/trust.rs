@@ -10,7 +10,7 @@
 #[path = "../all/common.rs"]
 mod common;
 
-use common::{fixture, plugin, plugin_dir, wait_for, Agent};
+use common::{cpu_seconds, fixture, plugin, plugin_dir, wait_for, Agent};
 use std::time::Duration;
 
 fn config(mode: &str) -> String {
@@ -18,14 +18,6 @@ fn config(mode: &str) -> String {
         "[[group]]\nname = \"g\"\ninterval = \"1s\"\nmetrics = [{{ name = \"system.memory.utilization\", window = \"5s\" }}]\n\
          policy = \"rogue-policy\"\npolicy_config = {{ mode = \"{mode}\" }}\nbackend = \"ledger\"\nmin = 1\nmax = 10\n"
     )
-}
-
-/// The agent's CPU time (user + system), in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0 // USER_HZ
 }
 
 /// % of a core the agent used over 10 s, after 5 s of warm-up; and the plugin's faults.

@@ -147,7 +147,8 @@ fn signature(e: &JournalEntry) -> (Action, u32, u32, u32, Vec<String>) {
 }
 
 /// Run-length: an entry that says what the one before it said is counted in that one's
-/// `repeats`; every action other than a hold is its own event.
+/// `repeats` (with the evaluations the journal folded into it); every action other than a hold
+/// is its own event.
 fn events(entries: &[JournalEntry]) -> (Vec<Event>, usize) {
     let mut out: Vec<Event> = Vec::new();
     let mut last = None;
@@ -155,8 +156,9 @@ fn events(entries: &[JournalEntry]) -> (Vec<Event>, usize) {
         let sig = signature(e);
         let same = e.action == Action::Hold && last.as_ref() == Some(&sig);
         match out.last_mut() {
-            Some(event) if same => event.repeats += 1,
-            _ => out.push(Event { entry: e.clone(), repeats: 0 }),
+            Some(event) if same => event.repeats += e.count.max(1),
+            // A row the journal folded stands for `count` evaluations already.
+            _ => out.push(Event { entry: e.clone(), repeats: e.count.max(1) - 1 }),
         }
         last = Some(sig);
     }
@@ -222,6 +224,8 @@ mod tests {
             outcome: String::new(),
             backend_ms: None,
             inputs: json!({}),
+            count: 1,
+            first_ms: t_ms,
         }
     }
 
@@ -250,6 +254,15 @@ mod tests {
         let summary: Vec<(i64, u32)> = events.iter().map(|e| (e.entry.t_ms, e.repeats)).collect();
         assert_eq!(summary, [(1, 1), (3, 1), (5, 0), (6, 0), (7, 0)]);
         assert_eq!(omitted, 0);
+    }
+
+    #[test]
+    fn a_row_the_journal_folded_counts_every_evaluation_it_stands_for() {
+        let folded = |t, count| JournalEntry { count, first_ms: t - 10, ..entry(t, Action::Hold, 2, 2, &[]) };
+        let entries = vec![folded(20, 5), folded(40, 3), entry(50, Action::Scale, 2, 3, &[]), folded(70, 4)];
+        let (events, _) = events(&entries);
+        let summary: Vec<(i64, u32)> = events.iter().map(|e| (e.entry.t_ms, e.repeats)).collect();
+        assert_eq!(summary, [(20, 7), (50, 0), (70, 3)]);
     }
 
     #[test]

@@ -13,8 +13,14 @@
 //! seen it so for a lease TTL it deletes it — guarded by its modification revision, so only
 //! that very key goes — and campaigns; a state's timestamps beyond now plus [`MAX_SKEW_MS`] are
 //! dropped, so a forged far-future action cannot hold a cooldown forever.
+//!
+//! Quiet at rest: one watch per agent follows the groups' keys ([`watch`]), so while it is in
+//! step with etcd and the lease is confirmed, a leader key under a lease answers the role without
+//! a request — only the lease renewal (and the leader's fenced record) reach etcd.
 
 pub mod etcd;
+mod spread;
+mod watch;
 
 use crate::config::ClusterSpec;
 use crate::decide::guardrails::History;
@@ -39,6 +45,9 @@ pub enum Role {
     Leader { token: i64, takeover: bool },
     /// Another agent holds it.
     Follower { leader: String },
+    /// The key is vacant, and this agent lets an agent leading fewer groups take it first
+    /// (see [`spread`]): a follower for now.
+    Deferring { why: String },
     /// etcd cannot be reached (or the lease is not known to be alive): hold.
     Frozen { why: String },
 }
@@ -90,6 +99,9 @@ pub struct ClusterStatus {
     pub tls: bool,
     pub client_certificate: bool,
     pub user: Option<String>,
+    /// Whether the agent's watch over the groups' keys is open and in step with etcd: then a
+    /// leader key under a lease answers the role without a request.
+    pub watch_synced: bool,
     pub groups: BTreeMap<String, GroupView>,
 }
 
@@ -99,6 +111,9 @@ struct Lease {
     renewed: Instant,
 }
 
+/// How often an agent looks whether it leads more than its share.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
+
 pub struct Cluster {
     pub spec: ClusterSpec,
     etcd: Etcd,
@@ -107,6 +122,15 @@ pub struct Cluster {
     /// Per group, what this agent has seen of a leader key it does not hold.
     watches: Mutex<BTreeMap<String, Watch>>,
     reachable: std::sync::atomic::AtomicBool,
+    /// What the watch over the groups' keys has seen (see [`watch`]).
+    watching: Arc<watch::Watching>,
+    /// The cluster groups this agent runs (that asked for their role), for its share.
+    groups: Mutex<std::collections::BTreeSet<String>>,
+    /// When this agent last handed a group over (one per two intervals at most), and last
+    /// looked whether it should (every evaluation of every group would be a scan of them all).
+    handing: Mutex<(Option<Instant>, Option<Instant>)>,
+    /// Dropped with the Cluster: ends the watcher task.
+    _watcher: tokio::sync::watch::Sender<()>,
 }
 
 /// What this agent knows of the leader key of a group it follows: whether it has a live lease.
@@ -152,8 +176,8 @@ enum Campaign {
 }
 
 impl Cluster {
-    /// Connects lazily (the first campaign grants the lease) and renews the lease in the
-    /// background until the returned handle is dropped.
+    /// Connects lazily (the first campaign grants the lease); renews the lease and watches the
+    /// groups' keys in the background until the returned handle is dropped.
     pub fn start(spec: ClusterSpec) -> Arc<Cluster> {
         let etcd = Etcd::new(&spec);
         if let (Some(user), Some(plain)) = (&spec.user, spec.etcd.iter().find(|e| e.starts_with("http://"))) {
@@ -162,6 +186,9 @@ impl Cluster {
                 user.name
             );
         }
+        let (watcher, stop) = tokio::sync::watch::channel(());
+        let watching = Arc::new(watch::Watching::default());
+        tokio::spawn(watch::run(watching.clone(), etcd.clone(), spec.prefix.clone(), stop));
         let cluster = Arc::new(Cluster {
             spec,
             etcd,
@@ -169,6 +196,10 @@ impl Cluster {
             views: Default::default(),
             watches: Default::default(),
             reachable: true.into(),
+            watching,
+            groups: Default::default(),
+            handing: Default::default(),
+            _watcher: watcher,
         });
         tokio::spawn(renew(Arc::downgrade(&cluster)));
         cluster
@@ -201,12 +232,106 @@ impl Cluster {
         let id = self.etcd.grant(self.spec.lease_ttl).await?;
         tracing::info!(node = %self.spec.node, "etcd lease {id:x} granted ({}s)", self.spec.lease_ttl.as_secs());
         *lease = Some(Lease { id, renewed: Instant::now() });
+        self.register(id).await;
         Ok(id)
     }
 
+    /// Registers this agent under its lease (`PREFIX/agents/NODE`), so the others count it for
+    /// their share (see [`spread`]); gone with the lease. A failure only leaves it uncounted.
+    async fn register(&self, lease: i64) {
+        let key = format!("{}/agents/{}", self.spec.prefix, self.spec.node);
+        let put = Op::Put { key: &key, value: self.spec.node.as_bytes(), lease };
+        if let Err(e) = self.etcd.txn(&[], &[put], &[]).await {
+            tracing::debug!("registering `{key}` in etcd: {e}; the other agents do not count this one");
+        }
+    }
+
+    /// What [`spread`] decides on now, if the watch knows the fleet.
+    fn fleet(&self) -> Option<spread::Fleet> {
+        let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner()).len();
+        self.watching.seen().fleet(&self.spec.node, groups)
+    }
+
+    /// Why this agent leaves the vacant key of `group` to another for now, if it does: it
+    /// leads its share, another leads less, and the key went less than `wait` ago.
+    fn deferring(&self, group: &str, wait: Duration) -> Option<String> {
+        let (since, left) = self.watching.seen().vacancy(group)?;
+        if since.elapsed() >= wait {
+            return None;
+        }
+        let fleet = self.fleet()?;
+        fleet.defers(group, left.as_deref()).then(|| {
+            format!(
+                "leads {} groups, its share is {} ({} agents): leaving `{group}` to the agents leading fewest for {}",
+                fleet.mine(),
+                fleet.share(),
+                fleet.agents.len(),
+                crate::duration::format(wait)
+            )
+        })
+    }
+
+    /// Whether this agent should hand one of its groups over now: it leads more than its share
+    /// while another leads two fewer, and it handed none over within `wait`.
+    pub fn hands_over(&self, wait: Duration) -> bool {
+        {
+            let mut handing = self.handing.lock().unwrap_or_else(|p| p.into_inner());
+            let (handed, checked) = &mut *handing;
+            let recent = |at: &Option<Instant>, within: Duration| at.is_some_and(|t| t.elapsed() < within);
+            if recent(handed, wait) || recent(checked, LOOK_EVERY) {
+                return false;
+            }
+            *checked = Some(Instant::now());
+        }
+        if !self.fleet().is_some_and(|f| f.hands_over()) {
+            return false;
+        }
+        self.handing.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(Instant::now());
+        true
+    }
+
+    /// Hands `group` over: deletes its leader key if it is still the one created at `token`,
+    /// and defers on it (see [`spread`]). Whether it was handed over.
+    pub async fn hand_over(&self, group: &str, token: i64) -> bool {
+        let Some(fleet) = self.fleet() else { return false };
+        let key = self.key(group, "leader");
+        match self.etcd.txn(&[Compare::CreateRevision(&key, token)], &[Op::Delete(&key)], &[]).await {
+            Ok(r) if r.succeeded => {
+                self.watching.seen().vacate(group, r.revision, &self.spec.node);
+                tracing::info!(
+                    group,
+                    node = %self.spec.node,
+                    "handed `{group}` over: this agent led {} groups, its share is {} of {} over {} agents",
+                    fleet.mine(),
+                    fleet.share(),
+                    fleet.groups,
+                    fleet.agents.len()
+                );
+                let why = format!("handed over to spread the leadership ({} groups led)", fleet.mine() - 1);
+                self.observe(group, Role::Deferring { why });
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::debug!(group, "handing `{group}` over: {e}");
+                false
+            }
+        }
+    }
+
     /// Campaigns for `group`: takes its leader key if nobody holds it, else reads who does.
-    /// One etcd request (a transaction) when the lease is alive.
-    pub async fn role(&self, group: &str) -> Role {
+    /// No request when the watch already knows the key under a lease; else one (a transaction)
+    /// when the lease is alive.
+    /// A vacant key goes first to agents leading fewer groups for up to `wait` (see
+    /// [`spread`]).
+    pub async fn role(&self, group: &str, wait: Duration) -> Role {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner()).insert(group.to_string());
+        if let Some(role) = self.known(group).await {
+            return self.observe(group, role);
+        }
+        if let Some(why) = self.deferring(group, wait) {
+            return self.observe(group, Role::Deferring { why });
+        }
         let role = match self.campaign(group).await {
             Ok(role) => role,
             Err(e) => Role::Frozen { why: e.to_string() },
@@ -215,16 +340,28 @@ impl Cluster {
         self.observe(group, role)
     }
 
+    /// The role the watch already tells, without a request: only while renewals succeed and the
+    /// lease was confirmed within its TTL (else the campaign renews it first, or freezes).
+    async fn known(&self, group: &str) -> Option<Role> {
+        if !self.reachable.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let lease = self.lease.lock().await;
+        let lease = lease.as_ref().filter(|l| l.renewed.elapsed() < self.spec.lease_ttl)?.id;
+        self.watching.seen().role(group, lease)
+    }
+
     async fn campaign(&self, group: &str) -> Result<Role, EtcdError> {
         let lease = self.lease().await?;
         let key = self.key(group, "leader");
-        let kv = match self.try_create(&key, lease).await? {
-            Campaign::Held(kv) if kv.lease != lease && self.vacant(group, &key, &kv).await? => {
+        let (kv, read_at) = match self.try_create(&key, lease).await? {
+            (Campaign::Held(kv), _) if kv.lease != lease && self.vacant(group, &key, &kv).await? => {
                 // The lifeless key is gone: campaign for it like any free key.
                 self.try_create(&key, lease).await?
             }
             other => other,
         };
+        self.remember(group, &kv, lease, read_at);
         let role = match kv {
             Campaign::Created(revision) => Role::Leader { token: revision, takeover: true },
             // Ours only if it is under this lease: a key left by this node's previous run (an
@@ -243,15 +380,32 @@ impl Cluster {
         Ok(role)
     }
 
-    /// One transaction: create the leader key under `lease` if it does not exist, else read it.
-    async fn try_create(&self, key: &str, lease: i64) -> Result<Campaign, EtcdError> {
+    /// One transaction: create the leader key under `lease` if it does not exist, else read it;
+    /// what it found, and the store's revision it read at.
+    async fn try_create(&self, key: &str, lease: i64) -> Result<(Campaign, i64), EtcdError> {
         let put = Op::Put { key, value: self.spec.node.as_bytes(), lease };
         let r = self.etcd.txn(&[Compare::CreateRevision(key, 0)], &[put], &[Op::Get(key)]).await?;
-        Ok(match (r.succeeded, r.gets.into_iter().next().flatten()) {
+        let found = match (r.succeeded, r.gets.into_iter().next().flatten()) {
             (true, _) => Campaign::Created(r.revision),
             (false, Some(kv)) => Campaign::Held(kv),
             (false, None) => Campaign::Gone,
-        })
+        };
+        Ok((found, r.revision))
+    }
+
+    /// Gives the watch's cache what a campaign found (it then answers the next roles).
+    fn remember(&self, group: &str, found: &Campaign, lease: i64, read_at: i64) {
+        let held = match found {
+            Campaign::Created(revision) => watch::Held::Kv(etcd::Kv {
+                value: self.spec.node.as_bytes().to_vec(),
+                create_revision: *revision,
+                mod_revision: *revision,
+                lease,
+            }),
+            Campaign::Held(kv) => watch::Held::Kv(kv.clone()),
+            Campaign::Gone => return,
+        };
+        self.watching.seen().campaigned(group, held, read_at);
     }
 
     /// Whether the leader key `kv` of `group`, held by another lease, is vacant: seen by this
@@ -259,6 +413,11 @@ impl Cluster {
     /// is deleted, guarded by its modification revision (a key rewritten meanwhile stays), and
     /// `true` is returned whoever deleted it. A lease is asked about at most once per TTL.
     async fn vacant(&self, group: &str, key: &str, kv: &etcd::Kv) -> Result<bool, EtcdError> {
+        // With the watch in step, a leased key's end is seen when etcd deletes it with its lease:
+        // nothing to ask. Only a key without a lease is timed here.
+        if kv.lease != 0 && self.watching.seen().synced() {
+            return Ok(false);
+        }
         let ttl = self.spec.lease_ttl;
         let due = self.watch(group, |w| w.lease_check_due(kv.lease, Instant::now(), ttl));
         let alive = match (kv.lease, due) {
@@ -329,6 +488,19 @@ impl Cluster {
                 };
                 Role::Follower { leader }
             }
+            Role::Deferring { why } => {
+                if view.reason.as_deref() != Some(why.as_str()) {
+                    tracing::debug!(group, "{why}");
+                }
+                *view = GroupView {
+                    role: "follower",
+                    leader: None,
+                    fencing_revision: None,
+                    reason: Some(why.clone()),
+                    ..view.clone()
+                };
+                Role::Deferring { why }
+            }
             Role::Frozen { why } => {
                 if view.role != "frozen" {
                     tracing::warn!(group, "group `{group}` frozen: {why}");
@@ -379,6 +551,8 @@ impl Cluster {
         self.reached(r.is_ok());
         let r = r?;
         if !r.succeeded {
+            // What the cache holds of the key is stale: the next role asks etcd.
+            self.watching.seen().forget(group);
             tracing::warn!(group, node = %self.spec.node, "deposed: the leader key of `{group}` is no longer the one created at revision {token}; not acting");
             let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(v) = views.get_mut(group) {
@@ -395,6 +569,8 @@ impl Cluster {
         let key = self.key(group, "leader");
         match self.etcd.txn(&[Compare::CreateRevision(&key, token)], &[Op::Delete(&key)], &[]).await {
             Ok(r) if r.succeeded => {
+                self.watching.seen().forget(group);
+                self.groups.lock().unwrap_or_else(|p| p.into_inner()).remove(group);
                 tracing::info!(group, node = %self.spec.node, "resigned the leadership of `{group}`: another agent leads at its next evaluation");
                 let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
                 views.remove(group);
@@ -426,6 +602,7 @@ impl Cluster {
             tls: self.spec.etcd.iter().all(|e| e.starts_with("https://")),
             client_certificate: self.spec.identity.is_some(),
             user: self.spec.user.as_ref().map(|u| u.name.clone()),
+            watch_synced: self.watching.seen().synced(),
             groups: self.views.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
@@ -478,7 +655,9 @@ fn sanitize(mut state: SharedState, now_ms: i64) -> (SharedState, usize) {
 }
 
 /// Renews the lease every `renew_every` while the cluster lives. A lease etcd no longer knows is
-/// dropped (the next campaign takes a new one); one it cannot confirm lapses after the TTL.
+/// dropped (the next campaign takes a new one); one it cannot confirm lapses after the TTL. A
+/// failed renewal, or one another member answered, reopens the watch: its stream may be dead
+/// without a word, or on a member cut off from the others.
 async fn renew(cluster: std::sync::Weak<Cluster>) {
     let every = match cluster.upgrade() {
         Some(c) => c.spec.renew_every,
@@ -491,7 +670,9 @@ async fn renew(cluster: std::sync::Weak<Cluster>) {
         let Some(c) = cluster.upgrade() else { return };
         let mut lease = c.lease.lock().await;
         let Some(l) = lease.as_mut() else { continue };
-        match c.etcd.keepalive(l.id).await {
+        let renewed = c.etcd.keepalive(l.id).await;
+        c.watching.check(renewed.is_ok(), c.etcd.current());
+        match renewed {
             Ok(true) => {
                 l.renewed = Instant::now();
                 c.reached(true);

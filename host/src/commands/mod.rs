@@ -428,8 +428,13 @@ fn decision_row(e: &crate::store::JournalEntry) -> Vec<String> {
         format!(", tier {} → {}", e.tier, e.target_tier)
     };
     let outcome = if e.outcome.is_empty() { String::new() } else { format!(" — {}", e.outcome) };
+    // A run of identical holds the journal folded: from its first evaluation, how many, until when.
+    let (action, outcome) = match e.count {
+        0 | 1 => (action, outcome),
+        n => (format!("{action} ×{n}"), format!("{outcome} (until {})", crate::timefmt::format(e.t_ms))),
+    };
     vec![
-        crate::timefmt::format(e.t_ms),
+        crate::timefmt::format(e.first_ms),
         e.group.clone(),
         action,
         format!("{} → {}{tier}{guard}", e.current, e.target),
@@ -495,13 +500,14 @@ pub fn decisions(
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
         Format::Csv => {
-            println!("time,group,current,ready,recommendation,target,tier,target_tier,action,reason,outcome");
+            // `time` is a row's last evaluation; a folded run of `count` holds began at `first_time`.
+            println!("time,group,current,ready,recommendation,target,tier,target_tier,action,reason,outcome,first_time,count");
             for e in &entries {
                 let rec = e.recommendation.map(|r| r.to_string()).unwrap_or_default();
                 let quote = |t: &str| format!("\"{}\"", t.replace('"', "\"\""));
                 let action = e.action.as_str();
                 println!(
-                    "{},{},{},{},{rec},{},{},{},{action},{},{}",
+                    "{},{},{},{},{rec},{},{},{},{action},{},{},{},{}",
                     crate::timefmt::format(e.t_ms),
                     e.group,
                     e.current,
@@ -510,7 +516,9 @@ pub fn decisions(
                     e.tier,
                     e.target_tier,
                     quote(&e.reason),
-                    quote(&e.outcome)
+                    quote(&e.outcome),
+                    crate::timefmt::format(e.first_ms),
+                    e.count
                 );
             }
         }

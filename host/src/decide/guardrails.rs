@@ -95,7 +95,7 @@ impl Behavior {
 /// through etcd for a cluster group.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct History {
-    /// (time, recommendation after steps 1–4), oldest first.
+    /// (time, recommendation after steps 1–4), oldest first; a run of equal ones as its latest.
     pub recommendations: VecDeque<(i64, u32)>,
     /// (time, from, to) of each scaling action, oldest first.
     pub actions: VecDeque<(i64, u32, u32)>,
@@ -246,7 +246,13 @@ pub fn decide(
             desired = current;
         }
     }
-    history.recommendations.push_back((now_ms, desired));
+    // A run of equal recommendations is kept as its latest: a window holds one of them only if
+    // it holds the latest, so the window's highest and lowest are unchanged, and a group at rest
+    // keeps one entry instead of one per evaluation.
+    match history.recommendations.back_mut() {
+        Some(last) if last.1 == desired => last.0 = now_ms,
+        _ => history.recommendations.push_back((now_ms, desired)),
+    }
     // 5. stabilization
     let within = |window: i64| {
         history.recommendations.iter().filter(move |(t, _)| now_ms - t <= window).map(|(_, r)| *r)

@@ -16,7 +16,7 @@ use crate::timefmt::now_ms;
 use serde::Serialize;
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What `/status` shows of a group.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -85,7 +85,9 @@ pub fn history_from_journal(spec: &GroupSpec, entries: &[JournalEntry]) -> Histo
     let mut history = History::default();
     for e in entries {
         if let Some(r) = e.recommendation {
-            // Replaying a recommendation records it exactly as it was recorded live.
+            // Replaying a recommendation records it exactly as it was recorded live. A folded
+            // row is a run of one whole recommendation at one capacity: live, the run was kept
+            // as its latest evaluation, which is the row's time.
             crate::decide::guardrails::decide(r, e.current, e.t_ms, &spec.behavior, &mut history);
         }
         if e.action == Action::Scale {
@@ -164,13 +166,21 @@ pub async fn run(
         let (entry, tier_name, committed) =
             evaluate(&spec, &plugins, &store, &mut mem, now, fence.as_ref()).await;
         if let (Some(f), false) = (&fence, committed) {
-            // Every evaluation's recommendation goes into the shared state: a new leader
-            // continues the stabilization window.
-            if let Err(why) = f.commit(&spec.name, &mem, None).await {
-                tracing::debug!(group = %spec.name, "{why}");
+            // The shared state follows the recommendations, so a new leader continues the
+            // stabilization window; written when it changed, and during a run of one
+            // recommendation every half stabilization window (the reader continues the run
+            // from there to its takeover, see `lead`), not every evaluation.
+            let stale = refresh_every(&spec).is_some_and(|r| now - mem.written_ms >= r);
+            if stale || mem.written != Some(Written::of(f.token, &mem, None)) {
+                if let Err(why) = f.commit(&spec.name, &mut mem, None).await {
+                    tracing::debug!(group = %spec.name, "{why}");
+                }
             }
         }
-        if let Err(e) = store.journal(&entry) {
+        if let Some(f) = &fence {
+            hand_over_if_over_share(f, &spec, &mut mem).await;
+        }
+        if let Err(e) = store.journal(&entry, spec.interval) {
             tracing::error!(group = %spec.name, "journaling a decision: {e}");
         }
         log_entry(&spec.name, &entry, &mut unchanged_reason);
@@ -193,7 +203,7 @@ pub async fn run(
     }
 }
 
-fn ticker(period: std::time::Duration) -> tokio::time::Interval {
+fn ticker(period: Duration) -> tokio::time::Interval {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick
@@ -267,9 +277,9 @@ fn log_entry(group: &str, entry: &JournalEntry, unchanged_reason: &mut Option<St
 /// and cooldown memory), so the new leader continues it; its first evaluation describes the
 /// backend before anything else, reconciling with what exists.
 async fn lead(cluster: &Cluster, spec: &GroupSpec, mem: &mut Memory) -> Option<i64> {
-    let (token, takeover) = match cluster.role(&spec.name).await {
+    let (token, takeover) = match cluster.role(&spec.name, spread_wait(spec)).await {
         Role::Leader { token, takeover } => (token, takeover),
-        Role::Follower { .. } => {
+        Role::Follower { .. } | Role::Deferring { .. } => {
             mem.led = None;
             return None;
         }
@@ -283,6 +293,16 @@ async fn lead(cluster: &Cluster, spec: &GroupSpec, mem: &mut Memory) -> Option<i
                 let left_by = crate::text::clean(&state.leader, 128);
                 tracing::info!(group = %spec.name, "continuing the decision state `{left_by}` left (fencing revision {})", state.token);
                 mem.decided.history = state.history;
+                // The last leader wrote its latest recommendation at least every
+                // `refresh_every` while it went on recommending it, and its lease outlived it
+                // by at most `lease_ttl`: continue the run that far, never across a longer gap
+                // (a group without a leader for an hour recommended nothing meanwhile).
+                let reach = refresh_every(spec).unwrap_or(0)
+                    + cluster.spec.lease_ttl.as_millis() as i64
+                    + 2 * spec.interval.as_millis() as i64;
+                if let Some(last) = mem.decided.history.recommendations.back_mut() {
+                    last.0 = last.0.max(now_ms().min(last.0.saturating_add(reach)));
+                }
                 mem.last_decision = state.decision;
             }
             Ok(None) => {}
@@ -295,6 +315,27 @@ async fn lead(cluster: &Cluster, spec: &GroupSpec, mem: &mut Memory) -> Option<i
     Some(token)
 }
 
+/// How long a vacant key is left to agents leading fewer groups, and how often an agent hands
+/// one over: two of the group's intervals (they evaluate, and so campaign, once in each).
+fn spread_wait(spec: &GroupSpec) -> Duration {
+    spec.interval.saturating_mul(2)
+}
+
+/// Hands the group over if this agent leads more than its share (see `cluster::spread`): its
+/// state written first, so the next leader continues it exactly.
+async fn hand_over_if_over_share(f: &Fence<'_>, spec: &GroupSpec, mem: &mut Memory) {
+    if !f.cluster.hands_over(spread_wait(spec)) {
+        return;
+    }
+    if let Err(why) = f.commit(&spec.name, mem, None).await {
+        tracing::debug!(group = %spec.name, "{why}");
+        return;
+    }
+    if f.cluster.hand_over(&spec.name, f.token).await {
+        mem.led = None;
+    }
+}
+
 /// What a group's loop remembers between evaluations: the decision's memory, and a cluster
 /// group's last decision as recorded in etcd.
 #[derive(Default)]
@@ -303,6 +344,46 @@ pub(crate) struct Memory {
     last_decision: Option<SharedDecision>,
     /// The fencing token of the leader key this agent holds for the group, if it leads.
     led: Option<i64>,
+    /// What the group's state in etcd last said, as far as it changes a decision, and when.
+    written: Option<Written>,
+    written_ms: i64,
+}
+
+/// How often a leader rewrites an unchanged state during a run of one recommendation: half the
+/// shortest stabilization window (none without one: the history then decides nothing).
+fn refresh_every(spec: &GroupSpec) -> Option<i64> {
+    let b = &spec.behavior;
+    [b.up.stabilization_ms, b.down.stabilization_ms]
+        .into_iter()
+        .filter(|w| *w > 0)
+        .min()
+        .map(|w| (w / 2).max(1_000))
+}
+
+/// The part of a group's shared state that changes what a new leader would decide: the latest
+/// recommendation (a run of it is one entry, continued to the takeover), the latest action,
+/// the last tier change, the last decision, under which leader key.
+#[derive(Debug, PartialEq)]
+struct Written {
+    token: i64,
+    recommendation: Option<u32>,
+    action: Option<(i64, u32, u32)>,
+    tier_change_ms: Option<i64>,
+    decision: Option<String>,
+}
+
+impl Written {
+    fn of(token: i64, mem: &Memory, decision: Option<&SharedDecision>) -> Written {
+        let h = &mem.decided.history;
+        let action = decision.map(|d| (d.t_ms, d.from, d.to)).or_else(|| h.actions.back().copied());
+        Written {
+            token,
+            recommendation: h.recommendations.back().map(|r| r.1),
+            action,
+            tier_change_ms: h.last_tier_change_ms,
+            decision: decision.or(mem.last_decision.as_ref()).map(|d| d.id.clone()),
+        }
+    }
 }
 
 /// The right to act on a cluster group: its leader key's creation revision.
@@ -317,9 +398,10 @@ impl Fence<'_> {
     async fn commit(
         &self,
         group: &str,
-        mem: &Memory,
+        mem: &mut Memory,
         decision: Option<SharedDecision>,
     ) -> Result<(), String> {
+        let written = Written::of(self.token, mem, decision.as_ref());
         let mut history = mem.decided.history.clone();
         if let Some(d) = &decision {
             history.actions.push_back((d.t_ms, d.from, d.to));
@@ -328,7 +410,11 @@ impl Fence<'_> {
         let state =
             SharedState { leader: self.cluster.spec.node.clone(), token: self.token, history, decision };
         match self.cluster.commit(group, self.token, &state).await {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                mem.written = Some(written);
+                mem.written_ms = now_ms();
+                Ok(())
+            }
             Ok(false) => Err(format!(
                 "deposed: another agent leads `{group}` now (fencing revision {} is gone); not acting",
                 self.token
@@ -449,8 +535,7 @@ async fn gather(
     for m in &spec.metrics {
         let sel = Selector { name: m.name.clone(), matchers: m.labels.clone() };
         let from = now - m.window.as_millis() as i64;
-        let series = store.query(&sel, from, now + 1, None).unwrap_or_default();
-        let with_data: Vec<_> = series.into_iter().filter(|s| !s.values.is_empty()).collect();
+        let with_data = store.window(&sel, from, now + 1).unwrap_or_default();
         if with_data.is_empty() {
             missing.push(m.name.clone());
             continue;
@@ -502,6 +587,8 @@ fn unrecorded(spec: &GroupSpec, now: i64, why: String) -> JournalEntry {
         outcome: String::new(),
         backend_ms: None,
         inputs: serde_json::json!({}),
+        count: 1,
+        first_ms: now,
     }
 }
 
@@ -528,6 +615,8 @@ fn record(
         outcome: String::new(),
         backend_ms: None,
         inputs,
+        count: 1,
+        first_ms: seen.now_ms,
     }
 }
 

@@ -6,6 +6,17 @@
 pub mod group;
 pub mod victims;
 
+/// The longest window kept in memory: longer ones are read from SQLite.
+const MAX_KEPT_WINDOW_MS: i64 = 3_600_000;
+
+/// Has the store keep in memory the samples the groups' windows read, so an evaluation reads
+/// its windows without SQLite (an agent with many groups evaluates each every second).
+fn keep_windows(store: &Store, specs: &[GroupSpec]) {
+    let metrics = specs.iter().flat_map(|s| &s.metrics);
+    let horizon = metrics.clone().map(|m| m.window.as_millis() as i64).max().unwrap_or(0);
+    store.keep_recent(metrics.map(|m| m.name.clone()), horizon.min(MAX_KEPT_WINDOW_MS));
+}
+
 #[cfg(test)]
 mod equivalence;
 
@@ -69,6 +80,7 @@ impl Scaler {
             store: store.clone(),
             cluster,
         };
+        keep_windows(store, specs);
         let started: Vec<Running> = specs.iter().map(|s| scaler.launch(s, Vec::new())).collect();
         *scaler.groups.lock().unwrap_or_else(|p| p.into_inner()) = started;
         scaler
@@ -97,6 +109,7 @@ impl Scaler {
     /// Puts a reloaded group list in force: new groups start, removed ones stop before their
     /// next evaluation, changed ones take the new spec at their next evaluation.
     pub fn apply(&self, specs: &[GroupSpec]) -> GroupChanges {
+        keep_windows(&self.store, specs);
         let mut changes = GroupChanges::default();
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {

@@ -26,12 +26,9 @@ const MINUTE: i64 = 60_000;
 
 impl Store {
     /// The end (exclusive, ms) of the minutes already rolled up.
+    #[cfg(test)]
     pub(crate) fn rollup_watermark(&self) -> Result<i64, StoreError> {
-        self.read(|c| {
-            c.query_row("SELECT value FROM meta WHERE key = 'rollup_until'", [], |r| r.get::<_, String>(0))
-                .map(|v| v.parse().unwrap_or(0))
-                .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(0) } else { Err(e) })
-        })
+        self.read(rollup_watermark_on)
     }
 
     /// Runs one maintenance pass as of `now`, on a fresh connection.
@@ -43,6 +40,8 @@ impl Store {
 
     /// Runs [`Store::maintain`] every `every` on a background thread, for the life of the process.
     pub fn start_maintenance(&self, retention: Retention, every: Duration) {
+        // Memory never holds a window SQLite's raw samples no longer could.
+        self.inner.recent.cap(retention.raw.as_millis().min(i64::MAX as u128) as i64);
         let store = self.clone();
         std::thread::Builder::new()
             .name("store-maintenance".into())
@@ -140,6 +139,14 @@ fn journal_and_leftovers(
     Ok(())
 }
 
+/// Where the 1-minute rollups end (raw samples before it may be gone), on `c`.
+pub(super) fn rollup_watermark_on(c: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    c.prepare_cached("SELECT value FROM meta WHERE key = 'rollup_until'")?
+        .query_row([], |r| r.get::<_, String>(0))
+        .map(|v| v.parse().unwrap_or(0))
+        .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(0) } else { Err(e) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,11 +205,12 @@ mod tests {
             let e = crate::store::JournalEntry {
                 t_ms: t * day,
                 group: "g".into(),
-                current: 1,
-                ready: 1,
+                // Each a different hold: identical ones would fold into one row.
+                current: t as u32,
+                ready: t as u32,
                 recommendation: None,
                 reason: String::new(),
-                target: 1,
+                target: t as u32,
                 tier: 0,
                 target_tier: 0,
                 steps: serde_json::json!([]),
@@ -210,8 +218,10 @@ mod tests {
                 outcome: String::new(),
                 backend_ms: None,
                 inputs: serde_json::json!({}),
+                count: 1,
+                first_ms: t * day,
             };
-            store.journal(&e).unwrap();
+            store.journal(&e, Duration::from_secs(1)).unwrap();
         }
         store.plugin_state("kept").set("k", b"v").unwrap();
         store.plugin_state("gone").set("k", b"v").unwrap();

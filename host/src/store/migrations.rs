@@ -36,7 +36,7 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (series, t)
     ) WITHOUT ROWID;
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-    // 3: the decision journal: one row per evaluation of a scaling group.
+    // 3: the decision journal: one row per evaluation of a scaling group (see 6).
     "CREATE TABLE decisions (
         id             INTEGER PRIMARY KEY,
         t              INTEGER NOT NULL,
@@ -60,6 +60,10 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE plugin_seen (plugin TEXT PRIMARY KEY, t INTEGER NOT NULL);
     INSERT INTO plugin_seen (plugin, t)
         SELECT DISTINCT plugin, CAST(strftime('%s', 'now') AS INTEGER) * 1000 FROM plugin_state;",
+    // 6: a run of identical holds is one row: `t` its last evaluation, `first_t` its first
+    // (NULL for a row of one), `count` how many.
+    "ALTER TABLE decisions ADD COLUMN first_t INTEGER;
+    ALTER TABLE decisions ADD COLUMN count INTEGER NOT NULL DEFAULT 1;",
 ];
 
 /// Refuses a database from a newer agent; returns the schema version found.

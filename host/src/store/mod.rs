@@ -11,6 +11,7 @@ mod migrations;
 mod plugin_state;
 mod query;
 mod read_pool;
+mod recent;
 mod series;
 mod writer;
 
@@ -59,6 +60,10 @@ struct Inner {
     path: PathBuf,
     /// Plugin state and other small writes (samples have their own writer connection).
     conn: Mutex<Connection>,
+    /// Per group, the journal row a hold like the last one folds into (see `journal`).
+    folds: Mutex<std::collections::HashMap<String, journal::Fold>>,
+    /// The newest samples of the metrics groups read, kept by the writer (see `recent`).
+    recent: Arc<recent::Recent>,
 }
 
 impl Store {
@@ -72,8 +77,21 @@ impl Store {
         configure(&conn).map_err(sqlite)?;
         migrations::apply(&conn, &path)?;
         let reader = open_reader(&path)?;
+        // Samples an earlier run wrote are in SQLite only: memory is complete after them.
+        let newest = conn
+            .query_row(
+                "SELECT coalesce(max((SELECT max(t) FROM samples WHERE series = s.id)), 0) FROM series s",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sqlite)?;
         Ok(Store {
-            inner: Arc::new(Inner { path, conn: Mutex::new(conn) }),
+            inner: Arc::new(Inner {
+                path,
+                conn: Mutex::new(conn),
+                folds: Default::default(),
+                recent: Arc::new(recent::Recent::after(newest)),
+            }),
             reader: Arc::new(Mutex::new(reader)),
         })
     }
@@ -97,9 +115,31 @@ impl Store {
         migrations::check(&reader, &path)?;
         let conn = open_reader(&path)?;
         Ok(Store {
-            inner: Arc::new(Inner { path, conn: Mutex::new(conn) }),
+            inner: Arc::new(Inner {
+                path,
+                conn: Mutex::new(conn),
+                folds: Default::default(),
+                recent: Default::default(),
+            }),
             reader: Arc::new(Mutex::new(reader)),
         })
+    }
+
+    /// Keeps the newest samples of `names` in memory over `horizon_ms` from now on, for
+    /// [`Store::window`]; names not given are let go.
+    pub fn keep_recent(&self, names: impl IntoIterator<Item = String>, horizon_ms: i64) {
+        self.inner.recent.keep(names, horizon_ms);
+    }
+
+    /// The raw points in `[from_ms, to_ms)` of the series `sel` selects that have any: from
+    /// memory where it holds the whole window (see [`Store::keep_recent`]), else from SQLite.
+    pub fn window(&self, sel: &Selector, from_ms: i64, to_ms: i64) -> Result<Vec<SeriesPoints>, StoreError> {
+        if let Some(points) = self.inner.recent.window(&sel.name, &sel.matchers, from_ms, to_ms) {
+            return Ok(points);
+        }
+        let mut points = self.query(sel, from_ms, to_ms, None)?;
+        points.retain(|s| !s.values.is_empty());
+        Ok(points)
     }
 
     /// The database file.

@@ -33,16 +33,7 @@ pub struct SeriesInfo {
 
 impl Store {
     fn series_ids(&self, name: Option<&str>) -> Result<Vec<(i64, SeriesKey)>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, name, labels FROM series WHERE ?1 IS NULL OR name = ?1 ORDER BY name, labels",
-            )?;
-            let rows = stmt.query_map(params![name], |r| {
-                let labels: String = r.get(2)?;
-                Ok((r.get(0)?, SeriesKey::new(r.get::<_, String>(1)?, Labels::from_json(&labels))))
-            })?;
-            rows.collect()
-        })
+        self.read(|c| series_ids(c, name))
     }
 
     /// Every series with its newest raw sample.
@@ -76,64 +67,104 @@ impl Store {
         to_ms: i64,
         step_ms: Option<i64>,
     ) -> Result<Vec<SeriesPoints>, StoreError> {
-        let ids: Vec<(i64, SeriesKey)> = self
-            .series_ids(Some(&sel.name))?
-            .into_iter()
-            .filter(|(_, k)| k.labels.matches(&sel.matchers))
-            .collect();
-        let rolled_until = self.rollup_watermark()?;
-        self.read(|c| {
-            let mut out = Vec::with_capacity(ids.len());
-            for (id, key) in ids {
-                let mut points = SeriesPoints {
-                    name: key.name,
-                    labels: key.labels,
-                    timestamps_ms: Vec::new(),
-                    values: Vec::new(),
-                };
-                let mut push = |t: i64, v: f64| {
-                    points.timestamps_ms.push(t);
-                    points.values.push(v);
-                };
-                match step_ms {
-                    None => {
-                        let mut stmt = c.prepare_cached(
-                            "SELECT t, v FROM samples WHERE series = ?1 AND t >= ?2 AND t < ?3 ORDER BY t",
-                        )?;
-                        let mut rows = stmt.query(params![id, from_ms, to_ms])?;
-                        while let Some(r) = rows.next()? {
-                            push(r.get(0)?, r.get(1)?);
-                        }
-                    }
-                    Some(step) => {
-                        let step = step.max(1);
-                        // Rollups cover whole minutes before the watermark; use them only where
-                        // the raw samples may be gone and buckets are whole minutes.
-                        let split =
-                            if step % 60_000 == 0 { rolled_until.clamp(from_ms, to_ms) } else { from_ms };
-                        let mut rolled = c.prepare_cached(
-                            "SELECT (t / ?4) * ?4 AS b, sum(sum) / sum(n) FROM rollups
-                             WHERE series = ?1 AND t >= ?2 AND t < ?3 GROUP BY b ORDER BY b",
-                        )?;
-                        let mut rows = rolled.query(params![id, from_ms, split, step])?;
-                        while let Some(r) = rows.next()? {
-                            push(r.get(0)?, r.get(1)?);
-                        }
-                        let mut raw = c.prepare_cached(
-                            "SELECT (t / ?4) * ?4 AS b, avg(v) FROM samples
-                             WHERE series = ?1 AND t >= ?2 AND t < ?3 GROUP BY b ORDER BY b",
-                        )?;
-                        let mut rows = raw.query(params![id, split, to_ms, step])?;
-                        while let Some(r) = rows.next()? {
-                            push(r.get(0)?, r.get(1)?);
-                        }
-                    }
-                }
-                out.push(points);
-            }
-            Ok(out)
-        })
+        // One read transaction for the whole query: one snapshot and one read lock (each
+        // statement on its own would take and release a lock of its own).
+        self.read(|c| snapshot(c, |c| query_on(c, sel, from_ms, to_ms, step_ms)))
     }
+}
+
+/// Runs `f` in one read transaction on `c`, ended whatever `f` returns.
+fn snapshot<T>(
+    c: &rusqlite::Connection,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    // A transaction a failed read left open would pin this connection's snapshot for good.
+    if !c.is_autocommit() {
+        c.execute_batch("ROLLBACK")?;
+    }
+    c.prepare_cached("BEGIN")?.execute([])?;
+    let out = f(c);
+    let ended = c.prepare_cached("COMMIT").and_then(|mut s| s.execute([]));
+    if ended.is_err() && !c.is_autocommit() {
+        let _ = c.execute_batch("ROLLBACK");
+    }
+    let out = out?;
+    ended?;
+    Ok(out)
+}
+
+fn series_ids(c: &rusqlite::Connection, name: Option<&str>) -> rusqlite::Result<Vec<(i64, SeriesKey)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, name, labels FROM series WHERE ?1 IS NULL OR name = ?1 ORDER BY name, labels",
+    )?;
+    let rows = stmt.query_map(params![name], |r| {
+        let labels: String = r.get(2)?;
+        Ok((r.get(0)?, SeriesKey::new(r.get::<_, String>(1)?, Labels::from_json(&labels))))
+    })?;
+    rows.collect()
+}
+
+fn query_on(
+    c: &rusqlite::Connection,
+    sel: &Selector,
+    from_ms: i64,
+    to_ms: i64,
+    step_ms: Option<i64>,
+) -> rusqlite::Result<Vec<SeriesPoints>> {
+    let ids: Vec<(i64, SeriesKey)> = series_ids(c, Some(&sel.name))?
+        .into_iter()
+        .filter(|(_, k)| k.labels.matches(&sel.matchers))
+        .collect();
+    // Only a stepped query may read rollups.
+    let rolled_until = if step_ms.is_some() { super::maintenance::rollup_watermark_on(c)? } else { 0 };
+    let mut out = Vec::with_capacity(ids.len());
+    for (id, key) in ids {
+        let mut points = SeriesPoints {
+            name: key.name,
+            labels: key.labels,
+            timestamps_ms: Vec::new(),
+            values: Vec::new(),
+        };
+        let mut push = |t: i64, v: f64| {
+            points.timestamps_ms.push(t);
+            points.values.push(v);
+        };
+        match step_ms {
+            None => {
+                let mut stmt = c.prepare_cached(
+                    "SELECT t, v FROM samples WHERE series = ?1 AND t >= ?2 AND t < ?3 ORDER BY t",
+                )?;
+                let mut rows = stmt.query(params![id, from_ms, to_ms])?;
+                while let Some(r) = rows.next()? {
+                    push(r.get(0)?, r.get(1)?);
+                }
+            }
+            Some(step) => {
+                let step = step.max(1);
+                // Rollups cover whole minutes before the watermark; use them only where
+                // the raw samples may be gone and buckets are whole minutes.
+                let split = if step % 60_000 == 0 { rolled_until.clamp(from_ms, to_ms) } else { from_ms };
+                let mut rolled = c.prepare_cached(
+                    "SELECT (t / ?4) * ?4 AS b, sum(sum) / sum(n) FROM rollups
+                             WHERE series = ?1 AND t >= ?2 AND t < ?3 GROUP BY b ORDER BY b",
+                )?;
+                let mut rows = rolled.query(params![id, from_ms, split, step])?;
+                while let Some(r) = rows.next()? {
+                    push(r.get(0)?, r.get(1)?);
+                }
+                let mut raw = c.prepare_cached(
+                    "SELECT (t / ?4) * ?4 AS b, avg(v) FROM samples
+                             WHERE series = ?1 AND t >= ?2 AND t < ?3 GROUP BY b ORDER BY b",
+                )?;
+                let mut rows = raw.query(params![id, split, to_ms, step])?;
+                while let Some(r) = rows.next()? {
+                    push(r.get(0)?, r.get(1)?);
+                }
+            }
+        }
+        out.push(points);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -221,5 +252,65 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the reader never saw all 50 samples");
         }
         assert!(reader.plugin_state("p").set("k", b"v").is_err(), "a read-only store does not write");
+    }
+    #[test]
+    fn window_from_memory_equals_the_sqlite_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let start = crate::timefmt::now_ms();
+        // Written before the keeping began, by a source whose clock runs 190 s ahead.
+        let (writer, thread) = store.start_writer().unwrap();
+        assert!(writer.submit(vec![sample("load", Labels::new().with("a", "x"), start + 190_000, 99.0)]));
+        drop(writer);
+        thread.join().unwrap();
+        store.keep_recent(["load".to_string()], 120_000);
+        let (writer, thread) = store.start_writer().unwrap();
+        let shapes = [
+            Labels::new().with("a", "x"),
+            Labels::new().with("a", "x").with("b", "y"),
+            Labels::new().with("a", "w"),
+        ];
+        let mut all = Vec::new();
+        for i in 0..300 {
+            let t = start + i * 1_000;
+            all.extend(
+                shapes
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| i % (k + 1) as i64 == 0) // uneven series
+                    .map(|(k, l)| sample("load", l.clone(), t, (i * 7 + k as i64) as f64 % 13.0))
+                    .chain([sample("load", shapes[0].clone(), t, f64::NAN)]),
+            ); // not stored either way
+        }
+        assert!(writer.submit(all));
+        drop(writer);
+        thread.join().unwrap();
+        for (from, to, matchers) in [
+            (start + 200_000, start + 300_000, vec![]),
+            (start + 250_500, start + 260_000, vec![("a".to_string(), "x".to_string())]),
+            (start + 297_000, start + 400_000, vec![("b".to_string(), "y".to_string())]),
+        ] {
+            let sel = Selector { name: "load".into(), matchers };
+            let memory =
+                store.inner.recent.window(&sel.name, &sel.matchers, from, to).expect("memory answers");
+            let mut sqlite = store.query(&sel, from, to, None).unwrap();
+            sqlite.retain(|s| !s.values.is_empty());
+            assert!(!memory.is_empty());
+            assert_eq!(memory, sqlite, "window [{from}, {to}) of {:?}", sel.matchers);
+        }
+        // Not back to what was written before the keeping began, nor beyond the horizon: there
+        // the store reads SQLite instead.
+        assert!(store.inner.recent.window("load", &[], start + 190_000, start + 300_000).is_none());
+        assert!(store.inner.recent.window("load", &[], start + 190_001, start + 300_000).is_some());
+        let sel = Selector { name: "load".into(), matchers: vec![] };
+        assert!(store.inner.recent.window("load", &[], start, start + 300_000).is_none());
+        let whole = store.window(&sel, start, start + 300_000).unwrap();
+        assert_eq!(whole.iter().map(|s| s.values.len()).sum::<usize>(), 300 + 150 + 100);
+        // A restart: what the last run wrote is SQLite's, memory starts after it.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        store.keep_recent(["load".to_string()], 120_000);
+        assert!(store.inner.recent.window("load", &[], start + 250_000, start + 300_000).is_none());
+        assert_eq!(store.window(&sel, start + 250_000, start + 300_000).unwrap().len(), 3);
     }
 }

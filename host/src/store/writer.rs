@@ -184,9 +184,10 @@ impl Store {
         let stats = Arc::new(WriterStats::default());
         let path = self.path().to_path_buf();
         let thread_stats = stats.clone();
+        let recent = self.inner.recent.clone();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(conn, rx, &thread_stats, &path, limits))
+            .spawn(move || run(conn, rx, &thread_stats, &recent, &path, limits))
             .expect("spawning the store writer");
         Ok((Writer { tx, stats }, handle))
     }
@@ -196,6 +197,7 @@ fn run(
     mut conn: Connection,
     rx: Receiver<Vec<Sample>>,
     stats: &WriterStats,
+    recent: &super::recent::Recent,
     path: &std::path::Path,
     limits: WriterLimits,
 ) {
@@ -222,6 +224,10 @@ fn run(
                 stats.write_ns_last.store(ns, Ordering::Relaxed);
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 stats.written.fetch_add(batch.len() as u64 - refused, Ordering::Relaxed);
+                // What was written: finite values of the series the interner took.
+                let written =
+                    batch.iter().filter(|s| s.value.is_finite() && interner.ids.contains_key(&s.key));
+                recent.record(written.map(|s| (&s.key, s.t_ms, s.value)));
                 if refused > 0 && stats.series_refused.fetch_add(refused, Ordering::Relaxed) == 0 {
                     tracing::warn!(
                         "{}: the store holds {} live series ([store] max_series); samples of new series are dropped and counted",

@@ -107,6 +107,12 @@ impl EtcdCluster {
         peers.join(",")
     }
 
+    /// The running members' process ids (for their CPU and memory).
+    #[allow(dead_code)] // used by benches/fleet_scale.rs, which includes this file
+    pub fn pids(&self) -> Vec<u32> {
+        self.members.iter().filter_map(|m| m.child.as_ref().map(Child::id)).collect()
+    }
+
     /// The client URLs, as a TOML array.
     pub fn endpoints_toml(&self) -> String {
         let urls: Vec<String> =
@@ -190,6 +196,20 @@ impl EtcdCluster {
             return Err(format!("{path}: HTTP {status}: {text}"));
         }
         serde_json::from_str(&text).map_err(|e| format!("{path}: {e}: {text}"))
+    }
+
+    /// How many `methods` (gRPC method names: `Txn`, `Range`, `LeaseTimeToLive`) the first
+    /// member has served, whatever their outcome, by its own `/metrics` — the gateway's requests
+    /// included, since it calls the member's gRPC server.
+    pub fn served(&self, methods: &[&str]) -> u64 {
+        let url = format!("{}://127.0.0.1:{}/metrics", self.scheme(), self.members[0].client);
+        let text = self.http.get(url).send().and_then(|r| r.text()).expect("etcd's /metrics");
+        let counted = |line: &&str| {
+            line.starts_with("grpc_server_handled_total{")
+                && methods.iter().any(|m| line.contains(&format!("grpc_method=\"{m}\"")))
+        };
+        let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        text.lines().filter(counted).map(value).sum::<f64>() as u64
     }
 
     /// Turns etcd's authentication on: `root` (password [`ROOT_PASSWORD`]), and `user` with

@@ -284,6 +284,130 @@ fn a_three_member_etcd_losing_its_leader_still_has_exactly_one_actor() {
     assert!(one_actor(&after), "exactly one agent acted: {after:?}");
 }
 
+/// `agent_cluster_etcd_requests_total` from the agent's own `/metrics`.
+fn etcd_requests(agent: &Agent) -> u64 {
+    let (_, metrics) = crate::common::http_get(agent.addr, "/metrics").expect("/metrics");
+    let line = metrics.lines().find(|l| l.starts_with("agent_cluster_etcd_requests_total "));
+    let value = line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<f64>().ok());
+    value.unwrap_or_else(|| panic!("no agent_cluster_etcd_requests_total in {metrics}")) as u64
+}
+
+/// Waits until every agent's watch over the groups' keys is in step with etcd.
+fn watches_synced(agents: &[&Agent]) {
+    wait_for("every agent's watch synced", LIMIT, || {
+        agents.iter().all(|a| a.status()["cluster"]["watch_synced"] == true).then_some(())
+    });
+}
+
+/// What etcd serves that an agent's role could cost: KV reads and transactions, lease checks.
+const KV_METHODS: [&str; 3] = ["Txn", "Range", "LeaseTimeToLive"];
+
+#[test]
+fn a_follower_at_rest_sends_no_etcd_request_beyond_its_lease_renewals() {
+    let Some(etcd) = EtcdCluster::start_or_skip(
+        "fleet::a_follower_at_rest_sends_no_etcd_request_beyond_its_lease_renewals",
+        1,
+    ) else {
+        return;
+    };
+    let (app, recorder) = (JsonServer::start(r#"{"load": 20}"#), Recorder::start(1));
+    let nodes = ["a", "b", "c"];
+    let agents = fleet(&nodes, &etcd, &app, &recorder, "0s");
+    wait_for("the scale to 2", LIMIT, || (recorder.replicas("web") == 2).then_some(()));
+    watches_synced(&agents.iter().collect::<Vec<_>>());
+    // A campaign per agent after its watch is synced seeds what it knows; then it is at rest.
+    std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
+    let first = leader(&agents).expect("one leader");
+    let before: Vec<u64> = agents.iter().map(etcd_requests).collect();
+    let etcd_before = etcd.served(&KV_METHODS);
+    let started = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(30));
+    let etcd_grew = etcd.served(&KV_METHODS) - etcd_before;
+    let grew: Vec<u64> = agents.iter().zip(&before).map(|(a, b)| etcd_requests(a) - b).collect();
+    let elapsed = started.elapsed();
+    assert_eq!(leader(&agents).as_deref(), Some(first.as_str()), "the leadership stayed");
+
+    // One renewal a second (`renew_every`), and nothing else.
+    let renewals = elapsed.as_millis() as u64 / 1000;
+    let at = index_of(&nodes, &first);
+    crate::common::report(&format!(
+        "fleet at rest over {elapsed:.1?}: etcd requests per agent {:?} (leader `{first}`), renewals ≈ {renewals}; etcd served {etcd_grew} Txn/Range/LeaseTimeToLive",
+        nodes.iter().zip(&grew).collect::<Vec<_>>()
+    ));
+    for (i, n) in grew.iter().enumerate().filter(|(i, _)| *i != at) {
+        assert!(
+            *n <= renewals + 1,
+            "follower `{}` sent {n} requests in {elapsed:?}: more than its renewals",
+            nodes[i]
+        );
+    }
+    // etcd's own account: no KV traffic beyond what the leader's own requests other than its
+    // renewals can explain (its fenced records of the state) — none from the followers.
+    let leaders_own = grew[at].saturating_sub(renewals.saturating_sub(1));
+    assert!(
+        etcd_grew <= leaders_own + 2,
+        "etcd served {etcd_grew} Txn/Range/LeaseTimeToLive; the leader sent {} requests, {renewals} of them renewals",
+        grew[at]
+    );
+}
+
+#[test]
+fn a_deleted_leader_key_is_taken_within_an_interval_and_a_killed_leader_within_a_ttl() {
+    let Some(etcd) = EtcdCluster::start_or_skip(
+        "fleet::a_deleted_leader_key_is_taken_within_an_interval_and_a_killed_leader_within_a_ttl",
+        1,
+    ) else {
+        return;
+    };
+    let (app, recorder) = (JsonServer::start(r#"{"load": 20}"#), Recorder::start(1));
+    let nodes = ["a", "b", "c"];
+    let mut agents = fleet(&nodes, &etcd, &app, &recorder, "0s");
+    watches_synced(&agents.iter().collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
+    let first = leader(&agents).unwrap();
+    let paused = index_of(&nodes, &first);
+    let others: Vec<&Agent> =
+        agents.iter().enumerate().filter(|(i, _)| *i != paused).map(|(_, a)| a).collect();
+    let leading = |agents: &[&Agent]| {
+        agents.iter().find_map(|a| {
+            let s = a.status();
+            (s["cluster"]["groups"]["web"]["role"] == "leader")
+                .then(|| s["cluster"]["node"].as_str().unwrap().to_string())
+        })
+    };
+
+    // The leader is paused (its lease lives on for the TTL), its key deleted by hand: the
+    // followers' watches say so at once, and one leads at its next evaluation.
+    crate::common::signal(agents[paused].pid(), "STOP");
+    let key = etcd::b64(b"/elastic/groups/web/leader");
+    let deleted_at = std::time::Instant::now();
+    etcd.post("/v3/kv/deleterange", &serde_json::json!({ "key": key }), None).unwrap();
+    let second = wait_for("a follower leads", LIMIT, || leading(&others));
+    let took = deleted_at.elapsed();
+    crate::common::report(&format!(
+        "fleet: leader key deleted → `{second}` leads in {took:?} (interval {INTERVAL_MS} ms)"
+    ));
+    assert!(took <= Duration::from_millis(INTERVAL_MS + 1000), "{took:?}: more than an interval");
+    crate::common::signal(agents[paused].pid(), "CONT");
+    wait_for("the resumed agent follows", LIMIT, || {
+        let web = agents[paused].status()["cluster"]["groups"]["web"].clone();
+        (web["role"] == "follower" && web["leader"] == second.as_str()).then_some(())
+    });
+
+    // The new leader dies: its lease ends after the TTL, etcd deletes its key, the watches say
+    // so, and another agent leads at its next evaluation.
+    let killed_at = agents[index_of(&nodes, &second)].kill9();
+    let survivors: Vec<&Agent> =
+        agents.iter().enumerate().filter(|(i, _)| *i != index_of(&nodes, &second)).map(|(_, a)| a).collect();
+    let third = wait_for("another leader", LIMIT, || leading(&survivors));
+    let failover_ms = agent::timefmt::now_ms() - killed_at;
+    crate::common::report(&format!(
+        "fleet: leader `{second}` SIGKILLed → `{third}` leads in {failover_ms} ms (TTL {TTL_S} s)"
+    ));
+    assert!(failover_ms <= (TTL_S * 1000 + INTERVAL_MS + 2000) as i64, "{failover_ms} ms");
+    assert_ne!(third, second);
+}
+
 #[test]
 fn a_real_prometheus_scraping_three_agents_feeds_a_group_and_its_outage_holds_the_group() {
     // Three agents each report their own application's load; Prometheus scrapes their /metrics;
@@ -343,4 +467,101 @@ fn a_real_prometheus_scraping_three_agents_feeds_a_group_and_its_outage_holds_th
     assert_eq!(current(), Some(6));
     let source = agents[0].status()["sources"].to_string();
     assert!(source.contains("prometheus") && source.contains("unavailable"), "{source}");
+}
+
+/// `node`'s configuration for `groups` cluster groups `g0`… at rest (load 20, target 10 in
+/// total, the ledger at 2 replicas).
+fn config_many(node: &str, etcd: &EtcdCluster, app: &JsonServer, groups: usize) -> String {
+    let mut text = format!(
+        "{}[cluster]\netcd = {}\nnode = \"{node}\"\nlease_ttl = \"{TTL_S}s\"\nrenew_every = \"1s\"\nrequest_timeout = \"500ms\"\n",
+        load_source(app),
+        etcd.endpoints_toml()
+    );
+    for g in 0..groups {
+        text.push_str(&format!(
+            "[[group]]\nname = \"g{g}\"\ncoordination = \"cluster\"\ninterval = \"{INTERVAL_MS}ms\"\n\
+             metrics = [{{ name = \"app.load\", window = \"1s\" }}]\npolicy = \"target-tracking\"\n\
+             policy_config = {{ target = 10, per = \"total\" }}\nbackend = \"ledger\"\n\
+             backend_config = {{ initial = 2 }}\nmin = 1\nmax = 10\n"
+        ));
+    }
+    text
+}
+
+/// How many groups each agent leads, by its own account.
+fn leads(agents: &[&Agent]) -> Vec<usize> {
+    agents
+        .iter()
+        .map(|a| {
+            let s = a.status_or_none().unwrap_or_default();
+            let groups = s["cluster"]["groups"].as_object().cloned().unwrap_or_default();
+            groups.values().filter(|g| g["role"] == "leader").count()
+        })
+        .collect()
+}
+
+#[test]
+fn groups_spread_over_the_agents_that_join_and_a_stopped_agent_s_groups_go_to_the_rest() {
+    let Some(etcd) = EtcdCluster::start_or_skip(
+        "fleet::groups_spread_over_the_agents_that_join_and_a_stopped_agent_s_groups_go_to_the_rest",
+        1,
+    ) else {
+        return;
+    };
+    let app = JsonServer::start(r#"{"load": 20}"#);
+    let dir = plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("ledger")]);
+    let a = Agent::start(dir.path(), &config_many("a", &etcd, &app, 6));
+    wait_for("`a` alone leads all 6 groups", LIMIT, || (leads(&[&a]) == [6]).then_some(()));
+    let b = Agent::start(dir.path(), &config_many("b", &etcd, &app, 6));
+    let c = Agent::start(dir.path(), &config_many("c", &etcd, &app, 6));
+    let started = std::time::Instant::now();
+    // a hands one group over every two intervals, to the agents leading fewer.
+    wait_for("2 groups each", Duration::from_secs(60), || (leads(&[&a, &b, &c]) == [2, 2, 2]).then_some(()));
+    crate::common::report(&format!(
+        "fleet spread: 6 groups from 6/0/0 to 2/2/2 in {:.1?}",
+        started.elapsed()
+    ));
+    // Even: it stays so.
+    std::thread::sleep(Duration::from_millis(5 * INTERVAL_MS));
+    assert_eq!(leads(&[&a, &b, &c]), [2, 2, 2], "the leadership moved again once even");
+    // A planned stop: its groups go to the others at once (neither waits on the one leaving),
+    // and once its registration is gone their share is 3 each.
+    drop(c.stop());
+    let stopped = std::time::Instant::now();
+    wait_for("6 groups led by a and b", LIMIT, || {
+        let l = leads(&[&a, &b]);
+        (l.iter().sum::<usize>() == 6).then_some(l)
+    });
+    let handed = stopped.elapsed();
+    crate::common::report(&format!("fleet spread: a stopped agent's 2 groups led again after {handed:.1?}"));
+    assert!(handed < Duration::from_millis(3 * INTERVAL_MS), "took {handed:?}");
+    wait_for("3 groups each", LIMIT, || (leads(&[&a, &b]) == [3, 3]).then_some(()));
+}
+
+#[test]
+fn the_agents_are_listed_in_pages_past_what_one_answer_may_hold() {
+    let Some(etcd) =
+        EtcdCluster::start_or_skip("fleet::the_agents_are_listed_in_pages_past_what_one_answer_may_hold", 1)
+    else {
+        return;
+    };
+    // 2 500 registrations (as 2 500 agents would leave): three pages of a keys-only listing.
+    let n = 2_500;
+    for i in 0..n {
+        let body = serde_json::json!({"key": etcd::b64(format!("/elastic/agents/node-{i:05}").as_bytes()), "value": etcd::b64(b"x")});
+        etcd.post("/v3/kv/put", &body, None).unwrap();
+    }
+    let app = JsonServer::start(r#"{"load": 20}"#);
+    let spec = agent::config::Config::parse(&config_many("probe", &etcd, &app, 0), "probe.toml".as_ref())
+        .unwrap()
+        .cluster
+        .unwrap();
+    let client = agent::cluster::etcd::Etcd::new(&spec);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (keys, _) = rt.block_on(client.keys("/elastic/agents/", "/elastic/agents0", 20_000)).unwrap();
+    let names: Vec<String> = keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("/elastic/agents/node-{i:05}")).collect();
+    assert_eq!(names, expected, "every key once, in order");
+    let (some, _) = rt.block_on(client.keys("/elastic/agents/", "/elastic/agents0", 1_200)).unwrap();
+    assert_eq!(some.len(), 1_200, "at most the limit");
 }

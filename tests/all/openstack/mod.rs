@@ -186,10 +186,10 @@ fn scale_out_zero_to_three_and_in_to_one() {
     agent.wait_log("ACTIVE");
 
     // Steady state: what an evaluation costs in API calls (Nova, through the proxy; the token is cached).
-    let (requests, evaluations) = (bench.proxy.log().len(), decisions(&agent, &bench.group).len());
+    let evaluated = || crate::common::evaluations(&decisions(&agent, &bench.group));
+    let (requests, evaluations) = (bench.proxy.log().len(), evaluated());
     std::thread::sleep(Duration::from_secs(6));
-    let (requests, evaluations) =
-        (bench.proxy.log().len() - requests, decisions(&agent, &bench.group).len() - evaluations);
+    let (requests, evaluations) = (bench.proxy.log().len() - requests, evaluated() - evaluations);
     let per = requests as f64 / evaluations as f64;
     report(&format!("openstack steady state: {requests} Nova requests in {evaluations} evaluations = {per:.2} per evaluation"));
     assert!(

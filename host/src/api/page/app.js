@@ -325,7 +325,8 @@ function timeline(box, d) {
   const rows = d.events.slice().reverse().map((e) => {
     const steps = (e.steps || []).filter((s) => s.guardrail !== "round");
     return el("tr", { class: `ev ev-${e.action}` },
-      el("td", {}, dayTime(e.t_ms)),
+      // A run the journal folded starts at its first evaluation (first_ms).
+      el("td", {}, dayTime(e.first_ms ?? e.t_ms)),
       el("td", {}, badge(e.action)),
       el("td", { class: "num" }, e.target_tier !== e.tier ? `${e.current}→${e.target} (tier ${e.tier}→${e.target_tier})` : `${e.current}→${e.target}`),
       el("td", {}, el("div", { class: "reason" }, e.reason),
