@@ -113,6 +113,22 @@ struct Lease {
 
 /// How often an agent looks whether it leads more than its share.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
+/// How long an agent hands nothing over after a group it handed over came back to it (nobody
+/// took it: an agent counted in the fleet does not run that group, say).
+const HOLD_OFF: Duration = Duration::from_secs(600);
+
+/// What an agent remembers of its hand-overs.
+#[derive(Default)]
+struct Handing {
+    /// The last group handed over, and when; cleared once another agent is seen leading it.
+    handed: Option<(String, Instant)>,
+    /// When the last hand-over was (one per two intervals at most).
+    handed_at: Option<Instant>,
+    /// When it last looked whether it should (each evaluation of each group would scan them all).
+    checked: Option<Instant>,
+    /// No hand-over before this (a handed-over group came back).
+    held_off_until: Option<Instant>,
+}
 
 pub struct Cluster {
     pub spec: ClusterSpec,
@@ -126,9 +142,8 @@ pub struct Cluster {
     watching: Arc<watch::Watching>,
     /// The cluster groups this agent runs (that asked for their role), for its share.
     groups: Mutex<std::collections::BTreeSet<String>>,
-    /// When this agent last handed a group over (one per two intervals at most), and last
-    /// looked whether it should (every evaluation of every group would be a scan of them all).
-    handing: Mutex<(Option<Instant>, Option<Instant>)>,
+    /// This agent's hand-overs (see [`Handing`]).
+    handing: Mutex<Handing>,
     /// Dropped with the Cluster: ends the watcher task.
     _watcher: tokio::sync::watch::Sender<()>,
 }
@@ -275,19 +290,38 @@ impl Cluster {
     /// while another leads two fewer, and it handed none over within `wait`.
     pub fn hands_over(&self, wait: Duration) -> bool {
         {
-            let mut handing = self.handing.lock().unwrap_or_else(|p| p.into_inner());
-            let (handed, checked) = &mut *handing;
-            let recent = |at: &Option<Instant>, within: Duration| at.is_some_and(|t| t.elapsed() < within);
-            if recent(handed, wait) || recent(checked, LOOK_EVERY) {
+            let mut h = self.handing.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let handed_lately = h.handed_at.is_some_and(|at| now.duration_since(at) < wait);
+            let looked_lately = h.checked.is_some_and(|at| now.duration_since(at) < LOOK_EVERY);
+            if handed_lately || looked_lately || h.held_off_until.is_some_and(|until| now < until) {
                 return false;
             }
-            *checked = Some(Instant::now());
+            h.checked = Some(now);
         }
-        if !self.fleet().is_some_and(|f| f.hands_over()) {
-            return false;
+        self.fleet().is_some_and(|f| f.hands_over())
+    }
+
+    /// Another agent leads `group`: if this one handed it over, the hand-over worked.
+    fn taken(&self, group: &str) {
+        let mut h = self.handing.lock().unwrap_or_else(|p| p.into_inner());
+        if h.handed.as_ref().is_some_and(|(g, _)| g == group) {
+            h.handed = None;
         }
-        self.handing.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(Instant::now());
-        true
+    }
+
+    /// A group this agent handed over came back to it (it campaigned and won after the wait):
+    /// nobody took it, so hand nothing over for [`HOLD_OFF`] rather than loop.
+    fn came_back(&self, group: &str) {
+        let mut h = self.handing.lock().unwrap_or_else(|p| p.into_inner());
+        if h.handed.as_ref().is_some_and(|(g, at)| g == group && at.elapsed() < HOLD_OFF) {
+            h.held_off_until = Some(Instant::now() + HOLD_OFF);
+            tracing::info!(
+                group,
+                "`{group}`, handed over, came back: no other agent took it; no hand-over for {}",
+                crate::duration::format(HOLD_OFF)
+            );
+        }
     }
 
     /// Hands `group` over: deletes its leader key if it is still the one created at `token`,
@@ -298,6 +332,9 @@ impl Cluster {
         match self.etcd.txn(&[Compare::CreateRevision(&key, token)], &[Op::Delete(&key)], &[]).await {
             Ok(r) if r.succeeded => {
                 self.watching.seen().vacate(group, r.revision, &self.spec.node);
+                let mut h = self.handing.lock().unwrap_or_else(|p| p.into_inner());
+                (h.handed, h.handed_at) = (Some((group.to_string(), Instant::now())), Some(Instant::now()));
+                drop(h);
                 tracing::info!(
                     group,
                     node = %self.spec.node,
@@ -307,7 +344,10 @@ impl Cluster {
                     fleet.groups,
                     fleet.agents.len()
                 );
-                let why = format!("handed over to spread the leadership ({} groups led)", fleet.mine() - 1);
+                let why = format!(
+                    "handed over to spread the leadership ({} groups led)",
+                    fleet.mine().saturating_sub(1)
+                );
                 self.observe(group, Role::Deferring { why });
                 true
             }
@@ -363,7 +403,10 @@ impl Cluster {
         };
         self.remember(group, &kv, lease, read_at);
         let role = match kv {
-            Campaign::Created(revision) => Role::Leader { token: revision, takeover: true },
+            Campaign::Created(revision) => {
+                self.came_back(group);
+                Role::Leader { token: revision, takeover: true }
+            }
             // Ours only if it is under this lease: a key left by this node's previous run (an
             // agent restarted within the TTL) is not.
             Campaign::Held(kv) if kv.lease == lease => {
@@ -475,6 +518,7 @@ impl Cluster {
                 Role::Leader { token, takeover }
             }
             Role::Follower { leader } => {
+                self.taken(group);
                 if view.leader.as_deref() != Some(leader.as_str()) {
                     view.last_failover_ms = Some(now);
                     tracing::info!(group, "group `{group}` is led by `{leader}`");
@@ -581,6 +625,12 @@ impl Cluster {
                 "resigning `{group}`: {e}; it passes to another agent when the lease expires"
             ),
         }
+    }
+
+    /// `group` no longer runs here as a cluster group (removed, made local, the agent stops):
+    /// it no longer counts in this agent's share, whatever its role was.
+    pub fn leave(&self, group: &str) {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner()).remove(group);
     }
 
     /// Ends this agent's lease (a planned stop, once its groups resigned): keys left under it

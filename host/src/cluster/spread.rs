@@ -9,9 +9,10 @@
 //!   campaigns like any other, so a group never waits long for a leader. Of the agents under
 //!   their share only the first [`FIRST`] by rendezvous hashing of (group, agent) campaign at
 //!   once, so a vacancy in a fleet of thousands costs a few transactions, not one per agent.
-//! - **Hand over**: an agent leading more than its share, while another leads at least two
-//!   fewer, resigns one group (fenced, its state written first) — at most one per two
-//!   intervals — and defers on it as above, so an agent leading fewer takes it.
+//! - **Hand over**: an agent leading more than its groups over the agents rounded *down*, while
+//!   another leads at least two fewer, resigns one group (fenced, its state written first) — at
+//!   most one per two intervals — and leaves it for two intervals, so an agent leading fewer
+//!   takes it. (Rounded down, not up: 4 groups over 3 agents end 2/1/1, not 2/2/0.)
 //!
 //! Without the agents' list (etcd refused it, the watch not in step) neither rule applies: the
 //! fleet behaves as it did before, first come first served.
@@ -58,6 +59,9 @@ impl Fleet {
     /// time: this agent leads its share or more and another leads less; or it leads less, but
     /// [`FIRST`] others under their share come before it for this group.
     pub fn defers(&self, group: &str, left: Option<&str>) -> bool {
+        if left == Some(self.me.as_str()) {
+            return true; // handed over by this agent: for another to take
+        }
         let share = self.share();
         if self.mine() >= share {
             return self.fewest_but(left).is_some_and(|f| f < share);
@@ -73,11 +77,13 @@ impl Fleet {
         before >= FIRST
     }
 
-    /// Whether to hand one of this agent's groups over: it leads more than its share, and
-    /// another agent leads at least two fewer (one fewer would only move the imbalance).
+    /// Whether to hand one of this agent's groups over: it leads more than the groups over the
+    /// agents rounded down, and another agent leads at least two fewer (one fewer would only
+    /// move the imbalance). Each hand-over narrows the spread, so it ends.
     pub fn hands_over(&self) -> bool {
         let mine = self.mine();
-        mine > self.share() && self.fewest_but(None).is_some_and(|f| f + 1 < mine)
+        let floor = self.groups / self.agents.len().max(1);
+        mine > floor && self.fewest_but(None).is_some_and(|f| f + 1 < mine)
     }
 }
 
@@ -120,6 +126,9 @@ mod tests {
         assert!(!f.defers("g", None));
         // 7 over 3: 3, 2, 2 is as even as it gets.
         assert!(!fleet(&["a", "b", "c"], &[("a", 3), ("b", 2), ("c", 2)], 7).hands_over());
+        // 4 over 3: 2/2/0 is not the end (the share rounded up would leave c idle); 2/1/1 is.
+        assert!(fleet(&["a", "b", "c"], &[("a", 2), ("b", 2)], 4).hands_over());
+        assert!(!fleet(&["a", "b", "c"], &[("a", 2), ("b", 1), ("c", 1)], 4).hands_over());
         // One fewer only moves the imbalance.
         assert!(!fleet(&["a", "b"], &[("a", 4), ("b", 3)], 6).hands_over());
     }

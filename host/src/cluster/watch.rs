@@ -94,9 +94,9 @@ impl Seen {
     /// Keeps `held` for `group` unless a later state of the key is already known (a campaign's
     /// answer and the watch's event for the same change arrive in either order). A deletion
     /// remembers when, and who held the key.
-    fn record(&mut self, group: &str, held: Held) {
+    fn record(&mut self, group: &str, held: Held) -> bool {
         if self.leaders.get(group).is_some_and(|h| h.mod_revision() > held.mod_revision()) {
-            return;
+            return false;
         }
         match (&held, self.leaders.get(group)) {
             (Held::Deleted { .. }, Some(Held::Kv(kv))) => {
@@ -110,12 +110,15 @@ impl Seen {
             }
         }
         self.leaders.insert(group.to_string(), held);
+        true
     }
 
-    /// This agent (`node`) deleted the key of `group` at `revision` to hand it over.
+    /// This agent (`node`) deleted the key of `group` at `revision` to hand it over (unless the
+    /// watch already saw a later change of it).
     pub(super) fn vacate(&mut self, group: &str, revision: i64, node: &str) {
-        self.leaders.insert(group.to_string(), Held::Deleted { mod_revision: revision });
-        self.vacated.insert(group.to_string(), (Instant::now(), Some(node.to_string())));
+        if self.synced && self.record(group, Held::Deleted { mod_revision: revision }) {
+            self.vacated.insert(group.to_string(), (Instant::now(), Some(node.to_string())));
+        }
     }
 
     /// The agents registered when etcd was at `revision`.
@@ -211,7 +214,8 @@ impl Watching {
     pub(super) fn check(&self, renewed: bool, current: usize) {
         let elsewhere = self.seen().endpoint.is_some_and(|e| e != current);
         if !renewed || elsewhere {
-            self.restart.notify_waiters();
+            // A permit is kept if no stream waits yet (one is being opened): it ends at once.
+            self.restart.notify_one();
         }
     }
 }

@@ -230,6 +230,9 @@ async fn resign(cluster: Option<&Cluster>, group: &str, mem: &mut Memory) {
     if let (Some(c), Some(token)) = (cluster, mem.led.take()) {
         c.resign(group, token).await;
     }
+    if let Some(c) = cluster {
+        c.leave(group);
+    }
 }
 
 /// One line in the agent's log per evaluation worth one: holds at debug, a reason without a

@@ -133,7 +133,8 @@ pub(super) struct Fold {
 
 /// How long a folded run's row may lag its latest evaluation: a hold at rest costs no write
 /// until then (or until the run ends, or [`Store::flush_journal`]). Readers in this process
-/// flush first; another process (`agent decisions`) may see a run's count this much behind,
+/// flush first; another process (`agent decisions`) may see a run's count this much behind
+/// (up to the store's maintenance period, a minute, once the group stopped evaluating),
 /// and a killed agent loses at most this much of a run's count — never a decision.
 pub const FOLD_FLUSH: Duration = Duration::from_secs(5);
 

@@ -47,6 +47,10 @@ impl Store {
             .name("store-maintenance".into())
             .spawn(move || loop {
                 std::thread::sleep(every);
+                // A run whose group stopped evaluating (a follower now, removed) is written too.
+                if let Err(e) = store.flush_journal() {
+                    tracing::error!("writing the journal's folded runs: {e}");
+                }
                 match store.maintain(now_ms(), &retention) {
                     Ok(r) if r != Report::default() => tracing::debug!("store maintenance: {r:?}"),
                     Ok(_) => {}
