@@ -365,7 +365,12 @@ impl Cluster {
     /// A vacant key goes first to agents leading fewer groups for up to `wait` (see
     /// [`spread`]).
     pub async fn role(&self, group: &str, wait: Duration) -> Role {
-        self.groups.lock().unwrap_or_else(|p| p.into_inner()).insert(group.to_string());
+        {
+            let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            if !groups.contains(group) {
+                groups.insert(group.to_string());
+            }
+        }
         if let Some(role) = self.known(group).await {
             return self.observe(group, role);
         }

@@ -133,7 +133,10 @@ impl Seen {
             return; // already in the list
         }
         if present {
-            agents.insert(name.to_string());
+            // Bounded as the list is: a flood of registrations costs no more memory.
+            if agents.len() < MAX_AGENTS {
+                agents.insert(name.to_string());
+            }
         } else {
             agents.remove(name);
         }
