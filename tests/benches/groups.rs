@@ -56,15 +56,20 @@ fn main() {
     let app = JsonServer::start(r#"{"load": 20}"#);
     let dir = plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("ledger")]);
     let agent = Agent::start(dir.path(), &config(groups, &app));
+    // The same agent without groups, measured over the same seconds: what sampling the source
+    // (ten HTTP requests a second) and the rest of the agent cost without any evaluation.
+    let idle = Agent::start(dir.path(), &config(0, &app));
     wait_for("every group evaluated", Duration::from_secs(120), || {
         (evaluations(&agent) >= groups as u64 * 3).then_some(())
     });
     std::thread::sleep(Duration::from_secs(10));
     let (t0, cpu0, evals0, rows0) =
         (Instant::now(), cpu_seconds(agent.pid()), evaluations(&agent), journal_rows(&agent));
+    let idle0 = cpu_seconds(idle.pid());
     std::thread::sleep(MEASURE);
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(agent.pid()) - cpu0;
+    let idle_cpu = cpu_seconds(idle.pid()) - idle0;
     let evals = evaluations(&agent) - evals0;
     let rows = journal_rows(&agent) - rows0;
     let rss = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
@@ -72,9 +77,14 @@ fn main() {
     println!("{groups} groups at 1 s, at rest, over {secs:.0} s:");
     println!("  evaluations         {evals} ({:.0} a second)", evals as f64 / secs);
     println!("  agent CPU           {:.1} % of a core", cpu / secs * 100.0);
+    println!("  without groups      {:.1} % of a core (the same source, no group)", idle_cpu / secs * 100.0);
     println!(
         "  CPU per evaluation  {:.1} µs (the whole agent's CPU / evaluations)",
         cpu / evals as f64 * 1e6
+    );
+    println!(
+        "                      {:.1} µs (beyond the agent without groups)",
+        (cpu - idle_cpu).max(0.0) / evals as f64 * 1e6
     );
     println!("  journal rows        {rows} ({:.0} a day)", rows as f64 / secs * 86_400.0);
     println!("  {rss}");

@@ -204,16 +204,17 @@ pub fn decide(
     history: &mut History,
 ) -> Decision {
     let mut steps = Vec::new();
-    let mut step = |guardrail, before: f64, after: f64, why: String| {
+    // The why is written only for a step that changed the number (most evaluations change none).
+    let mut step = |guardrail, before: f64, after: f64, why: &dyn Fn() -> String| {
         if before != after {
-            steps.push(Step { guardrail, before, after, why });
+            steps.push(Step { guardrail, before, after, why: why() });
         }
     };
 
     // 1. sanity
     if !recommendation.is_finite() || recommendation < 0.0 {
         let fault = format!("the policy recommended {recommendation} replicas; holding at {current}");
-        step("sanity", recommendation, current as f64, fault.clone());
+        step("sanity", recommendation, current as f64, &|| fault.clone());
         return Decision { target: current, steps, plugin_fault: Some(fault) };
     }
     let mut plugin_fault = None;
@@ -221,28 +222,25 @@ pub fn decide(
     if want > b.sanity_ceiling as f64 {
         let fault =
             format!("the policy recommended {want} replicas, above the sanity ceiling {}", b.sanity_ceiling);
-        step("sanity", want, b.sanity_ceiling as f64, fault.clone());
+        step("sanity", want, b.sanity_ceiling as f64, &|| fault.clone());
         plugin_fault = Some(fault);
         want = b.sanity_ceiling as f64;
     }
     // 2. round up
     let rounded = want.ceil();
-    step("round", want, rounded, "whole replicas, rounded up".into());
+    step("round", want, rounded, &|| "whole replicas, rounded up".into());
     let mut desired = rounded as u32;
     // 3. bounds
     let bounded = desired.clamp(b.min, b.max);
-    step("bounds", desired as f64, bounded as f64, format!("within [{}, {}]", b.min, b.max));
+    step("bounds", desired as f64, bounded as f64, &|| format!("within [{}, {}]", b.min, b.max));
     desired = bounded;
     // 4. tolerance
     if current > 0 && desired != current {
         let change = (desired as f64 - current as f64).abs() / current as f64;
         if change <= b.tolerance {
-            step(
-                "tolerance",
-                desired as f64,
-                current as f64,
-                format!("{:.1}% change is within the {:.0}% tolerance", change * 100.0, b.tolerance * 100.0),
-            );
+            step("tolerance", desired as f64, current as f64, &|| {
+                format!("{:.1}% change is within the {:.0}% tolerance", change * 100.0, b.tolerance * 100.0)
+            });
             desired = current;
         }
     }
@@ -259,21 +257,15 @@ pub fn decide(
     };
     if desired < current && b.down.stabilization_ms > 0 {
         let highest = within(b.down.stabilization_ms).max().unwrap_or(desired).min(current);
-        step(
-            "stabilization",
-            desired as f64,
-            highest as f64,
-            format!("highest recommendation of the last {}s", b.down.stabilization_ms / 1000),
-        );
+        step("stabilization", desired as f64, highest as f64, &|| {
+            format!("highest recommendation of the last {}s", b.down.stabilization_ms / 1000)
+        });
         desired = highest;
     } else if desired > current && b.up.stabilization_ms > 0 {
         let lowest = within(b.up.stabilization_ms).min().unwrap_or(desired).max(current);
-        step(
-            "stabilization",
-            desired as f64,
-            lowest as f64,
-            format!("lowest recommendation of the last {}s", b.up.stabilization_ms / 1000),
-        );
+        step("stabilization", desired as f64, lowest as f64, &|| {
+            format!("lowest recommendation of the last {}s", b.up.stabilization_ms / 1000)
+        });
         desired = lowest;
     }
     // 6. cooldown
@@ -282,16 +274,13 @@ pub fn decide(
         let last = history.actions.iter().rev().find(|(_, from, to)| (to > from) == up);
         if let Some((t, ..)) = last.filter(|(t, ..)| now_ms - t < direction.cooldown_ms) {
             let left = (direction.cooldown_ms - (now_ms - t)) / 1000;
-            step(
-                "cooldown",
-                desired as f64,
-                current as f64,
+            step("cooldown", desired as f64, current as f64, &|| {
                 format!(
                     "scaled {} {}s ago; {left}s of cooldown left",
                     if up { "up" } else { "down" },
                     (now_ms - t) / 1000
-                ),
-            );
+                )
+            });
             desired = current;
         }
     }
@@ -299,16 +288,16 @@ pub fn decide(
     if desired != current {
         let limit = rate_limit(current, now_ms, direction, up, history);
         let limited = if up { desired.min(limit) } else { desired.max(limit) };
-        let why = match direction.select {
+        let why = || match direction.select {
             Select::Disabled => format!("scaling {} is disabled", if up { "up" } else { "down" }),
             _ => format!("rate limit allows {limit} now"),
         };
-        step("rate limit", desired as f64, limited as f64, why);
+        step("rate limit", desired as f64, limited as f64, &why);
         desired = limited;
     }
     // 8. bounds, finally: the group always ends within them.
     let bounded = desired.clamp(b.min, b.max);
-    step("bounds", desired as f64, bounded as f64, format!("within [{}, {}]", b.min, b.max));
+    step("bounds", desired as f64, bounded as f64, &|| format!("within [{}, {}]", b.min, b.max));
     Decision { target: bounded, steps, plugin_fault }
 }
 

@@ -7,11 +7,14 @@
 //! polls. So a call's CPU time is the thread's CPU time summed over the call's polls: everything
 //! the host does for the plugin is the plugin's CPU, and waiting is not.
 //!
-//! The thread's CPU clock is read when a poll starts; a poll shorter than [`SHORT`] — the common
-//! case, a whole policy evaluation in microseconds — is charged its duration on the CPU's
-//! time-stamp counter (a few cycles to read, where a second read of the thread's clock costs a
-//! system call), a longer one the thread's CPU time, so that a host function that blocks the
-//! thread (a disk write) or the thread being preempted is not charged as work.
+//! A poll shorter than [`SHORT`] — the common case, a whole policy evaluation in microseconds —
+//! is charged its duration on the CPU's time-stamp counter (a few cycles to read, where a read
+//! of the thread's CPU clock costs a system call), a longer one the thread's CPU time since the
+//! poll started, so that a host function that blocks the thread (a disk write) or the thread
+//! being preempted is not charged as work. The thread's CPU clock at a poll's start is the
+//! thread's last reading when that is under [`FRESH`] old (a burst of evaluations makes one
+//! system call per [`FRESH`] per thread, not one per poll): a long poll may so be charged up to
+//! [`FRESH`] of CPU more than it used, never less.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -38,6 +41,9 @@ struct Cell {
 /// Polls shorter than this are charged their time-stamp-counter duration.
 const SHORT: Duration = Duration::from_millis(1);
 
+/// How old the thread's last CPU clock reading may be to stand for the one at a poll's start.
+const FRESH: Duration = Duration::from_micros(100);
+
 impl CpuMeter {
     /// A new call with `budget` starts.
     pub fn arm(&self, budget: Duration) {
@@ -58,8 +64,9 @@ impl CpuMeter {
     }
 
     fn begin_poll(&self) {
-        self.0.poll_cpu_ns.store(thread_cpu_ns(), Relaxed);
-        self.0.poll_tick.store(tick::now().0, Relaxed);
+        let now = tick::now();
+        self.0.poll_cpu_ns.store(recent_thread_cpu_ns(now), Relaxed);
+        self.0.poll_tick.store(now.0, Relaxed);
     }
 
     fn end_poll(&self) {
@@ -87,6 +94,22 @@ impl CpuMeter {
     pub fn over_budget(&self) -> bool {
         self.0.used_ns.load(Relaxed) > self.0.budget_ns.load(Relaxed)
     }
+}
+
+/// The calling thread's CPU time at most [`FRESH`] before `now` (never after it).
+fn recent_thread_cpu_ns(now: tick::Tick) -> u64 {
+    thread_local! {
+        /// The thread's last reading: when, and what it read.
+        static LAST: std::cell::Cell<Option<(tick::Tick, u64)>> = const { std::cell::Cell::new(None) };
+    }
+    LAST.with(|last| match last.get() {
+        Some((at, cpu)) if tick::between(at, now) < FRESH => cpu,
+        _ => {
+            let cpu = thread_cpu_ns();
+            last.set(Some((now, cpu)));
+            cpu
+        }
+    })
 }
 
 /// The calling thread's CPU time, in nanoseconds.
@@ -230,5 +253,27 @@ mod tests {
         meter.begin_poll();
         assert!(!meter.spent());
         meter.end_poll();
+    }
+
+    #[test]
+    fn a_poll_that_blocks_the_thread_is_charged_its_cpu_not_its_wait() {
+        let meter = CpuMeter::default();
+        meter.arm(Duration::from_secs(1));
+        meter.begin_poll();
+        std::thread::sleep(Duration::from_millis(20));
+        meter.end_poll();
+        let used = meter.used();
+        assert!(used < Duration::from_millis(5), "a poll asleep for 20 ms was charged {used:?}");
+    }
+
+    #[test]
+    fn the_thread_clock_is_read_again_only_once_its_reading_is_stale() {
+        let now = tick::now();
+        let first = recent_thread_cpu_ns(now);
+        let start = thread_cpu_ns();
+        while thread_cpu_ns() - start < 2_000_000 {}
+        assert_eq!(recent_thread_cpu_ns(now), first, "a fresh reading is reused");
+        let later = recent_thread_cpu_ns(tick::now());
+        assert!(later >= first + 2_000_000, "a stale reading is replaced: {first} then {later}");
     }
 }

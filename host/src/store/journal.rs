@@ -82,26 +82,51 @@ impl Entry {
     /// whole-replica recommendation (the fractional part differs with every sample and decides
     /// nothing: the guardrails round it up first), the guardrails that acted, the backend's
     /// account, and for a hold without a recommendation its reason. `None` for an action,
-    /// which is never folded.
-    fn fold_key(&self, reason: &str, outcome: &str) -> Option<FoldKey> {
-        // A hold that called the backend (a describe, a failed call) is its own row.
-        if !matches!(self.action, Action::Hold | Action::NoRecommendation) || self.backend_ms.is_some() {
+    /// which is never folded. (`reason` and `outcome` are the entry's, cleaned.)
+    fn fold_key(&self) -> Option<FoldKey> {
+        if !self.foldable() {
             return None;
         }
-        let guardrails = match &self.steps {
-            serde_json::Value::Array(steps) => {
-                steps.iter().map(|s| s["guardrail"].as_str().unwrap_or("").to_string()).collect()
-            }
-            _ => Vec::new(),
-        };
         Some(FoldKey {
             action: self.action,
-            numbers: [self.current, self.ready, self.target, self.tier, self.target_tier],
-            whole: self.recommendation.map(|r| if r.is_finite() { r.ceil() as i64 } else { i64::MIN }),
-            guardrails,
-            outcome: outcome.to_string(),
-            reason: (self.action == Action::NoRecommendation).then(|| reason.to_string()),
+            numbers: self.numbers(),
+            whole: self.whole(),
+            guardrails: self.guardrails().map(str::to_string).collect(),
+            outcome: self.outcome.clone(),
+            reason: (self.action == Action::NoRecommendation).then(|| self.reason.clone()),
         })
+    }
+
+    /// Whether this entry has `key` (see [`Entry::fold_key`]), without building its own.
+    fn has_fold_key(&self, key: &FoldKey) -> bool {
+        self.foldable()
+            && self.action == key.action
+            && self.numbers() == key.numbers
+            && self.whole() == key.whole
+            && self.guardrails().eq(key.guardrails.iter().map(String::as_str))
+            && self.outcome == key.outcome
+            && key.reason.as_deref().is_none_or(|r| r == self.reason)
+    }
+
+    /// A hold that called the backend (a describe, a failed call) is its own row.
+    fn foldable(&self) -> bool {
+        matches!(self.action, Action::Hold | Action::NoRecommendation) && self.backend_ms.is_none()
+    }
+
+    fn numbers(&self) -> [u32; 5] {
+        [self.current, self.ready, self.target, self.tier, self.target_tier]
+    }
+
+    fn whole(&self) -> Option<i64> {
+        self.recommendation.map(|r| if r.is_finite() { r.ceil() as i64 } else { i64::MIN })
+    }
+
+    fn guardrails(&self) -> impl Iterator<Item = &str> {
+        let steps = match &self.steps {
+            serde_json::Value::Array(steps) => steps.as_slice(),
+            _ => &[],
+        };
+        steps.iter().map(|s| s["guardrail"].as_str().unwrap_or(""))
     }
 }
 
@@ -147,26 +172,22 @@ impl Store {
     /// instead: its count grows, its time becomes this one's, its text and inputs this one's —
     /// in memory, written at least every [`FOLD_FLUSH`] and when the run ends. A run spans no
     /// gap longer than two of the group's intervals (`every`).
-    pub fn journal(&self, e: &Entry, every: Duration) -> Result<(), StoreError> {
+    pub fn journal(&self, mut e: Entry, every: Duration) -> Result<(), StoreError> {
         let max_gap = 2 * every.as_millis().min(i64::MAX as u128 / 4) as i64 + 1_000;
-        let reason = crate::text::clean(&e.reason, MAX_JOURNAL_TEXT);
-        let outcome = crate::text::clean(&e.outcome, MAX_JOURNAL_TEXT);
-        let key = e.fold_key(&reason, &outcome);
+        crate::text::clean_in_place(&mut e.reason, MAX_JOURNAL_TEXT);
+        crate::text::clean_in_place(&mut e.outcome, MAX_JOURNAL_TEXT);
         let mut folds = self.inner.folds.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(key) = &key {
-            let continues = |f: &&mut Fold| f.key == *key && e.t_ms.saturating_sub(f.last_ms) <= max_gap;
-            if let Some(fold) = folds.get_mut(&e.group).filter(continues) {
-                fold.last_ms = e.t_ms;
-                let (count, first_ms) =
-                    fold.pending.as_ref().map_or((1, e.t_ms), |p| (p.count + 1, p.first_ms));
-                fold.pending = Some(Entry { reason, outcome, count, first_ms, ..e.clone() });
-                // Every group's fold is written together, in one transaction: at a thousand
-                // groups, one commit each would be most of an evaluation's cost.
-                if fold.written.elapsed() >= FOLD_FLUSH {
-                    self.write_folds(&mut folds)?;
-                }
-                return Ok(());
+        let continues = |f: &&mut Fold| e.has_fold_key(&f.key) && e.t_ms.saturating_sub(f.last_ms) <= max_gap;
+        if let Some(fold) = folds.get_mut(&e.group).filter(continues) {
+            fold.last_ms = e.t_ms;
+            (e.count, e.first_ms) = fold.pending.as_ref().map_or((1, e.t_ms), |p| (p.count + 1, p.first_ms));
+            fold.pending = Some(e);
+            // Every group's fold is written together, in one transaction: at a thousand
+            // groups, one commit each would be most of an evaluation's cost.
+            if fold.written.elapsed() >= FOLD_FLUSH {
+                self.write_folds(&mut folds)?;
             }
+            return Ok(());
         }
         // The run ended: its row is brought up to date, and the new entry is written even if
         // that fails (the entry may be an action).
@@ -174,25 +195,22 @@ impl Store {
             Some(mut fold) => self.with(|c| write_fold(c, &mut fold)),
             None => Ok(()),
         };
-        self.insert_folding(&mut folds, e, &reason, &outcome, key)?;
+        self.insert_folding(&mut folds, e)?;
         flushed
     }
 
     fn insert_folding(
         &self,
         folds: &mut std::collections::HashMap<String, Fold>,
-        e: &Entry,
-        reason: &str,
-        outcome: &str,
-        key: Option<FoldKey>,
+        e: Entry,
     ) -> Result<(), StoreError> {
         let row = self.with(|c| {
-            insert(c, e, reason, outcome)?;
+            insert(c, &e)?;
             Ok(c.last_insert_rowid())
         })?;
-        if let Some(key) = key {
+        if let Some(key) = e.fold_key() {
             let fold = Fold { row, key, pending: None, written: Instant::now(), last_ms: e.t_ms };
-            folds.insert(e.group.clone(), fold);
+            folds.insert(e.group, fold);
         }
         Ok(())
     }
@@ -305,7 +323,7 @@ impl Store {
     }
 }
 
-fn insert(c: &rusqlite::Connection, e: &Entry, reason: &str, outcome: &str) -> rusqlite::Result<()> {
+fn insert(c: &rusqlite::Connection, e: &Entry) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO decisions (t, grp, current, ready, recommendation, reason, target, steps, action, outcome, backend_ms, inputs, tier, target_tier, first_t, count)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
@@ -316,11 +334,11 @@ fn insert(c: &rusqlite::Connection, e: &Entry, reason: &str, outcome: &str) -> r
         e.current,
         e.ready,
         e.recommendation,
-        reason,
+        e.reason,
         e.target,
         e.steps.to_string(),
         e.action.as_str(),
-        outcome,
+        e.outcome,
         e.backend_ms.map(|m| m as i64),
         e.inputs.to_string(),
         e.tier,
@@ -363,7 +381,7 @@ fn write_pending(c: &rusqlite::Connection, row: i64, e: &Entry) -> rusqlite::Res
             e.inputs.to_string()
         ])?;
     if changed == 0 {
-        insert(c, e, &e.reason, &e.outcome)?;
+        insert(c, e)?;
         return Ok(c.last_insert_rowid());
     }
     Ok(row)
@@ -433,9 +451,9 @@ mod tests {
             count: 1,
             first_ms: t,
         };
-        store.journal(&entry(10, "web", Action::Scale), EVERY).unwrap();
-        store.journal(&entry(20, "api", Action::Hold), EVERY).unwrap();
-        store.journal(&entry(30, "web", Action::WouldScale), EVERY).unwrap();
+        store.journal(entry(10, "web", Action::Scale), EVERY).unwrap();
+        store.journal(entry(20, "api", Action::Hold), EVERY).unwrap();
+        store.journal(entry(30, "web", Action::WouldScale), EVERY).unwrap();
         let web = store.decisions(Some("web"), 0).unwrap();
         assert_eq!(web.len(), 2);
         assert_eq!(web[0], entry(10, "web", Action::Scale));
@@ -466,7 +484,7 @@ mod tests {
                 count: 1,
                 first_ms: t * 1_000,
             };
-            store.journal(&e, EVERY).unwrap();
+            store.journal(e, EVERY).unwrap();
         }
         let recent: Vec<i64> = store.recent_decisions("web", 0, 3).unwrap().iter().map(|e| e.t_ms).collect();
         assert_eq!(recent, [7_000, 8_000, 9_000]);
@@ -505,13 +523,13 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         // 2.2, 2.6, 2.9 replicas all round up to 3: one decision, three evaluations.
         for (t, r) in [(1_000, 2.2), (2_000, 2.6), (3_000, 2.9)] {
-            store.journal(&hold(t, 3, r), EVERY).unwrap();
+            store.journal(hold(t, 3, r), EVERY).unwrap();
         }
         let scale = Entry { action: Action::Scale, target: 4, ..hold(4_000, 3, 3.5) };
-        store.journal(&scale, EVERY).unwrap();
+        store.journal(scale, EVERY).unwrap();
         // After an action, a new run; a different whole recommendation, another.
         for (t, r) in [(5_000, 3.1), (6_000, 3.2), (7_000, 2.1)] {
-            store.journal(&hold(t, 4, r), EVERY).unwrap();
+            store.journal(hold(t, 4, r), EVERY).unwrap();
         }
         let rows = store.decisions(Some("web"), 0).unwrap();
         let runs: Vec<_> = rows.iter().map(|e| (e.first_ms, e.t_ms, e.count, e.action)).collect();
@@ -537,9 +555,9 @@ mod tests {
     fn a_folded_run_shows_its_capacity_from_its_first_evaluation() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.journal(&Entry { action: Action::Scale, target: 3, ..hold(0, 2, 2.5) }, EVERY).unwrap();
+        store.journal(Entry { action: Action::Scale, target: 3, ..hold(0, 2, 2.5) }, EVERY).unwrap();
         for t in 1..=9 {
-            store.journal(&hold(t * 1_000, 3, 2.5), EVERY).unwrap();
+            store.journal(hold(t * 1_000, 3, 2.5), EVERY).unwrap();
         }
         let cap = store.capacity_steps("web", 0, 2_000).unwrap();
         // Without the run's first time, bucket [0, 2s) would end at 2 replicas until 8 s.
@@ -561,14 +579,14 @@ mod tests {
             reason: why.into(),
             ..hold(t, 2, 0.0)
         };
-        store.journal(&none(1, "policy timed out"), EVERY).unwrap();
-        store.journal(&none(2, "policy timed out"), EVERY).unwrap();
-        store.journal(&none(3, "metric app.load missing"), EVERY).unwrap();
+        store.journal(none(1, "policy timed out"), EVERY).unwrap();
+        store.journal(none(2, "policy timed out"), EVERY).unwrap();
+        store.journal(none(3, "metric app.load missing"), EVERY).unwrap();
         let counts: Vec<u32> = store.decisions(None, 0).unwrap().iter().map(|e| e.count).collect();
         assert_eq!(counts, [2, 1]);
         // Retention deleted the row being folded into: the next hold starts a new one.
         store.with(|c| c.execute("DELETE FROM decisions", [])).unwrap();
-        store.journal(&none(4, "metric app.load missing"), EVERY).unwrap();
+        store.journal(none(4, "metric app.load missing"), EVERY).unwrap();
         let rows = store.decisions(None, 0).unwrap();
         assert_eq!((rows.len(), rows[0].count, rows[0].t_ms), (1, 1, 4));
     }
@@ -579,7 +597,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         // An agent that was a follower (or stopped) from 3 s to 9 s evaluated nothing then.
         for t in [1_000, 2_000, 3_000, 9_000, 10_000] {
-            store.journal(&hold(t, 3, 2.5), EVERY).unwrap();
+            store.journal(hold(t, 3, 2.5), EVERY).unwrap();
         }
         let rows = store.decisions(Some("web"), 0).unwrap();
         let runs: Vec<_> = rows.iter().map(|e| (e.first_ms, e.t_ms, e.count)).collect();

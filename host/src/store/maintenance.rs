@@ -225,7 +225,7 @@ mod tests {
                 count: 1,
                 first_ms: t * day,
             };
-            store.journal(&e, Duration::from_secs(1)).unwrap();
+            store.journal(e, Duration::from_secs(1)).unwrap();
         }
         store.plugin_state("kept").set("k", b"v").unwrap();
         store.plugin_state("gone").set("k", b"v").unwrap();

@@ -142,6 +142,12 @@ impl Store {
         Ok(points)
     }
 
+    /// Whether memory answers the window of `name` over `[from_ms, to_ms)` (else SQLite does).
+    #[cfg(test)]
+    pub(crate) fn window_in_memory(&self, name: &str, from_ms: i64, to_ms: i64) -> bool {
+        self.inner.recent.window(name, &[], from_ms, to_ms).is_some()
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path

@@ -62,8 +62,12 @@ impl fmt::Display for Labels {
         if self.0.is_empty() {
             return Ok(());
         }
-        let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-        write!(f, "{{{}}}", parts.join(", "))
+        f.write_str("{")?;
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            let comma = if i == 0 { "" } else { ", " };
+            write!(f, "{comma}{k}={v:?}")?;
+        }
+        f.write_str("}")
     }
 }
 
