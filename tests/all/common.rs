@@ -431,10 +431,33 @@ pub fn signal(pid: u32, name: &str) {
 }
 
 /// Says loudly, on the real stderr (not captured by the test harness), that a test or part of
-/// one could not run here; `scripts/test` lists these lines again at the end of the run.
+/// one could not run here; `scripts/test` lists these lines again at the end of the run. Under
+/// `CI=true` a skip fails the test, unless `tests/skips-allowed` names it with its reason.
 pub fn skipped(what: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {what} ***\n");
+    if std::env::var("CI").is_ok_and(|v| v == "true") && !skip_allowed(what) {
+        panic!(
+            "skipped under CI=true: {what}. CI runs every test: provide what it needs, or add it to \
+             tests/skips-allowed with the reason a CI machine may lack it"
+        );
+    }
+}
+
+/// Whether `tests/skips-allowed` lets a run under `CI=true` skip `what`.
+pub fn skip_allowed(what: &str) -> bool {
+    const ALLOWED: &str = include_str!("../skips-allowed");
+    ALLOWED
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(" | ").map(|(start, _)| start))
+        .any(|start| what.starts_with(start))
+}
+
+/// Under `REQUIRE_CGROUP=1` a missing cgroup is a failure, not a skip.
+pub fn cgroup_or_skip(what: &str) {
+    assert!(std::env::var_os("REQUIRE_CGROUP").is_none(), "REQUIRE_CGROUP is set but {what}");
+    skipped(what);
 }
 
 /// Runs `agent ARGS` to completion; returns (exit code, stdout, stderr).

@@ -29,3 +29,12 @@ mod supervisor;
 mod supervisor_ops;
 mod trust;
 mod week_old;
+
+/// Under `CI=true` only what `tests/skips-allowed` names may be skipped (`common::skipped`).
+#[test]
+fn only_the_listed_skips_are_allowed_under_ci() {
+    assert!(common::skip_allowed(r#"process_tree = "cgroup-v1": no writable cgroup v1 mount here"#));
+    assert!(common::skip_allowed("memory_max/cpu_max: no cgroup limits here (subreaper)"));
+    assert!(!common::skip_allowed("fleet::a_test: no `etcd` here (apt-get install etcd-server to run it)"));
+    assert!(!common::skip_allowed("openstack::a_test: no OpenStack cloud configured"));
+}

@@ -63,12 +63,12 @@ fn tree_modes() -> Vec<&'static str> {
     if writable("cgroup2") {
         modes.push("cgroup-v2");
     } else {
-        crate::common::skipped("process_tree = \"cgroup-v2\": no writable cgroup v2 mount here");
+        crate::common::cgroup_or_skip("process_tree = \"cgroup-v2\": no writable cgroup v2 mount here");
     }
     if writable("cgroup") {
         modes.push("cgroup-v1");
     } else {
-        crate::common::skipped("process_tree = \"cgroup-v1\": no writable cgroup v1 mount here");
+        crate::common::cgroup_or_skip("process_tree = \"cgroup-v1\": no writable cgroup v1 mount here");
     }
     modes
 }
@@ -154,7 +154,7 @@ cpu_max = "20%"
     let agent = Agent::start(dir.path(), config);
     let tree = &agent.status()["supervisor"];
     if !tree["memory_limits"].as_str().unwrap().starts_with("cgroup") {
-        crate::common::skipped(&format!("memory_max/cpu_max: no cgroup limits here ({tree})"));
+        crate::common::cgroup_or_skip(&format!("memory_max/cpu_max: no cgroup limits here ({tree})"));
         assert!(instance(&agent, "hog", 0).unwrap()["limits_error"]
             .as_str()
             .unwrap()

@@ -103,7 +103,8 @@ fn recent_thread_cpu_ns(now: tick::Tick) -> u64 {
         static LAST: std::cell::Cell<Option<(tick::Tick, u64)>> = const { std::cell::Cell::new(None) };
     }
     LAST.with(|last| match last.get() {
-        Some((at, cpu)) if tick::between(at, now) < FRESH => cpu,
+        // (A counter read on another core may be behind: a reading "from the future" is stale.)
+        Some((at, cpu)) if at <= now && tick::between(at, now) < FRESH => cpu,
         _ => {
             let cpu = thread_cpu_ns();
             last.set(Some((now, cpu)));

@@ -140,7 +140,7 @@ pub async fn run(
         }
         // A new interval takes effect at the tick due under the old one, which evaluates; the
         // next tick is on the new interval's grid.
-        if tick.period() != spec.interval {
+        if tick.period() != spec.interval.max(MIN_TICK) {
             tick = ticker(spec.interval);
         }
         let Some(registry) = registry.upgrade() else { break };
@@ -197,11 +197,6 @@ pub async fn run(
     }
 }
 
-/// Ticks every `period` on the agent's grid for that period (its multiples since the first
-/// group started), from the first grid point at least half a period away. Groups with the same
-/// interval so evaluate together: the runtime and the plugins' epoch ticker wake once an
-/// interval for all of them rather than once per group (a thousand times a second for a
-/// thousand groups at 1 s).
 /// The group's status after the evaluation journaled as `entry`.
 fn show(s: &mut GroupStatus, entry: &JournalEntry, tier_name: Option<String>) {
     s.current = Some(entry.current);
@@ -217,16 +212,26 @@ fn show(s: &mut GroupStatus, entry: &JournalEntry, tier_name: Option<String>) {
     s.last_ms = Some(entry.t_ms);
 }
 
+/// Ticks every `period` on the agent's grid for that period (its multiples since the first
+/// group started), from the first grid point at least half a period away. Groups with the same
+/// interval so evaluate together: the runtime and the plugins' epoch ticker wake once an
+/// interval for all of them rather than once per group (a thousand times a second for a
+/// thousand groups at 1 s).
 fn ticker(period: Duration) -> tokio::time::Interval {
     static GRID: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let period = period.max(Duration::from_millis(1));
+    let period = period.max(MIN_TICK);
     let soonest = GRID.get_or_init(Instant::now).elapsed() + period / 2;
     let past = Duration::from_nanos((soonest.as_nanos() % period.as_nanos()) as u64);
     let start = tokio::time::Instant::now() + period / 2 + (period - past);
     let mut tick = tokio::time::interval_at(start, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A tick served late (the thousandth group of a grid point, or after a long evaluation)
+    // does not move the group's next ones off the grid; one missed altogether is skipped.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tick
 }
+
+/// The shortest interval a ticker keeps (the configuration allows no shorter than 100 ms).
+const MIN_TICK: Duration = Duration::from_millis(1);
 
 /// The group's next tick; the first evaluation is at once.
 async fn due(tick: &mut tokio::time::Interval, first: &mut bool) {

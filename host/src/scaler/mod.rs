@@ -26,9 +26,10 @@ fn keep_windows(store: &Store, specs: &[GroupSpec]) {
 /// The runtime the groups' loops run on: one thread of their own. An evaluation at rest is
 /// microseconds of work; on one thread a thousand groups never wait for each other's plugin
 /// instance on another core nor wake one (measured: a third less CPU per evaluation than on the
-/// agent's two workers, docs/benchmarks.md), and the API and the collectors cannot delay them.
-/// A plugin call still cannot hold the thread: it yields at every epoch tick and stops at its
-/// CPU budget, as on any runtime. Started with the first group; it lives as long as the process.
+/// agent's two workers, docs/benchmarks.md), and a stalled store or a busy group cannot take
+/// the API's, the collectors' or the supervisor's threads. A plugin call still cannot hold the
+/// thread: it yields at every epoch tick and stops at its CPU budget. The price: the groups'
+/// plugin calls share one core. Started with the first group; it lives as long as the process.
 fn loops() -> &'static tokio::runtime::Handle {
     static LOOPS: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
     LOOPS.get_or_init(|| {
@@ -230,6 +231,7 @@ impl Scaler {
         // Dropping each sender ends its loop.
         let tasks: Vec<_> =
             running.into_iter().map(|r| r.task).chain(retiring.into_iter().map(|(_, task)| task)).collect();
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
         let all = async {
             for task in tasks {
                 let _ = task.await;
@@ -241,6 +243,8 @@ impl Scaler {
                 "groups still acting after {}: stopping without them",
                 crate::duration::format(patience)
             );
+            // Their runtime outlives the daemon's: cancelled, as the daemon's runtime would have.
+            aborts.iter().for_each(tokio::task::AbortHandle::abort);
         }
         ended
     }

@@ -74,6 +74,9 @@ pub struct Supervisor {
     http: reqwest::Client,
     /// Itself, for the futures of `ReplicaControl::set`, which must own what they use.
     self_ref: std::sync::OnceLock<std::sync::Weak<Supervisor>>,
+    /// The runtime it started on: every instance runs there, also one a backend started from a
+    /// group's loop (which runs on the scaler's own thread).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Supervisor {
@@ -108,6 +111,7 @@ impl Supervisor {
             tree,
             http: health::client(),
             self_ref: Default::default(),
+            runtime: tokio::runtime::Handle::current(),
         });
         let _ = supervisor.self_ref.set(Arc::downgrade(&supervisor));
         {
@@ -165,7 +169,7 @@ impl Supervisor {
             output: output.clone(),
             sockets: sockets.clone(),
         };
-        tokio::spawn(instance.run(rx));
+        self.runtime.spawn(instance.run(rx));
         Handle { ctl, status, output, members }
     }
 
