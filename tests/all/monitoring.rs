@@ -75,7 +75,14 @@ fn system_and_plugin_metrics_are_stored_and_queryable_while_the_agent_runs() {
     assert_eq!(code, 0);
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("time,name,labels,value"));
-    assert!(lines.all(|l| l.contains(",system.memory.limit,,")), "{csv}");
+    let rows: Vec<&str> = lines.collect();
+    assert!(!rows.is_empty(), "not one bucket:\n{csv}");
+    assert!(rows.iter().all(|l| l.contains(",system.memory.limit,,")), "{csv}");
+    let times: Vec<&str> = rows.iter().map(|l| l.split(',').next().unwrap_or("")).collect();
+    let mut buckets = times.clone();
+    buckets.dedup();
+    assert_eq!(buckets, times, "one row per bucket:\n{csv}");
+    assert!(rows.len() <= 3, "a minute in 30 s buckets is at most 3 rows:\n{csv}");
 }
 
 #[test]

@@ -301,7 +301,7 @@ fn in_a_browser_a_faulting_plugin_shows_quarantined_and_the_page_survives_an_age
         "return [...document.querySelectorAll('#view-machine .plot')].map(b => b.querySelectorAll('.uplot').length)",
     );
     assert!(
-        per_box.as_array().unwrap().iter().all(|n| n.as_u64() <= Some(1)),
+        per_box.as_array().unwrap().iter().all(|n| n.as_u64().is_some_and(|n| n <= 1)),
         "one chart per box: {per_box}"
     );
 
@@ -318,7 +318,11 @@ fn in_a_browser_a_faulting_plugin_shows_quarantined_and_the_page_survives_an_age
             "a y range wide enough to step through: {ranges}"
         );
     }
-    assert!(ranges[1][0].as_f64() < Some(0.99) && ranges[1][1].as_f64() > Some(1.01), "{ranges}");
+    assert!(
+        ranges[1][0].as_f64().is_some_and(|lo| lo < 0.99)
+            && ranges[1][1].as_f64().is_some_and(|hi| hi > 1.01),
+        "{ranges}"
+    );
 
     // The agent goes away: the page says so and keeps what it showed; it comes back: live again.
     let (addr, mut agent) = (agent.addr, agent);
@@ -337,6 +341,6 @@ fn in_a_browser_a_faulting_plugin_shows_quarantined_and_the_page_survives_an_age
         "return document.getElementById('banner').hidden",
     );
     let uptime = browser.eval("return S.status.uptime_s");
-    assert!(uptime.as_u64() < Some(30), "the restarted agent's status: {uptime}");
+    assert!(uptime.as_u64().is_some_and(|s| s < 30), "the restarted agent's status: {uptime}");
     no_problems(&browser);
 }

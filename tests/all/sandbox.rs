@@ -98,10 +98,16 @@ async fn panics_traps_and_stack_overflows_fail_only_their_call() {
         Fault::Trap(m) => assert!(m.contains("rogue panic on purpose") && m.contains("src/lib.rs"), "{m}"),
         other => panic!("{other:?}"),
     }
+    // Only that call failed: the next one runs, on a fresh instance.
+    assert_eq!(p.evaluate(mode("ok")).await.unwrap().reason, "fine");
     assert!(matches!(fault(p.evaluate(mode("trap")).await), Fault::Trap(m) if m.contains("unreachable")));
+    assert_eq!(p.evaluate(mode("ok")).await.unwrap().reason, "fine");
     assert!(matches!(fault(p.evaluate(mode("recurse")).await), Fault::Trap(m) if m.contains("stack")));
-    // Three in a row quarantines; a good call first resets the count.
-    assert_eq!(p.status().state, State::Quarantined);
+    assert_eq!(p.evaluate(mode("ok")).await.unwrap().reason, "fine");
+    // Three faults, none in a row: no quarantine (three in a row is the next test).
+    let status = p.status();
+    assert_eq!(status.faults, 3);
+    assert_ne!(status.state, State::Quarantined);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

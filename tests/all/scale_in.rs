@@ -160,6 +160,7 @@ fn a_replica_still_busy_at_the_drain_deadline_is_kept_and_its_drain_undone() {
     );
     let plugins = plugin_dir(&[&plugin("target-tracking"), &plugin("local-replicas")]);
     let agent = Agent::start(plugins.path(), &config);
+    let pids = ready(&agent, "app", 2);
     let kept = decision(&agent, "app", "a replica kept at its drain deadline", |d| {
         d["outcome"].as_str().is_some_and(|o| o.contains("at the drain deadline of 1s"))
     });
@@ -172,7 +173,8 @@ fn a_replica_still_busy_at_the_drain_deadline_is_kept_and_its_drain_undone() {
     // Replica 1 now reports busy: the next evaluation takes replica 0 instead, which the drain
     // makes busy too; both are kept, both drains undone.
     wait_for("replica 0's drain undone", LIMIT, || dir.path().join("undo-0").exists().then_some(()));
-    assert_eq!(replicas(&agent, "app").len(), 2, "nothing was stopped");
+    // Kept means the very processes that ran: neither stopped nor stopped and started again.
+    assert_eq!(ready(&agent, "app", 2), pids, "the kept replicas are the processes that ran before");
 }
 
 #[test]

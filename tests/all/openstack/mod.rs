@@ -521,6 +521,13 @@ fn a_server_that_fails_to_build_is_reported_with_novas_fault_and_deleted() {
     });
     let outcome = noted["outcome"].as_str().unwrap();
     assert!(outcome.contains("No valid host was found"), "{outcome}");
+    // `NAME (ID) went to ERROR: …; deleted it`: that very server is gone from Nova.
+    let failed = outcome.split(" went to ERROR").next().and_then(|s| s.rsplit_once('(')).map(|(_, id)| id);
+    let failed =
+        failed.and_then(|id| id.strip_suffix(')')).unwrap_or_else(|| panic!("no server id: {outcome}"));
+    wait_for("the ERROR server deleted from Nova", LIMIT, || {
+        (!bench.servers().iter().any(|s| s["id"] == failed)).then_some(())
+    });
     agent.wait_log("went to ERROR: No valid host was found");
     report(&format!("openstack: server that cannot be placed: {outcome}"));
     // No create/delete storm: after the failure, creates back off (10 s, doubling).
