@@ -130,8 +130,9 @@ fn one_agent_acts_and_a_killed_leader_s_successor_continues_its_stabilization_wi
     });
     assert_ne!(next, first);
     let failover_ms = took - killed;
+    // How fast is the scale bench's to say (failover p50/max, benches/fleet_scale.rs); here, that
+    // another agent leads at all.
     crate::common::report(&format!("fleet failover: leader SIGKILLed → successor leads in {failover_ms} ms (TTL {TTL_S} s, interval {INTERVAL_MS} ms)"));
-    assert!(failover_ms <= (TTL_S * 1000 + INTERVAL_MS + 2000) as i64, "{failover_ms} ms");
 
     // It continues the window: no scale-in before 20 s after the load fell (the HPA's new leader
     // would scale in at once).
