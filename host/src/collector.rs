@@ -11,6 +11,7 @@
 //! counted against the plugin ([`crate::plugins::meter`]).
 
 use crate::plugins::meter::{Budget, Meter};
+use crate::plugins::references::unconfigured;
 use crate::plugins::registry::Registry;
 use crate::plugins::Kind;
 use serde::Serialize;
@@ -48,6 +49,8 @@ pub struct SourceStatus {
     pub last_error: Option<String>,
     /// Unix milliseconds of the last successful collection.
     pub last_ok_ms: Option<i64>,
+    /// Why the source is not collected (a required key it lacks), if it is not.
+    pub not_collected: Option<String>,
 }
 
 struct SourceState {
@@ -226,6 +229,12 @@ impl Collector {
             if entry.next_due <= now {
                 let settings = config.plugin(&name);
                 entry.next_due = now + settings.interval.unwrap_or(DEFAULT_INTERVAL);
+                // Said once, as a configuration problem (the registry's check); a reload that
+                // adds the key wakes this loop.
+                entry.status.not_collected = unconfigured(&handle.status(), &settings.config_json);
+                if entry.status.not_collected.is_some() {
+                    continue;
+                }
                 entry.busy = true;
                 let budget =
                     SourceBudget { meter: handle.meter(), max_series: settings.budgets.max_series, idle_ms };

@@ -33,7 +33,8 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// The decision journal of the scaling groups (works while the agent runs).
+    /// The decision journal of the scaling groups (works while the agent runs). Holds that say
+    /// the same are one line (`hold ×N`), as on the page.
     Decisions {
         /// Only this group.
         #[arg(long)]
@@ -41,6 +42,10 @@ enum Command {
         /// How far back: 10m, 1h, 2d. Default 1h.
         #[arg(long, value_parser = parse_duration, default_value = "1h")]
         since: std::time::Duration,
+        /// One line per journal row, holds with other inputs not joined (the journal itself
+        /// keeps one row for identical holds, with their count).
+        #[arg(long)]
+        all: bool,
         #[arg(long, value_enum, default_value = "table")]
         format: commands::Format,
         #[command(flatten)]
@@ -298,8 +303,8 @@ fn main() {
         Some(Command::Ps { json, run }) => commands::ps(run.into_options(), json),
         Some(Command::Status { json, run }) => commands::status(run.into_options(), json),
         Some(Command::Simulate { args, run }) => commands::simulate(run.into_options(), args),
-        Some(Command::Decisions { group, since, format, run }) => {
-            commands::decisions(run.into_options(), group, since, format)
+        Some(Command::Decisions { group, since, all, format, run }) => {
+            commands::decisions(run.into_options(), group, since, all, format)
         }
         Some(Command::Restart { name, run }) => {
             commands::control(run.into_options(), ProcessAction::Restart(name))

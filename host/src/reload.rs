@@ -53,6 +53,9 @@ pub struct Changes {
     pub plugins: Vec<String>,
     /// Settings that changed in the file but are read only at start-up.
     pub restart_required: Vec<String>,
+    /// What the configuration now in force asks that the loaded plugins do not offer (a
+    /// misspelt policy, a missing key), one line each: applied, but not working as written.
+    pub problems: Vec<String>,
 }
 
 impl Reloader {
@@ -133,7 +136,8 @@ impl Reloader {
         };
         let groups = self.scaler.as_ref().map(|s| s.apply(&new.groups)).unwrap_or_default();
         let processes = self.supervisor.apply(new.processes.clone()).await;
-        Changes { processes, groups, plugins, restart_required: restart_required(old, &new) }
+        let problems = self.registry.as_ref().map(|r| r.problems().lines()).unwrap_or_default();
+        Changes { processes, groups, plugins, restart_required: restart_required(old, &new), problems }
     }
 }
 

@@ -106,6 +106,11 @@ impl Browser {
         assert_eq!(found, json!(true), "nothing matches `{selector}` to click");
     }
 
+    /// Resizes the window (as a user would: the page sees a `resize` event).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.session("POST", "/window/rect", json!({ "width": width, "height": height }));
+    }
+
     /// A PNG of the window, written to `target/screenshots/NAME.png`.
     pub fn screenshot(&self, name: &str) {
         let png = decode_base64(self.session("GET", "/screenshot", Value::Null).as_str().unwrap());

@@ -146,3 +146,110 @@ fn what_a_hostile_plugin_declares_reaches_the_log_and_status_short_and_escaped()
     let (_, out, _) = agent.cli(&["status"]);
     assert!(!out.contains('\u{1b}'), "{out}");
 }
+
+#[test]
+fn a_reload_prints_what_it_caused_and_exits_by_how_it_went_and_a_refused_one_needs_attention() {
+    let dir = plugin_dir(&[&plugin("target-tracking"), &plugin("ledger")]);
+    let good = group("target-tracking", "{ target = 1 }", "{ initial = 2 }");
+    let agent = Agent::start(dir.path(), &good);
+    let config = agent.data.path().join("agent.toml");
+
+    // Applied, but a policy misspelt: exit 1, and the did-you-mean on the command's output.
+    std::fs::write(&config, group("target-trackin", "{ target = 1 }", "{ initial = 2 }")).unwrap();
+    let (code, out, err) = agent.cli(&["reload"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("reloaded: groups: ~web"), "{out}");
+    let typo = "problem: group `web`: policy `target-trackin` is not loaded; did you mean `target-tracking`?";
+    assert!(out.contains(typo), "{out}");
+
+    // Refused (an inline table left open): exit 2, pointing at the `{`; `agent status` exits 1.
+    let broken = good.replace("policy_config = { target = 1 }", "policy_config = { target = 1");
+    std::fs::write(&config, &broken).unwrap();
+    let line = broken.lines().position(|l| l.starts_with("policy_config")).unwrap() + 1;
+    let (code, _, err) = agent.cli(&["reload"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("agent.toml:{line}:17: this `{{` is not closed on its line")), "{err}");
+    let (code, out, _) = agent.cli(&["status"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("needs attention:\n") && out.contains("configuration: reload refused"), "{out}");
+
+    // Fixed: exit 0, and nothing needs attention.
+    std::fs::write(&config, &good).unwrap();
+    let (code, out, err) = agent.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("problem:"), "{out}");
+    let (code, out, _) = agent.cli(&["status"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_source_without_a_required_key_is_not_collected_and_says_so_once_where_the_operator_looks() {
+    let dir = plugin_dir(&[&plugin("http-json")]);
+    let agent = Agent::start(dir.path(), "[plugins.http-json]\ninterval = \"100ms\"\n");
+    let problem = "[plugins.http-json]: not collected: source `http-json` requires `url`";
+    let status = wait_for("the problem in /status", LIMIT, || {
+        let s = agent.status();
+        s["problems"]["plugins"]["http-json"].as_array().filter(|p| !p.is_empty()).map(|_| s.clone())
+    });
+    let entry = status["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "http-json").unwrap();
+    assert!(entry["collection"]["not_collected"].as_str().unwrap().contains("requires `url`"), "{entry}");
+    assert_eq!(entry["collection"]["collections"], 0, "never called: {entry}");
+    let (code, out, _) = agent.cli(&["status"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("  {problem}")), "in needs attention: {out}");
+    // Once in the log, as a configuration problem (not a failed collection every tick).
+    std::thread::sleep(Duration::from_millis(500));
+    let log = agent.log();
+    assert_eq!(log.lines().filter(|l| l.contains("requires `url`")).count(), 1, "{log}");
+    assert!(!log.contains("collect failed"), "{log}");
+
+    // Configured wrongly: collected, failing, named, and in need of attention.
+    let config = agent.data.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "[plugins.http-json]\ninterval = \"100ms\"\n[plugins.http-json.config]\nurl = 5\n",
+    )
+    .unwrap();
+    assert_eq!(agent.cli(&["reload"]).0, 0);
+    let (code, out) = wait_for("a failed collection in `agent status`", LIMIT, || {
+        let (code, out, _) = agent.cli(&["status"]);
+        out.contains("source `http-json`: ").then_some((code, out))
+    });
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("collections failed; last: bad config: [plugins.http-json.config]"), "{out}");
+    assert!(!out.contains("<name>"), "{out}");
+}
+
+#[test]
+fn the_shipped_configuration_on_the_whole_plugins_folder_is_quiet_and_needs_nothing() {
+    // As the README runs it: every plugin `scripts/build-plugins` puts in the folder.
+    // The demo's http-json source reads the agent's own /status: the agent listens where it reads.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", crate::common::free_port()).parse().unwrap();
+    let config = crate::common::default_configuration().0.replace("127.0.0.1:9820", &addr.to_string());
+    let all: Vec<_> = std::fs::read_dir(plugin("ledger").parent().unwrap())
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()).filter(|p| p.extension().is_some_and(|x| x == "wasm")))
+        .collect();
+    assert!(all.len() >= 9, "the whole folder: {all:?}");
+    let dir = plugin_dir(&all.iter().map(|p| p.as_path()).collect::<Vec<_>>());
+    let agent = Agent::spawn_at(dir.path(), &config, tempfile::tempdir().unwrap(), addr);
+    wait_for(
+        "every file tried, two collections of http-json, a decision of web",
+        Duration::from_secs(120),
+        || {
+            let s = agent.status();
+            let sources = s["sources"].as_array()?;
+            let collected =
+                sources.iter().any(|c| c["name"] == "http-json" && c["collections"].as_u64() >= Some(2));
+            let decided = group_status(&agent, "web")["last_action"].is_string();
+            (s["plugins_settled"] == true && collected && decided).then_some(())
+        },
+    );
+    let log = agent.log();
+    let loud: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+    assert!(loud.is_empty(), "no WARN or ERROR on the default configuration: {loud:#?}\n{log}");
+    assert_eq!(agent.plugin("prometheus").unwrap()["state"], "disabled");
+    let (code, out, _) = agent.cli(&["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("needs attention"), "{out}");
+}

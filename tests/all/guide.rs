@@ -73,3 +73,58 @@ fn shell_blocks_are_found_in_order() {
     let md = "text\n```sh\na\nb\n```\n```toml\nx\n```\n```sh\nc\n```\n";
     assert_eq!(shell_blocks(md), ["a\nb\n", "c\n"]);
 }
+
+/// The Markdown and example files a user reads.
+fn user_docs() -> Vec<(String, String)> {
+    let mut files = vec![root().join("README.md")];
+    for dir in ["docs", "examples"] {
+        let mut found: Vec<_> = std::fs::read_dir(root().join(dir))
+            .unwrap()
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "md" || x == "toml"))
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    files.into_iter().map(|p| (p.display().to_string(), std::fs::read_to_string(&p).unwrap())).collect()
+}
+
+#[test]
+fn the_docs_send_no_one_to_a_folder_a_clone_lacks() {
+    let mut wrong = Vec::new();
+    for (file, text) in user_docs() {
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, line) in lines.iter().enumerate() {
+            // The project's own machines keep a cloud and traces beside the clone; a doc may say
+            // so, as something outside the repository, never send a user there.
+            let near = lines[n.saturating_sub(1)..(n + 2).min(lines.len())].join(" ");
+            if line.contains("../shared") && !near.contains("outside the repository") {
+                wrong.push(format!("{file}:{}: {line}", n + 1));
+            }
+            for word in line.split(|c: char| c.is_whitespace() || "`()[]\"',;".contains(c)) {
+                let path = word.trim_end_matches(['.', ':']);
+                let ours = ["tests/traces/", "examples/", "scripts/"].iter().any(|p| path.starts_with(p));
+                if ours && !path.contains('*') && !root().join(path).exists() {
+                    wrong.push(format!("{file}:{}: `{path}` is not in the repository", n + 1));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_simulate_docs_command_runs_in_a_plain_clone() {
+    let doc = std::fs::read_to_string(root().join("docs/simulate.md")).unwrap();
+    let command = doc
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("agent simulate --config examples/simulate-hpa.toml"))
+        .expect("docs/simulate.md shows the HPA replay");
+    plugin("target-tracking");
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let out = Command::new(agent_bin()).args(&args).current_dir(root()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{command}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("avg units") && stdout.contains("actions"), "{stdout}");
+}

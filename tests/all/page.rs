@@ -1,9 +1,11 @@
 //! The operator's page (`GET /`): served from the binary with strict headers, read-only without
 //! the token, and — in a real headless Chromium — showing a scale-up with its reason, a restart
-//! of a process killed from outside, a quarantined plugin, and surviving an agent restart.
+//! of a process killed from outside, a quarantined plugin, and surviving an agent restart; a
+//! group's chart with its target line, a colour per line and per action (shared with the
+//! timeline), marker labels that never overlap, and the latest values in its legend.
 
 use crate::browser::Browser;
-use crate::common::{fixture, plugin, plugin_dir, wait_for, Agent, Load};
+use crate::common::{fixture, group_status, plugin, plugin_dir, wait_for, Agent, JsonServer, Load};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -192,6 +194,23 @@ fn in_a_browser_the_default_configuration_shows_a_scale_up_with_its_reason_and_a
          return u ? u.marks.filter(m => m.action === 'scale' && m.target > m.current).length : 0;",
     );
     assert!(marks.as_u64() >= Some(1), "the scale-up marked on the chart: {marks}");
+    let target = browser.eval(
+        "const u = S.charts.get('group:web'); const i = u.series.findIndex(s => s.label === 'target');
+         return i < 0 ? null : u.data[i].filter(v => v != null);",
+    );
+    let at_target = target.as_array().is_some_and(|v| v.len() >= 2 && v.iter().all(|x| x == 0.2));
+    assert!(at_target, "the policy's target (0.2) drawn across the chart: {target}");
+    // The legend, no cursor over the chart: the latest values, a count of replicas as a count.
+    let legend = browser.eval(
+        "return [...document.querySelectorAll('#group-web .u-legend tr.u-series')]
+           .map(r => [r.querySelector('.u-label').textContent, r.querySelector('.u-value').textContent]);",
+    );
+    let value = |label: &str| {
+        let row = legend.as_array().unwrap().iter().find(|r| r[0] == label);
+        row.and_then(|r| r[1].as_str()).unwrap_or_default().to_string()
+    };
+    assert_eq!(value("target"), "20%", "{legend}");
+    assert!(value("replicas").parse::<u32>().is_ok_and(|n| n >= 1), "replicas, a count: {legend}");
     browser.screenshot("page-groups");
     assert_eq!(load.stop(), 0, "requests failed while the group scaled");
 
@@ -243,6 +262,198 @@ fn in_a_browser_the_default_configuration_shows_a_scale_up_with_its_reason_and_a
     no_problems(&browser);
 }
 
+/// A group's chart, read in the page: every line's label, legend value (what it shows without a
+/// cursor over the chart) and legend colour; the target line's values and the y axis' range; the
+/// markers' labels (box, text, how many decisions each holds) and lines (decision and colour); the
+/// timeline's scale badges' colours. `null` until the chart is drawn.
+const READ_CHART: &str = "const u = S.charts.get('group:web');
+  if (!u || !u.marks) return null;
+  const colour = (e, p) => (e ? getComputedStyle(e)[p] : null);
+  const legend = [...u.root.querySelectorAll('.u-legend tr.u-series')].map(r => ({
+    label: r.querySelector('.u-label').textContent,
+    value: r.querySelector('.u-value').textContent,
+    colour: colour(r.querySelector('.u-marker'), 'borderTopColor'),
+  }));
+  const t = u.series.findIndex(s => s.label === 'target');
+  const labels = [...u.root.querySelectorAll('.mark')].map(l => {
+    const r = l.getBoundingClientRect();
+    return { text: l.textContent, count: Number(l.dataset.count), colour: colour(l, 'color'),
+             left: r.left, right: r.right, top: r.top, bottom: r.bottom };
+  });
+  const lines = [...u.root.querySelectorAll('.mark-line')].map(l => ({
+    action: l.dataset.action, from: Number(l.dataset.from), to: Number(l.dataset.to), colour: colour(l, 'borderLeftColor'),
+  }));
+  const badges = [...document.querySelectorAll('#group-web tr.ev-scale')].map(r => {
+    const [from, to] = r.cells[2].textContent.split('→').map(Number);
+    return { from, to, colour: colour(r.cells[1].querySelector('.badge'), 'color') };
+  });
+  return { legend, labels, lines, badges, scale_decisions: u.marks.filter(m => m.action === 'scale').length,
+           target: t < 0 ? null : { values: u.data[t].filter(v => v != null), scale: u.series[t].scale },
+           y: [u.scales.y.min, u.scales.y.max] };";
+
+#[test]
+fn in_a_browser_a_groups_chart_has_its_target_distinct_colours_markers_apart_and_latest_values() {
+    let Some(browser) = Browser::start("the page in a browser (the chart: target, colours, markers, legend)")
+    else {
+        return;
+    };
+    // Two metrics (two lines drawing from the palette that ready, desired and target use), a
+    // group quick to scale both ways: decisions a second or so apart.
+    let app = JsonServer::start(r#"{"load": 45, "queue": 3}"#);
+    let config = format!(
+        "[plugins.http-json]\nallow_http = [\"http://{addr}\"]\ninterval = \"100ms\"\n\
+         [plugins.http-json.config]\nurl = \"http://{addr}/\"\nmetrics = {{ \"/load\" = \"app.load\", \"/queue\" = \"app.queue\" }}\n\
+         [[group]]\nname = \"web\"\ninterval = \"300ms\"\n\
+         metrics = [{{ name = \"app.load\", window = \"1s\" }}, {{ name = \"app.queue\", window = \"1s\" }}]\n\
+         policy = \"target-tracking\"\npolicy_config = {{ target = 10, per = \"total\" }}\n\
+         backend = \"ledger\"\nbackend_config = {{ initial = 1 }}\nmin = 1\nmax = 10\n\
+         [group.scale_down]\nstabilization = \"0s\"\n",
+        addr = app.addr
+    );
+    let plugins = plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("ledger")]);
+    let agent = Agent::start(plugins.path(), &config);
+    assert_eq!(group_status(&agent, "web")["target"], 10.0, "the policy's target, for the page");
+    open(&browser, &agent, "groups");
+    // Up (45 / 10 → 5), in (no load → 1), up again (25 → 3), and there it stays.
+    let at = |n: u64| (group_status(&agent, "web")["current"] == n).then_some(());
+    wait_for("the group at 5", LIMIT, || at(5));
+    app.set_body(r#"{"load": 0, "queue": 2}"#);
+    wait_for("the group back at 1", LIMIT, || at(1));
+    app.set_body(r#"{"load": 25, "queue": 4}"#);
+    wait_for("the group at 3", LIMIT, || at(3));
+    let chart = browser.wait(
+        "the chart with the three scalings and the group's 3 replicas",
+        LIMIT,
+        &format!(
+            "const c = (() => {{ {READ_CHART} }})();
+             const u = S.charts.get('group:web'), r = u && u.series.findIndex(s => s.label === 'replicas');
+             return c && c.scale_decisions >= 3 && c.lines.length === c.scale_decisions
+               && u.data[r].filter(v => v != null).pop() === 3 && c;"
+        ),
+    );
+    browser.screenshot("page-chart");
+    let list = |key: &str| chart[key].as_array().unwrap().clone();
+    let text = |v: &Value| v.as_str().unwrap().to_string();
+
+    // The target line: the policy's 10 across the chart, on the metrics' axis, within its range.
+    let target = &chart["target"];
+    assert!(!target.is_null(), "a target line: {chart}");
+    let values = target["values"].as_array().unwrap();
+    assert!(values.len() >= 2 && values.iter().all(|v| v == 10.0), "{target}");
+    assert_eq!(target["scale"], "y");
+    let (lo, hi) = (chart["y"][0].as_f64().unwrap(), chart["y"][1].as_f64().unwrap());
+    assert!(lo <= 10.0 && 10.0 <= hi, "the target within the axis: {lo}–{hi}");
+
+    // The legend without a cursor over the chart: every line's latest value, none `–`.
+    let legend = list("legend");
+    assert!(legend.len() >= 7, "time, 2 metrics, target, replicas, ready, desired: {legend:?}");
+    for l in &legend {
+        let value = text(&l["value"]);
+        assert!(
+            !value.is_empty() && value != "–" && value != "--",
+            "{} reads `{value}`: {legend:?}",
+            l["label"]
+        );
+    }
+    let value_of = |label: &str| {
+        let named = |l: &&Value| l["label"].as_str().is_some_and(|n| n.split(' ').next() == Some(label));
+        legend.iter().find(named).map(|l| text(&l["value"]))
+    };
+    assert_eq!(value_of("target").as_deref(), Some("10"));
+    assert_eq!(value_of("replicas").as_deref(), Some("3"), "the group's replicas now: {legend:?}");
+    assert_eq!(value_of("app.load").as_deref(), Some("25"), "the latest load: {legend:?}");
+
+    // Every line of the chart its own colour.
+    let colours: Vec<String> = legend.iter().skip(1).map(|l| text(&l["colour"])).collect();
+    let distinct: std::collections::BTreeSet<&String> = colours.iter().collect();
+    assert_eq!(distinct.len(), colours.len(), "a colour used twice: {legend:?}");
+
+    // Markers: labels never overlap, and every decision keeps its line.
+    let lines = list("lines");
+    markers_apart(&chart);
+    // One colour per action: a scale-in's line and its timeline badge alike, and not a scale-up's;
+    // and no line of the chart in an action's colour.
+    let colour = |items: &[Value], down: bool| {
+        let item = items.iter().find(|i| {
+            i.get("action").is_none_or(|a| a == "scale")
+                && (i["to"].as_u64() < i["from"].as_u64()) == down
+                && i["to"] != i["from"]
+        });
+        text(
+            &item.unwrap_or_else(|| panic!("no scale-{} among {items:?}", if down { "in" } else { "up" }))
+                ["colour"],
+        )
+    };
+    let badges = list("badges");
+    let (line_in, badge_in) = (colour(&lines, true), colour(&badges, true));
+    let (line_up, badge_up) = (colour(&lines, false), colour(&badges, false));
+    assert_eq!(line_in, badge_in, "the scale-in's colour on the chart and in the timeline");
+    assert_eq!(line_up, badge_up, "the scale-up's colour on the chart and in the timeline");
+    assert_ne!(line_in, line_up);
+    assert!(
+        !colours.contains(&line_in) && !colours.contains(&line_up),
+        "a line in an action's colour: {colours:?}"
+    );
+
+    // On a narrow screen the same decisions are a few pixels apart: their labels merge rather
+    // than overlap.
+    browser.resize(480, 1000);
+    let narrow = browser.wait(
+        "the chart redrawn narrow",
+        LIMIT,
+        &format!(
+            "const c = (() => {{ {READ_CHART} }})(); return S.charts.get('group:web').width < 480 && c;"
+        ),
+    );
+    browser.screenshot("page-chart-narrow");
+    assert!(markers_apart(&narrow) >= 1, "decisions pixels apart share a label: {}", narrow["labels"]);
+
+    // A reload refused: "Needs attention" says so, with the reason.
+    std::fs::write(agent.data.path().join("agent.toml"), "[[group]\n").unwrap();
+    let token = std::fs::read_to_string(agent.data.path().join("api.token")).unwrap();
+    let (code, body) = post(&agent, "/reload", Some(&token));
+    assert_ne!(code, 200, "{body}");
+    let error = agent.status()["config"]["last_reload"]["error"].as_str().unwrap().to_string();
+    let attention = browser.wait(
+        "the refused reload in Needs attention",
+        LIMIT,
+        "const a = document.getElementById('attention'); return !a.hidden && a.textContent.includes('configuration:') && a.textContent;",
+    );
+    assert!(
+        attention.as_str().unwrap().contains(&format!("configuration: reload refused: {error}")),
+        "{attention}"
+    );
+    no_problems(&browser);
+}
+
+/// Asserts that no two marker labels of `chart` (as [`READ_CHART`] reads it) overlap, that each
+/// decision is in exactly one label, and that a label holding several says how many and the net
+/// change (`1→3 ×4`); returns how many labels hold several.
+fn markers_apart(chart: &Value) -> usize {
+    let labels = chart["labels"].as_array().unwrap();
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap();
+    for (i, a) in labels.iter().enumerate() {
+        assert!(f(a, "right") > f(a, "left"), "a label with no width: {a}");
+        for b in &labels[i + 1..] {
+            let apart = f(a, "right") <= f(b, "left")
+                || f(b, "right") <= f(a, "left")
+                || f(a, "bottom") <= f(b, "top")
+                || f(b, "bottom") <= f(a, "top");
+            assert!(apart, "overlapping markers {a} and {b}");
+        }
+    }
+    let held: u64 = labels.iter().map(|l| l["count"].as_u64().unwrap()).sum();
+    let lines = chart["lines"].as_array().unwrap().len();
+    assert_eq!(held as usize, lines, "every decision in one label: {labels:?}");
+    let merged: Vec<_> = labels.iter().filter(|l| l["count"].as_u64() > Some(1)).collect();
+    for l in &merged {
+        let text = l["text"].as_str().unwrap();
+        let net = text.split(' ').next().unwrap().split('→').filter(|n| n.parse::<u32>().is_ok()).count();
+        assert!(net == 2 && text.ends_with(&format!(" ×{}", l["count"])), "{text}");
+    }
+    merged.len()
+}
+
 /// Nothing the page did was blocked by its Content-Security-Policy, and no script failed.
 fn no_problems(browser: &Browser) {
     assert_eq!(browser.eval("return problems"), serde_json::json!([]));
@@ -251,11 +462,18 @@ fn no_problems(browser: &Browser) {
 #[test]
 fn in_a_browser_a_faulting_plugin_shows_quarantined_and_the_page_survives_an_agent_restart() {
     let Some(browser) = Browser::start("the page in a browser (quarantine, agent restart)") else { return };
-    let plugins = plugin_dir(&[&fixture("rogue-policy"), &plugin("ledger")]);
+    let plugins = plugin_dir(&[
+        &fixture("rogue-policy"),
+        &plugin("ledger"),
+        &fixture("rogue-source"),
+        &plugin("http-json"),
+    ]);
     // A file whose name is markup: the page must show it as text, never run it.
     let hostile = "<img src=x onerror=window.pwned=1>.wasm";
     std::fs::write(plugins.path().join(hostile), b"not a component").unwrap();
-    let config = "[[group]]\nname = \"faulty\"\ninterval = \"200ms\"\nmetrics = [{ name = \"system.cpu.utilization\", window = \"5s\" }]\n\
+    // A source whose collections fail (a URL it was not granted), one never collected (no `url`).
+    let config = "[plugins.rogue-source]\ninterval = \"100ms\"\n[plugins.rogue-source.config]\nmode = \"http\"\nurl = \"http://127.0.0.1:9/x\"\n\
+                  [[group]]\nname = \"faulty\"\ninterval = \"200ms\"\nmetrics = [{ name = \"system.cpu.utilization\", window = \"5s\" }]\n\
                   policy = \"rogue-policy\"\npolicy_config = { mode = \"trap\" }\nbackend = \"ledger\"\nmin = 1\nmax = 3\n\
                   [[group]]\nname = \"typo\"\npolicy = \"rogue-polcy\"\nbackend = \"ledger\"\nmin = 1\nmax = 3\n";
     let agent = Agent::start(plugins.path(), config);
@@ -269,6 +487,15 @@ fn in_a_browser_a_faulting_plugin_shows_quarantined_and_the_page_survives_an_age
     assert!(state.as_str().unwrap().contains("quarantined"));
     let attention = browser.eval("return document.getElementById('attention').textContent");
     assert!(attention.as_str().unwrap().contains("plugin rogue-policy is quarantined"), "{attention}");
+    let sources = browser.wait(
+        "both sources' problems in Needs attention and the Plugins view",
+        LIMIT,
+        "const a = document.getElementById('attention').textContent;
+         const notes = [...document.querySelectorAll('tr.plugin .collection')].map(e => e.textContent);
+         return a.includes('source rogue-source: ') && a.includes('plugin http-json: not collected') && notes.length == 2 && [a, notes];",
+    );
+    let text = sources.to_string();
+    assert!(text.contains("collections failed; last: ") && text.contains("requires `url`"), "{text}");
     let shown = browser.wait(
         "the hostile file among the files that did not load",
         LIMIT,

@@ -436,6 +436,12 @@ fn a_schedule_raises_a_live_group_s_max_for_its_window_and_the_cap_returns_the_m
     let (code, out, _) = agent.cli(&["decisions", "--group", "web", "--since", "1m"]);
     assert_eq!(code, 0);
     assert!(out.contains("group web: bounds now 1–3 (no window open); next: no change"), "{out}");
+    // Without --config too: the running agent knows its schedules.
+    let (addr, data) = (agent.addr.to_string(), agent.data.path().to_str().unwrap().to_string());
+    let (code, out, _) =
+        agent_cli(&["decisions", "--group", "web", "--since", "1m", "--listen", &addr, "--data-dir", &data]);
+    assert_eq!(code, 0);
+    assert!(out.contains("group web: bounds now 1–3 (no window open); next: no change"), "{out}");
 }
 
 #[test]
@@ -482,6 +488,38 @@ fn the_frontier_replays_every_group_and_the_quantile_method_buys_safety_on_burst
     assert!(under("tt-80") > 10.0 && under("q-95") < 2.0, "{out}");
     let drawn = std::fs::read_to_string(&svg).unwrap();
     assert_eq!(drawn.matches("<circle").count(), 2, "{drawn}");
+}
+
+#[test]
+fn agent_decisions_joins_holds_that_decided_the_same_like_the_page_and_all_shows_every_row() {
+    // 4.5 replicas' worth of load against max 3: a hold at 3 by the bounds, every 300 ms.
+    let app = JsonServer::start(r#"{"load": 45}"#);
+    let dir = plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("ledger")]);
+    let config = config(&app)
+        .replacen("backend_config = { initial = 1 }", "backend_config = { initial = 3 }", 1)
+        .replacen("max = 10", "max = 3", 1);
+    let agent = Agent::start(dir.path(), &config);
+    wait_for("a run of holds at 3", LIMIT, || {
+        decisions(&agent, "web").into_iter().find(|d| d["action"] == "hold" && d["count"].as_u64() >= Some(2))
+    });
+    // More load rounds to another whole number: a new journal row, the same decision.
+    app.set_body(r#"{"load": 65}"#);
+    wait_for("a second journal row of holds", LIMIT, || {
+        let rows = decisions(&agent, "web");
+        let holds = rows.iter().filter(|d| d["action"] == "hold").count();
+        (holds >= 2 && rows.last()?["recommendation"].as_f64()? > 6.0).then_some(())
+    });
+    let holds = |args: &[&str]| {
+        let (code, out, err) =
+            agent.cli(&[&["decisions", "--group", "web", "--since", "10m"], args].concat());
+        assert_eq!(code, 0, "{err}");
+        (out.lines().filter(|l| l.contains(" hold")).count(), out)
+    };
+    let (folded, table) = holds(&[]);
+    assert_eq!(folded, 1, "one line for every hold at 3 → 3 [bounds], as the page shows: {table}");
+    assert!(table.contains("hold ×") && table.contains("3 → 3") && table.contains("bounds"), "{table}");
+    let (all, rows) = holds(&["--all"]);
+    assert!(all >= 2, "--all shows each journal row: {rows}");
 }
 
 #[test]

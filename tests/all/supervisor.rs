@@ -87,7 +87,8 @@ interval = "1m"
         agent.data.path().to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.trim(), "restart: crasher");
+    // It says what it acts on: the failed instance, as it stood.
+    assert_eq!(out.trim(), "crasher: restarting 1 instance(s) (crasher-0 failed)");
     wait_for("a sixth start", LIMIT, || {
         (std::fs::read_to_string(&starts).unwrap().lines().count() >= 6).then_some(())
     });
@@ -247,15 +248,15 @@ log_output = true
     let addr = agent.addr.to_string();
     let data = agent.data.path().to_str().unwrap().to_string();
     let (code, out, err) = agent_cli(&["scale", "web", "3", "--listen", &addr, "--data-dir", &data]);
-    assert_eq!((code, out.trim()), (0, "web: 3 replicas"), "{err}");
+    assert_eq!((code, out.trim()), (0, "web: 1 → 3 replicas; started web-1, web-2"), "{err}");
     agent.wait_log("replica=2 port=19302 arg=19302");
     let all = wait_for("3 ready", LIMIT, || {
         let i = instances(&agent, "web");
         (i.len() == 3 && i.iter().all(|p| p["state"] == "ready")).then_some(i)
     });
     let pids: Vec<u64> = all.iter().map(|p| p["pid"].as_u64().unwrap()).collect();
-    let (code, _, _) = agent_cli(&["scale", "web", "1", "--listen", &addr, "--data-dir", &data]);
-    assert_eq!(code, 0);
+    let (code, out, _) = agent_cli(&["scale", "web", "1", "--listen", &addr, "--data-dir", &data]);
+    assert_eq!((code, out.trim()), (0, "web: 3 → 1 replicas; stopped web-1, web-2"));
     let left = instances(&agent, "web");
     assert_eq!(left.len(), 1);
     assert_eq!(

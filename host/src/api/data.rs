@@ -5,13 +5,13 @@
 
 use super::server::ClientAddr;
 use super::ApiState;
-use crate::store::{Action, JournalEntry, ReadError, Selector};
+use crate::store::{JournalEntry, ReadError, Selector};
 use crate::timefmt::now_ms;
 use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -120,48 +120,9 @@ async fn read<T: Send + 'static>(
     }
 }
 
-/// One timeline event: a journal entry, and how many evaluations after it said the same.
-#[derive(Serialize)]
-struct Event {
-    #[serde(flatten)]
-    entry: JournalEntry,
-    repeats: u32,
-}
-
-/// What makes an evaluation worth its own line: what was done, from and to what, and which
-/// guardrails changed the number (rounding aside: it almost always does).
-fn signature(e: &JournalEntry) -> (Action, u32, u32, u32, Vec<String>) {
-    let guardrails = e
-        .steps
-        .as_array()
-        .map(|steps| {
-            steps
-                .iter()
-                .filter_map(|s| s["guardrail"].as_str())
-                .filter(|g| *g != "round")
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    (e.action, e.current, e.target, e.target_tier, guardrails)
-}
-
-/// Run-length: an entry that says what the one before it said is counted in that one's
-/// `repeats` (with the evaluations the journal folded into it); every action other than a hold
-/// is its own event.
-fn events(entries: &[JournalEntry]) -> (Vec<Event>, usize) {
-    let mut out: Vec<Event> = Vec::new();
-    let mut last = None;
-    for e in entries {
-        let sig = signature(e);
-        let same = e.action == Action::Hold && last.as_ref() == Some(&sig);
-        match out.last_mut() {
-            Some(event) if same => event.repeats += e.count.max(1),
-            // A row the journal folded stands for `count` evaluations already.
-            _ => out.push(Event { entry: e.clone(), repeats: e.count.max(1) - 1 }),
-        }
-        last = Some(sig);
-    }
+/// The newest [`MAX_EVENTS`] runs of `entries`, and how many older ones were left out.
+fn events(entries: &[JournalEntry]) -> (Vec<crate::store::Run>, usize) {
+    let mut out = crate::store::runs(entries);
     let omitted = out.len().saturating_sub(MAX_EVENTS);
     (out.split_off(omitted), omitted)
 }
@@ -207,28 +168,6 @@ pub async fn decisions(
 mod tests {
     use super::*;
 
-    fn entry(t_ms: i64, action: Action, current: u32, target: u32, guardrails: &[&str]) -> JournalEntry {
-        let steps: Vec<_> = guardrails.iter().map(|g| json!({"guardrail": g})).collect();
-        JournalEntry {
-            t_ms,
-            group: "web".into(),
-            current,
-            ready: current,
-            recommendation: Some(target as f64),
-            reason: format!("at {t_ms}"),
-            target,
-            tier: 0,
-            target_tier: 0,
-            steps: json!(steps),
-            action,
-            outcome: String::new(),
-            backend_ms: None,
-            inputs: json!({}),
-            count: 1,
-            first_ms: t_ms,
-        }
-    }
-
     #[test]
     fn steps_are_whole_seconds_then_whole_minutes() {
         assert_eq!(step_ms(15 * 60_000), 2_000);
@@ -237,32 +176,6 @@ mod tests {
         assert_eq!(step_ms(24 * 3_600_000), 180_000);
         assert_eq!(step_ms(MAX_WINDOW_MS) % 60_000, 0);
         assert!(MAX_WINDOW_MS / step_ms(MAX_WINDOW_MS) <= POINTS);
-    }
-
-    #[test]
-    fn repeated_holds_fold_into_one_event_and_actions_stay_apart() {
-        let entries = vec![
-            entry(1, Action::Hold, 2, 2, &["round"]),
-            entry(2, Action::Hold, 2, 2, &["round"]),
-            entry(3, Action::Hold, 2, 2, &["round", "stabilization"]),
-            entry(4, Action::Hold, 2, 2, &["stabilization"]),
-            entry(5, Action::Scale, 2, 3, &["round"]),
-            entry(6, Action::Scale, 3, 4, &["round"]),
-            entry(7, Action::Hold, 4, 4, &[]),
-        ];
-        let (events, omitted) = events(&entries);
-        let summary: Vec<(i64, u32)> = events.iter().map(|e| (e.entry.t_ms, e.repeats)).collect();
-        assert_eq!(summary, [(1, 1), (3, 1), (5, 0), (6, 0), (7, 0)]);
-        assert_eq!(omitted, 0);
-    }
-
-    #[test]
-    fn a_row_the_journal_folded_counts_every_evaluation_it_stands_for() {
-        let folded = |t, count| JournalEntry { count, first_ms: t - 10, ..entry(t, Action::Hold, 2, 2, &[]) };
-        let entries = vec![folded(20, 5), folded(40, 3), entry(50, Action::Scale, 2, 3, &[]), folded(70, 4)];
-        let (events, _) = events(&entries);
-        let summary: Vec<(i64, u32)> = events.iter().map(|e| (e.entry.t_ms, e.repeats)).collect();
-        assert_eq!(summary, [(20, 7), (50, 0), (70, 3)]);
     }
 
     #[test]

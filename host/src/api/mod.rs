@@ -94,6 +94,10 @@ fn status_json(state: &ApiState) -> serde_json::Value {
         .map(|p| {
             let mut entry = json!(p);
             entry["grants"] = config.as_ref().map(|c| grants(&c.plugin(&p.name))).unwrap_or_default();
+            // A source's collections: a failed one is the plugin's problem as much as a fault.
+            if let Some(source) = sources.iter().find(|s| s.name == p.name) {
+                entry["collection"] = json!(source);
+            }
             entry
         })
         .collect();
@@ -105,7 +109,7 @@ fn status_json(state: &ApiState) -> serde_json::Value {
         let stem = std::path::Path::new(&f.file).file_stem().map(|s| s.to_string_lossy().into_owned());
         plugins.push(json!({
             "name": stem, "file": f.file, "kind": null, "version": null,
-            "state": "failed", "faults": 0, "error": f.error,
+            "state": f.state, "faults": 0, "error": f.error,
         }));
     }
     let processes = state.supervisor.as_ref().map(|s| s.status()).unwrap_or_default();
@@ -222,6 +226,7 @@ async fn control(
         return refused;
     }
     let supervisor = state.supervisor.as_ref().expect("checked by refuse");
+    let before = instances(supervisor, &name);
     let result = match action.as_str() {
         "restart" => supervisor.restart(&name).await,
         "stop" => supervisor.stop(&name).await,
@@ -233,7 +238,27 @@ async fn control(
             )
         }
     };
-    outcome(result, format!("{action}: {name}"))
+    let done = match action.as_str() {
+        "restart" => "restarting",
+        "stop" => "stopped",
+        _ => "starting the stopped or failed ones of",
+    };
+    outcome(result, format!("{name}: {done} {before}"))
+}
+
+/// `2 instances (web-0 pid 812 running, web-1 pid 813 running)`: what an action on `name`
+/// acts on, as it stood before, so that its answer says what it caused.
+fn instances(supervisor: &crate::supervisor::Supervisor, name: &str) -> String {
+    let list: Vec<String> = supervisor
+        .status()
+        .into_iter()
+        .filter(|i| i.name == name)
+        .map(|i| {
+            let pid = i.pid.map(|p| format!(" pid {p}")).unwrap_or_default();
+            format!("{name}-{}{pid} {}", i.replica, i.state.describe())
+        })
+        .collect();
+    format!("{} instance(s) ({})", list.len(), list.join(", "))
 }
 
 async fn replicas(
@@ -245,7 +270,31 @@ async fn replicas(
         return refused;
     }
     let supervisor = state.supervisor.as_ref().expect("checked by refuse");
-    outcome(supervisor.set_replicas(&name, count).await, format!("{name}: {count} replicas"))
+    let before: std::collections::BTreeSet<u32> =
+        supervisor.status().into_iter().filter(|i| i.name == name).map(|i| i.replica).collect();
+    let result = supervisor.set_replicas(&name, count).await;
+    outcome(
+        result,
+        format!("{name}: {} → {count} replicas; {}", before.len(), replica_changes(&name, &before, count)),
+    )
+}
+
+/// Which replicas going from `before` to `count` starts or stops, as the supervisor chooses them:
+/// new ones take the lowest free indices, removed ones are the highest.
+fn replica_changes(name: &str, before: &std::collections::BTreeSet<u32>, count: u32) -> String {
+    let named = |r: Vec<u32>| r.iter().map(|r| format!("{name}-{r}")).collect::<Vec<_>>().join(", ");
+    let n = before.len();
+    match n.cmp(&(count as usize)) {
+        std::cmp::Ordering::Less => {
+            let free = (0..).filter(|r| !before.contains(r)).take(count as usize - n).collect();
+            format!("started {}", named(free))
+        }
+        std::cmp::Ordering::Greater => format!(
+            "stopped {}",
+            named(before.iter().rev().take(n - count as usize).rev().copied().collect())
+        ),
+        std::cmp::Ordering::Equal => "nothing to change".into(),
+    }
 }
 
 /// `POST /reload`: re-reads the configuration file and applies it. 200 with what changed, or
@@ -283,4 +332,15 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let telemetry = state.telemetry.clone();
     server::serve(listener, router(state), limits, telemetry, shutdown).await
+}
+
+#[cfg(test)]
+mod replica_tests {
+    #[test]
+    fn the_answer_names_the_replicas_a_scale_starts_or_stops() {
+        let before = [0, 2, 3].into_iter().collect();
+        assert_eq!(super::replica_changes("web", &before, 5), "started web-1, web-4");
+        assert_eq!(super::replica_changes("web", &before, 1), "stopped web-2, web-3");
+        assert_eq!(super::replica_changes("web", &before, 3), "nothing to change");
+    }
 }

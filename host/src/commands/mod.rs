@@ -69,10 +69,13 @@ impl RunOptions {
 }
 
 /// Logs go to stderr; `AGENT_LOG` filters them (default: `info` for `run`, `warn` for the
-/// one-shot commands, whose output is on stdout).
+/// one-shot commands, whose output is on stdout), with the plugin runtime's own chatter quieted
+/// unless named ([`crate::plugins::quiet_runtime_logs`]).
 pub fn init_logging(default: &str) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENT_LOG")
+    let mut directives = std::env::var("AGENT_LOG").unwrap_or_else(|_| default.to_string());
+    crate::plugins::quiet_runtime_logs(&mut directives);
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -276,7 +279,7 @@ pub fn list(options: RunOptions, as_json: bool) -> anyhow::Result<Exit> {
                 })
                 .collect();
             rows.extend(failed.iter().map(|f| {
-                vec![f.file.clone(), "-".into(), "-".into(), "-".into(), format!("failed: {}", f.error)]
+                vec![f.file.clone(), "-".into(), "-".into(), "-".into(), format!("{}: {}", f.state, f.error)]
             }));
             print!("{}", crate::text::table(&["FILE", "NAME", "KIND", "VERSION", "STATE"], &rows));
             // The configuration's side: names and keys no loaded plugin answers to.
@@ -284,7 +287,8 @@ pub fn list(options: RunOptions, as_json: bool) -> anyhow::Result<Exit> {
                 println!("problem: {line}");
             }
         }
-        Ok(if failed.is_empty() && problems.is_empty() { Exit::Success } else { Exit::SomeFailed })
+        let failed = failed.iter().any(|f| f.state == "failed");
+        Ok(if !failed && problems.is_empty() { Exit::Success } else { Exit::SomeFailed })
     })
 }
 
@@ -414,7 +418,8 @@ pub fn metrics_query(options: RunOptions, q: MetricsQuery) -> anyhow::Result<Exi
 }
 
 /// One journal entry as a table row: the change names the guardrails that moved the number.
-fn decision_row(e: &crate::store::JournalEntry) -> Vec<String> {
+fn decision_row(run: &crate::store::Run) -> Vec<String> {
+    let e = &run.entry;
     let action = e.action.as_str().to_string();
     let changed: Vec<String> = e
         .steps
@@ -428,10 +433,13 @@ fn decision_row(e: &crate::store::JournalEntry) -> Vec<String> {
         format!(", tier {} → {}", e.tier, e.target_tier)
     };
     let outcome = if e.outcome.is_empty() { String::new() } else { format!(" — {}", e.outcome) };
-    // A run of identical holds the journal folded: from its first evaluation, how many, until when.
-    let (action, outcome) = match e.count {
-        0 | 1 => (action, outcome),
-        n => (format!("{action} ×{n}"), format!("{outcome} (until {})", crate::timefmt::format(e.t_ms))),
+    // A run of holds: from its first evaluation, how many, until when (its reason is the first's).
+    let (action, outcome) = match run.repeats {
+        0 => (action, outcome),
+        n => (
+            format!("{action} ×{}", n + 1),
+            format!("{outcome} (until {})", crate::timefmt::format(run.last_ms)),
+        ),
     };
     vec![
         crate::timefmt::format(e.first_ms),
@@ -492,6 +500,7 @@ pub fn decisions(
     options: RunOptions,
     group: Option<String>,
     since: std::time::Duration,
+    all: bool,
     format: Format,
 ) -> anyhow::Result<Exit> {
     let config = options.resolve()?;
@@ -523,26 +532,59 @@ pub fn decisions(
             }
         }
         Format::Table => {
-            let rows: Vec<Vec<String>> = entries.iter().map(decision_row).collect();
+            let mut runs: Vec<crate::store::Run> = Vec::new();
+            // Runs are per group: another group's evaluations in between do not split one.
+            let mut names: Vec<&str> = entries.iter().map(|e| e.group.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            for name in names {
+                let of: Vec<_> = entries.iter().filter(|e| e.group == name).cloned().collect();
+                runs.extend(if all {
+                    of.into_iter().map(crate::store::Run::one).collect()
+                } else {
+                    crate::store::runs(&of)
+                });
+            }
+            runs.sort_by_key(|r| r.entry.first_ms);
+            let rows: Vec<Vec<String>> = runs.iter().map(decision_row).collect();
             print!("{}", crate::text::table(&["TIME", "GROUP", "ACTION", "CHANGE", "REASON"], &rows));
-            let now = crate::timefmt::now_ms();
-            for g in config.groups.iter().filter(|g| group.as_deref().is_none_or(|n| n == g.name)) {
-                if !g.schedules.is_empty() {
-                    let e =
-                        crate::decide::schedule::effective(g.behavior.min, g.behavior.max, &g.schedules, now);
-                    println!("{}", crate::decide::schedule::describe(&g.name, &e));
-                }
-            }
-            // Who decides a cluster group is the running agents' knowledge, not the journal's.
-            if config.groups.iter().any(|g| g.coordinated) {
-                match status::fetch_from(&config) {
-                    Ok(s) => print!("{}", status::cluster_lines(&s)),
-                    Err(e) => println!("cluster: roles unknown: {e:#}"),
-                }
-            }
+            print!("{}", running_lines(&config, group.as_deref()));
         }
     }
     Ok(Exit::Success)
+}
+
+/// What the journal does not know: each group's schedule now and, for cluster groups, who
+/// decides. From the running agent when it answers (no `--config` needed), else the schedules
+/// from the configuration.
+fn running_lines(config: &crate::config::Config, only: Option<&str>) -> String {
+    use crate::decide::schedule::{describe, effective, Effective};
+    let wanted = |name: &str| only.is_none_or(|n| n == name);
+    let mut out = String::new();
+    match status::fetch_from(config) {
+        Ok(s) => {
+            for g in s["groups"].as_array().into_iter().flatten() {
+                let name = g["name"].as_str().unwrap_or_default();
+                let schedule = serde_json::from_value::<Effective>(g["schedule"].clone()).ok();
+                if let Some(e) = schedule.filter(|_| wanted(name)) {
+                    out += &format!("{}\n", describe(name, &e));
+                }
+            }
+            out += &status::cluster_lines(&s);
+        }
+        Err(e) => {
+            let now = crate::timefmt::now_ms();
+            for g in config.groups.iter().filter(|g| wanted(&g.name) && !g.schedules.is_empty()) {
+                let b = &g.behavior;
+                out += &format!("{}\n", describe(&g.name, &effective(b.min, b.max, &g.schedules, now)));
+            }
+            // Who decides a cluster group is the running agents' knowledge, not the journal's.
+            if config.groups.iter().any(|g| g.coordinated) {
+                out += &format!("cluster: roles unknown: {e:#}\n");
+            }
+        }
+    }
+    out
 }
 
 /// `agent plugins new`: writes the project and says how to build it.

@@ -15,7 +15,8 @@ pub(super) fn locate(options: RunOptions) -> anyhow::Result<Config> {
             let Some(path) = &options.config else { return Err(strict) };
             let text =
                 std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let table: toml::Table = toml::from_str(&text).map_err(|_| strict)?;
+            let table =
+                toml::from_str::<toml::Table>(&text).ok().or_else(|| agent_table(&text)).ok_or(strict)?;
             let mut config = Config::defaults();
             let agent = table.get("agent").and_then(|a| a.as_table());
             if let Some(listen) = agent.and_then(|a| a.get("listen")).and_then(|l| l.as_str()) {
@@ -28,6 +29,19 @@ pub(super) fn locate(options: RunOptions) -> anyhow::Result<Config> {
             Ok(options.overriding(config))
         }
     }
+}
+
+/// The file's `[agent]` table alone, when the rest does not parse (a reload refused for a
+/// broken group must not keep `agent status` from finding the agent to say so).
+fn agent_table(text: &str) -> Option<toml::Table> {
+    let mut lines = text.lines().skip_while(|l| l.trim() != "[agent]");
+    let Some(header) = lines.next() else {
+        // No `[agent]` table (nor `agent.` keys, which would be the broken part): the defaults.
+        let mentioned = |l: &str| l.trim_start().starts_with("agent") || l.contains("[agent");
+        return (!text.lines().any(mentioned)).then(toml::Table::new);
+    };
+    let body: Vec<&str> = lines.take_while(|l| !l.trim_start().starts_with('[')).collect();
+    toml::from_str(&format!("{header}\n{}", body.join("\n"))).ok()
 }
 
 /// The running agent's token, from its data folder.
@@ -106,8 +120,9 @@ pub fn logs(options: RunOptions, args: LogsArgs) -> anyhow::Result<Exit> {
     })
 }
 
-/// `agent reload`: the running agent re-reads its configuration file. Prints what changed;
-/// a file that does not validate changes nothing and exits 2 with the error.
+/// `agent reload`: the running agent re-reads its configuration file. Prints what changed and
+/// what the new configuration leaves wrong (exit 1 then: applied, with a problem); a file that
+/// does not validate changes nothing and exits 2 with the error.
 pub fn reload(options: RunOptions) -> anyhow::Result<Exit> {
     let config = locate(options)?;
     let token = token(&config)?;
@@ -124,12 +139,20 @@ pub fn reload(options: RunOptions) -> anyhow::Result<Exit> {
             serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({"error": text.trim()}));
         if status.is_success() {
             println!("reloaded: {}", body["summary"].as_str().unwrap_or_default());
-            let needs = body["changes"]["restart_required"].as_array().cloned().unwrap_or_default();
+            let lines = |key: &str| -> Vec<String> {
+                let list = body["changes"][key].as_array().cloned().unwrap_or_default();
+                list.iter().filter_map(|v| v.as_str().map(String::from)).collect()
+            };
+            let needs = lines("restart_required");
             if !needs.is_empty() {
-                let names: Vec<&str> = needs.iter().filter_map(|v| v.as_str()).collect();
-                println!("needs a restart of the agent to take effect: {}", names.join(", "));
+                println!("needs a restart of the agent to take effect: {}", needs.join(", "));
             }
-            Ok(Exit::Success)
+            // Applied, but not working as written: the caller must hear it, not only the log.
+            let problems = lines("problems");
+            for p in &problems {
+                println!("problem: {p}");
+            }
+            Ok(if problems.is_empty() { Exit::Success } else { Exit::SomeFailed })
         } else if status == reqwest::StatusCode::BAD_REQUEST {
             let error = body["error"].as_str().unwrap_or_default();
             Err(crate::config::ConfigError(format!("reload refused, nothing changed: {error}")).into())
@@ -156,4 +179,16 @@ pub fn check_config(options: RunOptions) -> anyhow::Result<Exit> {
         println!("warning: {warning}");
     }
     Ok(Exit::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_agent_table_is_read_though_a_group_does_not_parse() {
+        let text = "[agent]\nlisten = \"127.0.0.1:9\" # here\n\n[[group]]\nname = { oops\n";
+        let table = super::agent_table(text).unwrap();
+        assert_eq!(table["agent"]["listen"].as_str(), Some("127.0.0.1:9"));
+        assert!(super::agent_table("[agent\nlisten = 1\n").is_none());
+        assert_eq!(super::agent_table("[[group]]\nname = {\n"), Some(toml::Table::new()));
+    }
 }

@@ -103,6 +103,10 @@ fn render(s: &Value) -> (String, bool) {
     for p in plugins.iter().filter(|p| p["state"] == "failed") {
         attention.push(format!("{}: {}", text(p, "file"), text(p, "error")));
     }
+    attention.extend(plugins.iter().filter_map(failed_collection));
+    if let Some(error) = failed_reload(s) {
+        attention.push(format!("configuration: reload refused, the previous one runs: {error}"));
+    }
     for f in list("failed_files").iter().filter(|f| !f["kept_running"].is_null()) {
         attention.push(format!("{}: {}", text(f, "file"), text(f, "error")));
     }
@@ -124,6 +128,24 @@ fn render(s: &Value) -> (String, bool) {
         }
     }
     (out, attention.is_empty())
+}
+
+/// Why the last reload was refused, if it was.
+fn failed_reload(s: &Value) -> Option<String> {
+    let r = &s["config"]["last_reload"];
+    (r["ok"] == false).then(|| text(r, "error"))
+}
+
+/// A source whose last collection failed: how often, and why the last time.
+fn failed_collection(p: &Value) -> Option<String> {
+    let c = &p["collection"];
+    c["last_error"].as_str()?;
+    let (errors, all) = (c["errors"].as_u64().unwrap_or(0), c["collections"].as_u64().unwrap_or(0));
+    Some(format!(
+        "source `{}`: {errors} of {all} collections failed; last: {}",
+        text(p, "name"),
+        text(c, "last_error")
+    ))
 }
 
 /// The agent itself: version, uptime, configuration, process tree mode, plugin folder.
@@ -189,9 +211,14 @@ fn plugins_table(plugins: &[Value]) -> String {
         .iter()
         .map(|p| {
             let f = |k| text(p, k);
+            let c = &p["collection"];
             let note = match p["state"].as_str() {
-                Some("failed") => f("error"),
+                Some("failed" | "disabled") => f("error"),
                 Some("quarantined") => f("last_fault"),
+                _ if c["not_collected"].is_string() => text(c, "not_collected"),
+                _ if c["last_error"].is_string() => {
+                    format!("{} failed collection(s); last: {}", text(c, "errors"), text(c, "last_error"))
+                }
                 _ => p["over_budget"]
                     .as_object()
                     .filter(|o| !o.is_empty())
@@ -238,7 +265,10 @@ mod tests {
             "processes": [{"name": "web", "replica": 0, "pid": 7, "state": "running", "restarts": 0, "uptime_s": 70.2, "last_exit": null}],
             "groups": [{"name": "web", "current": 2, "ready": 2, "desired": 3, "last_action": "scale", "last_ms": crate::timefmt::now_ms(), "last_reason": "cpu high", "dry_run": false}],
             "plugins": [{"name": "tt", "kind": "policy", "version": "1", "state": "ready", "calls": 3, "faults": 0, "over_budget": {}},
-                        {"name": "bad", "file": "bad.wasm", "kind": null, "version": null, "state": "failed", "faults": 0, "error": "is not a component"}],
+                        {"name": "bad", "file": "bad.wasm", "kind": null, "version": null, "state": "failed", "faults": 0, "error": "is not a component"},
+                        {"name": "prom", "kind": "source", "version": "1", "state": "ready", "calls": 5, "faults": 0,
+                         "collection": {"collections": 5, "errors": 3, "last_error": "unavailable: refused"}},
+                        {"name": "off", "file": "off.wasm", "kind": null, "version": null, "state": "disabled", "faults": 0, "error": "plugin `off` is disabled in the configuration"}],
             "failed_files": [],
             "problems": {"groups": {"web": ["policy `x` is not loaded"]}, "plugins": {}},
         });
@@ -257,8 +287,13 @@ mod tests {
             "scale 0s ago",
             "bad.wasm: is not a component",
             "group `web`: policy `x` is not loaded",
+            "  source `prom`: 3 of 5 collections failed; last: unavailable: refused\n",
+            "  configuration: reload refused, the previous one runs: bad\n",
+            "3 failed collection(s); last: unavailable: refused",
         ] {
             assert!(out.contains(part), "`{part}` missing from:\n{out}");
         }
+        // A plugin the operator disabled is shown, and needs nothing.
+        assert!(out.contains("is disabled in the configuration") && !out.contains("  off.wasm:"), "{out}");
     }
 }

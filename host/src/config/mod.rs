@@ -12,6 +12,7 @@ mod run_as;
 mod scale_in;
 mod schedule;
 mod trust;
+mod unclosed;
 pub mod values;
 
 pub use api::ApiLimits;
@@ -370,10 +371,7 @@ impl Config {
     /// Validates configuration text; `path` is only used in messages and to resolve relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let at = Located { file: Some(path), text };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim_end().to_string();
-            at.error(e.span(), &message)
-        })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| at.toml_error(&e))?;
         // Relative paths in the file are relative to the file, as in Cargo.toml.
         let base = path.parent().unwrap_or(Path::new(""));
         let mut config = Config::from_raw(raw, &at, base)?;
@@ -716,6 +714,24 @@ impl<'a> Located<'a> {
         Ok(Some(n))
     }
 
+    /// A TOML error, at the bracket that opened the problem when one was left open before the
+    /// point where the parser gave up.
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let message = e.message().trim_end();
+        let stopped = e.span().map_or(self.text.len(), |s| s.start);
+        match unclosed::opener(self.text).filter(|(at, _)| *at < stopped) {
+            Some((at, bracket)) => {
+                let line = self.text[..stopped.min(self.text.len())].matches('\n').count() + 1;
+                let why = match bracket {
+                    '{' => "this `{` is not closed on its line (an inline table is one line: `{ key = value, ... }`)",
+                    _ => "this `[` is never closed with `]`",
+                };
+                self.error(Some(at..at + 1), &format!("{why}; the parser stopped at line {line}: {message}"))
+            }
+            None => self.error(e.span(), message),
+        }
+    }
+
     fn error(&self, span: Option<std::ops::Range<usize>>, message: &str) -> ConfigError {
         let file = self.file.map(|f| f.display().to_string()).unwrap_or_else(|| "<defaults>".into());
         match span {
@@ -736,6 +752,16 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("agent.toml")).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn a_toml_error_points_at_the_bracket_left_open() {
+        let e = parse("[agent]\nx = { a = 1\ny = 2\n").unwrap_err();
+        assert!(e.starts_with("agent.toml:2:5: this `{` is not closed on its line"), "{e}");
+        assert!(e.contains("stopped at line 3"), "{e}");
+        // Without a bracket left open, the parser's own position stands.
+        let e = parse("[agent]\nx = \"a\n").unwrap_err();
+        assert!(e.starts_with("agent.toml:2:"), "{e}");
     }
 
     #[test]

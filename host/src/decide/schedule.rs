@@ -195,7 +195,7 @@ impl Window {
 }
 
 /// The bounds in force at one instant, and why.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Effective {
     pub min: u32,
     pub max: u32,
@@ -207,14 +207,14 @@ pub struct Effective {
     pub next_change: Option<Change>,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Desired {
     pub window: String,
     pub replicas: u32,
     pub opened_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Change {
     pub at_ms: i64,
     pub what: String,

@@ -101,6 +101,11 @@ pub const MIN_MASKED: usize = 4;
 const MAX_SECRETS: usize = 64;
 
 impl Meter {
+    /// The name of the plugin this meter counts for.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
     pub fn new(plugin: Arc<str>, log: LogLimits) -> Arc<Meter> {
         Arc::new(Meter {
             plugin,

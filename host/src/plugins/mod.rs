@@ -121,3 +121,13 @@ impl Runtime {
         self.cache.as_ref()
     }
 }
+
+/// Adds to a log filter that wasmtime's HTTP client shows only its errors, unless the filter
+/// names it: it warns of a refused connection on its own, without the plugin's name, just before
+/// the agent's line that names the plugin and the URL.
+pub fn quiet_runtime_logs(directives: &mut String) {
+    const TARGET: &str = "wasmtime_wasi_http";
+    if !directives.contains(TARGET) {
+        directives.push_str(&format!(",{TARGET}=error"));
+    }
+}

@@ -46,6 +46,11 @@ pub fn check(config: &Config, loaded: &[Status]) -> Problems {
             problems.groups.insert(group.name.clone(), found);
         }
     }
+    for source in loaded.iter().filter(|s| s.kind == Kind::Source) {
+        if let Some(problem) = unconfigured(source, &config.plugin(&source.name).config_json) {
+            problems.plugins.entry(source.name.clone()).or_default().push(problem);
+        }
+    }
     for (name, settings) in &config.plugins {
         if settings.disabled {
             continue;
@@ -57,10 +62,23 @@ pub fn check(config: &Config, loaded: &[Status]) -> Problems {
             }
         };
         if !found.is_empty() {
-            problems.plugins.insert(name.clone(), found);
+            problems.plugins.entry(name.clone()).or_default().extend(found);
         }
     }
     problems
+}
+
+/// Why the source `plugin` is not collected under its `[plugins.NAME.config]` (`own`, JSON): the
+/// required keys it lacks, if any. A source runs on its own table alone; collecting it without a
+/// key it refuses to work without would fail every tick.
+pub fn unconfigured(plugin: &Status, own: &str) -> Option<String> {
+    let given = keys_of(own);
+    let what = required_missing(plugin, |k| given.contains(k))?;
+    let name = &plugin.name;
+    Some(format!(
+        "not collected: source `{name}` requires {what} in [plugins.{name}.config] (or set [plugins.{name}] disabled = true, or remove {})",
+        plugin.file
+    ))
 }
 
 fn check_group(group: &GroupSpec, config: &Config, loaded: &[Status]) -> Vec<String> {
@@ -79,19 +97,22 @@ fn check_group(group: &GroupSpec, config: &Config, loaded: &[Status]) -> Vec<Str
         }
         found.extend(unknown_keys(table, params, plugin));
         let (own, given) = (keys_of(&config.plugin(name).config_json), keys_of(params));
-        let missing: Vec<_> = plugin
-            .config_keys
-            .iter()
-            .filter(|k| k.required && !given.contains(&k.name) && !own.contains(&k.name))
-            .collect();
-        let what = match missing.as_slice() {
-            [] => continue,
-            [one] => format!("`{}` ({})", one.name, crate::text::clean(&one.description, 120)),
-            many => listed(many.iter().map(|k| format!("`{}`", k.name))),
+        let Some(what) = required_missing(plugin, |k| given.contains(k) || own.contains(k)) else {
+            continue;
         };
         found.push(format!("`{name}` requires {what}, in {table} or [plugins.{name}.config]"));
     }
     found
+}
+
+/// The required keys of `plugin` that `given` lacks, in words: `` `url` (what it is) `` or a list.
+fn required_missing(plugin: &Status, given: impl Fn(&String) -> bool) -> Option<String> {
+    let missing: Vec<_> = plugin.config_keys.iter().filter(|k| k.required && !given(&k.name)).collect();
+    match missing.as_slice() {
+        [] => None,
+        [one] => Some(format!("`{}` ({})", one.name, crate::text::clean(&one.description, 120))),
+        many => Some(listed(many.iter().map(|k| format!("`{}`", k.name)))),
+    }
 }
 
 /// Names a plugin declares are listed up to this many in one problem: the plugin chooses how
@@ -200,7 +221,7 @@ mod tests {
         let c = config(&format!(
             "{GROUP}policy = \"target-trackin\"\nbackend = \"openstack\"\n[plugins.treshold]\n"
         ));
-        let p = check(&c, &loaded());
+        let p = check(&c, &loaded()[..3]);
         assert_eq!(
             p.groups["web"],
             [
@@ -211,6 +232,18 @@ mod tests {
         assert_eq!(p.plugins["treshold"], ["no plugin `treshold` is loaded; did you mean `threshold`?"]);
         assert_eq!(p.lines().len(), 3);
         assert!(p.lines()[0].starts_with("group `web`: policy"), "{:?}", p.lines());
+    }
+
+    #[test]
+    fn a_source_lacking_a_required_key_in_its_own_table_is_not_collected() {
+        let p = check(&config(""), &loaded());
+        assert_eq!(
+            p.plugins["http-json"],
+            ["not collected: source `http-json` requires `url` (d) in [plugins.http-json.config] (or set [plugins.http-json] disabled = true, or remove http-json.wasm)"]
+        );
+        // Only sources: a policy's required key may come from the group that uses it.
+        assert_eq!(p.lines().len(), 1, "{:?}", p.lines());
+        assert!(check(&config("[plugins.http-json.config]\nurl = \"x\"\n"), &loaded()).is_empty());
     }
 
     #[test]
@@ -261,6 +294,6 @@ mod tests {
     #[test]
     fn disabled_plugins_are_not_expected_to_be_loaded() {
         let c = config("[plugins.openstack]\ndisabled = true\n");
-        assert!(check(&c, &loaded()).is_empty());
+        assert!(check(&c, &loaded()[..3]).is_empty());
     }
 }

@@ -178,7 +178,7 @@ impl Registry {
                     for entry in
                         inner.files.values_mut().filter(|e| e.outcome.as_deref() == Ok(name.as_str()))
                     {
-                        entry.outcome = Err(format!("plugin `{name}` is disabled in the configuration"));
+                        entry.outcome = Err(disabled(&name));
                     }
                     continue;
                 }
@@ -476,7 +476,7 @@ impl Registry {
         identity(&config, &prepared.path, &name)?;
         let settings = config.plugin(&name);
         if settings.disabled {
-            return Err(format!("plugin `{name}` is disabled in the configuration"));
+            return Err(disabled(&name));
         }
         if let Some(loaded) = inner.plugins.get(&name) {
             if loaded.path != prepared.path {
@@ -557,7 +557,8 @@ impl Registry {
                     (None, Ok(name)) => (format!("provides `{name}`, which is not running"), None),
                     (None, Err(e)) => (e.clone(), None),
                 };
-                Some(FailedFile { file: path.display().to_string(), state: "failed", error, kept_running })
+                let state = if kept_running.is_none() && is_disabled(&error) { "disabled" } else { "failed" };
+                Some(FailedFile { file: path.display().to_string(), state, error, kept_running })
             })
             .collect();
         let loading = inner.loading.keys().map(|p| p.display().to_string()).collect();
@@ -699,6 +700,17 @@ fn identity(config: &Config, path: &Path, declared: &str) -> Result<(), String> 
     Ok(())
 }
 
+/// Why a file whose plugin the configuration disables does not run: the operator's choice, not
+/// a failure (its state is `disabled`, logged at INFO, needing no attention).
+fn disabled(name: &str) -> String {
+    format!("plugin `{name}` is {DISABLED}")
+}
+const DISABLED: &str = "disabled in the configuration";
+
+fn is_disabled(reason: &str) -> bool {
+    reason.ends_with(DISABLED)
+}
+
 /// The name of the file at `path`, as bindings name files.
 fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
@@ -720,6 +732,10 @@ fn failed_entry(
                 path.display()
             );
             FileEntry { stamp, hash, outcome: Ok(name), error: Some(reason) }
+        }
+        None if is_disabled(&reason) => {
+            tracing::info!("{}: {reason}; not loaded", path.display());
+            FileEntry { stamp, hash, outcome: Err(reason.clone()), error: Some(reason) }
         }
         None => {
             tracing::error!("{}: {reason}", path.display());

@@ -419,7 +419,19 @@ fn clean_reply(meter: &super::meter::Meter, reply: &mut Result<Reply, PluginErro
             | PluginError::QuotaExceeded(m)
             | PluginError::Conflict(m)
             | PluginError::Other(m),
-        ) => clean_in_place(m, MAX_TEXT),
+        ) => {
+            name_the_table(m, meter.plugin());
+            clean_in_place(m, MAX_TEXT)
+        }
+    }
+}
+
+/// The SDK names a plugin's table `[plugins.<name>…]`, not knowing the name the agent gives it:
+/// the agent fills it in, so that every error names the plugin it is about.
+fn name_the_table(message: &mut String, plugin: &str) {
+    const PLACEHOLDER: &str = "[plugins.<name>";
+    if message.contains(PLACEHOLDER) {
+        *message = message.replace(PLACEHOLDER, &format!("[plugins.{plugin}"));
     }
 }
 
@@ -772,5 +784,18 @@ impl Worker {
                 Err(CallError::Fault(fault))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_about_the_plugins_table_names_the_plugin() {
+        let mut m = "[plugins.<name>.config]: missing field `url`".to_string();
+        super::name_the_table(&mut m, "prometheus");
+        assert_eq!(m, "[plugins.prometheus.config]: missing field `url`");
+        let mut other = "no key `url`".to_string();
+        super::name_the_table(&mut other, "prometheus");
+        assert_eq!(other, "no key `url`");
     }
 }

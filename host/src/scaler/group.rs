@@ -44,6 +44,10 @@ pub struct GroupStatus {
     pub policy: String,
     pub backend: String,
     pub metrics: Vec<MetricRef>,
+    /// `policy_config`'s `target`, when it is a number: the value the policy holds its metric at
+    /// (target-tracking's), drawn as the page's target line. Nothing else of `policy_config` is
+    /// shown: it may hold what only the policy should read.
+    pub target: Option<f64>,
     /// With `[[group.schedule]]`: the bounds in force, the open windows, the next change.
     pub schedule: Option<crate::decide::schedule::Effective>,
     /// For `coordination = "cluster"`: this node's role, the leader, the fencing revision.
@@ -75,6 +79,9 @@ impl GroupStatus {
                 window_ms: m.window.as_millis() as u64,
             })
             .collect();
+        self.target = serde_json::from_str::<serde_json::Value>(&spec.policy_params)
+            .ok()
+            .and_then(|p| p.get("target")?.as_f64());
         self
     }
 }

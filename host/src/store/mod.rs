@@ -12,6 +12,7 @@ mod plugin_state;
 mod query;
 mod read_pool;
 mod recent;
+mod runs;
 mod series;
 mod writer;
 
@@ -20,6 +21,7 @@ pub use maintenance::{Report as MaintenanceReport, Retention};
 pub use plugin_state::{PluginState, StateError};
 pub use query::{Selector, SeriesInfo, SeriesPoints};
 pub use read_pool::{ReadError, ReadPool};
+pub use runs::{runs, Run};
 pub use series::{Labels, Sample, SeriesKey};
 pub use writer::{write_batch, Interner, Latest, Writer, WriterLimits, WriterStats};
 

@@ -73,14 +73,30 @@ impl Guest for Ledger {
         let before = load(&group, &params);
         let after = Entry { replicas: target.replicas, tier: target.tier };
         elastic_sdk::state::set(&format!("group:{}", group.name), &after)?;
-        Ok(Outcome {
-            capacity: capacity(&after, &params),
-            detail: format!(
-                "recorded {} → {} replicas, tier {} → {}",
-                before.replicas, after.replicas, before.tier, after.tier
-            ),
-        })
+        Ok(Outcome { capacity: capacity(&after, &params), detail: detail(&before, &after) })
     }
 }
 
+/// `recorded 1 → 3 replicas`, and the tier only when it moved: a horizontal group has one.
+fn detail(before: &Entry, after: &Entry) -> String {
+    let tier = if before.tier == after.tier {
+        String::new()
+    } else {
+        format!(", tier {} → {}", before.tier, after.tier)
+    };
+    format!("recorded {} → {} replicas{tier}", before.replicas, after.replicas)
+}
+
 elastic_sdk::export_backend!(Ledger);
+
+#[cfg(test)]
+mod tests {
+    use super::{detail, Entry};
+
+    #[test]
+    fn the_tier_is_said_only_when_it_moves() {
+        let e = |replicas, tier| Entry { replicas, tier };
+        assert_eq!(detail(&e(1, 0), &e(3, 0)), "recorded 1 → 3 replicas");
+        assert_eq!(detail(&e(2, 0), &e(5, 1)), "recorded 2 → 5 replicas, tier 0 → 1");
+    }
+}

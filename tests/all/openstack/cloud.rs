@@ -32,7 +32,9 @@ impl Credentials {
             _ => {
                 crate::common::skipped(&format!(
                     "{test}: no OpenStack cloud configured (OS_AUTH_URL/OS_PASSWORD unset). \
-                     Run ../shared/openstack/start and `. /tmp/openstack/openrc` to run it."
+                     To run it, source an admin openrc of a test cloud with a `demo` user and \
+                     project, e.g. DevStack with VIRT_DRIVER=fake (docs/openstack.md, \"Tested \
+                     against a real cloud\")."
                 ));
                 if std::env::var("REQUIRE_CLOUD").is_ok_and(|v| v == "1") {
                     panic!("REQUIRE_CLOUD=1 but no cloud is configured");

@@ -89,11 +89,18 @@ impl Drop for Bench {
     }
 }
 
+/// The image servers boot from: the local cloud's `cirros-fake`, or `OS_TEST_IMAGE` (DevStack's
+/// is named after its cirros version).
+fn image() -> String {
+    std::env::var("OS_TEST_IMAGE").unwrap_or_else(|_| "cirros-fake".into())
+}
+
 fn horizontal_group(name: &str, max: u32, extra: &str) -> String {
+    let image = image();
     format!(
         "[[group]]\nname = \"{name}\"\ninterval = \"1s\"\nmetrics = [{{ name = \"app.load\", window = \"1s\" }}]\n\
          policy = \"target-tracking\"\npolicy_config = {{ target = 1, per = \"total\" }}\nbackend = \"openstack\"\n\
-         backend_config = {{ image = \"cirros-fake\", flavor = \"m1.tiny\", networks = \"none\" {extra} }}\n\
+         backend_config = {{ image = \"{image}\", flavor = \"m1.tiny\", networks = \"none\" {extra} }}\n\
          min = 0\nmax = {max}\ntolerance = 0.0\n[group.scale_down]\nstabilization = \"0s\"\n"
     )
 }
@@ -227,10 +234,12 @@ fn resize_is_confirmed_reverted_on_a_failed_check_and_an_unschedulable_one_is_de
     let group = format!(
         "[[group]]\nname = \"{}\"\ninterval = \"1s\"\nmetrics = [{{ name = \"app.load\", window = \"1s\" }}]\n\
          policy = \"threshold\"\npolicy_config = {{ high = 0.5, low = -1.0, mode = \"tier\" }}\nbackend = \"openstack\"\n\
-         backend_config = {{ image = \"cirros-fake\", flavors = [\"m1.tiny\", \"m1.small\", \"elastic-test-huge\"], \
+         backend_config = {{ image = \"{}\", flavors = [\"m1.tiny\", \"m1.small\", \"elastic-test-huge\"], \
          networks = \"none\", verify = {{ url = \"http://{}/health/{{name}}\", timeout = \"1s\" }} }}\n\
          min = 1\nmax = 1\nmax_tier = 2\ntier_cooldown = \"1s\"\n",
-        bench.group, health.addr
+        bench.group,
+        image(),
+        health.addr
     );
     let dir = plugins();
     let agent =

@@ -122,7 +122,31 @@ async function act(path, what) {
 
 // ---- charts (uPlot) ------------------------------------------------------------------------
 
-const PALETTE = ["#58a6ff", "#3fb950", "#d29922", "#bc8cff", "#ff7b72", "#39c5cf", "#e3b341", "#f778ba"];
+// The page's colours, each defined once. Actions (scale-up, scale-in, a dry run's would-scale,
+// scale-failed, hold, no-recommendation) are coloured by app.css's `act-KIND` classes, which the
+// timeline's badges and the chart's markers both carry (`actionKind` says which). A chart's
+// lines take SERIES colours: none of them an action's, and no two lines of one chart the same
+// (`colours`); past the list, hues spread around the wheel.
+const SERIES = ["#58a6ff", "#bc8cff", "#39c5cf", "#e3b341", "#f778ba", "#a5d6ff", "#c9a0ff", "#56d4b0"];
+const LINE = { replicas: "#e6edf3", ready: SERIES[2], desired: SERIES[1], target: SERIES[3] };
+
+// What a journal event did, as the palette names it: a scale is a scale-up or a scale-in (by the
+// replicas, or by the size tier when only that changed).
+function actionKind(e) {
+  if (e.action !== "scale") return e.action;
+  return (e.target - e.current || e.target_tier - e.tier) < 0 ? "scale-in" : "scale-up";
+}
+const actionBadge = (e) => el("span", { class: `badge act act-${actionKind(e)}` }, actionKind(e));
+
+// One colour per line, distinct within the chart: a line's own colour (`color`) if no line before
+// it took it, else the first SERIES colour no line of the chart has.
+function colours(lines) {
+  const used = new Set();
+  const own = lines.map((l) => (l.color && !used.has(l.color) ? (used.add(l.color), l.color) : null));
+  const free = SERIES.filter((c) => !used.has(c));
+  let spread = 0;
+  return own.map((c) => c || free.shift() || `hsl(${Math.round((spread++ * 137.5 + 20) % 360)} 65% 62%)`);
+}
 
 // Puts several {t[], v[]} lines on one x axis (the store buckets them on one grid).
 function align(lines) {
@@ -164,17 +188,21 @@ function plot(key, box, lines, opts = {}) {
   }
   if (u) u.destroy();
   const unit = (lines[0] && lines[0].unit) || "";
-  const series = [{ value: (_, v) => (v == null ? "–" : dayTime(v * 1000)) }];
+  // The legend shows the point under the cursor, and the latest point when the cursor is not
+  // over the chart (uPlot then asks with no index).
+  const at = (u, v, i, idx) => (idx == null ? latest(u.data[i]) : v);
+  const series = [{ value: (u, v, i, idx) => { const x = at(u, v, i, idx); return x == null ? "–" : dayTime(x * 1000); } }];
+  const stroke = colours(lines);
   lines.forEach((l, i) => {
     series.push({
       label: l.label,
       scale: l.scale || "y",
-      stroke: l.color || PALETTE[i % PALETTE.length],
+      stroke: stroke[i],
       width: l.width || 1.5,
       dash: l.dash,
-      spanGaps: !!l.stepped,
+      spanGaps: !!(l.stepped || l.spanGaps),
       paths: l.stepped ? uPlot.paths.stepped({ align: 1 }) : undefined,
-      value: (_, v) => fmt(v, l.unit || unit),
+      value: (u, v, si, idx) => fmt(at(u, v, si, idx), l.unit ?? unit),
       points: opts.spark ? { show: false } : undefined,
     });
   });
@@ -203,7 +231,11 @@ function plot(key, box, lines, opts = {}) {
     legend: { show: opts.legend !== false },
     cursor: opts.spark ? { show: false } : undefined,
     padding: opts.spark ? [2, 0, 2, 0] : undefined,
-    hooks: { draw: [drawMarks] },
+    hooks: {
+      draw: [drawMarks],
+      // New data while the cursor is elsewhere: the legend's latest values move with it.
+      setData: [(u) => { if (u.cursor.idx == null) u.setLegend({ idx: null }); }],
+    },
   }, data, box);
   u.shape = shape;
   u.marks = opts.marks;
@@ -224,27 +256,79 @@ function spread(_, min, max) {
   return [lo, lo + least];
 }
 
-// Decisions on a group's chart: a vertical line per scaling, coloured by what happened.
+// The last value of a chart line that has one.
+function latest(values) {
+  for (let i = (values || []).length - 1; i >= 0; i--) if (values[i] != null) return values[i];
+  return null;
+}
+
+// Decisions on a group's chart, as elements over the plot: a vertical line per scaling in its
+// action's colour (dashed for a dry run), and a label `from→to`. Labels never overlap: one that
+// would come closer than MARK_GAP px to the label before it merges with it into one label, the
+// net change of the run and how many decisions it holds (`1→4 ×3`), coloured by that net change
+// (or by the action, when all are the same); the lines stay one per decision.
+const MARK_GAP = 4;
 function drawMarks(u) {
-  const marks = u.marks || [];
-  const ctx = u.ctx;
-  const colour = { scale: "#3fb950", "would-scale": "#8b96a3", "scale-failed": "#f85149" };
-  ctx.save();
-  for (const m of marks) {
-    const x = u.valToPos(m.t_ms / 1000, "x", true);
-    if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
-    ctx.strokeStyle = m.target < m.current && m.action === "scale" ? "#db6d28" : colour[m.action] || "#58a6ff";
-    ctx.lineWidth = 2 * devicePixelRatio;
-    ctx.setLineDash(m.action === "would-scale" ? [6, 4] : []);
-    ctx.beginPath();
-    ctx.moveTo(x, u.bbox.top);
-    ctx.lineTo(x, u.bbox.top + u.bbox.height);
-    ctx.stroke();
-    ctx.fillStyle = ctx.strokeStyle;
-    ctx.font = `${11 * devicePixelRatio}px system-ui`;
-    ctx.fillText(`${m.current}→${m.target}`, x + 4, u.bbox.top + 12 * devicePixelRatio);
+  let layer = u.over.querySelector(".marks");
+  if (!layer && !u.marks) return;
+  if (!layer) {
+    layer = el("div", { class: "marks" });
+    u.over.append(layer);
   }
-  ctx.restore();
+  const width = u.over.clientWidth;
+  const shown = (u.marks || [])
+    .map((m) => ({ m, x: u.valToPos(m.t_ms / 1000, "x") }))
+    .filter((p) => p.x >= 0 && p.x <= width)
+    .sort((a, b) => a.x - b.x);
+  const probe = el("span", { class: "mark", "aria-hidden": "true" });
+  layer.replaceChildren(probe);
+  const widths = new Map();
+  const measure = (text) => {
+    if (!widths.has(text)) {
+      probe.textContent = text;
+      // (Not laid out, in a hidden view: about a character's width each.)
+      widths.set(text, probe.getBoundingClientRect().width || text.length * 7);
+    }
+    return widths.get(text);
+  };
+  const runs = [];
+  for (const p of shown) {
+    let run = markRun([p], width, measure);
+    while (runs.length && run.left < runs[runs.length - 1].right + MARK_GAP) run = markRun(runs.pop().points.concat(run.points), width, measure);
+    runs.push(run);
+  }
+  const lines = shown.map(({ m, x }) => el("div", {
+    class: `mark-line act act-${actionKind(m)}${m.action === "would-scale" ? " dashed" : ""}`,
+    "data-action": m.action, "data-from": m.current, "data-to": m.target,
+  }));
+  shown.forEach((p, i) => (lines[i].style.left = `${p.x - 1}px`));
+  const labels = runs.map((r) => {
+    const label = el("span", { class: `mark act act-${r.kind}`, "data-count": r.points.length }, r.text);
+    label.style.left = `${r.left}px`;
+    return label;
+  });
+  layer.replaceChildren(...lines, ...labels);
+}
+
+// A run of decisions close together, as one label: its text, colour and place.
+function markRun(points, width, measure) {
+  const ms = points.map((p) => p.m);
+  const [first, last] = [ms[0], ms[ms.length - 1]];
+  const kinds = new Set(ms.map(actionKind));
+  let text, kind;
+  if (ms.length === 1) {
+    text = first.current === first.target && first.tier !== first.target_tier
+      ? `tier ${first.tier}→${first.target_tier}` : `${first.current}→${first.target}`;
+    kind = actionKind(first);
+  } else {
+    // A failed call changed nothing: the run ends where its last decision started.
+    const end = last.action === "scale-failed" ? last.current : last.target;
+    text = `${first.current}→${end} ×${ms.length}`;
+    kind = kinds.size === 1 ? actionKind(first) : end > first.current ? "scale-up" : end < first.current ? "scale-in" : "mixed";
+  }
+  const w = measure(text);
+  const left = Math.max(0, Math.min(points[0].x + 3, width - w));
+  return { points, text, kind, left, right: left + w };
 }
 
 // Whether chart data `key` is due for a re-read (at most once per refresh, or per bucket).
@@ -264,12 +348,15 @@ function attention(s) {
   for (const p of s.plugins || []) {
     if (p.state === "quarantined") items.push(`plugin ${p.name} is quarantined: ${p.last_fault || "faulted"}`);
     if (p.state === "failed") items.push(`${p.file}: ${p.error || "failed to load"}`);
+    const c = p.collection;
+    if (c && c.last_error) items.push(`source ${p.name}: ${c.errors} of ${c.collections} collections failed; last: ${c.last_error}`);
   }
   for (const i of s.processes || []) if (i.state === "failed" || i.state === "backoff")
     items.push(`process ${i.name}-${i.replica} is ${i.state}${i.last_error ? `: ${i.last_error}` : i.last_exit ? `: ${i.last_exit}` : ""}`);
   for (const g of s.groups || []) if (g.failures_in_a_row > 0)
     items.push(`group ${g.name}: ${g.failures_in_a_row} evaluation(s) in a row without a usable recommendation`);
-  if (s.config && s.config.last_error) items.push(`configuration: ${s.config.last_error}`);
+  const reload = s.config && s.config.last_reload;
+  if (reload && !reload.ok) items.push(`configuration: reload refused: ${reload.error || "no reason given"}`);
   const box = $("attention");
   box.replaceChildren(el("h2", {}, `Needs attention (${items.length})`), el("ul", {}, items.slice(0, 20).map((t) => el("li", {}, t))));
   box.hidden = items.length === 0;
@@ -312,10 +399,18 @@ async function groupData(g, card, force) {
   const d = await getJson(`/api/decisions?${new URLSearchParams({ group: g.name, window: S.window })}`);
   const cap = d.capacity;
   const lines = metrics.flat().concat([
-    { label: "replicas", t: cap.t, v: cap.current, scale: "units", stepped: true, color: "#e6edf3", width: 2 },
-    { label: "ready", t: cap.t, v: cap.ready, scale: "units", stepped: true, color: "#3fb950", dash: [2, 3] },
-    { label: "desired", t: cap.t, v: cap.target, scale: "units", stepped: true, color: "#bc8cff", dash: [5, 4] },
+    // Counts, whatever the metrics' unit.
+    { label: "replicas", t: cap.t, v: cap.current, scale: "units", unit: "", stepped: true, color: LINE.replicas, width: 2 },
+    { label: "ready", t: cap.t, v: cap.ready, scale: "units", unit: "", stepped: true, color: LINE.ready, dash: [2, 3] },
+    { label: "desired", t: cap.t, v: cap.target, scale: "units", unit: "", stepped: true, color: LINE.desired, dash: [5, 4] },
   ]);
+  // The policy's target (policy_config's `target`), on the metrics' axis, from where the data
+  // starts (or the window, when there is none yet) to now.
+  if (g.target != null && isFinite(g.target)) {
+    const from = Math.min(...lines.map((l) => (l.t.length ? l.t[0] : Infinity)));
+    const t = [isFinite(from) ? from : Date.now() - windowMs(), Date.now()];
+    lines.splice(metrics.flat().length, 0, { label: "target", t, v: [g.target, g.target], unit: unitOf(((g.metrics || [])[0] || {}).name || ""), color: LINE.target, dash: [8, 4], spanGaps: true });
+  }
   const marks = d.events.filter((e) => e.action !== "hold" && e.action !== "no-recommendation");
   plot(key, card.querySelector(".chart"), lines, { marks, height: 220, xRange: span() });
   timeline(card.querySelector(".timeline"), d);
@@ -324,10 +419,10 @@ async function groupData(g, card, force) {
 function timeline(box, d) {
   const rows = d.events.slice().reverse().map((e) => {
     const steps = (e.steps || []).filter((s) => s.guardrail !== "round");
-    return el("tr", { class: `ev ev-${e.action}` },
+    return el("tr", { class: `ev ev-${e.action}`, "data-kind": actionKind(e) },
       // A run the journal folded starts at its first evaluation (first_ms).
       el("td", {}, dayTime(e.first_ms ?? e.t_ms)),
-      el("td", {}, badge(e.action)),
+      el("td", {}, actionBadge(e)),
       el("td", { class: "num" }, e.target_tier !== e.tier ? `${e.current}→${e.target} (tier ${e.tier}→${e.target_tier})` : `${e.current}→${e.target}`),
       el("td", {}, el("div", { class: "reason" }, e.reason),
         steps.length ? el("ul", { class: "steps" }, steps.map((s) => el("li", {}, `${s.guardrail}: ${fmt(s.before)} → ${fmt(s.after)} (${s.why})`))) : "",
@@ -431,6 +526,16 @@ async function refreshOutput() {
   pre.scrollTop = pre.scrollHeight;
 }
 
+// A source's collections: why it is not collected, or how many failed and the last error.
+function collectionNote(p) {
+  const c = p.collection;
+  if (p.state === "disabled") return el("div", { class: "muted" }, p.error || "disabled");
+  if (!c) return "";
+  if (c.not_collected) return el("div", { class: "err collection" }, c.not_collected);
+  if (c.last_error) return el("div", { class: "err collection" }, `${c.errors} of ${c.collections} collections failed; last: ${c.last_error}`);
+  return "";
+}
+
 function viewPlugins(s) {
   const head = el("tr", {}, ["plugin", "kind", "version", "contract", "state", "calls", "faults", "mean call", "last fault", "grants"].map((h) => el("th", {}, h)));
   const rows = (s.plugins || []).filter((p) => p.state !== "failed").map((p) => {
@@ -448,7 +553,8 @@ function viewPlugins(s) {
       el("td", { class: "state" }, badge(p.state), p.quarantine_ms ? el("div", { class: "muted" }, `retried in ${ago(p.quarantine_ms / 1000)}`) : ""),
       el("td", { class: "num" }, p.calls ?? ""), el("td", { class: `num${p.faults ? " err" : ""}` }, p.faults),
       el("td", { class: "num" }, p.calls ? duration(p.call_ns_total / p.calls) : "–"),
-      el("td", { class: "err" }, p.last_fault || "", over ? el("div", { class: "muted" }, `over budget: ${over}`) : ""),
+      el("td", { class: "err" }, p.last_fault || "", over ? el("div", { class: "muted" }, `over budget: ${over}`) : "",
+        collectionNote(p)),
       el("td", { class: "muted" }, grants));
   });
   const failed = (s.plugins || []).filter((p) => p.state === "failed").map((p) =>
