@@ -56,6 +56,28 @@ pub struct Changes {
     /// What the configuration now in force asks that the loaded plugins do not offer (a
     /// misspelt policy, a missing key), one line each: applied, but not working as written.
     pub problems: Vec<String>,
+    /// Plugin files still loading when the answer was given: the problems are checked again
+    /// once they are loaded (`/status`).
+    pub still_loading: Vec<String>,
+}
+
+/// How long a reload's answer waits for the plugin files it started loading (a file copied in
+/// just before) so that its problems are those of the plugins it will run with.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The registry's problems once no file is loading, or after [`SETTLE`] with the files still
+/// loading.
+async fn settled_problems(registry: &Registry) -> (Vec<String>, Vec<String>) {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let mut changes = registry.changes();
+    while !registry.loading().is_empty() && tokio::time::Instant::now() < deadline {
+        // A load's end publishes a change; the timeout bounds a wait on a change already seen.
+        let tick = std::time::Duration::from_millis(100);
+        if let Ok(Err(_)) = tokio::time::timeout(tick, changes.changed()).await {
+            tokio::time::sleep(tick).await; // no more changes will come: poll
+        }
+    }
+    (registry.problems().lines(), registry.loading())
 }
 
 impl Reloader {
@@ -136,8 +158,18 @@ impl Reloader {
         };
         let groups = self.scaler.as_ref().map(|s| s.apply(&new.groups)).unwrap_or_default();
         let processes = self.supervisor.apply(new.processes.clone()).await;
-        let problems = self.registry.as_ref().map(|r| r.problems().lines()).unwrap_or_default();
-        Changes { processes, groups, plugins, restart_required: restart_required(old, &new), problems }
+        let (problems, still_loading) = match &self.registry {
+            Some(r) => settled_problems(r).await,
+            None => Default::default(),
+        };
+        Changes {
+            processes,
+            groups,
+            plugins,
+            restart_required: restart_required(old, &new),
+            problems,
+            still_loading,
+        }
     }
 }
 

@@ -173,6 +173,17 @@ fn a_reload_prints_what_it_caused_and_exits_by_how_it_went_and_a_refused_one_nee
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("needs attention:\n") && out.contains("configuration: reload refused"), "{out}");
 
+    // A plugin copied in just before the reload that names it (misspelt): the answer waits for
+    // its load, so the hint names it.
+    let copy = dir.path().join(".threshold.tmp");
+    std::fs::copy(plugin("threshold"), &copy).unwrap();
+    std::fs::rename(&copy, dir.path().join("threshold.wasm")).unwrap();
+    std::fs::write(&config, group("treshold", "{ high = 1, low = 0 }", "{ initial = 2 }")).unwrap();
+    let (code, out, err) = agent.cli(&["reload"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let hint = "problem: group `web`: policy `treshold` is not loaded; did you mean `threshold`?";
+    assert!(out.contains(hint), "{out}");
+
     // Fixed: exit 0, and nothing needs attention.
     std::fs::write(&config, &good).unwrap();
     let (code, out, err) = agent.cli(&["reload"]);

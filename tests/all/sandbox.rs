@@ -379,8 +379,10 @@ fn the_epoch_thread_sleeps_while_no_guest_runs_and_ticks_while_one_does() {
          policy = \"rogue-policy\"\npolicy_config = {{ mode = \"spin\" }}\nbackend = \"ledger\"\nmin = 1\nmax = 3\n"
     );
     std::fs::write(agent.data.path().join("agent.toml"), spinning).unwrap();
-    let (code, _, err) = agent.cli(&["reload"]);
-    assert_eq!(code, 0, "{err}");
+    // Applied (exit 1: the hostile policy declares required keys the group does not give).
+    let (code, out, err) = agent.cli(&["reload"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("reloaded: groups: +spin") && out.contains("problem: group `spin`"), "{out}");
     crate::common::wait_for("two spins stopped at the CPU limit", Duration::from_secs(30), || {
         let p = agent.plugin("rogue-policy")?;
         (p["faults"].as_u64()? >= 2 && p["last_fault"].as_str()?.contains("CPU")).then_some(())

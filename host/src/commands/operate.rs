@@ -147,6 +147,10 @@ pub fn reload(options: RunOptions) -> anyhow::Result<Exit> {
             if !needs.is_empty() {
                 println!("needs a restart of the agent to take effect: {}", needs.join(", "));
             }
+            let loading = lines("still_loading");
+            if !loading.is_empty() {
+                println!("still loading: {} (checked once loaded: agent status)", loading.join(", "));
+            }
             // Applied, but not working as written: the caller must hear it, not only the log.
             let problems = lines("problems");
             for p in &problems {

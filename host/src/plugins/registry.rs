@@ -191,11 +191,17 @@ impl Registry {
             let trust_changed = old.bindings != config.bindings || old.trust != config.trust;
             if enabled || trust_changed {
                 // Files refused while their plugin was disabled, or under the old bindings or
-                // keys, are tried again; loads under way were checked against the old ones and
-                // are started again.
-                inner.files.retain(|_, e| e.outcome.is_ok());
+                // keys, are tried again (not those of a plugin still disabled); loads under way
+                // were checked against the old ones and are started again — still listed as
+                // loading meanwhile, so that no check of the configuration misses them.
+                let still_disabled = |reason: &String| {
+                    config.plugins.iter().any(|(n, s)| s.disabled && *reason == disabled(n))
+                };
+                inner.files.retain(|_, e| e.outcome.as_ref().map_or_else(still_disabled, |_| true));
                 if trust_changed {
-                    inner.loading.clear();
+                    for load in inner.loading.values_mut() {
+                        *load = (RESTART, 0);
+                    }
                 }
                 enabled = true;
             }
@@ -706,6 +712,10 @@ fn disabled(name: &str) -> String {
     format!("plugin `{name}` is {DISABLED}")
 }
 const DISABLED: &str = "disabled in the configuration";
+
+/// The stamp of a load to be started again: no file has it, so the next reconcile starts the
+/// file's load anew (and the load under way, of another generation, is discarded).
+const RESTART: Stamp = (u64::MAX, None);
 
 fn is_disabled(reason: &str) -> bool {
     reason.ends_with(DISABLED)
