@@ -243,6 +243,42 @@ fn main() {
         stops.sort();
         println!("stopped after    p50 {:.1} ms, max {:.1} ms (deadline 100 ms, tick 5 ms)", percentile(&stops, 0.5).as_secs_f64() * 1e3, stops[9].as_secs_f64() * 1e3);
 
+        // What tests/all/sandbox.rs no longer times: how another plugin fares while one spins.
+        println!("\n## another plugin while one spins (rogue-policy `spin` to its 1.5 s CPU limit; target-tracking evaluated back to back meanwhile)");
+        let both_dir = tempfile::tempdir().unwrap();
+        for (d, name) in [("test-plugins", "rogue-policy"), ("plugins", "target-tracking")] {
+            std::fs::copy(wasm(d, name), both_dir.path().join(format!("{name}.wasm"))).unwrap();
+        }
+        let config = Config::parse("[plugins.rogue-policy]\ncpu_limit = \"1500ms\"\ntimeout = \"5s\"\n", Path::new("bench.toml")).unwrap();
+        let both = Registry::new(Runtime::new(None).unwrap(), Arc::new(config), None, both_dir.path());
+        both.reconcile().await;
+        let (runaway, good) = (both.get("rogue-policy").unwrap(), both.get("target-tracking").unwrap());
+        good.evaluate(ctx.clone()).await.unwrap(); // linked and instantiated before the spin
+        let spin = spin_ctx.clone();
+        let started = Instant::now();
+        let spinning = tokio::spawn(async move { runaway.evaluate(spin).await });
+        let mut during = Vec::new();
+        while !spinning.is_finished() {
+            let t = Instant::now();
+            std::hint::black_box(good.evaluate(ctx.clone()).await.unwrap());
+            during.push(t.elapsed());
+        }
+        let spun = started.elapsed();
+        assert!(spinning.await.unwrap().is_err(), "the spin ends at its CPU limit");
+        during.sort();
+        if during.is_empty() {
+            println!("evaluations      none finished during the {:.0} ms spin", spun.as_secs_f64() * 1e3);
+        } else {
+            println!(
+                "evaluations      {} during the {:.0} ms spin; each p50 {:.1} µs, p99 {:.1} µs, max {:.1} ms",
+                during.len(),
+                spun.as_secs_f64() * 1e3,
+                percentile(&during, 0.5).as_secs_f64() * 1e6,
+                percentile(&during, 0.99).as_secs_f64() * 1e6,
+                during[during.len() - 1].as_secs_f64() * 1e3
+            );
+        }
+
         println!("\n## hot swap (write new version → running; watcher, 100 ms quiet period, compile; 10 runs)");
         registry.watch().unwrap();
         let file = dir.path().join("target-tracking.wasm");

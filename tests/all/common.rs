@@ -525,6 +525,56 @@ pub fn thread_wakeups(pid: u32) -> std::collections::BTreeMap<(u32, String), u64
     out
 }
 
+/// The voluntary context switches so far of `pid`'s thread named `name` (how often it woke).
+pub fn thread_woke(pid: u32, name: &str) -> Option<u64> {
+    thread_wakeups(pid).into_iter().find(|((_, n), _)| n == name).map(|(_, count)| count)
+}
+
+/// `agent metrics query ARGS --format json` on the data folder `data`, parsed.
+pub fn metrics_query(data: &Path, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["metrics", "query"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--format", "json", "--data-dir", data.to_str().unwrap()]);
+    let (code, out, err) = agent_cli(&full);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The agent's sampling ticks so far (`agent_sampler_ticks_total` in its `/metrics`).
+pub fn sampler_ticks(agent: &Agent) -> Option<u64> {
+    let (_, body) = http_get(agent.addr, "/metrics").ok()?;
+    let line = body.lines().find(|l| l.starts_with("agent_sampler_ticks_total "))?;
+    line.rsplit(' ').next()?.parse::<f64>().ok().map(|v| v as u64)
+}
+
+/// Waits until the agent's sampler has ticked `n` more times. Its ticks keep to a grid and skip
+/// the slots they miss rather than bursting, so `n` more ticks are the agent's own proof that
+/// more than `n - 2` sample intervals passed while it ran. A check that something did *not*
+/// happen waits for this (or for [`wait_calls`]) instead of sleeping: on a loaded machine a
+/// sleep may end before the agent had the chance to do the wrong thing.
+pub fn wait_ticks(agent: &Agent, n: u64) {
+    let from = wait_for("the agent's sampling ticks", Duration::from_secs(30), || sampler_ticks(agent));
+    wait_for(&format!("{n} more sampling ticks"), Duration::from_secs(120), || {
+        (sampler_ticks(agent)? >= from + n).then_some(())
+    });
+}
+
+/// Calls of plugin `name` so far, by `/status` (0 before it is loaded): for a group's policy or
+/// backend, its evaluations; for a source, its collections.
+pub fn calls(agent: &Agent, name: &str) -> u64 {
+    agent.plugin(name).and_then(|p| p["calls"].as_u64()).unwrap_or(0)
+}
+
+/// Waits until plugin `name` has been called `more` times after now: so many evaluations (or
+/// collections) took place — the positive signal a check that something did not happen waits
+/// for.
+pub fn wait_calls(agent: &Agent, name: &str, more: u64) {
+    let from = calls(agent, name);
+    wait_for(&format!("{more} more calls of `{name}`"), Duration::from_secs(60), || {
+        (calls(agent, name) >= from + more).then_some(())
+    });
+}
+
 /// `GET /` over HTTP/1.0 on `addr`; the body, or what went wrong.
 pub fn get_body(addr: SocketAddr) -> Result<String, String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;

@@ -30,8 +30,9 @@ fn mistakes_inside_a_group_are_warned_once_with_a_hint_and_cleared_by_a_reload()
     });
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert_eq!(agent.status()["problems"]["plugins"]["treshold"].as_array().unwrap().len(), 1);
-    // Many evaluations later, each problem has been logged once, as a WARN.
-    std::thread::sleep(Duration::from_secs(1));
+    // Many evaluations later (each asks the backend first), each problem has been logged once,
+    // as a WARN.
+    crate::common::wait_calls(&agent, "ledger", 5);
     let log = agent.log();
     for line in [typo, key, table] {
         let found: Vec<&str> = log.lines().filter(|l| l.contains(line)).collect();
@@ -137,7 +138,7 @@ fn what_a_hostile_plugin_declares_reaches_the_log_and_status_short_and_escaped()
         assert!(p.len() < 1500 && p.contains("more"), "short, listing a few names: {p}");
         assert!(!p.contains('\u{1b}') && !p.contains('\n'), "{p:?}");
     }
-    std::thread::sleep(Duration::from_millis(500));
+    crate::common::wait_calls(&agent, "ledger", 3); // three evaluations later
     let log = agent.log();
     let warned: Vec<&str> =
         log.lines().filter(|l| l.contains("WARN") && l.contains("rogue-policy")).collect();
@@ -208,8 +209,9 @@ fn a_source_without_a_required_key_is_not_collected_and_says_so_once_where_the_o
     let (code, out, _) = agent.cli(&["status"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("  {problem}")), "in needs attention: {out}");
-    // Once in the log, as a configuration problem (not a failed collection every tick).
-    std::thread::sleep(Duration::from_millis(500));
+    // Once in the log, as a configuration problem (not a failed collection every tick): three
+    // of the agent's 1 s sampling ticks later, in which it was due for collection ten times.
+    crate::common::wait_ticks(&agent, 3);
     let log = agent.log();
     assert_eq!(log.lines().filter(|l| l.contains("requires `url`")).count(), 1, "{log}");
     assert!(!log.contains("collect failed"), "{log}");

@@ -75,7 +75,8 @@ fn the_page_is_served_from_the_binary_with_strict_headers_and_changes_nothing_wi
     let (code, _) = post(&agent, "/processes/app/restart", Some("not-the-token"));
     assert_eq!(code, 401);
     assert_eq!(get(&agent, "/processes/app/restart", None).status(), 405);
-    std::thread::sleep(Duration::from_millis(300));
+    // Three of the agent's sampling ticks later (a restart would be at once), the same process.
+    crate::common::wait_ticks(&agent, 3);
     assert_eq!(pid_of(&agent, "app", 0), Some(pid), "no restart without the token");
     let token = std::fs::read_to_string(agent.data.path().join("api.token")).unwrap();
     assert_eq!(post(&agent, "/processes/app/restart", Some(&token)).0, 200);
@@ -235,7 +236,7 @@ fn in_a_browser_the_default_configuration_shows_a_scale_up_with_its_reason_and_a
         "const n = document.getElementById('notice'); return !n.hidden && n.textContent;",
     );
     assert!(refused.as_str().unwrap().contains("refused: a token is required"), "{refused}");
-    std::thread::sleep(Duration::from_millis(500));
+    crate::common::wait_ticks(&agent, 3);
     assert_eq!(pid_of(&agent, "web", 0), Some(before), "nothing restarted without the token");
 
     // With the token (entered once), the same click restarts, and the output can be read.

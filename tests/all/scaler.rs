@@ -72,9 +72,21 @@ fn load_drives_the_group_up_and_down_through_policy_guardrails_and_backend() {
     assert!(scaled["inputs"].as_object().unwrap().keys().any(|k| k.starts_with("app.load")));
     wait_for("the group at 5", LIMIT, || (group_status(&agent, "web")["current"] == 5).then_some(()));
 
-    // Within tolerance: 48 → 5 (ceil 4.8) holds.
+    // Within tolerance: 48 → 5 (ceil 4.8) holds. Waited for by what the group evaluated — a
+    // whole window at 48 — not by a sleep that a loaded machine may end before it did.
     app.set_body(r#"{"load": 48}"#);
-    std::thread::sleep(Duration::from_millis(1500));
+    let load_mean = |d: &serde_json::Value| -> Option<f64> {
+        let inputs = d["inputs"].as_object()?;
+        inputs.iter().find(|(k, _)| k.starts_with("app.load")).and_then(|(_, v)| v["mean"].as_f64())
+    };
+    let rows = wait_for("an evaluation of a whole window at 48", LIMIT, || {
+        let rows = decisions(&agent, "web");
+        (load_mean(rows.last()?) == Some(48.0)).then_some(rows)
+    });
+    let held = rows.last().unwrap();
+    assert!(held["action"] == "hold" && held["target"] == 5, "{held}");
+    let scaled_to_5 = rows.iter().position(|d| d["action"] == "scale" && d["target"] == 5).unwrap();
+    assert!(rows[scaled_to_5 + 1..].iter().all(|d| d["action"] != "scale"), "no scale since: {rows:?}");
     assert_eq!(group_status(&agent, "web")["current"], 5);
 
     // No load: down to the minimum, not to zero (perhaps in steps, as the 1 s window drains).

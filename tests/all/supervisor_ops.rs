@@ -49,7 +49,8 @@ initial = "30s"
         instance(&agent, "app", 0).filter(|p| p["state"] == "backoff")
     });
     assert_eq!(backing_off["restarts"], 1);
-    std::thread::sleep(Duration::from_secs(1));
+    // Three of the agent's sampling ticks later (more than a second), still in its backoff.
+    crate::common::wait_ticks(&agent, 3);
     assert_eq!(count(), 2, "no third start during the backoff");
     assert!(agent.log().contains("restarting now"), "{}", agent.log());
     assert!(agent.log().contains("restarting in 30s"), "{}", agent.log());
@@ -212,7 +213,7 @@ args = ["600"]
 
 [[process]]
 name = "b"
-command = "echo start $REPLICA $(date +%s%N) >> {d}/b-starts; sleep 0.5; touch {d}/ready-$REPLICA-{b_version}; exec sleep 600"
+command = "echo start $REPLICA >> {d}/b-starts; sleep 0.5; echo ready $REPLICA >> {d}/b-starts; touch {d}/ready-$REPLICA-{b_version}; exec sleep 600"
 shell = true
 replicas = 2
 env = {{ VERSION = "{b_version}" }}
@@ -258,20 +259,18 @@ fn a_reload_applies_a_diff_and_a_bad_file_changes_nothing() {
         });
     }
     assert_eq!((pid_of(&agent, "a", 0), pid_of(&agent, "c", 0)), (a, c), "unchanged processes untouched");
-    // Replica by replica: replica 1's new start came only once replica 0's was ready (≥ 0.5 s
-    // later). The last start of each replica is its new one.
-    let last_start = |replica: u32| -> u64 {
-        let text = std::fs::read_to_string(dir.path().join("b-starts")).unwrap();
-        text.lines()
-            .map(|l| l.split(' ').collect::<Vec<_>>())
-            .filter(|f| f[1] == replica.to_string())
-            .map(|f| f[2].parse().unwrap())
-            .next_back()
-            .unwrap_or_else(|| panic!("no new start of b-{replica}: {text}"))
-    };
-    let (first, second) = (last_start(0), last_start(1));
-    let gap_ms = (second as i64 - first as i64) / 1_000_000;
-    assert!(second >= first + 500_000_000, "b-1 started {gap_ms} ms after b-0; log:\n{}", agent.log());
+    // Replica by replica: replica 1's new start came only once replica 0 was ready. Each new
+    // instance appends `start R`, then (half a second later) `ready R` just before it makes its
+    // health check pass: in the file, b-0's `ready` comes before b-1's `start`.
+    let text = std::fs::read_to_string(dir.path().join("b-starts")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |line: &str| lines.iter().position(|l| *l == line);
+    let (ready_0, start_1) = (at("ready 0"), at("start 1"));
+    assert!(
+        ready_0.is_some() && start_1.is_some() && ready_0 < start_1,
+        "b-1 started before b-0 was ready:\n{text}\nlog:\n{}",
+        agent.log()
+    );
     let log = agent.log();
     assert!(!log.contains("restarting"), "nothing but the reload restarted anything:\n{log}");
 
@@ -490,21 +489,30 @@ stop_grace = "2s"
 
     // While every replica restarts, connection attempts wait in the socket's backlog (held by
     // the agent) instead of being refused.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let tried = std::sync::Arc::new(AtomicUsize::new(0));
     let client = {
-        let stop = stop.clone();
+        let (stop, tried) = (stop.clone(), tried.clone());
         std::thread::spawn(move || {
             let (mut ok, mut errors) = (0, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Relaxed) {
                 match get_body(addr) {
                     Ok(_) => ok += 1,
                     Err(e) => errors.push(e),
                 }
+                tried.fetch_add(1, Relaxed);
             }
             (ok, errors)
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // Requests before and after, counted rather than timed: however slow this machine, the
+    // client was at it on both sides of the restart and of the scale-in.
+    let more_requests = |n: usize| {
+        let from = tried.load(Relaxed);
+        wait_for(&format!("{n} more requests"), LIMIT, || (tried.load(Relaxed) >= from + n).then_some(()));
+    };
+    more_requests(20);
     let old = [pid_of(&agent, "web", 0), pid_of(&agent, "web", 1)];
     let (code, _, err) = cli(&agent, &["restart", "web"]);
     assert_eq!(code, 0, "{err}");
@@ -515,8 +523,8 @@ stop_grace = "2s"
     }
     let (code, _, err) = cli(&agent, &["scale", "web", "1"]);
     assert_eq!(code, 0, "{err}");
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    more_requests(20);
+    stop.store(true, Relaxed);
     let (ok, errors) = client.join().unwrap();
     assert!(
         errors.is_empty(),

@@ -243,11 +243,22 @@ mod tests {
         assert!(find(&first, PROCESS_CPU, None).is_none(), "no CPU figure from one reading");
         assert!(find(&first, PROCESS_MEMORY, None).unwrap().value > 0.0);
         assert_eq!(find(&first, PROCESS_RESTARTS, None).unwrap().value, 2.0);
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        // The second reading once the kernel counts 100 ms of CPU for the loop since the first
+        // (its utime + stime, in 10 ms clock ticks), however little of a core this machine has
+        // left for it: then the reading is above zero. What share it got is not this test's.
+        let used = || -> u64 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, f)| f).split_whitespace().collect();
+            fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum::<u64>())
+        };
+        let before = used();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while used() < before + 10 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let second = sampler.tick(crate::timefmt::now_ms(), &[p]);
         let cpu = find(&second, PROCESS_CPU, Some(("process", "busy"))).unwrap().value;
-        let cores = std::thread::available_parallelism().unwrap().get() as f64;
-        // A busy loop uses about one core: 1/cores of the machine.
-        assert!(cpu > 0.5 / cores && cpu <= 1.0, "{cpu}");
+        let ticks = used().saturating_sub(before);
+        assert!(cpu > 0.0 && cpu <= 1.0, "{cpu} of the machine after {ticks} clock ticks of CPU");
     }
 }

@@ -5,7 +5,7 @@
 
 use super::etcd::{b64, pki_or_skip, EtcdCluster, Pki};
 use super::recorder::Recorder;
-use super::{config_with, leader, one_actor, plugins, INTERVAL_MS, LIMIT, TTL_S};
+use super::{config_with, leader, one_actor, plugins, LIMIT, TTL_S};
 use crate::common::{group_status, wait_for, Agent, JsonServer};
 use std::time::{Duration, Instant};
 
@@ -183,7 +183,17 @@ fn a_forged_lease_less_leader_key_is_taken_over_after_the_ttl_and_a_state_dated_
     assert!(calls.len() == 1 && calls[0].node == first, "{calls:?}");
     // Without the forged cooldown it scales on: the load doubles, so does the group.
     app.set_body(r#"{"load": 40}"#);
-    std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
+    // …but its own 10-minute cooldown now holds it, as it should: once it has evaluated a whole
+    // window at 40 (its journal's inputs), it held at 2 by that cooldown.
+    let held = wait_for("an evaluation of a whole window at 40", LIMIT, || {
+        crate::common::decisions(new_leader, "web").into_iter().rev().find(|d| {
+            let inputs = d["inputs"].as_object();
+            let load = inputs.and_then(|i| i.iter().find(|(k, _)| k.starts_with("app.load")));
+            load.is_some_and(|(_, v)| v["mean"] == 40.0)
+        })
+    });
+    let steps = held["steps"].to_string();
+    assert!(held["action"] == "hold" && held["target"] == 2 && steps.contains("cooldown"), "{held}");
     let web = group_status(new_leader, "web");
     assert_eq!(web["current"], 2, "the leader's own 10-minute cooldown now holds, as it should: {web}");
 }
