@@ -229,10 +229,7 @@ mod tests {
         let pid = child.0.id();
         // `spawn` returns once exec has begun; the new image's pages may not be resident yet (a
         // loaded machine read an RSS of 0), so wait until the shell has faulted some in.
-        let resident = || {
-            let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
-            statm.split_whitespace().nth(1).is_some_and(|pages| pages != "0")
-        };
+        let resident = || procstat::read(pid).is_some_and(|s| s.rss_bytes > 0);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !resident() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));

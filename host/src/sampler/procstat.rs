@@ -30,7 +30,20 @@ fn page_size() -> u64 {
 }
 
 pub fn read(pid: u32) -> Option<ProcStat> {
-    parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?, page_size())
+    let mut stat = parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?, page_size())?;
+    // `stat`'s rss is the kernel's approximate per-CPU count, which reads 0 for a process just
+    // started on a busy machine (seen in CI); recent kernels sum it for `statm`: read it there.
+    if let Some(pages) =
+        resident_pages(&std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default())
+    {
+        stat.rss_bytes = pages * page_size();
+    }
+    Some(stat)
+}
+
+/// The resident pages of a `/proc/PID/statm` text (its second field).
+fn resident_pages(statm: &str) -> Option<u64> {
+    statm.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Parses the text of `/proc/PID/stat`. The command name (field 2) may contain spaces and
@@ -52,6 +65,12 @@ mod tests {
         let text = "4242 (web (v2) srv) S 1 4242 4242 0 -1 4194560 1500 0 0 0 250 50 0 0 20 0 1 0 12345 123456789 300 18446744073709551615";
         assert_eq!(parse(text, 4096), Some(ProcStat { cpu_ticks: 300, rss_bytes: 300 * 4096 }));
         assert_eq!(parse("garbage", 4096), None);
+    }
+
+    #[test]
+    fn resident_memory_is_statm_s_second_field() {
+        assert_eq!(resident_pages("2816 300 240 1 0 150 0\n"), Some(300));
+        assert_eq!(resident_pages(""), None);
     }
 
     #[test]
