@@ -194,10 +194,9 @@ impl Registry {
                 // keys, are tried again (not those of a plugin still disabled); loads under way
                 // were checked against the old ones and are started again — still listed as
                 // loading meanwhile, so that no check of the configuration misses them.
-                let still_disabled = |reason: &String| {
-                    config.plugins.iter().any(|(n, s)| s.disabled && *reason == disabled(n))
-                };
-                inner.files.retain(|_, e| e.outcome.as_ref().map_or_else(still_disabled, |_| true));
+                inner
+                    .files
+                    .retain(|_, e| e.outcome.as_ref().map_or_else(|r| is_disabled(&config, r), |_| true));
                 if trust_changed {
                     for load in inner.loading.values_mut() {
                         *load = (RESTART, 0);
@@ -443,7 +442,8 @@ impl Registry {
             }
             Err(reason) => {
                 changes.push(Change::Failed(path.display().to_string()));
-                (failed_entry(&path, stamp, hash, reason, still_running), None)
+                let off = is_disabled(&self.config(), &reason);
+                (failed_entry(&path, stamp, hash, reason, still_running, off), None)
             }
         };
         inner.files.insert(path, entry);
@@ -543,6 +543,7 @@ impl Registry {
     }
 
     fn publish(&self, inner: &Inner) {
+        let config = self.config();
         let plugins = inner.plugins.iter().map(|(n, l)| (n.clone(), l.handle.clone())).collect();
         let failed = inner
             .files
@@ -563,7 +564,8 @@ impl Registry {
                     (None, Ok(name)) => (format!("provides `{name}`, which is not running"), None),
                     (None, Err(e)) => (e.clone(), None),
                 };
-                let state = if kept_running.is_none() && is_disabled(&error) { "disabled" } else { "failed" };
+                let off = kept_running.is_none() && is_disabled(&config, &error);
+                let state = if off { "disabled" } else { "failed" };
                 Some(FailedFile { file: path.display().to_string(), state, error, kept_running })
             })
             .collect();
@@ -709,16 +711,17 @@ fn identity(config: &Config, path: &Path, declared: &str) -> Result<(), String> 
 /// Why a file whose plugin the configuration disables does not run: the operator's choice, not
 /// a failure (its state is `disabled`, logged at INFO, needing no attention).
 fn disabled(name: &str) -> String {
-    format!("plugin `{name}` is {DISABLED}")
+    format!("plugin `{name}` is disabled in the configuration")
 }
-const DISABLED: &str = "disabled in the configuration";
 
 /// The stamp of a load to be started again: no file has it, so the next reconcile starts the
 /// file's load anew (and the load under way, of another generation, is discarded).
 const RESTART: Stamp = (u64::MAX, None);
 
-fn is_disabled(reason: &str) -> bool {
-    reason.ends_with(DISABLED)
+/// Whether `reason` is exactly why `config` keeps a plugin it disables from running: compared
+/// whole, never by its wording alone, so that no plugin's own error text passes for it.
+fn is_disabled(config: &Config, reason: &str) -> bool {
+    config.plugins.iter().any(|(n, s)| s.disabled && reason == disabled(n))
 }
 
 /// The name of the file at `path`, as bindings name files.
@@ -727,13 +730,14 @@ fn file_name(path: &Path) -> String {
 }
 
 /// The entry of a file that did not load: if it replaced a running version, that version stays
-/// and keeps its file.
+/// and keeps its file. `off`: the configuration disables its plugin (INFO, not ERROR).
 fn failed_entry(
     path: &Path,
     stamp: Stamp,
     hash: Option<String>,
     reason: String,
     still_running: Option<String>,
+    off: bool,
 ) -> FileEntry {
     match still_running {
         Some(name) => {
@@ -743,7 +747,7 @@ fn failed_entry(
             );
             FileEntry { stamp, hash, outcome: Ok(name), error: Some(reason) }
         }
-        None if is_disabled(&reason) => {
+        None if off => {
             tracing::info!("{}: {reason}; not loaded", path.display());
             FileEntry { stamp, hash, outcome: Err(reason.clone()), error: Some(reason) }
         }
