@@ -113,6 +113,11 @@ impl EtcdCluster {
         self.members.iter().filter_map(|m| m.child.as_ref().map(Child::id)).collect()
     }
 
+    /// Where member `i` serves its clients.
+    pub fn client_addr(&self, i: usize) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.members[i].client))
+    }
+
     /// The client URLs, as a TOML array.
     pub fn endpoints_toml(&self) -> String {
         let urls: Vec<String> =

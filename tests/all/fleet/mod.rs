@@ -4,6 +4,7 @@
 //! loudly that it was skipped (and fails under `REQUIRE_ETCD=1`, which CI sets).
 
 mod etcd;
+mod fence;
 pub mod prometheus;
 mod recorder;
 mod secure;
