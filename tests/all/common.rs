@@ -608,6 +608,15 @@ pub fn default_configuration() -> (String, SocketAddr, u16) {
     (text, format!("127.0.0.1:{shared}").parse().unwrap(), own)
 }
 
+/// The shipped group's target (0.2 of the machine per replica) halved, for tests that load the
+/// demo until its group scales up: the load shows as the replicas' CPU share, and a machine busy
+/// with other work (CI runs the suite beside a CPU-heavy job) leaves them less of it.
+pub fn halve_the_target(config: &str) -> String {
+    let shipped = "policy_config = { target = 0.2 }";
+    assert!(config.contains(shipped), "the shipped group's target changed: {config}");
+    config.replace(shipped, "policy_config = { target = 0.1 }")
+}
+
 /// The plugins the default configuration uses.
 pub fn default_plugins() -> tempfile::TempDir {
     plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("local-replicas")])

@@ -168,6 +168,7 @@ fn open(browser: &Browser, agent: &Agent, view: &str) {
 fn in_a_browser_the_default_configuration_shows_a_scale_up_with_its_reason_and_a_restart() {
     let Some(browser) = Browser::start("the page in a browser (scale-up, restart, token)") else { return };
     let (text, addr, _) = crate::common::default_configuration();
+    let text = crate::common::halve_the_target(&text);
     let plugins = crate::common::default_plugins();
     let agent = Agent::start(plugins.path(), &text);
     open(&browser, &agent, "groups");
@@ -189,7 +190,7 @@ fn in_a_browser_the_default_configuration_shows_a_scale_up_with_its_reason_and_a
          return null;",
     );
     let reason = reason.as_str().unwrap();
-    assert!(reason.contains("process.cpu.utilization") && reason.contains("target 0.2"), "{reason}");
+    assert!(reason.contains("process.cpu.utilization") && reason.contains("target 0.1"), "{reason}");
     let marks = browser.eval(
         "const u = S.charts.get('group:web');
          return u ? u.marks.filter(m => m.action === 'scale' && m.target > m.current).length : 0;",
@@ -199,8 +200,8 @@ fn in_a_browser_the_default_configuration_shows_a_scale_up_with_its_reason_and_a
         "const u = S.charts.get('group:web'); const i = u.series.findIndex(s => s.label === 'target');
          return i < 0 ? null : u.data[i].filter(v => v != null);",
     );
-    let at_target = target.as_array().is_some_and(|v| v.len() >= 2 && v.iter().all(|x| x == 0.2));
-    assert!(at_target, "the policy's target (0.2) drawn across the chart: {target}");
+    let at_target = target.as_array().is_some_and(|v| v.len() >= 2 && v.iter().all(|x| x == 0.1));
+    assert!(at_target, "the policy's target (0.1) drawn across the chart: {target}");
     // The legend, no cursor over the chart: the latest values, a count of replicas as a count.
     let legend = browser.eval(
         "return [...document.querySelectorAll('#group-web .u-legend tr.u-series')]
@@ -210,7 +211,7 @@ fn in_a_browser_the_default_configuration_shows_a_scale_up_with_its_reason_and_a
         let row = legend.as_array().unwrap().iter().find(|r| r[0] == label);
         row.and_then(|r| r[1].as_str()).unwrap_or_default().to_string()
     };
-    assert_eq!(value("target"), "20%", "{legend}");
+    assert_eq!(value("target"), "10%", "{legend}");
     assert!(value("replicas").parse::<u32>().is_ok_and(|n| n >= 1), "replicas, a count: {legend}");
     browser.screenshot("page-groups");
     assert_eq!(load.stop(), 0, "requests failed while the group scaled");

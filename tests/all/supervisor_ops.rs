@@ -539,6 +539,7 @@ stop_grace = "2s"
 #[test]
 fn the_default_configuration_spreads_a_bounded_load_over_the_replicas_its_group_adds() {
     let (text, addr, own) = crate::common::default_configuration();
+    let text = crate::common::halve_the_target(&text);
     let plugins = crate::common::default_plugins();
     let agent = Agent::start(plugins.path(), &text);
     for r in 0..2 {

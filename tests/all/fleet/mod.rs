@@ -503,6 +503,7 @@ fn a_real_prometheus_scraping_three_agents_feeds_a_group_and_its_outage_holds_th
     assert!(series.contains("60"), "{series}");
 
     // Prometheus goes away: no data is not zero — the group holds at 6 instead of falling to 1.
+    let stopped_at = agent::timefmt::now_ms();
     prometheus.stop();
     let held = wait_for("a hold without data", LIMIT, || {
         let g = crate::common::group_status(&agents[0], "web");
@@ -510,9 +511,17 @@ fn a_real_prometheus_scraping_three_agents_feeds_a_group_and_its_outage_holds_th
         no_data.then_some(g)
     });
     assert_eq!(held["current"], 6, "{held}");
-    // Three more evaluations (each asks the backend first) without data: still 6.
-    crate::common::wait_calls(&agents[0], "ledger", 3);
+    // Five of the agent's 1 s sampling ticks later — four or more evaluations at 1 s without
+    // data (a count of backend calls would end within two: describe and scale are both calls) —
+    // still 6, and no evaluation without data moved it.
+    crate::common::wait_ticks(&agents[0], 5);
     assert_eq!(current(), Some(6));
+    let moved: Vec<_> = crate::common::decisions(&agents[0], "web")
+        .into_iter()
+        .filter(|d| d["t_ms"].as_i64().is_some_and(|t| t >= stopped_at))
+        .filter(|d| d["reason"].as_str().is_some_and(|r| r.contains("no data")) && d["target"] != 6)
+        .collect();
+    assert!(moved.is_empty(), "evaluations without data moved the group: {moved:?}");
     let source = agents[0].status()["sources"].to_string();
     assert!(source.contains("prometheus") && source.contains("unavailable"), "{source}");
 }
@@ -561,8 +570,9 @@ fn groups_spread_over_the_agents_that_join_and_a_stopped_agent_s_groups_go_to_th
     let a = Agent::start(dir.path(), &config_many("a", &etcd, &app, 6));
     wait_for("`a` alone leads all 6 groups", LIMIT, || (leads(&[&a]) == [6]).then_some(()));
     let b = Agent::start(dir.path(), &config_many("b", &etcd, &app, 6));
-    // `c`'s lease lives two minutes: when it stops, only its resignation can hand its groups on
-    // within the wait below.
+    // `c`'s lease lives two minutes: when it stops, only its planned hand-over — each group
+    // resigned, then its lease revoked (either alone is enough) — can hand its groups on within
+    // the wait below.
     let long_lease = config_many("c", &etcd, &app, 6)
         .replace(&format!("lease_ttl = \"{TTL_S}s\""), "lease_ttl = \"120s\"")
         .replace("renew_every = \"1s\"", "renew_every = \"5s\"");
