@@ -21,7 +21,9 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &["decide", "duration", "keys", "pki", "text", "timefmt"]),
     // SQLite: samples, journal, plugin state. Plain numbers in, plain rows out.
     ("store", &["config", "duration", "rate", "text", "timefmt"]),
-    ("sampler", &["config", "store", "telemetry", "timefmt"]),
+    // This machine's block devices and filesystems: growing one online (root, not a plugin).
+    ("storage", &["text"]),
+    ("sampler", &["config", "storage", "store", "telemetry", "timefmt"]),
     // wasmtime and the plugin contract: WIT types end here.
     ("plugins", &["config", "duration", "keys", "pki", "rate", "store", "telemetry", "text", "timefmt"]),
     ("supervisor", &["config", "duration", "plugins", "sampler", "store", "text", "timefmt"]),
@@ -101,6 +103,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "scaffold",
             "sampler",
             "scaler",
+            "storage",
             "store",
             "supervisor",
             "telemetry",

@@ -38,6 +38,7 @@ pub mod reload;
 pub mod sampler;
 pub mod scaffold;
 pub mod scaler;
+pub mod storage;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;

@@ -117,6 +117,9 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// This machine's storage: grow a mounted filesystem once the volume under it grew.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Print a shell completion script: `agent completions bash > /etc/bash_completion.d/agent`.
     Completions {
         #[arg(value_enum)]
@@ -168,6 +171,26 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     agent::duration::parse(text)
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// Grow the filesystem mounted at MOUNT_POINT online to fill its block device: waits until
+    /// the kernel sees the volume's new size, grows its partition (growpart) if it sits on one,
+    /// then the filesystem (xfs_growfs, btrfs filesystem resize, resize2fs). Needs root. Exit 1
+    /// with what to run by hand when a step fails.
+    Grow {
+        mount_point: PathBuf,
+        /// The volume's new size (2GiB, 512MiB, bytes): wait until the kernel sees that much.
+        #[arg(long, value_parser = agent::commands::parse_size)]
+        size: Option<u64>,
+        /// How long to wait for the kernel to see --size.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        wait: std::time::Duration,
+        /// Print the steps as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -303,6 +326,10 @@ fn main() {
         Some(Command::Ps { json, run }) => commands::ps(run.into_options(), json),
         Some(Command::Status { json, run }) => commands::status(run.into_options(), json),
         Some(Command::Simulate { args, run }) => commands::simulate(run.into_options(), args),
+        Some(Command::Storage(StorageCommand::Grow { mount_point, size, wait, json })) => {
+            let request = agent::storage::grow::Request { mount_point, device_bytes: size, wait };
+            commands::storage_grow(request, json)
+        }
         Some(Command::Decisions { group, since, all, format, run }) => {
             commands::decisions(run.into_options(), group, since, all, format)
         }

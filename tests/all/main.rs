@@ -25,6 +25,7 @@ mod sandbox;
 mod scaffold;
 mod scale_in;
 mod scaler;
+mod storage;
 mod supervisor;
 mod supervisor_ops;
 mod trust;

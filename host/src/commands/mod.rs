@@ -5,11 +5,13 @@ mod operate;
 mod sign;
 mod simulate;
 mod status;
+mod storage;
 
 pub use operate::{check_config, control, logs, reload, LogsArgs};
 pub use sign::{keygen, sign};
 pub use simulate::{simulate, SimMetric, SimulateArgs};
 pub use status::{ps, status};
+pub use storage::{parse_size, storage_grow};
 
 use crate::config::Config;
 use crate::plugins::registry::Registry;

@@ -34,6 +34,8 @@ pub const DISK_IO: &str = "system.disk.io";
 pub const DISK_OPERATIONS: &str = "system.disk.operations";
 pub const FILESYSTEM_USAGE: &str = "system.filesystem.usage";
 pub const FILESYSTEM_UTILIZATION: &str = "system.filesystem.utilization";
+pub const FILESYSTEM_INODES_USAGE: &str = "system.filesystem.inodes.usage";
+pub const FILESYSTEM_INODES_UTILIZATION: &str = "system.filesystem.inodes.utilization";
 pub const PROCESS_CPU: &str = "process.cpu.utilization";
 pub const PROCESS_MEMORY: &str = "process.memory.usage";
 pub const PROCESS_RESTARTS: &str = "process.restarts";
@@ -54,6 +56,8 @@ pub const CATALOG: &[Metric] = &[
     m(DISK_OPERATIONS, "{operation}/s", "`device`, `direction`: `read`, `write`", "Completed disk operations per second per block device."),
     m(FILESYSTEM_USAGE, "By", "`device`, `mountpoint`, `type`, `state`: `used`, `free`", "Space used and free per mounted filesystem."),
     m(FILESYSTEM_UTILIZATION, "1", "`device`, `mountpoint`, `type`", "Used / total space per mounted filesystem, 0–1."),
+    m(FILESYSTEM_INODES_USAGE, "{inode}", "`device`, `mountpoint`, `type`, `state`: `used`, `free`", "Inodes used and free per mounted filesystem (absent where it has no fixed count, as btrfs)."),
+    m(FILESYSTEM_INODES_UTILIZATION, "1", "`device`, `mountpoint`, `type`", "Used / total inodes per mounted filesystem, 0–1: a disk can fill with small files while it has space."),
     m(PROCESS_CPU, "1", "`process`, `replica`", "CPU used by a supervised process since the previous tick, as a fraction of the whole machine (all cores), 0–1."),
     m(PROCESS_MEMORY, "By", "`process`, `replica`", "Resident memory (RSS) of a supervised process."),
     m(PROCESS_RESTARTS, "{restart}", "`process`, `replica`", "Times the supervisor has restarted the process."),

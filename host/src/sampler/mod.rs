@@ -29,6 +29,9 @@ pub struct ProcessRef {
 pub struct Sampler {
     system: System,
     disks: Disks,
+    /// `/proc/self/mountinfo`, open: the kernel flags it when a filesystem is mounted or
+    /// unmounted, and then the list of disks is read again (a volume mounted later is sampled).
+    mounts: Option<std::fs::File>,
     counters: Counters,
     ticks_per_second: f64,
     cores: f64,
@@ -50,6 +53,7 @@ impl Sampler {
         );
         let mut sampler = Sampler {
             system,
+            mounts: std::fs::File::open("/proc/self/mountinfo").ok(),
             disks: Disks::new_with_refreshed_list(),
             counters: Counters::default(),
             ticks_per_second: procstat::ticks_per_second() as f64,
@@ -99,8 +103,12 @@ impl Sampler {
             put(PAGING_UTILIZATION, Labels::new(), swap_used as f64 / swap_total as f64);
         }
 
-        for disk in self.disks.list_mut() {
-            disk.refresh();
+        if mounts_changed(self.mounts.as_ref()) {
+            self.disks.refresh(true);
+        } else {
+            for disk in self.disks.list_mut() {
+                disk.refresh();
+            }
         }
         for disk in self.disks.list() {
             let total = disk.total_space();
@@ -114,7 +122,12 @@ impl Sampler {
                 .with("type", disk.file_system().to_string_lossy());
             put(FILESYSTEM_USAGE, labels.clone().with("state", "used"), total.saturating_sub(free) as f64);
             put(FILESYSTEM_USAGE, labels.clone().with("state", "free"), free as f64);
-            put(FILESYSTEM_UTILIZATION, labels, total.saturating_sub(free) as f64 / total as f64);
+            put(FILESYSTEM_UTILIZATION, labels.clone(), total.saturating_sub(free) as f64 / total as f64);
+            if let Some((inodes, free)) = inodes(disk.mount_point()) {
+                put(FILESYSTEM_INODES_USAGE, labels.clone().with("state", "used"), (inodes - free) as f64);
+                put(FILESYSTEM_INODES_USAGE, labels.clone().with("state", "free"), free as f64);
+                put(FILESYSTEM_INODES_UTILIZATION, labels, (inodes - free) as f64 / inodes as f64);
+            }
         }
     }
 
@@ -166,6 +179,24 @@ impl Sampler {
             push(out, t_ms, PROCESS_MEMORY, labels, stat.rss_bytes as f64);
         }
     }
+}
+
+/// Whether the mount table changed since the last look: the kernel marks an open
+/// `/proc/self/mountinfo` with POLLPRI after a mount or unmount, and a poll clears the mark
+/// (proc(5)). One syscall a tick instead of reading the table.
+fn mounts_changed(mounts: Option<&std::fs::File>) -> bool {
+    use std::os::fd::AsRawFd;
+    let Some(file) = mounts else { return false };
+    let mut fd = libc::pollfd { fd: file.as_raw_fd(), events: libc::POLLPRI, revents: 0 };
+    // SAFETY: one pollfd, valid for the call; a zero timeout never blocks.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLPRI | libc::POLLERR) != 0
+}
+
+/// A filesystem's inodes and free inodes; `None` where it has no fixed count (btrfs says 0).
+fn inodes(mount_point: &std::path::Path) -> Option<(u64, u64)> {
+    let st = crate::storage::grow::statvfs(mount_point).filter(|st| st.f_files > 0)?;
+    Some((st.f_files, st.f_ffree.min(st.f_files)))
 }
 
 fn push(out: &mut Vec<Sample>, t_ms: i64, name: &str, labels: Labels, value: f64) {

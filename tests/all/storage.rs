@@ -1,0 +1,195 @@
+//! Growing a mounted filesystem once the volume under it grew, on this machine, as root: a loop
+//! device plays the volume — the test plays the hypervisor's part (it grows the backing file and
+//! tells the loop device) — and `agent storage grow` finds the device under the mount point,
+//! waits for the kernel to see the new size and grows the filesystem online. Without root, loop
+//! devices or the filesystems' tools (Debian `xfsprogs`, `btrfs-progs`) it says loudly that it
+//! was skipped; CI installs them and runs it.
+
+use crate::common::{agent_cli, skipped};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A file-backed loop device holding a filesystem mounted on a folder of its own; gone on drop.
+struct LoopVolume {
+    image: PathBuf,
+    device: String,
+    mount: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+}
+
+fn sh(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match out.status.success() {
+        true => Ok(text),
+        false => Err(format!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())),
+    }
+}
+
+impl LoopVolume {
+    /// A `mib` MiB volume holding a `fstype` filesystem, mounted; `Err` (the test skips) where
+    /// this machine cannot make one.
+    fn make(fstype: &str, mib: u64) -> Result<LoopVolume, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("volume.img");
+        std::fs::File::create(&image).and_then(|f| f.set_len(mib << 20)).map_err(|e| e.to_string())?;
+        let device = sh(&["losetup", "--find", "--show", image.to_str().unwrap()])?;
+        let mount = tempfile::tempdir().unwrap();
+        let volume = LoopVolume { image, device, mount, _dir: dir };
+        let mkfs = format!("mkfs.{fstype}");
+        let quiet = if fstype == "ext4" { "-q" } else { "-f" };
+        sh(&[&mkfs, quiet, &volume.device])?;
+        sh(&["mount", &volume.device, volume.mount.path().to_str().unwrap()])?;
+        Ok(volume)
+    }
+
+    fn path(&self) -> &Path {
+        self.mount.path()
+    }
+
+    /// The hypervisor's part: the volume is now `mib` MiB, and the loop device is told so (as
+    /// virtio-blk tells the guest's kernel of a resized disk).
+    fn extend(&self, mib: u64) {
+        std::fs::OpenOptions::new().write(true).open(&self.image).unwrap().set_len(mib << 20).unwrap();
+        sh(&["losetup", "--set-capacity", &self.device]).unwrap();
+    }
+}
+
+impl Drop for LoopVolume {
+    fn drop(&mut self) {
+        let _ = sh(&["umount", self.mount.path().to_str().unwrap()]);
+        let _ = sh(&["losetup", "--detach", &self.device]);
+    }
+}
+
+/// A volume, or a loud skip naming what this machine lacks.
+fn volume_or_skip(test: &str, fstype: &str, tool: &str, mib: u64) -> Option<LoopVolume> {
+    let root = sh(&["id", "-u"]).is_ok_and(|u| u == "0");
+    let tools = ["losetup", &format!("mkfs.{fstype}"), tool].iter().all(|t| sh(&["which", t]).is_ok());
+    let made = match (root, tools) {
+        (false, _) => Err("not root".to_string()),
+        (true, false) => Err(format!("no mkfs.{fstype} or {tool} (Debian xfsprogs, btrfs-progs)")),
+        (true, true) => LoopVolume::make(fstype, mib),
+    };
+    made.map_err(|why| skipped(&format!("{test} ({fstype}): {why}"))).ok()
+}
+
+fn grow(at: &Path, size: &str) -> (i32, String, String) {
+    agent_cli(&["storage", "grow", at.to_str().unwrap(), "--size", size, "--wait", "30s"])
+}
+
+fn filesystem_mib(at: &Path) -> u64 {
+    let out = sh(&["df", "--output=size", "-B1M", at.to_str().unwrap()]).unwrap();
+    out.lines().last().unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn a_mounted_xfs_and_btrfs_grow_online_after_their_loop_device_grew() {
+    let test = "storage::a_mounted_xfs_and_btrfs_grow_online_after_their_loop_device_grew";
+    for (fstype, tool, command) in
+        [("xfs", "xfs_growfs", "xfs_growfs"), ("btrfs", "btrfs", "btrfs filesystem resize max")]
+    {
+        let Some(volume) = volume_or_skip(test, fstype, tool, 320) else { continue };
+        let at = volume.path();
+        std::fs::write(at.join("data"), b"kept across the grow").unwrap();
+        let before = filesystem_mib(at);
+
+        // Nothing grew yet: nothing to do, and it says so.
+        let (code, out, err) = agent_cli(&["storage", "grow", at.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("nothing to grow: the filesystem already fills its device"), "{out}");
+        assert!(out.contains(&format!("{fstype} on {}", volume.device)), "{out}");
+
+        // The volume doubles; the agent waits for the kernel to see it and grows the filesystem.
+        volume.extend(640);
+        let (code, out, err) = grow(at, "640MiB");
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("kernel size  640 MiB (the volume's 640 MiB)"), "{out}");
+        assert!(out.contains(&format!("ran `{command} ")), "{out}");
+        assert!(out.contains("grown: "), "{out}");
+        let after = filesystem_mib(at);
+        assert!(after >= before + 300, "{fstype}: {before} MiB → {after} MiB\n{out}");
+        assert_eq!(std::fs::read(at.join("data")).unwrap(), b"kept across the grow");
+
+        // Asked for more than the kernel sees: it waits, then says what it saw and what to run.
+        let (code, out, err) =
+            agent_cli(&["storage", "grow", at.to_str().unwrap(), "--size", "1GiB", "--wait", "1s"]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            err.contains("the kernel still sees 640 MiB of") && err.contains("not the volume's 1.0 GiB"),
+            "{err}"
+        );
+        assert!(err.contains(&format!("to finish, run as root: {command} ")), "{err}");
+        let (code, out, _) = agent_cli(&["storage", "grow", at.to_str().unwrap(), "--json"]);
+        assert_eq!(code, 0);
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(report["fstype"], fstype);
+        assert_eq!(report["device_bytes"], 640u64 << 20);
+        let steps: Vec<&str> =
+            report["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+        assert_eq!(steps, ["find", "kernel size", "filesystem", "confirm"]);
+    }
+}
+
+#[test]
+fn ext4_refused_online_says_how_to_grow_it_offline_and_a_path_without_a_volume_is_named() {
+    let test =
+        "storage::ext4_refused_online_says_how_to_grow_it_offline_and_a_path_without_a_volume_is_named";
+    let (code, _, err) = agent_cli(&["storage", "grow", "/nonexistent-mount"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("find: nothing is mounted at /nonexistent-mount"), "{err}");
+    let Some(volume) = volume_or_skip(test, "ext4", "resize2fs", 320) else { return };
+    volume.extend(640);
+    let (code, out, err) = grow(volume.path(), "640MiB");
+    // Where the kernel allows ext4's online resize it grows; where it refuses (EPERM, as on the
+    // machines this was written on), the agent says so and how to finish offline.
+    match code {
+        0 => assert!(out.contains("grown: "), "{out}"),
+        _ => {
+            assert!(err.contains("this kernel refuses to grow ext4 online"), "{out}{err}");
+            let dev = &volume.device;
+            let at = volume.path().display();
+            assert!(err.contains(&format!("umount {at} && e2fsck -f {dev} && resize2fs {dev}")), "{err}");
+        }
+    }
+}
+
+#[test]
+fn a_filesystem_mounted_after_the_agent_started_is_sampled_with_its_inodes() {
+    let test = "storage::a_filesystem_mounted_after_the_agent_started_is_sampled_with_its_inodes";
+    let dir = crate::common::plugin_dir(&[]);
+    let agent = crate::common::Agent::start(dir.path(), "[agent]\nsample_interval = \"200ms\"\n");
+    crate::common::wait_ticks(&agent, 2);
+    let Some(volume) = volume_or_skip(test, "xfs", "xfs_growfs", 320) else { return };
+    let at = volume.path().to_str().unwrap().to_string();
+    let label = format!("mountpoint={at}");
+    let data = agent.data.path().to_path_buf();
+    let query = |name: &str| {
+        let v = crate::common::metrics_query(&data, &[name, "--label", &label, "--since", "1m"]);
+        let found = v.as_array().is_some_and(|a| !a.is_empty());
+        found.then_some(v)
+    };
+    let space =
+        crate::common::wait_for("the new mount's utilization", std::time::Duration::from_secs(30), || {
+            query("system.filesystem.utilization")
+        });
+    assert_eq!(space[0]["labels"]["type"], "xfs", "{space}");
+    // Inodes: a few used of the many XFS allots, as a share and as counts.
+    let inodes = crate::common::wait_for("its inodes", std::time::Duration::from_secs(30), || {
+        query("system.filesystem.inodes.utilization")
+    });
+    let share = inodes[0]["values"][0].as_f64().unwrap();
+    assert!(share > 0.0 && share < 0.01, "{inodes}");
+    let counts = query("system.filesystem.inodes.usage").expect("inode counts");
+    let states: Vec<&str> =
+        counts.as_array().unwrap().iter().map(|s| s["labels"]["state"].as_str().unwrap()).collect();
+    assert!(states.contains(&"used") && states.contains(&"free"), "{counts}");
+    // Unmounted, it is no longer sampled: its newest sample stops while the agent ticks on.
+    drop(volume);
+    crate::common::wait_ticks(&agent, 3);
+    let last =
+        |v: &serde_json::Value| v[0]["timestamps_ms"].as_array().unwrap().last().unwrap().as_i64().unwrap();
+    let gone = last(&query("system.filesystem.utilization").unwrap());
+    crate::common::wait_ticks(&agent, 3);
+    assert_eq!(last(&query("system.filesystem.utilization").unwrap()), gone, "sampled after its unmount");
+}
