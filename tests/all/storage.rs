@@ -12,7 +12,12 @@ use std::process::Command;
 /// A file-backed loop device holding a filesystem mounted on a folder of its own; gone on drop.
 struct LoopVolume {
     image: PathBuf,
+    /// The loop device (the disk).
+    disk: String,
+    /// What holds the filesystem: the disk, or its first partition.
     device: String,
+    /// A device node this test made (no udev here to make it).
+    made_node: Option<String>,
     mount: tempfile::TempDir,
     _dir: tempfile::TempDir,
 }
@@ -27,15 +32,38 @@ fn sh(args: &[&str]) -> Result<String, String> {
 }
 
 impl LoopVolume {
-    /// A `mib` MiB volume holding a `fstype` filesystem, mounted; `Err` (the test skips) where
-    /// this machine cannot make one.
-    fn make(fstype: &str, mib: u64) -> Result<LoopVolume, String> {
+    /// A `mib` MiB volume holding a `fstype` filesystem — on partition 1 of an MBR filling the
+    /// disk when `partitioned` — mounted; `Err` (the test skips) where this machine cannot make
+    /// one.
+    fn make_on(fstype: &str, mib: u64, partitioned: bool) -> Result<LoopVolume, String> {
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("volume.img");
         std::fs::File::create(&image).and_then(|f| f.set_len(mib << 20)).map_err(|e| e.to_string())?;
-        let device = sh(&["losetup", "--find", "--show", image.to_str().unwrap()])?;
+        if partitioned {
+            let table = dir.path().join("table");
+            std::fs::write(&table, "label: dos\n,,L\n").unwrap();
+            let script = format!("sfdisk -q {} < {}", image.display(), table.display());
+            sh(&["sh", "-c", &script])?;
+        }
+        let disk = sh(&["losetup", "--find", "--show", "--partscan", image.to_str().unwrap()])?;
         let mount = tempfile::tempdir().unwrap();
-        let volume = LoopVolume { image, device, mount, _dir: dir };
+        let mut volume =
+            LoopVolume { image, disk: disk.clone(), device: disk, made_node: None, mount, _dir: dir };
+        if partitioned {
+            volume.device = format!("{}p1", volume.disk);
+            let name = volume.device.trim_start_matches("/dev/").to_string();
+            // The kernel's scan at attach time does not always list the partition: ask again.
+            if !Path::new(&format!("/sys/class/block/{name}")).exists() {
+                sh(&["partx", "--add", &volume.disk])?;
+            }
+            if !Path::new(&volume.device).exists() {
+                let dev = std::fs::read_to_string(format!("/sys/class/block/{name}/dev"))
+                    .map_err(|e| e.to_string())?;
+                let (major, minor) = dev.trim().split_once(':').unwrap();
+                sh(&["mknod", &volume.device, "b", major, minor])?;
+                volume.made_node = Some(volume.device.clone());
+            }
+        }
         let mkfs = format!("mkfs.{fstype}");
         let quiet = if fstype == "ext4" { "-q" } else { "-f" };
         sh(&[&mkfs, quiet, &volume.device])?;
@@ -51,25 +79,42 @@ impl LoopVolume {
     /// virtio-blk tells the guest's kernel of a resized disk).
     fn extend(&self, mib: u64) {
         std::fs::OpenOptions::new().write(true).open(&self.image).unwrap().set_len(mib << 20).unwrap();
-        sh(&["losetup", "--set-capacity", &self.device]).unwrap();
+        sh(&["losetup", "--set-capacity", &self.disk]).unwrap();
     }
 }
 
 impl Drop for LoopVolume {
     fn drop(&mut self) {
         let _ = sh(&["umount", self.mount.path().to_str().unwrap()]);
-        let _ = sh(&["losetup", "--detach", &self.device]);
+        let _ = sh(&["losetup", "--detach", &self.disk]);
+        if let Some(node) = &self.made_node {
+            let _ = std::fs::remove_file(node);
+        }
     }
 }
 
 /// A volume, or a loud skip naming what this machine lacks.
 fn volume_or_skip(test: &str, fstype: &str, tool: &str, mib: u64) -> Option<LoopVolume> {
+    volume_on_or_skip(test, fstype, &[tool], mib, false)
+}
+
+fn volume_on_or_skip(
+    test: &str,
+    fstype: &str,
+    tools: &[&str],
+    mib: u64,
+    partitioned: bool,
+) -> Option<LoopVolume> {
     let root = sh(&["id", "-u"]).is_ok_and(|u| u == "0");
-    let tools = ["losetup", &format!("mkfs.{fstype}"), tool].iter().all(|t| sh(&["which", t]).is_ok());
-    let made = match (root, tools) {
+    let mkfs = format!("mkfs.{fstype}");
+    let present = ["losetup", mkfs.as_str()].iter().chain(tools).all(|t| sh(&["which", t]).is_ok());
+    let made = match (root, present) {
         (false, _) => Err("not root".to_string()),
-        (true, false) => Err(format!("no mkfs.{fstype} or {tool} (Debian xfsprogs, btrfs-progs)")),
-        (true, true) => LoopVolume::make(fstype, mib),
+        (true, false) => Err(format!(
+            "no {mkfs} or {} (Debian xfsprogs, btrfs-progs, cloud-guest-utils)",
+            tools.join(", ")
+        )),
+        (true, true) => LoopVolume::make_on(fstype, mib, partitioned),
     };
     made.map_err(|why| skipped(&format!("{test} ({fstype}): {why}"))).ok()
 }
@@ -192,4 +237,21 @@ fn a_filesystem_mounted_after_the_agent_started_is_sampled_with_its_inodes() {
     let gone = last(&query("system.filesystem.utilization").unwrap());
     crate::common::wait_ticks(&agent, 3);
     assert_eq!(last(&query("system.filesystem.utilization").unwrap()), gone, "sampled after its unmount");
+}
+
+#[test]
+fn a_filesystem_on_a_partition_grows_after_growpart_grows_its_partition() {
+    let test = "storage::a_filesystem_on_a_partition_grows_after_growpart_grows_its_partition";
+    let tools = ["xfs_growfs", "growpart", "sfdisk"];
+    let Some(volume) = volume_on_or_skip(test, "xfs", &tools, 320, true) else { return };
+    let at = volume.path();
+    let before = filesystem_mib(at);
+    volume.extend(640);
+    let (code, out, err) = grow(at, "640MiB");
+    assert_eq!(code, 0, "{out}{err}");
+    let disk = &volume.disk;
+    assert!(out.contains(&format!("xfs on {}, partition 1 of {disk}", volume.device)), "{out}");
+    assert!(out.contains(&format!("ran `growpart {disk} 1`: CHANGED: partition=1")), "{out}");
+    let after = filesystem_mib(at);
+    assert!(after >= before + 300, "{before} MiB → {after} MiB\n{out}");
 }

@@ -40,11 +40,21 @@ impl Device {
     /// Its size as the kernel sees it now, in bytes (sysfs counts 512-byte sectors whatever the
     /// device's own sector size).
     pub fn size_bytes(&self) -> Result<u64, String> {
-        let file = self.sys.join("size");
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let sectors: u64 =
-            text.trim().parse().map_err(|_| format!("{}: not a number: {text:?}", file.display()))?;
-        Ok(sectors.saturating_mul(512))
+        bytes_of(&self.sys)
+    }
+
+    /// The size of the disk holding it: what a volume's new size shows first, before its
+    /// partition is grown.
+    pub fn disk_bytes(&self) -> Result<u64, String> {
+        bytes_of(&self.disk_sys())
+    }
+
+    /// `/dev/DISK` of the disk holding it.
+    pub fn disk_path(&self) -> PathBuf {
+        match &self.partition_of {
+            Some((disk, _)) => Path::new("/dev").join(disk),
+            None => self.path(),
+        }
     }
 
     /// The disk holding this device (itself when it is not a partition).
@@ -62,6 +72,15 @@ impl Device {
         let rescan = self.disk_sys().join("device/rescan");
         rescan.exists() && std::fs::write(&rescan, "1").is_ok()
     }
+}
+
+/// A sysfs block directory's `size`, in bytes.
+fn bytes_of(sys: &Path) -> Result<u64, String> {
+    let file = sys.join("size");
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let sectors: u64 =
+        text.trim().parse().map_err(|_| format!("{}: not a number: {text:?}", file.display()))?;
+    Ok(sectors.saturating_mul(512))
 }
 
 #[cfg(test)]
@@ -97,6 +116,9 @@ mod tests {
         let part = Device::of(sys.path(), (252, 33)).unwrap();
         assert_eq!((part.name.as_str(), part.partition_of.clone()), ("vdc1", Some(("vdc".into(), 1))));
         assert!(part.disk_sys().ends_with("vdc"));
+        assert_eq!(part.size_bytes().unwrap(), 1 << 30);
+        let disk_size = part.disk_bytes().unwrap_err();
+        assert!(disk_size.ends_with("vdc/size: No such file or directory (os error 2)"), "{disk_size}");
         assert!(!part.rescan(), "no device/rescan: nothing to ask");
         let missing = Device::of(sys.path(), (8, 0)).unwrap_err();
         assert!(missing.starts_with("no block device 8:0"), "{missing}");

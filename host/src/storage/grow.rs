@@ -196,13 +196,13 @@ fn grow_command(fstype: &str, at: &Path, device: &Device) -> Option<Vec<String>>
     Some(words)
 }
 
-/// Waits until the kernel sees at least `expected` bytes of `device` (asking the bus to look
-/// again once, where it needs asking); its size and what was seen.
+/// Waits until the kernel sees at least `expected` bytes of `device`'s disk (asking the bus to
+/// look again once, where it needs asking); its size and what was seen.
 fn wait_for_size(device: &Device, expected: Option<u64>, wait: Duration) -> Result<(u64, String), String> {
     let started = Instant::now();
     let mut rescanned = false;
     loop {
-        let size = device.size_bytes()?;
+        let size = device.disk_bytes()?;
         match expected {
             None => return Ok((size, human(size))),
             Some(e) if size >= e => {
@@ -213,7 +213,7 @@ fn wait_for_size(device: &Device, expected: Option<u64>, wait: Duration) -> Resu
                 return Err(format!(
                     "the kernel still sees {} of {} after {:.0?}, not the volume's {}",
                     human(size),
-                    device.path().display(),
+                    device.disk_path().display(),
                     started.elapsed(),
                     human(e)
                 ))
