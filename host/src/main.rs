@@ -193,8 +193,58 @@ enum StorageCommand {
     },
 }
 
+#[derive(Args)]
+struct RegistryArgs {
+    /// Allow plain HTTP to a registry beyond loopback (credentials and the component travel in
+    /// clear). Credentials: AGENT_REGISTRY_USERNAME and AGENT_REGISTRY_PASSWORD (or _FILE).
+    #[arg(long)]
+    insecure_registry: bool,
+}
+
+impl RegistryArgs {
+    fn access(&self) -> commands::publish::Access {
+        commands::publish::Access { insecure: self.insecure_registry }
+    }
+}
+
 #[derive(Subcommand)]
 enum PluginsCommand {
+    /// Publish a component to an OCI registry: REF = oci://HOST[:PORT]/REPO:TAG.
+    Push {
+        file: PathBuf,
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Install a component from an OCI registry (REF by tag or @sha256:…) into the plugins
+    /// folder, verified; records its binding (sha256, source) in agent.toml and reloads the agent.
+    Install {
+        reference: String,
+        /// Print the [plugins.NAME] table instead of editing agent.toml.
+        #[arg(long)]
+        print: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// For each plugin installed from a tag: whether the tag names another build now.
+    Outdated {
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Install again what a plugin's tag names now, and rebind it.
+    Upgrade {
+        name: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Print a plugin's kind, contract version, metadata, config keys and imports.
     Inspect {
         file: PathBuf,
@@ -304,6 +354,20 @@ fn main() {
             commands::list(run.into_options(), json)
         }
         Some(Command::Plugins(PluginsCommand::Keygen { key })) => commands::keygen(&key),
+        Some(Command::Plugins(PluginsCommand::Push { file, reference, registry, run })) => {
+            commands::publish::push(run.into_options(), &file, &reference, registry.access())
+        }
+        Some(Command::Plugins(PluginsCommand::Install { reference, print, registry, run })) => {
+            let binding =
+                if print { commands::publish::Binding::Print } else { commands::publish::Binding::Record };
+            commands::publish::install(run.into_options(), &reference, registry.access(), binding)
+        }
+        Some(Command::Plugins(PluginsCommand::Outdated { registry, run })) => {
+            commands::publish::outdated(run.into_options(), registry.access())
+        }
+        Some(Command::Plugins(PluginsCommand::Upgrade { name, registry, run })) => {
+            commands::publish::upgrade(run.into_options(), &name, registry.access())
+        }
         Some(Command::Plugins(PluginsCommand::Sign { file, key, out })) => {
             commands::sign(&file, &key, out.as_deref())
         }

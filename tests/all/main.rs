@@ -20,6 +20,7 @@ mod openstack;
 mod package;
 mod page;
 mod pki;
+mod publish;
 mod python;
 mod sandbox;
 mod scaffold;

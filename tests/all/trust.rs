@@ -254,14 +254,14 @@ async fn a_pinned_plugin_replaced_by_other_content_keeps_its_pinned_version_runn
 }
 
 /// `agent plugins keygen DIR/NAME`: the key's id.
-fn keygen(dir: &Path, name: &str) -> String {
+pub(crate) fn keygen(dir: &Path, name: &str) -> String {
     let (code, out, err) = agent_cli(&["plugins", "keygen", dir.join(name).to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     out.lines().next().unwrap().strip_prefix("key ").unwrap().to_string()
 }
 
 /// `agent plugins sign SRC --key KEY --out OUT`.
-fn sign(src: &Path, key: &Path, out: &Path) {
+pub(crate) fn sign(src: &Path, key: &Path, out: &Path) {
     let (code, stdout, err) = agent_cli(&[
         "plugins",
         "sign",

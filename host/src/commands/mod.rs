@@ -2,6 +2,7 @@
 //! error whose chain `main` prints on one line.
 
 mod operate;
+pub mod publish;
 mod sign;
 mod simulate;
 mod status;

@@ -121,6 +121,9 @@ pub struct PluginSettings {
     pub sha256: Option<String>,
     /// `signer`: the id of the `[trust]` key that must have signed that file.
     pub signer: Option<String>,
+    /// `source`: where `agent plugins install` took the file from (`oci://HOST/REPO:TAG`), for
+    /// `plugins outdated` and `plugins upgrade`. The agent itself never fetches it.
+    pub source: Option<String>,
     /// `ca_file`: a PEM bundle of CA certificates the plugin's outbound TLS trusts on top of the
     /// built-in roots (a private CA's Keystone), read when the configuration is.
     pub ca_file: Option<crate::pki::CaBundle>,
@@ -235,6 +238,7 @@ impl Default for PluginSettings {
             file: None,
             sha256: None,
             signer: None,
+            source: None,
             ca_file: None,
         }
     }
@@ -349,6 +353,7 @@ struct RawPlugin {
     file: Option<Spanned<String>>,
     sha256: Option<Spanned<String>>,
     signer: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
     ca_file: Option<Spanned<PathBuf>>,
 }
 
@@ -606,6 +611,14 @@ fn plugin_settings(
     s.file = raw.file.as_ref().map(|f| trust::file_name(f, &field("file"), at)).transpose()?;
     s.sha256 = raw.sha256.as_ref().map(|d| trust::digest(d, &field("sha256"), at)).transpose()?;
     s.signer = raw.signer.map(|s| s.into_inner().trim().to_ascii_lowercase());
+    s.source = match raw.source {
+        Some(src) if !src.get_ref().starts_with("oci://") => {
+            let why =
+                format!("{}: an OCI reference: oci://HOST[:PORT]/REPO:TAG or …@sha256:…", field("source"));
+            return Err(at.error(Some(src.span()), &why));
+        }
+        src => src.map(Spanned::into_inner),
+    };
     s.ca_file = raw.ca_file.map(|f| ca_file(f, &field("ca_file"), at, base)).transpose()?;
     Ok(s)
 }

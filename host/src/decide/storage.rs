@@ -63,16 +63,16 @@ pub struct Resize {
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
-/// The resizes that still count at `now_ms` (the last 24 hours), from journal rows `(t_ms,
-/// action, from, to)` in any order: a `scale` row that grew the volume is a resize. How the
-/// limit survives a restart: the journal is the memory.
+/// The resizes up to `now_ms`, from journal rows `(t_ms, action, from, to)` in any order: a
+/// `scale` row that grew the volume is a resize. How the daily limit and the cooldown survive a
+/// restart: the journal is the memory.
 pub fn resizes_from_journal<'a>(
     rows: impl IntoIterator<Item = (i64, &'a str, u64, u64)>,
     now_ms: i64,
 ) -> Vec<Resize> {
     let mut out: Vec<Resize> = rows
         .into_iter()
-        .filter(|(t, action, from, to)| *action == "scale" && to > from && now_ms - t < DAY_MS)
+        .filter(|(t, action, from, to)| *action == "scale" && to > from && *t <= now_ms)
         .map(|(t_ms, _, from_gib, to_gib)| Resize { t_ms, from_gib, to_gib })
         .collect();
     out.sort_by_key(|r| r.t_ms);
@@ -120,18 +120,22 @@ pub fn decide_size(
     if let Some(why) = in_progress {
         return hold("in-progress", format!("the previous resize has not completed: {why}"), Vec::new());
     }
-    let recent: Vec<&Resize> = resizes.iter().filter(|r| now_ms - r.t_ms < DAY_MS).collect();
-    if recent.len() >= rules.per_day as usize {
-        let next = recent.iter().map(|r| r.t_ms).min().unwrap_or(now_ms) + DAY_MS;
+    let mut recent: Vec<i64> = resizes.iter().map(|r| r.t_ms).filter(|t| now_ms - t < DAY_MS).collect();
+    recent.sort_unstable();
+    if rules.per_day > 0 && recent.len() >= rules.per_day as usize {
+        // The next is allowed once all but per_day − 1 of them are a day old.
+        let next = recent[recent.len() - rules.per_day as usize] + DAY_MS;
         let why = format!(
             "{} resizes in the last 24 h (at most {}); the next is allowed in {} min",
             recent.len(),
             rules.per_day,
-            (next - now_ms).div_euclid(60_000) + 1
+            (next - now_ms + 59_999) / 60_000
         );
         return hold("per-day", why, Vec::new());
     }
-    if let Some(last) = recent.iter().map(|r| r.t_ms).max().filter(|t| now_ms - t < rules.cooldown_ms) {
+    // The cooldown counts from the last resize, however old (a cooldown may be longer than a day).
+    let last = resizes.iter().map(|r| r.t_ms).max();
+    if let Some(last) = last.filter(|t| now_ms - t < rules.cooldown_ms) {
         let left = (rules.cooldown_ms - (now_ms - last)) / 1000;
         return hold(
             "cooldown",
@@ -246,10 +250,14 @@ mod tests {
         let d = decide_size(&rules(), 18, 30.0, now, &resizes, None);
         assert_eq!((d.target_gib, held_by(&d)), (18, Some("per-day")));
         assert!(
-            d.steps[0].why.contains("4 resizes in the last 24 h (at most 4); the next is allowed in 841 min"),
+            d.steps[0].why.contains("4 resizes in the last 24 h (at most 4); the next is allowed in 840 min"),
             "{:?}",
             d.steps
         );
+        // The limit lowered to 2 with 4 in the day: the next once the third-newest is a day old.
+        let two = StorageRules { per_day: 2, ..rules() };
+        let d = decide_size(&two, 18, 30.0, now, &resizes, None);
+        assert!(d.steps[0].why.contains("the next is allowed in 1140 min"), "{:?}", d.steps);
         // A day after the first, one has aged out: allowed again.
         let later = 24 * H + 1;
         let resizes = resizes_from_journal(rows.iter().map(|&(t, a, f, to)| (t, a, f, to)), later);
@@ -263,5 +271,9 @@ mod tests {
         let d = decide_size(&cool, 12, 20.0, H, &resizes, None);
         assert_eq!((d.target_gib, held_by(&d)), (12, Some("cooldown")));
         assert_eq!(decide_size(&cool, 12, 20.0, 6 * H, &resizes, None).target_gib, 20);
+        // A cooldown longer than a day counts from a resize older than a day.
+        let long = StorageRules { cooldown_ms: 48 * H, ..rules() };
+        let d = decide_size(&long, 12, 20.0, 30 * H, &resizes, None);
+        assert_eq!((d.target_gib, held_by(&d)), (12, Some("cooldown")));
     }
 }

@@ -182,8 +182,9 @@ impl Sampler {
 }
 
 /// Whether the mount table changed since the last look: the kernel marks an open
-/// `/proc/self/mountinfo` with POLLPRI after a mount or unmount, and a poll clears the mark
-/// (proc(5)). One syscall a tick instead of reading the table.
+/// `/proc/self/mountinfo` with POLLPRI after a mount or unmount (proc(5)), and the poll that sees
+/// the mark clears it (`mounts_poll` in fs/proc_namespace.c records the event it reported). One
+/// syscall a tick instead of reading the table.
 fn mounts_changed(mounts: Option<&std::fs::File>) -> bool {
     use std::os::fd::AsRawFd;
     let Some(file) = mounts else { return false };

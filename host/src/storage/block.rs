@@ -57,6 +57,26 @@ impl Device {
         }
     }
 
+    /// What this device is built on, when it is a stack whose layers must grow before its
+    /// filesystem can: device-mapper (LVM, LUKS, multipath) or md RAID, with what lies under it.
+    pub fn stacked(&self) -> Option<String> {
+        let name = std::fs::read_to_string(self.sys.join("dm/name")).ok().map(|n| n.trim().to_string());
+        let md = self.sys.join("md").is_dir();
+        let under: Vec<String> = std::fs::read_dir(self.sys.join("slaves"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let kind = match (name, md) {
+            (Some(n), _) => format!("device-mapper `{n}`"),
+            (None, true) => "md RAID".to_string(),
+            (None, false) if !under.is_empty() => "a stacked device".to_string(),
+            (None, false) => return None,
+        };
+        Some(match under.is_empty() {
+            true => kind,
+            false => format!("{kind} over {}", under.join(", ")),
+        })
+    }
+
     /// The disk holding this device (itself when it is not a partition).
     pub fn disk_sys(&self) -> PathBuf {
         match self.partition_of {
@@ -120,6 +140,13 @@ mod tests {
         let disk_size = part.disk_bytes().unwrap_err();
         assert!(disk_size.ends_with("vdc/size: No such file or directory (os error 2)"), "{disk_size}");
         assert!(!part.rescan(), "no device/rescan: nothing to ask");
+        assert_eq!(part.stacked(), None);
+        let lv = sys.path().join("devices/virtual/block/dm-0");
+        std::fs::create_dir_all(lv.join("dm")).unwrap();
+        std::fs::create_dir_all(lv.join("slaves/vdb")).unwrap();
+        std::fs::write(lv.join("dm/name"), "vg-data\n").unwrap();
+        let lv = Device { name: "dm-0".into(), sys: lv, partition_of: None };
+        assert_eq!(lv.stacked().as_deref(), Some("device-mapper `vg-data` over vdb"));
         let missing = Device::of(sys.path(), (8, 0)).unwrap_err();
         assert!(missing.starts_with("no block device 8:0"), "{missing}");
     }

@@ -61,43 +61,36 @@ impl Report {
     }
 }
 
-/// Runs every step on this machine (`/proc/self/mountinfo`, `/sys`).
+/// Runs every step on this machine (`/proc/self/mountinfo`, `/sys`), as root.
 pub fn grow(request: &Request) -> Report {
+    // A relative path, `..` or a symlink to the mount point names the same mount.
+    let at = std::fs::canonicalize(&request.mount_point).unwrap_or_else(|_| request.mount_point.clone());
+    let request = Request { mount_point: at, ..request.clone() };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let report = Report { mount_point: request.mount_point.clone(), ..Report::default() };
+        let why = "growing a partition or a filesystem needs root".to_string();
+        return report.failed("privileges", None, why, "");
+    }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    grow_on(request, &mountinfo, Path::new("/sys"))
+    grow_on(&request, &mountinfo, Path::new("/sys"))
 }
 
+/// The steps, each a function that records itself in the report and answers whether to go on.
 fn grow_on(request: &Request, mountinfo: &str, sysfs: &Path) -> Report {
     let at = &request.mount_point;
     let mut report = Report { mount_point: at.clone(), ..Report::default() };
-    let Some(mount) = mountinfo::find(mountinfo, at) else {
-        return report.failed("find", None, format!("nothing is mounted at {}", at.display()), "");
+    let (mount, device) = match find(&mut report, mountinfo, sysfs, at) {
+        Ok(found) => found,
+        Err(failed) => return *failed,
     };
-    report.fstype = Some(mount.fstype.clone());
-    let device = match Device::of(sysfs, device_number(&mount)) {
-        Ok(d) => d,
-        Err(e) => {
-            return report.failed("find", None, format!("{} on {}: {e}", mount.fstype, mount.source), "")
-        }
-    };
-    report.device = Some(device.path().display().to_string());
-    let part = device.partition_of.as_ref().map(|(disk, n)| format!(", partition {n} of /dev/{disk}"));
-    report.done(
-        "find",
-        None,
-        format!("{} on {}{}", mount.fstype, device.path().display(), part.unwrap_or_default()),
-    );
     let Some(before) = filesystem_bytes(at) else {
         return report.failed("filesystem", None, format!("statvfs({}) failed", at.display()), "");
     };
     report.before_bytes = Some(before);
-
-    let grow_fs = match grow_command(&mount.fstype, at, &device) {
-        Some(c) => c,
-        None => {
-            let saw = format!("no online grow for `{}` (xfs, btrfs and ext2/3/4 grow online)", mount.fstype);
-            return report.failed("filesystem", None, saw, "");
-        }
+    let Some(grow_fs) = grow_command(&mount.fstype, at, &device) else {
+        let saw = format!("no online grow for `{}` (xfs, btrfs and ext2/3/4 grow online)", mount.fstype);
+        return report.failed("filesystem", None, saw, "");
     };
     let partition = device
         .partition_of
@@ -111,7 +104,6 @@ fn grow_on(request: &Request, mountinfo: &str, sysfs: &Path) -> Report {
         steps.push(grow_fs.join(" "));
         steps.join(" && ")
     };
-
     match wait_for_size(&device, request.device_bytes, request.wait) {
         Ok((bytes, saw)) => {
             report.device_bytes = Some(bytes);
@@ -129,31 +121,90 @@ fn grow_on(request: &Request, mountinfo: &str, sysfs: &Path) -> Report {
         }
     }
     if let Some(cmd) = &partition {
-        match run(cmd) {
-            // growpart exits 1 saying NOCHANGE when the partition already fills the disk.
-            Ok(out) | Err(out) if out.contains("NOCHANGE") => {
-                report.done("partition", Some(cmd.join(" ")), out)
+        let out = run(cmd);
+        let ran = Some(cmd.join(" "));
+        // growpart exits 1 saying NOCHANGE when the partition already fills the disk.
+        if !out.ok && !out.text.contains("NOCHANGE") {
+            return report.failed("partition", ran, out.summary(), &by_hand(true));
+        }
+        report.done("partition", ran, out.summary());
+    }
+    let out = run(&grow_fs);
+    let ran = Some(grow_fs.join(" "));
+    if !out.ok {
+        let (saw, hint) = match grow_fs[0].as_str() {
+            "resize2fs" if out.text.contains("Permission denied to resize filesystem") => {
+                ext4_refused(&out, &device, at)
             }
-            Ok(out) => report.done("partition", Some(cmd.join(" ")), out),
-            Err(out) => return report.failed("partition", Some(cmd.join(" ")), out, &by_hand(true)),
-        }
+            _ => (out.summary(), by_hand(false)),
+        };
+        return report.failed("filesystem", ran, saw, &hint);
     }
-    match run(&grow_fs) {
-        Ok(out) => report.done("filesystem", Some(grow_fs.join(" ")), out),
-        // Some kernels refuse ext4's online resize outright: only an offline one is left.
-        Err(out) if grow_fs[0] == "resize2fs" && out.contains("Permission denied") => {
-            let (dev, at) = (device.path().display().to_string(), at.display());
-            let offline = format!("umount {at} && e2fsck -f {dev} && resize2fs {dev} && mount {dev} {at}");
-            let saw = format!("{out} (this kernel refuses to grow ext4 online)");
-            return report.failed("filesystem", Some(grow_fs.join(" ")), saw, &offline);
-        }
-        Err(out) => return report.failed("filesystem", Some(grow_fs.join(" ")), out, &by_hand(false)),
-    }
-    confirm(report, at, before)
+    report.done("filesystem", ran, out.summary());
+    let holds = device.size_bytes().ok();
+    confirm(report, at, before, holds)
 }
 
-/// The filesystem's size after: grown, or already as large as its device lets it be.
-fn confirm(mut report: Report, at: &Path, before: u64) -> Report {
+/// The mount at `at` and the block device under it: refused (with what was seen) when nothing
+/// is mounted there, it is not a block device, or it is a stack (LVM, LUKS, md) whose layers
+/// must grow first.
+fn find(
+    report: &mut Report,
+    mountinfo: &str,
+    sysfs: &Path,
+    at: &Path,
+) -> Result<(mountinfo::Mount, Device), Box<Report>> {
+    let fail =
+        |report: &mut Report, saw: String| Box::new(std::mem::take(report).failed("find", None, saw, ""));
+    let Some(mount) = mountinfo::find(mountinfo, at) else {
+        return Err(fail(report, format!("nothing is mounted at {}", at.display())));
+    };
+    report.fstype = Some(mount.fstype.clone());
+    let device = match Device::of(sysfs, device_number(&mount)) {
+        Ok(d) => d,
+        Err(e) => return Err(fail(report, format!("{} on {}: {e}", mount.fstype, mount.source))),
+    };
+    report.device = Some(device.path().display().to_string());
+    if let Some(stack) = device.stacked() {
+        let saw = format!(
+            "{} on {} ({stack}): grow its layers first (pvresize, lvextend, cryptsetup resize, mdadm --grow), then run this again",
+            mount.fstype, mount.source
+        );
+        return Err(fail(report, saw));
+    }
+    let part = device.partition_of.as_ref().map(|(disk, n)| format!(", partition {n} of /dev/{disk}"));
+    let saw = format!("{} on {}{}", mount.fstype, device.path().display(), part.unwrap_or_default());
+    report.done("find", None, saw);
+    Ok((mount, device))
+}
+
+/// ext4 refused an online grow (EPERM): why, from what this process can tell, and the offline
+/// sequence.
+fn ext4_refused(out: &Ran, device: &Device, at: &Path) -> (String, String) {
+    let (dev, at) = (device.path().display().to_string(), at.display());
+    let offline = format!("umount {at} && e2fsck -f {dev} && resize2fs {dev} && mount {dev} {at}");
+    let why = match has_capability(CAP_SYS_RESOURCE) {
+        Some(false) => {
+            "this process lacks CAP_SYS_RESOURCE (a container drops it), which ext4's online grow needs"
+        }
+        _ => "ext4 refuses to grow online while errors are recorded on it (see dmesg)",
+    };
+    (format!("{}: {why}", out.summary()), offline)
+}
+
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Whether this process holds capability `bit`, from `CapEff` in /proc/self/status.
+fn has_capability(bit: u32) -> Option<bool> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    let caps = u64::from_str_radix(hex, 16).ok()?;
+    Some(caps & (1 << bit) != 0)
+}
+
+/// The filesystem's size after: grown, or already as large as the device that holds it (the
+/// partition, when it sits on one) lets it be.
+fn confirm(mut report: Report, at: &Path, before: u64, holds: Option<u64>) -> Report {
     let Some(after) = filesystem_bytes(at) else {
         return report.failed("confirm", None, format!("statvfs({}) failed", at.display()), "");
     };
@@ -164,20 +215,20 @@ fn confirm(mut report: Report, at: &Path, before: u64) -> Report {
         return report;
     }
     // The tool succeeded and nothing changed: the filesystem already filled its device, unless
-    // the device is clearly larger (then the tool did not do what it said).
-    if report.device_bytes.is_some_and(|d| d / 100 * 95 > after + (64 << 20)) {
-        let device = report.device_bytes.map(human).unwrap_or_default();
+    // that device is clearly larger (then the tool did not do what it said).
+    if holds.is_some_and(|d| d / 100 * 95 > after + (64 << 20)) {
+        let device = holds.map(human).unwrap_or_default();
         return report.failed("confirm", None, format!("{saw}: still well short of its {device} device"), "");
     }
     report.done("confirm", None, format!("{saw}: it already fills its device"));
     report
 }
 
-/// The device under `mount`: for a source under /dev its own number (btrfs reports an anonymous
-/// device in mountinfo), else mountinfo's.
+/// The device under `mount`: for a source that is a device file its own number (btrfs reports
+/// an anonymous device in mountinfo), else mountinfo's.
 fn device_number(mount: &mountinfo::Mount) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
-    let rdev = mount.source.starts_with("/dev/").then(|| std::fs::metadata(&mount.source).ok()).flatten();
+    let rdev = mount.source.starts_with('/').then(|| std::fs::metadata(&mount.source).ok()).flatten();
     match rdev.map(|m| m.rdev()).filter(|r| *r != 0) {
         Some(r) => (libc::major(r), libc::minor(r)),
         None => mount.dev,
@@ -189,25 +240,42 @@ fn grow_command(fstype: &str, at: &Path, device: &Device) -> Option<Vec<String>>
     let at = at.display().to_string();
     let words: Vec<String> = match fstype {
         "xfs" => vec!["xfs_growfs".into(), at],
-        "btrfs" => vec!["btrfs".into(), "filesystem".into(), "resize".into(), "max".into(), at],
+        // `max` alone resizes device 1, which on a filesystem that had a device added and
+        // another removed is not this one: name it.
+        "btrfs" => {
+            let size = btrfs_devid(&at, device).map_or("max".to_string(), |id| format!("{id}:max"));
+            vec!["btrfs".into(), "filesystem".into(), "resize".into(), size, at]
+        }
         "ext2" | "ext3" | "ext4" => vec!["resize2fs".into(), device.path().display().to_string()],
         _ => return None,
     };
     Some(words)
 }
 
-/// Waits until the kernel sees at least `expected` bytes of `device`'s disk (asking the bus to
-/// look again once, where it needs asking); its size and what was seen.
+/// The id of `device` in the btrfs filesystem mounted at `at`, from `btrfs filesystem show`
+/// (`devid    2 size 20.00GiB used 1.00GiB path /dev/vdc`).
+fn btrfs_devid(at: &str, device: &Device) -> Option<u64> {
+    let out = run(&["btrfs".into(), "filesystem".into(), "show".into(), at.into()]);
+    let path = device.path().display().to_string();
+    out.stdout.lines().find_map(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let id = words.iter().position(|w| *w == "devid").and_then(|i| words.get(i + 1)?.parse().ok())?;
+        (words.last() == Some(&path.as_str())).then_some(id)
+    })
+}
+
+/// Waits until the kernel sees at least `expected` bytes of `device`'s disk, having asked the
+/// bus to look again where it needs asking (also without `expected`: a SCSI disk's new size is
+/// seen only after a rescan); its size and what was seen.
 fn wait_for_size(device: &Device, expected: Option<u64>, wait: Duration) -> Result<(u64, String), String> {
     let started = Instant::now();
-    let mut rescanned = false;
+    let rescanned = if device.rescan() { " after a rescan" } else { "" };
     loop {
         let size = device.disk_bytes()?;
         match expected {
-            None => return Ok((size, human(size))),
+            None => return Ok((size, format!("{}{rescanned}", human(size)))),
             Some(e) if size >= e => {
-                let after = if rescanned { " after a rescan" } else { "" };
-                return Ok((size, format!("{} (the volume's {}){after}", human(size), human(e))));
+                return Ok((size, format!("{} (the volume's {}){rescanned}", human(size), human(e))));
             }
             Some(e) if started.elapsed() >= wait => {
                 return Err(format!(
@@ -218,12 +286,7 @@ fn wait_for_size(device: &Device, expected: Option<u64>, wait: Duration) -> Resu
                     human(e)
                 ))
             }
-            Some(_) => {
-                if !rescanned {
-                    rescanned = device.rescan();
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            Some(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
 }
@@ -241,21 +304,42 @@ pub fn statvfs(at: &Path) -> Option<libc::statvfs> {
     (unsafe { libc::statvfs(path.as_ptr(), &mut st) } == 0).then_some(st)
 }
 
-/// Runs `cmd`; the last line of its output (bounded) as `Ok` when it exits 0.
-fn run(cmd: &[String]) -> Result<String, String> {
-    let output = match Command::new(&cmd[0]).args(&cmd[1..]).output() {
-        Ok(o) => o,
-        Err(e) => return Err(format!("cannot run `{}`: {e}", cmd[0])),
-    };
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    // The tools end with what they did (`data blocks changed from 81920 to 163840`) or why not;
-    // the geometry printed before is theirs to show.
-    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no output)");
-    let text = crate::text::clean(last.trim(), 300);
-    match output.status.code() {
-        Some(0) => Ok(text),
-        code => Err(format!("exit {}: {text}", code.map_or("by a signal".into(), |c| c.to_string()))),
+/// What a command did: whether it exited 0, and its output.
+struct Ran {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+    /// Both, for looking for a word.
+    text: String,
+}
+
+impl Ran {
+    /// For the report: the tools end with what they did (`data blocks changed from 81920 to
+    /// 163840`) or why not, so the last line of each stream (the geometry printed before is
+    /// theirs to show), bounded and escaped.
+    fn summary(&self) -> String {
+        let last = |t: &str| t.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string());
+        let lines: Vec<String> = [last(&self.stdout), last(&self.stderr)].into_iter().flatten().collect();
+        let line = if lines.is_empty() { "(no output)".to_string() } else { lines.join(" — ") };
+        let status = if self.ok { String::new() } else { "failed: ".to_string() };
+        crate::text::clean(&format!("{status}{line}"), 400)
+    }
+}
+
+/// Runs `cmd` to its end.
+fn run(cmd: &[String]) -> Ran {
+    match Command::new(&cmd[0]).args(&cmd[1..]).output() {
+        Ok(o) => {
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            );
+            Ran { ok: o.status.success(), text: format!("{stdout}\n{stderr}"), stdout, stderr }
+        }
+        Err(e) => {
+            let stderr = format!("cannot run `{}`: {e}", cmd[0]);
+            Ran { ok: false, stdout: String::new(), text: stderr.clone(), stderr }
+        }
     }
 }
 
