@@ -360,7 +360,7 @@ fn main() {
         Some(Command::Plugins(PluginsCommand::Install { reference, print, registry, run })) => {
             let binding =
                 if print { commands::publish::Binding::Print } else { commands::publish::Binding::Record };
-            commands::publish::install(run.into_options(), &reference, registry.access(), binding)
+            commands::publish::install(run.into_options(), &reference, registry.access(), binding, None)
         }
         Some(Command::Plugins(PluginsCommand::Outdated { registry, run })) => {
             commands::publish::outdated(run.into_options(), registry.access())

@@ -17,6 +17,7 @@ use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 pub const WASM_LAYER: &str = "application/wasm";
 pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
@@ -35,6 +36,11 @@ impl OciRef {
         let rest = text.strip_prefix("oci://").ok_or_else(|| {
             anyhow!("`{text}`: an OCI reference starts with oci:// (oci://HOST[:PORT]/REPO:TAG)")
         })?;
+        // Without a host the reference would mean Docker Hub, and credentials would go there.
+        let host = rest.split('/').next().unwrap_or_default();
+        if !(host.contains('.') || host.contains(':') || host == "localhost") || !rest.contains('/') {
+            bail!("`{text}` names no registry host: oci://HOST[:PORT]/REPO:TAG (oci://docker.io/… for Docker Hub)");
+        }
         let reference: Reference =
             rest.parse().with_context(|| format!("`{text}` is not an OCI reference"))?;
         Ok(OciRef { text: text.to_string(), reference })
@@ -64,11 +70,18 @@ impl Access {
             true => ClientProtocol::HttpsExcept(vec![registry]),
             false => ClientProtocol::Https,
         };
-        Client::new(ClientConfig { protocol, ..Default::default() })
+        // A registry that stops answering fails the command rather than hanging it.
+        let (connect_timeout, read_timeout) = (Some(Duration::from_secs(10)), Some(Duration::from_secs(60)));
+        Client::new(ClientConfig { protocol, connect_timeout, read_timeout, ..Default::default() })
     }
 
-    fn auth() -> anyhow::Result<RegistryAuth> {
+    /// Credentials for `r`'s registry: only the one `AGENT_REGISTRY_HOST` names, when it is set
+    /// (an `outdated` over several registries sends them to no other).
+    fn auth(r: &OciRef) -> anyhow::Result<RegistryAuth> {
         let Ok(user) = std::env::var("AGENT_REGISTRY_USERNAME") else { return Ok(RegistryAuth::Anonymous) };
+        if std::env::var("AGENT_REGISTRY_HOST").is_ok_and(|h| h != r.reference.resolve_registry()) {
+            return Ok(RegistryAuth::Anonymous);
+        }
         let password = match std::env::var("AGENT_REGISTRY_PASSWORD") {
             Ok(p) => p,
             Err(_) => {
@@ -112,7 +125,7 @@ pub fn push(options: RunOptions, file: &Path, target: &str, access: Access) -> a
         let oci_config = OciConfig::new(serde_json::to_vec(&wasm_config)?, WASM_CONFIG.into(), None);
         let manifest = OciImageManifest::build(std::slice::from_ref(&layer), &oci_config, Some(annotations));
         let client = access.client(&r);
-        let auth = Access::auth()?;
+        let auth = Access::auth(&r)?;
         client
             .push(&r.reference, &[layer], oci_config, &auth, Some(manifest))
             .await
@@ -138,12 +151,10 @@ struct Pulled {
 
 async fn pull(r: &OciRef, access: &Access) -> anyhow::Result<Pulled> {
     let client = access.client(r);
-    let auth = Access::auth()?;
+    let auth = Access::auth(r)?;
     let (manifest, manifest_digest) =
         client.pull_image_manifest(&r.reference, &auth).await.map_err(|e| registry_error(r, e))?;
-    if let Some(wanted) = r.reference.digest().filter(|d| *d != manifest_digest) {
-        bail!("{}: the registry answered manifest {manifest_digest}, not {wanted}: refused", r.text);
-    }
+    // oci-client has checked the manifest's bytes against the reference's digest, if it has one.
     let layer = wasm_layer(r, &manifest)?;
     if layer.size < 0 || layer.size as u64 > MAX_COMPONENT_BYTES {
         bail!(
@@ -153,7 +164,8 @@ async fn pull(r: &OciRef, access: &Access) -> anyhow::Result<Pulled> {
         );
     }
     let mut bytes = Vec::with_capacity(layer.size as usize);
-    client.pull_blob(&r.reference, layer, &mut bytes).await.map_err(|e| {
+    let bounded = Bounded { out: &mut bytes, max: layer.size as usize };
+    client.pull_blob(&r.reference, layer, bounded).await.map_err(|e| {
         anyhow!(
             "{}: the component's blob {} did not arrive intact: {e}; nothing was installed",
             r.text,
@@ -169,6 +181,42 @@ async fn pull(r: &OciRef, access: &Access) -> anyhow::Result<Pulled> {
         );
     }
     Ok(Pulled { bytes, sha256, manifest_digest })
+}
+
+/// A sink that takes no more than the manifest declared: a registry streaming more is cut off.
+struct Bounded<'a> {
+    out: &'a mut Vec<u8>,
+    max: usize,
+}
+
+impl tokio::io::AsyncWrite for Bounded<'_> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.out.len() + buf.len() > this.max {
+            let e = std::io::Error::other(format!("more than the {} bytes the manifest declares", this.max));
+            return std::task::Poll::Ready(Err(e));
+        }
+        this.out.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 /// The one `application/wasm` layer of a manifest.
@@ -198,70 +246,131 @@ pub enum Binding {
     Print,
 }
 
-/// `agent plugins install REF`.
-pub fn install(options: RunOptions, source: &str, access: Access, binding: Binding) -> anyhow::Result<Exit> {
+/// `agent plugins install REF`; with `expect`, the component must declare that name (an
+/// upgrade must not install another plugin under a moved tag).
+pub fn install(
+    options: RunOptions,
+    source: &str,
+    access: Access,
+    binding: Binding,
+    expect: Option<&str>,
+) -> anyhow::Result<Exit> {
     let config = options.clone().resolve()?;
     let dir = config.plugins_dir.clone().ok_or_else(|| {
         anyhow!("no plugins folder to install into: --plugins DIR, or [agent] plugins in agent.toml")
     })?;
     let r = OciRef::parse(source)?;
-    let (name, sha256, path) = runtime()?.block_on(async {
+    let record = match binding {
+        Binding::Record => config.file.clone(),
+        Binding::Print => None,
+    };
+    let recorded = runtime()?.block_on(async {
         let pulled = pull(&r, &access).await?;
-        let pending = dir.join(format!(".install-{}.part", &pulled.sha256[..16]));
-        write_synced(&pending, &pulled.bytes)?;
-        let checked = check(&config, &pending, &pulled).await;
-        let (name, target) = match checked {
-            Ok(found) => found,
-            Err(e) => {
-                let _ = std::fs::remove_file(&pending);
-                return Err(e);
-            }
+        let pending = Pending::write(&dir, &pulled.bytes)?;
+        let (name, target) = check(&config, &pending.path, &pulled, expect).await?;
+        // The configuration first, checked whole before anything is replaced: a file that would
+        // not load is never put in place, nor a component the old pin would refuse.
+        let edited = match &record {
+            Some(file) => Some(edit_binding(file, &name, &pulled.sha256, source)?),
+            None => None,
         };
         let path = dir.join(&target);
-        std::fs::rename(&pending, &path)
-            .with_context(|| format!("moving the component to {}", path.display()))?;
+        pending.persist(&path)?;
         println!("installed {name} from {} ({}) as {}", r.text, pulled.manifest_digest, path.display());
-        anyhow::Ok((name, pulled.sha256, path))
-    })?;
-    match (binding, &config.file) {
-        (Binding::Print, _) | (_, None) => {
-            if binding == Binding::Record {
-                println!("no agent.toml to record the binding in; add this table:");
+        match (edited, &record) {
+            (Some(edited), Some(file)) => {
+                edited.persist(file)?;
+                let sha = &pulled.sha256;
+                println!(
+                    "bound in {}: [plugins.{name}] sha256 = \"{sha}\", source = \"{source}\"",
+                    file.display()
+                );
+                anyhow::Ok(true)
             }
-            print!("{}", binding_table(&name, &path, &sha256, source));
-            Ok(Exit::Success)
+            _ => {
+                if binding == Binding::Record {
+                    println!("no agent.toml to record the binding in; add this table:");
+                }
+                print!("{}", binding_table(&name, &path, &pulled.sha256, source));
+                anyhow::Ok(false)
+            }
         }
-        (Binding::Record, Some(file)) => {
-            record_binding(file, &name, &sha256, source)?;
-            println!(
-                "bound in {}: [plugins.{name}] sha256 = \"{sha256}\", source = \"{source}\"",
-                file.display()
-            );
-            reload_if_running(options)
+    })?;
+    if recorded {
+        reload_if_running(options)
+    } else {
+        Ok(Exit::Success)
+    }
+}
+
+/// A file written under a unique temporary name in its destination's folder, removed unless it
+/// is renamed into place (an error, a refusal or a panic leaves nothing behind).
+struct Pending {
+    path: std::path::PathBuf,
+    kept: bool,
+}
+
+impl Pending {
+    fn write(dir: &Path, bytes: &[u8]) -> anyhow::Result<Pending> {
+        use std::io::Write;
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let path = dir.join(format!(".install-{}-{nanos}.part", std::process::id()));
+        let pending = Pending { path, kept: false };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&pending.path)
+            .with_context(|| format!("writing {}", pending.path.display()))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("writing {}", pending.path.display()))?;
+        Ok(pending)
+    }
+
+    fn persist(mut self, to: &Path) -> anyhow::Result<()> {
+        std::fs::rename(&self.path, to).with_context(|| format!("moving it to {}", to.display()))?;
+        self.kept = true;
+        if let Some(dir) = to.parent().and_then(|d| std::fs::File::open(d).ok()) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
 /// The component's declared name, and the file it goes to: refused when its binding asks for
-/// a signer it lacks (its pin is what this install records).
+/// a signer it lacks (its pin is what this install records), when it is not the plugin an
+/// upgrade expects, or when its file is another plugin's.
 async fn check(
     config: &crate::config::Config,
     pending: &Path,
     pulled: &Pulled,
+    expect: Option<&str>,
 ) -> anyhow::Result<(String, String)> {
     let prepared = loader::prepare(&tool_runtime(config)?, pending).await?;
     let name = prepared.metadata.name.clone();
+    if let Some(wanted) = expect.filter(|w| *w != name) {
+        bail!("the component declares `{name}`, not `{wanted}`: its tag now holds another plugin; nothing was installed");
+    }
     let binding = config.binding(&name).cloned().map(|b| crate::config::Binding { sha256: None, ..b });
     crate::plugins::signature::admit(&pulled.bytes, &pulled.sha256, binding.as_ref(), &config.trust)
         .map_err(|why| anyhow!("{name}: {why}; nothing was installed"))?;
     let file = binding.map_or_else(|| format!("{name}.wasm"), |b| b.file);
+    if let Some(other) = config.binding_of_file(&file).filter(|b| b.name != name) {
+        bail!(
+            "{file} is the file of plugin `{}`: `{name}` cannot be installed over it; nothing was installed",
+            other.name
+        );
+    }
     Ok((name, file))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).with_context(|| format!("writing {}", path.display()))
 }
 
 fn binding_table(name: &str, path: &Path, sha256: &str, source: &str) -> String {
@@ -271,10 +380,12 @@ fn binding_table(name: &str, path: &Path, sha256: &str, source: &str) -> String 
     format!("[plugins.{name}]\n{file_line}sha256 = \"{sha256}\"\nsource = \"{source}\"\n")
 }
 
-/// Sets `sha256` and `source` of `[plugins.NAME]` in the file, keeping everything else as
-/// written (comments, order, the other keys); written to a temporary file and renamed over.
-pub fn record_binding(file: &Path, name: &str, sha256: &str, source: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+/// `file` with `sha256` and `source` of `[plugins.NAME]` set — everything else as written
+/// (comments, order, the other keys, inline tables) — checked as a whole configuration, and
+/// written beside it with its mode and owner, ready to be renamed over it.
+pub fn edit_binding(file: &Path, name: &str, sha256: &str, source: &str) -> anyhow::Result<EditedConfig> {
+    let file = std::fs::canonicalize(file).with_context(|| format!("reading {}", file.display()))?;
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let mut doc: toml_edit::DocumentMut =
         text.parse().with_context(|| format!("{}: not valid TOML", file.display()))?;
     let plugins = doc
@@ -284,21 +395,55 @@ pub fn record_binding(file: &Path, name: &str, sha256: &str, source: &str) -> an
             t.set_implicit(true);
             toml_edit::Item::Table(t)
         })
-        .as_table_mut()
+        .as_table_like_mut()
         .ok_or_else(|| anyhow!("{}: `plugins` is not a table", file.display()))?;
-    let table = plugins
-        .entry(name)
-        .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
-        .as_table_mut()
-        .ok_or_else(|| anyhow!("{}: `plugins.{name}` is not a table", file.display()))?;
-    table["sha256"] = toml_edit::value(sha256);
-    table["source"] = toml_edit::value(source);
-    let pending = file.with_extension("toml.install");
-    std::fs::write(&pending, doc.to_string()).with_context(|| format!("writing {}", pending.display()))?;
-    if let Ok(meta) = std::fs::metadata(file) {
-        let _ = std::fs::set_permissions(&pending, meta.permissions());
+    if plugins.get(name).is_none() {
+        plugins.insert(name, toml_edit::Item::Table(toml_edit::Table::new()));
     }
-    std::fs::rename(&pending, file).with_context(|| format!("replacing {}", file.display()))
+    let table = plugins
+        .get_mut(name)
+        .and_then(|t| t.as_table_like_mut())
+        .ok_or_else(|| anyhow!("{}: `plugins.{name}` is not a table", file.display()))?;
+    table.insert("sha256", toml_edit::value(sha256));
+    table.insert("source", toml_edit::value(source));
+    // An inline table keeps its one-line look, its separators even.
+    if let Some(inline) = plugins.get_mut(name).and_then(|t| t.as_inline_table_mut()) {
+        inline.fmt();
+    }
+    let edited = doc.to_string();
+    crate::config::Config::parse(&edited, &file).map_err(|e| {
+        anyhow!("the binding would make {} invalid, so nothing was installed: {e}", file.display())
+    })?;
+    EditedConfig::write(&file, &edited)
+}
+
+/// A configuration file's new text, written beside it.
+pub struct EditedConfig {
+    pending: Pending,
+}
+
+impl EditedConfig {
+    fn write(file: &Path, text: &str) -> anyhow::Result<EditedConfig> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let pending = Pending::write(dir, text.as_bytes())?;
+        if let Ok(meta) = std::fs::metadata(file) {
+            let _ = std::fs::set_permissions(
+                &pending.path,
+                std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+            );
+            if let Ok(path) = std::ffi::CString::new(pending.path.as_os_str().as_encoded_bytes()) {
+                // SAFETY: a NUL-terminated path; without the right to chown it fails, harmlessly.
+                unsafe { libc::chown(path.as_ptr(), meta.uid(), meta.gid()) };
+            }
+        }
+        Ok(EditedConfig { pending })
+    }
+
+    pub fn persist(self, file: &Path) -> anyhow::Result<()> {
+        let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+        self.pending.persist(&file)
+    }
 }
 
 /// Asks the running agent to reload; an agent that is not running takes the binding at its start.
@@ -325,15 +470,12 @@ pub fn outdated(options: RunOptions, access: Access) -> anyhow::Result<Exit> {
     }
     runtime()?.block_on(async {
         for (name, source, pinned) in followed {
-            let r = OciRef::parse(source)?;
-            let line = match (r.reference.digest(), now_at(&r, &access).await) {
-                (Some(_), _) => format!("{name}: pinned by digest ({source}): nothing to follow"),
-                (None, Err(e)) => format!("{name}: {e:#}"),
-                (None, Ok(now)) if Some(&now) == pinned => format!("{name}: up to date with {source}"),
-                (None, Ok(now)) => format!(
-                    "{name}: outdated — installed {}, {source} is now {now}: agent plugins upgrade {name}",
-                    pinned.map_or("(no pin)", |p| &p[..p.len().min(16)]),
-                ),
+            let line = match OciRef::parse(source) {
+                Err(e) => format!("{name}: {e:#}"),
+                Ok(r) if r.reference.digest().is_some() => {
+                    format!("{name}: pinned by digest ({source}): nothing to follow")
+                }
+                Ok(r) => follow(&config, name, &r, pinned, &access).await,
             };
             println!("{line}");
         }
@@ -341,11 +483,44 @@ pub fn outdated(options: RunOptions, access: Access) -> anyhow::Result<Exit> {
     })
 }
 
+/// What `outdated` says of one plugin following a tag: the file on disk against its pin (a build
+/// changed by hand is said so, and `upgrade` would replace it), then the pin against the tag.
+async fn follow(
+    config: &crate::config::Config,
+    name: &str,
+    r: &OciRef,
+    pinned: Option<&String>,
+    access: &Access,
+) -> String {
+    let file = config.binding(name).map(|b| b.file.clone()).unwrap_or_else(|| format!("{name}.wasm"));
+    let on_disk =
+        config.plugins_dir.as_ref().and_then(|d| std::fs::read(d.join(&file)).ok()).map(|b| sha256_hex(&b));
+    let short = |h: &str| h[..h.len().min(16)].to_string();
+    let local = match (&on_disk, pinned) {
+        (Some(disk), Some(pin)) if disk != pin => {
+            format!(" (the file {file} was changed by hand: {}, not the pinned {})", short(disk), short(pin))
+        }
+        (None, _) => format!(" ({file} is not in the plugins folder)"),
+        _ => String::new(),
+    };
+    match now_at(r, access).await {
+        Err(e) => format!("{name}: {e:#}"),
+        Ok(now) if Some(&now) == pinned => format!("{name}: up to date with {}{local}", r.text),
+        Ok(now) => format!(
+            "{name}: outdated — installed {}, {} is now {now}: agent plugins upgrade {name}{local}",
+            pinned.map_or("(no pin)".to_string(), |p| short(p)),
+            r.text
+        ),
+    }
+}
+
 /// The sha256 (hex) of the component a tag names now.
 async fn now_at(r: &OciRef, access: &Access) -> anyhow::Result<String> {
     let client = access.client(r);
-    let (manifest, _) =
-        client.pull_image_manifest(&r.reference, &Access::auth()?).await.map_err(|e| registry_error(r, e))?;
+    let (manifest, _) = client
+        .pull_image_manifest(&r.reference, &Access::auth(r)?)
+        .await
+        .map_err(|e| registry_error(r, e))?;
     let layer = wasm_layer(r, &manifest)?;
     Ok(layer.digest.trim_start_matches("sha256:").to_string())
 }
@@ -357,7 +532,7 @@ pub fn upgrade(options: RunOptions, name: &str, access: Access) -> anyhow::Resul
         config.plugins.get(name).and_then(|s| s.source.clone()).ok_or_else(|| {
             anyhow!("[plugins.{name}] has no `source`: it was not installed from a registry")
         })?;
-    install(options, &source, access, Binding::Record)
+    install(options, &source, access, Binding::Record, Some(name))
 }
 
 #[cfg(test)]
@@ -375,27 +550,56 @@ mod tests {
         assert_eq!(r.at_digest("sha256:ab"), "oci://127.0.0.1:5000/plugins/target-tracking@sha256:ab");
         assert!(OciRef::parse("127.0.0.1:5000/x:1").unwrap_err().to_string().contains("starts with oci://"));
         assert!(OciRef::parse("oci://host/UPPER:1").is_err(), "repositories are lower-case");
+        let hostless = OciRef::parse("oci://team/x:1").unwrap_err().to_string();
+        assert!(hostless.contains("names no registry host"), "never Docker Hub by default: {hostless}");
+        assert!(
+            OciRef::parse("oci://localhost/x:1").is_ok()
+                && OciRef::parse("oci://r.example/x@sha256:0").is_err()
+        );
     }
 
     #[test]
     fn the_binding_is_recorded_with_the_files_comments_kept() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("agent.toml");
-        let text =
-            "# the operator's notes\n[agent]\nplugins = \"p\" # where\n\n[plugins.other]\nallow_http = []\n";
+        let text = "# the operator's notes\n[agent]\nplugins = \"p\" # where\n\n[plugins]\ninline = { disabled = true }\n\n[plugins.other]\nallow_http = []\n";
         std::fs::write(&file, text).unwrap();
-        record_binding(&file, "target-tracking", "abc", "oci://r/t:1").unwrap();
-        record_binding(&file, "other", "def", "oci://r/o:2").unwrap();
+        let record = |name: &str, sha: &str, src: &str| {
+            edit_binding(&file, name, sha, src).unwrap().persist(&file).unwrap()
+        };
+        let (a, d, z) = ("a".repeat(64), "d".repeat(64), "0".repeat(64));
+        record("target-tracking", &a, "oci://r/t:1");
+        record("other", &d, "oci://r/o:2");
+        record("inline", &z, "oci://r/i:3");
         let after = std::fs::read_to_string(&file).unwrap();
         assert!(after.starts_with("# the operator's notes\n[agent]\nplugins = \"p\" # where\n"), "{after}");
         assert!(
-            after.contains("[plugins.other]\nallow_http = []\nsha256 = \"def\"\nsource = \"oci://r/o:2\"\n"),
+            after.contains(&format!(
+                "[plugins.other]\nallow_http = []\nsha256 = \"{d}\"\nsource = \"oci://r/o:2\"\n"
+            )),
             "{after}"
         );
         assert!(
-            after.contains("[plugins.target-tracking]\nsha256 = \"abc\"\nsource = \"oci://r/t:1\"\n"),
+            after.contains(&format!(
+                "[plugins.target-tracking]\nsha256 = \"{a}\"\nsource = \"oci://r/t:1\"\n"
+            )),
             "{after}"
         );
+        assert!(
+            after.contains(&format!(
+                "inline = {{ disabled = true, sha256 = \"{z}\", source = \"oci://r/i:3\" }}"
+            )),
+            "{after}"
+        );
+        // What would not load is not written: a source that is no OCI reference.
+        let refused = edit_binding(&file, "other", &d, "https://r/o:2").err().unwrap().to_string();
+        assert!(
+            refused.contains("so nothing was installed") && refused.contains("plugins.other.source"),
+            "{refused}"
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), after);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
         let table = binding_table("x", Path::new("/p/x.wasm"), "abc", "oci://r/x:1");
         assert_eq!(table, "[plugins.x]\nsha256 = \"abc\"\nsource = \"oci://r/x:1\"\n");
     }
