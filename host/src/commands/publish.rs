@@ -138,8 +138,10 @@ pub fn push(options: RunOptions, file: &Path, target: &str, access: Access) -> a
     })
 }
 
+/// A registry's error, as the operator reads it: what the registry sent is a stranger's text,
+/// escaped and bounded.
 fn registry_error(r: &OciRef, e: oci_client::errors::OciDistributionError) -> anyhow::Error {
-    anyhow!("{}: {e}", r.text)
+    anyhow!("{}: {}", r.text, crate::text::clean(&e.to_string(), 600))
 }
 
 /// A component pulled and verified: its bytes, the sha256 of them (hex) and the manifest's digest.
@@ -180,7 +182,7 @@ async fn pull(r: &OciRef, access: &Access) -> anyhow::Result<Pulled> {
             layer.digest
         );
     }
-    Ok(Pulled { bytes, sha256, manifest_digest })
+    Ok(Pulled { bytes, sha256, manifest_digest: crate::text::clean(&manifest_digest, 100) })
 }
 
 /// A sink that takes no more than the manifest declared: a registry streaming more is cut off.
@@ -219,6 +221,12 @@ impl tokio::io::AsyncWrite for Bounded<'_> {
     }
 }
 
+fn is_sha256(digest: &str) -> bool {
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 /// The one `application/wasm` layer of a manifest.
 fn wasm_layer<'a>(
     r: &OciRef,
@@ -226,6 +234,10 @@ fn wasm_layer<'a>(
 ) -> anyhow::Result<&'a oci_client::manifest::OciDescriptor> {
     let wasm: Vec<_> = manifest.layers.iter().filter(|l| l.media_type == WASM_LAYER).collect();
     match wasm.as_slice() {
+        // A digest the registry wrote is printed and compared: only the one form it may have.
+        [one] if !is_sha256(&one.digest) => {
+            bail!("{}: the layer's digest is not sha256:<64 hex digits>: refused", r.text)
+        }
         [one] => Ok(one),
         _ => {
             let types: Vec<&str> = manifest.layers.iter().map(|l| l.media_type.as_str()).collect();
@@ -550,6 +562,8 @@ mod tests {
         assert_eq!(r.at_digest("sha256:ab"), "oci://127.0.0.1:5000/plugins/target-tracking@sha256:ab");
         assert!(OciRef::parse("127.0.0.1:5000/x:1").unwrap_err().to_string().contains("starts with oci://"));
         assert!(OciRef::parse("oci://host/UPPER:1").is_err(), "repositories are lower-case");
+        assert!(is_sha256(&format!("sha256:{}", "0a".repeat(32))));
+        assert!(!is_sha256("sha256:\u{1b}[31m") && !is_sha256(&format!("sha256:{}", "A".repeat(64))));
         let hostless = OciRef::parse("oci://team/x:1").unwrap_err().to_string();
         assert!(hostless.contains("names no registry host"), "never Docker Hub by default: {hostless}");
         assert!(
