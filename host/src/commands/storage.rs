@@ -26,21 +26,10 @@ pub fn storage_grow(request: Request, json: bool) -> anyhow::Result<Exit> {
     Ok(if report.error.is_none() { Exit::Success } else { Exit::SomeFailed })
 }
 
-/// `2147483648`, `2GiB`, `512MiB`, `2G` (binary units: volumes are sized in GiB).
+/// A size on the command line, as in agent.toml (`2GiB`, `512MiB`, bytes; binary units).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a size: 2GiB, 512MiB or bytes"))?;
-    let shift = match unit.trim() {
-        "" | "B" => 0,
-        "K" | "KiB" => 10,
-        "M" | "MiB" => 20,
-        "G" | "GiB" => 30,
-        "T" | "TiB" => 40,
-        other => return Err(format!("`{other}` is not a unit: B, KiB, MiB, GiB or TiB")),
-    };
-    n.checked_mul(1 << shift).ok_or_else(|| format!("`{text}` is too large"))
+    crate::config::parse_size(text)
+        .ok_or_else(|| format!("`{text}` is not a size: 2GiB, 512MiB, 1TiB or bytes"))
 }
 
 #[cfg(test)]
@@ -50,8 +39,9 @@ mod tests {
         assert_eq!(super::parse_size("2GiB"), Ok(2 << 30));
         assert_eq!(super::parse_size("512M"), Ok(512 << 20));
         assert_eq!(super::parse_size("1000"), Ok(1000));
-        assert!(super::parse_size("2GB").unwrap_err().contains("not a unit"));
+        // GB is binary here as in agent.toml: one size syntax for the agent.
+        assert_eq!(super::parse_size("2GB"), Ok(2 << 30));
         assert!(super::parse_size("lots").unwrap_err().contains("not a size"));
-        assert!(super::parse_size("99999999999TiB").unwrap_err().contains("too large"));
+        assert!(super::parse_size("99999999999TiB").unwrap_err().contains("not a size"));
     }
 }

@@ -19,7 +19,9 @@ pub use api::ApiLimits;
 pub use cluster::ClusterSpec;
 pub use group::{Fallback, GroupSpec, MetricWindow};
 pub use origin::{Origin, Scheme};
-pub use process::{parse_signal, Backoff, HealthCheck, LogFiles, Probe, ProcessSpec, Restart, StartLimit};
+pub use process::{
+    parse_signal, parse_size, Backoff, HealthCheck, LogFiles, Probe, ProcessSpec, Restart, StartLimit,
+};
 pub use run_as::{Launch, RunAs};
 pub use scale_in::{BusyProbe, Drain, Hook, ScaleInRule};
 pub use trust::{Binding, TrustSpec, TrustedKey};

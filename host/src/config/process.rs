@@ -214,7 +214,8 @@ pub fn parse_signal(name: &str) -> Option<i32> {
 }
 
 /// `512MiB`, `2GiB`, `100KiB`, `1048576` (bytes); also `M`, `G`, `K`, `MB`, `GB` as binary units.
-fn parse_size(text: &str) -> Option<u64> {
+/// The one size syntax of the agent: agent.toml and the command line.
+pub fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
@@ -224,6 +225,7 @@ fn parse_size(text: &str) -> Option<u64> {
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
         _ => return None,
     };
     number.checked_mul(1 << shift)
