@@ -493,6 +493,17 @@ pub fn decisions(agent: &Agent, group: &str) -> Vec<serde_json::Value> {
 }
 
 /// The `/status` entry of scaling group `name`.
+/// The newest journal entry of `group` that satisfies `check`, waited for (60 s at most).
+pub fn decision(
+    agent: &Agent,
+    group: &str,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let limit = std::time::Duration::from_secs(60);
+    wait_for(what, limit, || decisions(agent, group).into_iter().rev().find(|d| check(d)))
+}
+
 pub fn group_status(agent: &Agent, name: &str) -> serde_json::Value {
     agent.status()["groups"].as_array().unwrap().iter().find(|g| g["name"] == name).unwrap().clone()
 }

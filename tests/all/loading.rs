@@ -60,7 +60,7 @@ fn inspect_reports_kind_contract_metadata_config_keys_and_imports() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["kind"], "source");
     assert_eq!(v["name"], "http-json");
-    assert_eq!(v["contract"], "elastic:plugin@0.1.2");
+    assert_eq!(v["contract"], "elastic:plugin@0.1.3");
     let keys: Vec<&str> =
         v["config_keys"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert_eq!(keys, ["url", "metrics", "labels", "each"]);
@@ -72,6 +72,19 @@ fn inspect_reports_kind_contract_metadata_config_keys_and_imports() {
     assert!(out.starts_with("policy target-tracking 0.1.0 — "), "{out}");
     assert!(out.contains("target (required):"));
     assert!(!out.contains("wasi:http"), "a policy imports no network: {out}");
+    assert!(!out.contains("volumes:"), "{out}");
+
+    // A backend that grows volumes says so; one that does not, does not.
+    let inspect = |name: &str| {
+        let (code, out, err) = agent_cli(&["plugins", "inspect", "--json", plugin(name).to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    assert_eq!(inspect("openstack")["volumes"], true);
+    assert_eq!(inspect("ledger")["volumes"], true);
+    assert_eq!(inspect("local-replicas")["volumes"], false);
+    let (_, out, _) = agent_cli(&["plugins", "inspect", plugin("ledger").to_str().unwrap()]);
+    assert!(out.contains("volumes:   grows volumes (storage groups, contract 0.1.3)"), "{out}");
 }
 
 #[test]

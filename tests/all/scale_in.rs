@@ -41,16 +41,6 @@ fn ready(agent: &Agent, name: &str, count: usize) -> BTreeMap<u64, u64> {
     })
 }
 
-/// The newest journal entry of `group` that satisfies `check`.
-fn decision(
-    agent: &Agent,
-    group: &str,
-    what: &str,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    wait_for(what, LIMIT, || decisions(agent, group).into_iter().rev().find(|d| check(d)))
-}
-
 /// The shipped configuration with `replicas` web replicas writing their output to `logs`, a
 /// drain deadline of 3 s, and no scaling group yet.
 fn shipped(replicas: u32, logs: &std::path::Path) -> (String, u16) {
@@ -180,7 +170,7 @@ fn a_replica_still_busy_at_the_drain_deadline_is_kept_and_its_drain_undone() {
 #[test]
 fn a_backend_built_against_the_frozen_previous_release_scales_on_this_agent() {
     // frozen-backend was built against wit/since_v0.1.1 (released 0.1.1); this agent speaks
-    // 0.1.2, which added `scale-in` and `replica-units` to the backend world. frozen-policy
+    // 0.1.3; 0.1.2 added `scale-in` and `replica-units` to the backend world. frozen-policy
     // (0.1.0) wants one more each time.
     let plugins = plugin_dir(&[&fixture("frozen-backend"), &fixture("frozen-policy")]);
     let config = "[plugins.frozen-backend]\nprocesses = [\"app\"]\n\
@@ -192,4 +182,21 @@ fn a_backend_built_against_the_frozen_previous_release_scales_on_this_agent() {
     ready(&agent, "app", 3);
     let scaled = decision(&agent, "app", "a scale by the 0.1.1 backend", |d| d["action"] == "scale");
     assert!(scaled["outcome"].as_str().unwrap().starts_with("0.1.1 backend set app to "), "{scaled}");
+}
+
+#[test]
+fn a_backend_built_against_the_frozen_release_0_1_2_scales_and_reads_its_decision_on_this_agent() {
+    // frozen-backend-0-1-2 was built against wit/since_v0.1.2 (released 0.1.2); this agent
+    // speaks 0.1.3, which added `volumes` and the `volume-backend-plugin` world.
+    let plugins = plugin_dir(&[&fixture("frozen-backend-0-1-2"), &fixture("frozen-policy")]);
+    let config = "[plugins.frozen-backend-0-1-2]\nprocesses = [\"app\"]\n\
+        [[process]]\nname = \"app\"\ncommand = \"sleep\"\nargs = [\"600\"]\n\
+        [[group]]\nname = \"app\"\ninterval = \"300ms\"\npolicy = \"frozen-policy\"\nbackend = \"frozen-backend-0-1-2\"\n\
+        min = 1\nmax = 3\n";
+    let agent = Agent::start(plugins.path(), config);
+    assert_eq!(agent.plugin("frozen-backend-0-1-2").unwrap()["contract"], "0.1.2");
+    ready(&agent, "app", 2);
+    let scaled = decision(&agent, "app", "a scale by the 0.1.2 backend", |d| d["action"] == "scale");
+    let outcome = scaled["outcome"].as_str().unwrap();
+    assert!(outcome.starts_with("0.1.2 backend set app to ") && outcome.contains(" for app#"), "{scaled}");
 }

@@ -260,3 +260,128 @@ fn a_filesystem_on_a_partition_grows_after_growpart_grows_its_partition() {
     let after = filesystem_mib(at);
     assert!(after >= before + 300, "{before} MiB → {after} MiB\n{out}");
 }
+
+/// A storage group on `volume` (1 GiB) filled to ~80 % (800 MiB allocated, not written), grown
+/// by the `ledger` backend, evaluated every `interval`, waiting `grow_wait` for the kernel: the
+/// agent, its plugins folder and the mount point.
+fn storage_group_on(
+    volume: &LoopVolume,
+    interval: &str,
+    grow_wait: &str,
+) -> (crate::common::Agent, tempfile::TempDir, String) {
+    sh(&["fallocate", "-l", "800M", volume.path().join("data").to_str().unwrap()]).unwrap();
+    let at = volume.path().display().to_string();
+    let config = format!(
+        "[agent]\nsample_interval = \"200ms\"\n[[group]]\nname = \"data\"\ninterval = \"{interval}\"\n\
+         metrics = [{{ name = \"system.filesystem.utilization\", labels = {{ mountpoint = \"{at}\" }}, window = \"1s\" }}]\n\
+         policy = \"target-tracking\"\npolicy_config = {{ target = 0.6 }}\nbackend = \"ledger\"\n\
+         [group.storage]\nmin_size = \"1GiB\"\nmax_size = \"8GiB\"\nmount = \"{at}\"\ngrow_wait = \"{grow_wait}\"\n"
+    );
+    let dir = crate::common::plugin_dir(&[
+        &crate::common::plugin("target-tracking"),
+        &crate::common::plugin("ledger"),
+    ]);
+    let agent = crate::common::Agent::start(dir.path(), &config);
+    (agent, dir, at)
+}
+
+#[test]
+fn a_storage_group_grows_its_volume_then_the_mounted_filesystem_online_and_never_shrinks_it() {
+    let test = "storage::a_storage_group_grows_its_volume_then_the_mounted_filesystem_online";
+    let Some(volume) = volume_or_skip(test, "xfs", "xfs_growfs", 1024) else { return };
+    let (agent, _plugins, at) = storage_group_on(&volume, "1s", "60s");
+    // The backend grew the volume (the ledger records 2 GiB); the agent now waits for the kernel
+    // to see it. The hypervisor's part: the disk grows, and the guest is told.
+    agent.wait_log(&format!("growing the filesystem at {at}"));
+    volume.extend(2048);
+    let grown = crate::common::decision(&agent, "data", "the resize", |d| d["action"] == "scale");
+    assert_eq!((grown["current"].as_u64(), grown["target"].as_u64()), (Some(1), Some(2)), "{grown}");
+    let outcome = grown["outcome"].as_str().unwrap();
+    assert!(outcome.starts_with("recorded volume data 1 → 2 GiB (data#"), "{outcome}");
+    assert!(outcome.contains(&format!("; filesystem {at} (xfs) grown from")), "{outcome}");
+    crate::common::report(&format!("storage group, the journal's outcome: {outcome}"));
+    let ran: Vec<&str> =
+        grown["steps"].as_array().unwrap().iter().filter_map(|s| s["ran"].as_str()).collect();
+    assert!(
+        ran.iter().any(|r| r.starts_with("xfs_growfs")),
+        "every step journaled with what it ran: {grown}"
+    );
+    assert!(filesystem_mib(volume.path()) > 1900, "the mounted filesystem fills the grown disk");
+    // Emptied: 1 GiB would do, and a volume never shrinks.
+    std::fs::remove_file(volume.path().join("data")).unwrap();
+    let t = grown["t_ms"].as_i64().unwrap();
+    let held = crate::common::decision(&agent, "data", "a hold below 2 GiB wanted", |d| {
+        d["t_ms"].as_i64().unwrap() > t && d["recommendation"].as_f64().is_some_and(|r| r < 2.0)
+    });
+    assert_eq!((held["action"].as_str(), held["target"].as_u64()), (Some("hold"), Some(2)), "{held}");
+    assert!(held["steps"][0]["why"].as_str().unwrap().ends_with("a volume never shrinks"), "{held}");
+    assert!(filesystem_mib(volume.path()) > 1900, "nothing shrank the filesystem");
+}
+
+#[test]
+fn a_storage_group_on_a_backend_without_volumes_holds_and_says_which_backend_to_use() {
+    let config = "[[group]]\nname = \"data\"\ninterval = \"300ms\"\npolicy = \"target-tracking\"\n\
+        policy_config = { target = 0.6 }\nbackend = \"local-replicas\"\n\
+        [group.storage]\nmin_size = \"1GiB\"\nmax_size = \"4GiB\"\n";
+    let dir = crate::common::plugin_dir(&[
+        &crate::common::plugin("target-tracking"),
+        &crate::common::plugin("local-replicas"),
+    ]);
+    let agent = crate::common::Agent::start(dir.path(), config);
+    let held = crate::common::decision(&agent, "data", "an evaluation", |_| true);
+    assert_eq!(held["action"], "no-recommendation", "{held}");
+    let reason = held["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("backend `local-replicas` volumes.describe failed: exports no `volumes` interface (contract 0.1.3)"),
+        "{reason}"
+    );
+    // `/status` shows it as a storage group with no volume described.
+    let status = crate::common::group_status(&agent, "data");
+    assert_eq!(
+        (status["storage"]["unit"].as_str(), status["min"].as_u64(), status["max"].as_u64()),
+        (Some("GiB"), Some(1), Some(4)),
+        "{status}"
+    );
+    assert!(status["storage"]["volume"].is_null(), "{status}");
+}
+
+#[test]
+fn a_filesystem_that_missed_its_volumes_growth_holds_the_group_until_grown_when_the_kernel_sees_it() {
+    let test = "storage::a_filesystem_that_missed_its_volumes_growth_holds_the_group";
+    let Some(volume) = volume_or_skip(test, "btrfs", "btrfs", 1024) else { return };
+    let (agent, _plugins, at) = storage_group_on(&volume, "500ms", "1s");
+    // The hypervisor does not tell the guest in time: the volume is grown, the filesystem not,
+    // and the outcome says what to run by hand.
+    let grown = crate::common::decision(&agent, "data", "the resize", |d| d["action"] == "scale");
+    let outcome = grown["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains(&format!("; filesystem {at} NOT grown (the volume stays grown): kernel size:")),
+        "{outcome}"
+    );
+    assert!(outcome.contains("to finish, run as root: "), "{outcome}");
+    // Still 80 % full, but no second resize while the filesystem lags the volume.
+    let t = grown["t_ms"].as_i64().unwrap();
+    let lagging = |d: &serde_json::Value| {
+        d["t_ms"].as_i64().unwrap() > t
+            && d["steps"][0]["guardrail"] == "in-progress"
+            && d["steps"][0]["why"]
+                .as_str()
+                .is_some_and(|w| w.contains("of the volume's") && w.ends_with("no resize until it caught up"))
+    };
+    let held = crate::common::decision(&agent, "data", "a hold while the filesystem lags", lagging);
+    assert_eq!(
+        (held["action"].as_str(), held["current"].as_u64(), held["target"].as_u64()),
+        (Some("hold"), Some(2), Some(2)),
+        "{held}"
+    );
+    assert!(held["recommendation"].as_f64().unwrap() > 2.0, "the policy wanted more: {held}");
+    // The disk grows now: the agent sees the kernel's new size and grows the filesystem.
+    volume.extend(2048);
+    let caught = crate::common::decision(&agent, "data", "the filesystem grown later", |d| {
+        d["outcome"].as_str().is_some_and(|o| o.starts_with(&format!("filesystem {at} (btrfs) grown from")))
+    });
+    assert_eq!((caught["action"].as_str(), caught["target"].as_u64()), (Some("hold"), Some(2)), "{caught}");
+    assert!(filesystem_mib(volume.path()) > 1900, "the filesystem fills the grown disk");
+    let scales = crate::common::decisions(&agent, "data").iter().filter(|d| d["action"] == "scale").count();
+    assert_eq!(scales, 1, "one resize while the filesystem lagged");
+}

@@ -148,6 +148,7 @@ pub fn inspect(options: RunOptions, file: &Path, as_json: bool) -> anyhow::Resul
             "version": p.metadata.version,
             "description": p.metadata.description,
             "contract": format!("{}@{}", crate::plugins::PACKAGE, p.header.contract),
+            "volumes": p.header.volumes,
             "config_keys": keys,
             "imports": p.header.imports,
             "exports": p.header.exports,
@@ -171,6 +172,9 @@ pub fn inspect(options: RunOptions, file: &Path, as_json: bool) -> anyhow::Resul
             );
             println!("file:      {} ({} bytes)", file.display(), report["size_bytes"]);
             println!("contract:  {}", report["contract"].as_str().unwrap_or_default());
+            if p.header.volumes {
+                println!("volumes:   grows volumes (storage groups, contract 0.1.3)");
+            }
             println!("sha256:    {}", p.hash);
             println!("signed:    {}", trust.signed_line());
             println!("binding:   {}", trust.binding_line());

@@ -36,6 +36,8 @@ pub struct GroupSpec {
     /// `coordination = "cluster"`: acted on only by the agent holding the group's leader key in
     /// etcd (`[cluster]`), its decision state kept there. Default `local`.
     pub coordinated: bool,
+    /// `[group.storage]`: the capacity is a volume's size in GiB (`min`/`max` are its bounds).
+    pub storage: Option<super::StorageSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,8 +75,8 @@ pub(super) struct RawGroup {
     backend: String,
     #[serde(default)]
     backend_config: toml::Table,
-    min: Spanned<u32>,
-    max: Spanned<u32>,
+    min: Option<Spanned<u32>>,
+    max: Option<Spanned<u32>>,
     tolerance: Option<Spanned<f64>>,
     sanity_ceiling: Option<u32>,
     #[serde(default)]
@@ -92,6 +94,7 @@ pub(super) struct RawGroup {
     schedule: Vec<Spanned<super::schedule::RawSchedule>>,
     scale_in: Option<super::scale_in::RawScaleIn>,
     coordination: Option<Spanned<String>>,
+    storage: Option<super::storage::RawStorage>,
 }
 
 #[derive(Deserialize)]
@@ -134,7 +137,7 @@ pub(super) fn validate(
     at: &Located,
 ) -> Result<Vec<GroupSpec>, ConfigError> {
     let mut groups: Vec<GroupSpec> = Vec::new();
-    for g in raw {
+    for mut g in raw {
         let name = g.name.get_ref().clone();
         let field = |f: &str| format!("group[{name}].{f}");
         if !super::valid_plugin_name(&name) || groups.iter().any(|x| x.name == name) {
@@ -142,9 +145,10 @@ pub(super) fn validate(
                 at.error(Some(g.name.span()), &field("name: unique, lower-case letters, digits and `-`"))
             );
         }
-        let (min, max) = (*g.min.get_ref(), *g.max.get_ref());
-        if min > max {
-            return Err(at.error(Some(g.max.span()), &field(&format!("max: {max} is below min {min}"))));
+        let storage = g.storage.take().map(|s| super::storage::validate(s, &name, at)).transpose()?;
+        let (min, max) = bounds(&g, storage.as_ref(), at, &field)?;
+        if storage.is_some() {
+            only_what_storage_uses(&g, at, &field)?;
         }
         let tolerance = match &g.tolerance {
             None => 0.1,
@@ -257,6 +261,7 @@ pub(super) fn validate(
             }
         };
         groups.push(GroupSpec {
+            storage,
             coordinated,
             schedules,
             scale_in: super::scale_in::scale_in(g.scale_in),
@@ -276,6 +281,59 @@ pub(super) fn validate(
         });
     }
     Ok(groups)
+}
+
+/// `min` and `max`: given for a group of units, the sizes in GiB for a storage group.
+fn bounds(
+    g: &RawGroup,
+    storage: Option<&super::StorageSpec>,
+    at: &Located,
+    field: &dyn Fn(&str) -> String,
+) -> Result<(u32, u32), ConfigError> {
+    match (storage, &g.min, &g.max) {
+        (Some(s), None, None) => {
+            let gib = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+            Ok((gib(s.rules.min_gib), gib(s.rules.max_gib)))
+        }
+        (Some(_), Some(b), _) | (Some(_), None, Some(b)) => Err(at.error(
+            Some(b.span()),
+            &field(
+                "min: a storage group's bounds are storage.min_size and storage.max_size; remove min and max",
+            ),
+        )),
+        (None, Some(min), Some(max)) => {
+            let (lo, hi) = (*min.get_ref(), *max.get_ref());
+            if lo > hi {
+                return Err(at.error(Some(max.span()), &field(&format!("max: {hi} is below min {lo}"))));
+            }
+            Ok((lo, hi))
+        }
+        (None, None, _) => Err(at.error(Some(g.name.span()), &field("min: required (the fewest units)"))),
+        (None, Some(_), None) => Err(at.error(Some(g.name.span()), &field("max: required (the most units)"))),
+    }
+}
+
+/// A storage group grows one volume on this server: what only groups of units have is refused
+/// rather than ignored.
+fn only_what_storage_uses(
+    g: &RawGroup,
+    at: &Located,
+    field: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    let refused = [
+        (
+            g.coordination.as_ref().is_some_and(|c| c.get_ref() != "local"),
+            "coordination: a storage group grows this server's volume; it cannot be `cluster`",
+        ),
+        (g.max_tier.is_some() || g.min_tier > 0, "max_tier: a storage group has no size ladder"),
+        (!g.schedule.is_empty(), "schedule: not for storage groups (a volume never shrinks)"),
+        (g.fallback.is_some(), "fallback: not for storage groups (a volume never grows blind)"),
+        (g.scale_in.is_some(), "scale_in: not for storage groups (a volume never shrinks)"),
+    ];
+    match refused.iter().find(|(bad, _)| *bad) {
+        Some((_, why)) => Err(at.error(Some(g.name.span()), &field(why))),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod process;
 mod run_as;
 mod scale_in;
 mod schedule;
+mod storage;
 mod trust;
 mod unclosed;
 pub mod values;
@@ -24,6 +25,7 @@ pub use process::{
 };
 pub use run_as::{Launch, RunAs};
 pub use scale_in::{BusyProbe, Drain, Hook, ScaleInRule};
+pub use storage::StorageSpec;
 pub use trust::{Binding, TrustSpec, TrustedKey};
 
 use serde::Deserialize;

@@ -49,14 +49,38 @@ pub mod backend {
     });
 }
 
+/// The `volume-backend-plugin` world (0.1.3): only its `volumes` export is used. A backend is
+/// instantiated through [`backend`]'s bindings whether or not it exports `volumes`, and
+/// `volumes` is looked up on the same instance when it does, so a backend built before 0.1.3
+/// needs nothing of this.
+pub mod volume_backend {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "volume-backend-plugin",
+        exports: { default: async },
+        with: {
+            "elastic:plugin/types": super::source::elastic::plugin::types,
+            "elastic:plugin/host": super::source::elastic::plugin::host,
+            "elastic:plugin/about": super::source::elastic::plugin::about,
+            "elastic:plugin/replicas": super::backend::elastic::plugin::replicas,
+            "elastic:plugin/scale-in": super::backend::elastic::plugin::scale_in,
+            "elastic:plugin/replica-units": super::backend::elastic::plugin::replica_units,
+            "elastic:plugin/decision": super::backend::elastic::plugin::decision,
+        },
+    });
+}
+
 pub use backend::exports::elastic::plugin::backend::{Group, Outcome};
 pub use policy::exports::elastic::plugin::policy::{Context as PolicyContext, Recommendation};
 pub use source::elastic::plugin::host::{self as host_api, Level};
 pub use source::elastic::plugin::types::{
     Bounds, Capacity, ConfigKey, Label, PluginError, PluginMetadata as Metadata, Sample, Target, Window,
 };
+pub use volume_backend::exports::elastic::plugin::volumes::{
+    GuestIndices as VolumesIndices, Resized, Volume, VolumeGroup,
+};
 
 /// The contract version this host is built for: the `@x.y.z` of every interface name.
-pub const CONTRACT_VERSION: &str = "0.1.2";
+pub const CONTRACT_VERSION: &str = "0.1.3";
 /// The WIT package name.
 pub const PACKAGE: &str = "elastic:plugin";

@@ -18,6 +18,8 @@ pub struct Header {
     pub imports: Vec<String>,
     /// Top-level export names.
     pub exports: Vec<String>,
+    /// A backend that also exports `volumes` (0.1.3): it can serve a storage group.
+    pub volumes: bool,
 }
 
 /// Why a file cannot be a plugin. The text is the reason and what to do about it.
@@ -105,7 +107,9 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, HeaderError> {
     if !compatible(version, CONTRACT_VERSION) {
         return Err(HeaderError::Incompatible { found: format!("{PACKAGE}@{version}") });
     }
-    Ok(Header { kind, contract: version.to_string(), imports, exports })
+    let volumes = kind == Kind::Backend
+        && exports.iter().any(|n| n.strip_prefix(PACKAGE).is_some_and(|i| i.starts_with("/volumes@")));
+    Ok(Header { kind, contract: version.to_string(), imports, exports, volumes })
 }
 
 /// Semver compatibility as the component model reads it: same major, and while the major is 0,

@@ -86,6 +86,9 @@ mod v0_1 {
         Recommendation { replicas, tier, reason }
         Group { name, params }
         Outcome { capacity, detail }
+        VolumeGroup { name, params }
+        Volume { id, size_gib, status, pending, attachment }
+        Resized { volume, detail }
     }
 
     both_ways_variant!(PluginError { BadConfig, Unavailable, InvalidInput, QuotaExceeded, Conflict, Other });

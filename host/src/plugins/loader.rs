@@ -1,7 +1,9 @@
 //! File → [`Prepared`]: read, classify, compile (or load from cache), link, and ask the component
 //! who it is. Every failure is one [`LoadError`] line naming the file, the reason and the remedy.
 
-use super::bindings::{backend::BackendPluginPre, policy::PolicyPluginPre, source::SourcePluginPre};
+use super::bindings::{
+    backend::BackendPluginPre, policy::PolicyPluginPre, source::SourcePluginPre, VolumesIndices,
+};
 use super::cache::{self, content_hash};
 use super::classify::{self, Header, HeaderError};
 use super::sandbox::{Grants, HostState};
@@ -38,7 +40,8 @@ pub struct Prepared {
 pub enum Pre {
     Source(SourcePluginPre<HostState>),
     Policy(PolicyPluginPre<HostState>),
-    Backend(BackendPluginPre<HostState>),
+    /// With the `volumes` export's indices when it has one (0.1.3).
+    Backend(BackendPluginPre<HostState>, Option<VolumesIndices>),
 }
 
 impl Pre {
@@ -46,7 +49,7 @@ impl Pre {
         match self {
             Pre::Source(_) => Kind::Source,
             Pre::Policy(_) => Kind::Policy,
-            Pre::Backend(_) => Kind::Backend,
+            Pre::Backend(..) => Kind::Backend,
         }
     }
 }
@@ -168,9 +171,30 @@ fn link(rt: &Runtime, kind: Kind, component: &wasmtime::component::Component) ->
     match kind {
         Kind::Source => SourcePluginPre::new(linked).map(Pre::Source),
         Kind::Policy => PolicyPluginPre::new(linked).map(Pre::Policy),
-        Kind::Backend => BackendPluginPre::new(linked).map(Pre::Backend),
+        Kind::Backend => {
+            let volumes = volumes(rt, component, &linked)?;
+            BackendPluginPre::new(linked).map(|b| Pre::Backend(b, volumes))
+        }
     }
     .map_err(|e| format!("does not match the {kind} world: {}", one_line(&e)))
+}
+
+/// The `volumes` export of a backend, when it has one; one of another shape is refused.
+fn volumes(
+    rt: &Runtime,
+    component: &wasmtime::component::Component,
+    linked: &wasmtime::component::InstancePre<HostState>,
+) -> Result<Option<VolumesIndices>, String> {
+    let exported = component
+        .component_type()
+        .exports(&rt.engine)
+        .any(|(name, _)| name.starts_with(&format!("{}/volumes@", super::bindings::PACKAGE)));
+    if !exported {
+        return Ok(None);
+    }
+    VolumesIndices::new(linked)
+        .map(Some)
+        .map_err(|e| format!("does not match the volume-backend world: {}", one_line(&e)))
 }
 
 /// Links again a plugin that was loaded from `path` (content `hash`) and parked: from the

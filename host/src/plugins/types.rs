@@ -185,6 +185,35 @@ pub struct Outcome {
     pub detail: String,
 }
 
+// --- interface `volumes` (0.1.3) ---
+
+/// Which storage group a `volumes` call is about.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeGroup {
+    pub name: String,
+    /// The group's `backend_config` table, as a JSON object.
+    pub params: String,
+}
+
+/// A volume as the cloud reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Volume {
+    pub id: String,
+    pub size_gib: u64,
+    pub status: String,
+    /// `Some(why)` while a change has not completed: no resize meanwhile.
+    pub pending: Option<String>,
+    /// Where it is attached, for people; empty when detached.
+    pub attachment: String,
+}
+
+/// What a `volumes.resize` call did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Resized {
+    pub volume: Volume,
+    pub detail: String,
+}
+
 // --- interfaces `scale-in` and `replica-units` ---
 
 /// One unit as `scale-in.rank` ranks it, most removable first.

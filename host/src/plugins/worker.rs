@@ -8,14 +8,15 @@
 //! A plugin keeps no instance until it is first called, and a parked one (a policy or backend
 //! no group uses) not even its linked component: it costs nothing until a group calls it.
 
+use super::bindings::volume_backend::exports::elastic::plugin::volumes::Guest as VolumesGuest;
 use super::bindings::{backend::BackendPlugin, policy::PolicyPlugin, source::SourcePlugin};
 use super::convert;
 use super::engine::GuestRunning;
 use super::loader::{one_line, Pre, Prepared};
 use super::sandbox::{Grants, HostState, MemoryLimitExceeded};
 use super::types::{
-    Capacity, ConfigKey, Group, Label, Metadata, Outcome, PluginError, PolicyContext, Recommendation, Sample,
-    Target,
+    Capacity, ConfigKey, Group, Label, Metadata, Outcome, PluginError, PolicyContext, Recommendation,
+    Resized, Sample, Target, Volume, VolumeGroup,
 };
 use super::{Kind, Runtime};
 use crate::config::PluginSettings;
@@ -108,6 +109,9 @@ pub enum CallError {
     /// The plugin is not of the kind this call needs.
     #[error("is a {0}, which does not answer this call")]
     WrongKind(Kind),
+    /// A storage call to a backend that exports no `volumes`.
+    #[error("exports no `volumes` interface (contract 0.1.3), so it cannot grow a storage group's volume; use a backend that does (openstack, ledger)")]
+    NoVolumes,
     /// A parked plugin could not be linked again for this call.
     #[error("could not be prepared for its first call: {0}")]
     Unprepared(String),
@@ -130,7 +134,8 @@ pub struct Instance {
 enum Bound {
     Source(SourcePlugin),
     Policy(PolicyPlugin),
-    Backend(BackendPlugin),
+    /// And its `volumes` export, when it has one.
+    Backend(BackendPlugin, Option<VolumesGuest>),
 }
 
 /// Calls a plugin answers, by kind.
@@ -142,6 +147,10 @@ pub enum Call {
     Describe(Group, u32),
     /// And the id of the decision it carries out (`decision.id`).
     Scale(Group, Target, u32, Option<String>),
+    /// A storage group's volume (backends that export `volumes`).
+    DescribeVolume(VolumeGroup),
+    /// Grow it to this many GiB, for the decision named.
+    ResizeVolume(VolumeGroup, u64, Option<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +159,8 @@ pub enum Reply {
     Recommendation(Recommendation),
     Capacity(Capacity),
     Outcome(Outcome),
+    Volume(Volume),
+    Resized(Resized),
 }
 
 /// Instances are recycled after this many calls, since linear memory never shrinks.
@@ -183,7 +194,13 @@ impl Instance {
                 match pre {
                     Pre::Source(p) => p.instantiate_async(&mut store).await.map(Bound::Source),
                     Pre::Policy(p) => p.instantiate_async(&mut store).await.map(Bound::Policy),
-                    Pre::Backend(p) => p.instantiate_async(&mut store).await.map(Bound::Backend),
+                    Pre::Backend(p, volumes) => match p.instance_pre().instantiate_async(&mut store).await {
+                        Ok(instance) => BackendPlugin::new(&mut store, &instance).and_then(|b| {
+                            let v = volumes.as_ref().map(|i| i.load(&mut store, &instance)).transpose()?;
+                            Ok(Bound::Backend(b, v))
+                        }),
+                        Err(e) => Err(e),
+                    },
                 }
             }),
         )
@@ -203,7 +220,7 @@ impl Instance {
                 match &self.bound {
                     Bound::Source(b) => b.elastic_plugin_source().call_metadata(store).await,
                     Bound::Policy(b) => b.elastic_plugin_policy().call_metadata(store).await,
-                    Bound::Backend(b) => b.elastic_plugin_backend().call_metadata(store).await,
+                    Bound::Backend(b, _) => b.elastic_plugin_backend().call_metadata(store).await,
                 }
             }),
         )
@@ -248,18 +265,30 @@ impl Instance {
                         .call_evaluate(store, &ctx.into())
                         .await
                         .map(|r| convert::result(r).map(Reply::Recommendation)),
-                    (Bound::Backend(b), Call::Describe(g, _)) => b
+                    (Bound::Backend(b, _), Call::Describe(g, _)) => b
                         .elastic_plugin_backend()
                         .call_describe(store, &g.into())
                         .await
                         .map(|r| convert::result(r).map(Reply::Capacity)),
-                    (Bound::Backend(b), Call::Scale(g, t, _, decision)) => {
+                    (Bound::Backend(b, _), Call::Scale(g, t, _, decision)) => {
                         store.data_mut().decision = decision;
                         let r = b.elastic_plugin_backend().call_scale(&mut *store, &g.into(), t.into()).await;
                         store.data_mut().decision = None;
                         r.map(|r| convert::result(r).map(Reply::Outcome))
                     }
-                    (bound, _) => return Err(bound.kind()),
+                    (Bound::Backend(_, Some(v)), Call::DescribeVolume(g)) => {
+                        v.call_describe(store, &g.into()).await.map(|r| convert::result(r).map(Reply::Volume))
+                    }
+                    (Bound::Backend(_, Some(v)), Call::ResizeVolume(g, size, decision)) => {
+                        store.data_mut().decision = decision;
+                        let r = v.call_resize(&mut *store, &g.into(), size).await;
+                        store.data_mut().decision = None;
+                        r.map(|r| convert::result(r).map(Reply::Resized))
+                    }
+                    (Bound::Backend(_, None), Call::DescribeVolume(_) | Call::ResizeVolume(..)) => {
+                        return Err(None)
+                    }
+                    (bound, _) => return Err(Some(bound.kind())),
                 })
             }),
         )
@@ -268,7 +297,8 @@ impl Instance {
         // Whatever it started and left open ends with the call.
         self.abandoned |= self.store.data_mut().end_call() > 0;
         let result = match result {
-            Ok(Err(kind)) => return Err(CallFault::WrongKind(kind)),
+            Ok(Err(Some(kind))) => return Err(CallFault::WrongKind(kind)),
+            Ok(Err(None)) => return Err(CallFault::NoVolumes),
             Ok(Ok(r)) => Ok(r),
             Err(elapsed) => Err(elapsed),
         };
@@ -294,6 +324,7 @@ impl Instance {
 pub enum CallFault {
     Fault(Fault),
     WrongKind(Kind),
+    NoVolumes,
 }
 
 impl Bound {
@@ -301,7 +332,7 @@ impl Bound {
         match self {
             Bound::Source(_) => Kind::Source,
             Bound::Policy(_) => Kind::Policy,
-            Bound::Backend(_) => Kind::Backend,
+            Bound::Backend(..) => Kind::Backend,
         }
     }
 }
@@ -367,9 +398,18 @@ fn reply_size(reply: &Reply) -> u64 {
         Reply::Recommendation(r) => r.reason.len() + 16,
         Reply::Capacity(c) => c.tier_name.len() + 12,
         Reply::Outcome(o) => o.detail.len() + o.capacity.tier_name.len() + 12,
+        Reply::Volume(v) => volume_size(v),
+        Reply::Resized(r) => r.detail.len() + volume_size(&r.volume),
     };
     size as u64
 }
+
+fn volume_size(v: &Volume) -> usize {
+    v.id.len() + v.status.len() + v.pending.as_ref().map_or(0, String::len) + v.attachment.len() + 8
+}
+
+/// No cloud has a volume larger than a pebibyte (EBS: 64 TiB); a volume of 0 GiB does not exist.
+const MAX_VOLUME_GIB: u64 = 1 << 20;
 
 /// Values the contract forbids, and capacities no group can have.
 fn validate(reply: &Reply, ceiling: u32) -> Result<(), Fault> {
@@ -388,7 +428,22 @@ fn validate(reply: &Reply, ceiling: u32) -> Result<(), Fault> {
         Reply::Capacity(c) if c.ready > c.replicas => {
             Err(Fault::Malformed(format!("capacity with {} ready of {} replicas", c.ready, c.replicas)))
         }
+        Reply::Volume(v) | Reply::Resized(Resized { volume: v, .. })
+            if !(1..=MAX_VOLUME_GIB).contains(&v.size_gib) =>
+        {
+            Err(Fault::Malformed(format!("a volume of {} GiB", v.size_gib)))
+        }
         _ => Ok(()),
+    }
+}
+
+/// A volume's words are short: the id and status as a tier name, the rest as an outcome.
+fn clean_volume(meter: &super::meter::Meter, v: &mut Volume) {
+    meter.clean_in_place(&mut v.id, MAX_TIER_NAME);
+    meter.clean_in_place(&mut v.status, MAX_TIER_NAME);
+    meter.clean_in_place(&mut v.attachment, MAX_TEXT);
+    if let Some(p) = &mut v.pending {
+        meter.clean_in_place(p, MAX_TEXT);
     }
 }
 
@@ -402,6 +457,11 @@ fn clean_reply(meter: &super::meter::Meter, reply: &mut Result<Reply, PluginErro
         Ok(Reply::Outcome(o)) => {
             clean_in_place(&mut o.detail, MAX_TEXT);
             clean_in_place(&mut o.capacity.tier_name, MAX_TIER_NAME);
+        }
+        Ok(Reply::Volume(v)) => clean_volume(meter, v),
+        Ok(Reply::Resized(r)) => {
+            clean_in_place(&mut r.detail, MAX_TEXT);
+            clean_volume(meter, &mut r.volume);
         }
         // Shaped and counted by the collector; only masked here (names and labels are kept
         // byte for byte otherwise: the collector's size limits and `/metrics` escaping apply).
@@ -658,6 +718,27 @@ impl PluginHandle {
         }
     }
 
+    /// A storage group's volume (a backend that exports `volumes`).
+    pub async fn describe_volume(&self, group: VolumeGroup) -> Result<Volume, CallError> {
+        match self.call(Call::DescribeVolume(group)).await? {
+            Reply::Volume(v) => Ok(v),
+            _ => unreachable!("the worker answers DescribeVolume with a Volume"),
+        }
+    }
+
+    /// Grows a storage group's volume to `size_gib`, carrying out decision `decision`.
+    pub async fn resize_volume(
+        &self,
+        group: VolumeGroup,
+        size_gib: u64,
+        decision: Option<String>,
+    ) -> Result<Resized, CallError> {
+        match self.call(Call::ResizeVolume(group, size_gib, decision)).await? {
+            Reply::Resized(r) => Ok(r),
+            _ => unreachable!("the worker answers ResizeVolume with Resized"),
+        }
+    }
+
     /// Replaces the running version with `prepared` between two calls. State carries over
     /// (it lives in the database under the plugin's name); the fault history starts afresh.
     pub async fn swap(&self, prepared: Prepared, parked: bool) {
@@ -754,6 +835,10 @@ impl Worker {
                         self.live = Some(live);
                         return Err(CallError::WrongKind(kind));
                     }
+                    Err(CallFault::NoVolumes) => {
+                        self.live = Some(live);
+                        return Err(CallError::NoVolumes);
+                    }
                     // The instance may be poisoned: it is dropped here, and the next call makes a new one.
                     Err(CallFault::Fault(fault)) => Err(fault),
                 }
@@ -797,5 +882,18 @@ mod tests {
         let mut other = "no key `url`".to_string();
         super::name_the_table(&mut other, "prometheus");
         assert_eq!(other, "no key `url`");
+    }
+
+    #[test]
+    fn a_volume_of_no_size_or_of_more_than_a_pebibyte_is_a_fault() {
+        use super::{validate, Reply, Resized, Volume};
+        let v = |size_gib| Volume { id: "v".into(), size_gib, ..Default::default() };
+        assert!(validate(&Reply::Volume(v(1)), 10).is_ok());
+        assert!(validate(&Reply::Volume(v(1 << 20)), 10).is_ok(), "GiB are not replicas: no sanity ceiling");
+        for bad in [0, (1 << 20) + 1, u64::MAX] {
+            assert!(validate(&Reply::Volume(v(bad)), 10).is_err(), "{bad}");
+            let resized = Reply::Resized(Resized { volume: v(bad), detail: String::new() });
+            assert!(validate(&resized, 10).is_err(), "{bad}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use crate::decide::decision::Advice;
 use crate::decide::guardrails::{Behavior, RateRule, TierRules};
 use crate::decide::schedule::{When, Window};
 use crate::decide::simulate::{self, Asked, MetricKind, Model, Point};
-use crate::plugins::types::{Capacity, Group, Outcome, PolicyContext, Target};
+use crate::plugins::types::{Capacity, Group, Outcome, PolicyContext, Resized, Target, Volume, VolumeGroup};
 use std::sync::Mutex;
 
 const T0: i64 = 1_800_000_000_000;
@@ -85,6 +85,7 @@ fn random_spec(rng: &mut Rng) -> GroupSpec {
         schedules,
         scale_in: Default::default(),
         coordinated: false,
+        storage: None,
     }
 }
 
@@ -135,6 +136,18 @@ impl GroupPlugins for Recording<'_> {
             tier_name: String::new(),
         };
         Ok(Outcome { capacity, detail: String::new() })
+    }
+
+    /// A volume is the same number: its size in GiB.
+    async fn describe_volume(&self, _: &VolumeGroup) -> Result<Volume, String> {
+        let (size, _) = *self.state.lock().unwrap();
+        Ok(Volume { id: "vol".into(), size_gib: size as u64, status: "in-use".into(), ..Default::default() })
+    }
+
+    async fn resize_volume(&self, _: &VolumeGroup, size_gib: u64, _: String) -> Result<Resized, String> {
+        self.state.lock().unwrap().0 = size_gib as u32;
+        let volume = self.describe_volume(&VolumeGroup::default()).await?;
+        Ok(Resized { volume, detail: format!("grew to {size_gib} GiB") })
     }
 }
 

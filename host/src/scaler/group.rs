@@ -10,7 +10,9 @@ use crate::decide::decision::{decide, Advice, Decision, Observed};
 use crate::decide::guardrails::History;
 use crate::decide::schedule::Effective;
 use crate::plugins::registry::Registry;
-use crate::plugins::types::{Bounds, Capacity, Group, Label, Outcome, PolicyContext, Target, Window};
+use crate::plugins::types::{
+    Bounds, Capacity, Group, Label, Outcome, PolicyContext, Resized, Target, Volume, VolumeGroup, Window,
+};
 use crate::store::{Action, JournalEntry, Labels, Selector, Store};
 use crate::timefmt::now_ms;
 use serde::Serialize;
@@ -52,6 +54,22 @@ pub struct GroupStatus {
     pub schedule: Option<crate::decide::schedule::Effective>,
     /// For `coordination = "cluster"`: this node's role, the leader, the fencing revision.
     pub cluster: Option<crate::cluster::GroupView>,
+    /// For a storage group (`[group.storage]`): `current`, `desired`, `min` and `max` are GiB;
+    /// the mount point grown, and the volume as the backend last described it.
+    pub storage: Option<StorageStatus>,
+    #[serde(skip)]
+    pub volume: Option<Volume>,
+}
+
+/// What `/status` shows of a storage group beyond the numbers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StorageStatus {
+    pub unit: &'static str,
+    pub mount: Option<String>,
+    pub volume: Option<String>,
+    pub volume_status: Option<String>,
+    pub pending: Option<String>,
+    pub attachment: Option<String>,
 }
 
 /// A metric a group reads: name, labels and window.
@@ -82,6 +100,14 @@ impl GroupStatus {
         self.target = serde_json::from_str::<serde_json::Value>(&spec.policy_params)
             .ok()
             .and_then(|p| p.get("target")?.as_f64());
+        self.storage = spec.storage.as_ref().map(|s| StorageStatus {
+            unit: "GiB",
+            mount: s.mount.as_ref().map(|m| m.display().to_string()),
+            volume: self.volume.as_ref().map(|v| v.id.clone()),
+            volume_status: self.volume.as_ref().map(|v| v.status.clone()),
+            pending: self.volume.as_ref().and_then(|v| v.pending.clone()),
+            attachment: self.volume.as_ref().map(|v| v.attachment.clone()).filter(|a| !a.is_empty()),
+        });
         self
     }
 }
@@ -171,8 +197,16 @@ pub async fn run(
         };
         let now = now_ms();
         let plugins = Loaded { registry: &registry, spec: &spec };
-        let (entry, tier_name, committed) =
-            evaluate(&spec, &plugins, &store, &mut mem, now, fence.as_ref()).await;
+        let (entry, tier_name, committed) = match &spec.storage {
+            Some(storage) => {
+                let (entry, volume) =
+                    super::storage::evaluate(&spec, storage, &plugins, &store, now, &mut mem.grow_tried)
+                        .await;
+                status.lock().unwrap_or_else(|p| p.into_inner()).volume = volume;
+                (entry, None, false)
+            }
+            None => evaluate(&spec, &plugins, &store, &mut mem, now, fence.as_ref()).await,
+        };
         if let (Some(f), false) = (&fence, committed) {
             // The shared state follows the recommendations, so a new leader continues the
             // stabilization window; written when it changed, and during a run of one
@@ -388,6 +422,8 @@ pub(crate) struct Memory {
     /// What the group's state in etcd last said, as far as it changes a decision, and when.
     written: Option<Written>,
     written_ms: i64,
+    /// A storage group: when the agent last grew a filesystem that lagged its volume.
+    pub(crate) grow_tried: Option<super::storage::GrowTried>,
 }
 
 /// How often a leader rewrites an unchanged state during a run of one recommendation: half the
@@ -477,6 +513,15 @@ pub trait GroupPlugins {
         ceiling: u32,
         decision: String,
     ) -> impl Future<Output = Result<Outcome, String>> + Send;
+    /// A storage group's volume (a backend that exports `volumes`).
+    fn describe_volume(&self, group: &VolumeGroup) -> impl Future<Output = Result<Volume, String>> + Send;
+    /// Grows it to `size_gib`, for decision `decision`.
+    fn resize_volume(
+        &self,
+        group: &VolumeGroup,
+        size_gib: u64,
+        decision: String,
+    ) -> impl Future<Output = Result<Resized, String>> + Send;
 }
 
 /// The group's plugins as loaded in the registry now.
@@ -514,6 +559,23 @@ impl GroupPlugins for Loaded<'_> {
         let backend = self.get("backend", &self.spec.backend)?;
         let scaled = backend.scale(group.clone(), target, ceiling, Some(decision)).await;
         scaled.map_err(|e| format!("backend `{}` scale failed: {e}", self.spec.backend))
+    }
+
+    async fn describe_volume(&self, group: &VolumeGroup) -> Result<Volume, String> {
+        let backend = self.get("backend", &self.spec.backend)?;
+        let described = backend.describe_volume(group.clone()).await;
+        described.map_err(|e| format!("backend `{}` volumes.describe failed: {e}", self.spec.backend))
+    }
+
+    async fn resize_volume(
+        &self,
+        group: &VolumeGroup,
+        size_gib: u64,
+        decision: String,
+    ) -> Result<Resized, String> {
+        let backend = self.get("backend", &self.spec.backend)?;
+        let resized = backend.resize_volume(group.clone(), size_gib, Some(decision)).await;
+        resized.map_err(|e| format!("backend `{}` volumes.resize failed: {e}", self.spec.backend))
     }
 }
 
@@ -570,7 +632,20 @@ async fn gather(
     now: i64,
 ) -> Result<Gathered, String> {
     let capacity = plugins.describe(group, spec.behavior.sanity_ceiling).await?;
-    // Every configured metric must have data: a policy never decides on part of its inputs.
+    let Windows { windows, missing, inputs } = windows(spec, store, now);
+    Ok(Gathered { capacity, windows, missing, inputs })
+}
+
+/// The group's metric windows from the store, what had no data, and what the journal shows.
+pub(super) struct Windows {
+    pub windows: Vec<Window>,
+    pub missing: Vec<String>,
+    pub inputs: serde_json::Value,
+}
+
+/// Every configured metric's window; a policy never decides on part of its inputs, so the
+/// caller holds when one is missing.
+pub(super) fn windows(spec: &GroupSpec, store: &Store, now: i64) -> Windows {
     let mut windows = Vec::new();
     let mut missing = Vec::new();
     let mut inputs = serde_json::Map::new();
@@ -597,11 +672,11 @@ async fn gather(
             });
         }
     }
-    Ok(Gathered { capacity, windows, missing, inputs: serde_json::Value::Object(inputs) })
+    Windows { windows, missing, inputs: serde_json::Value::Object(inputs) }
 }
 
 /// What the policy is told: the capacity now, the bounds in force, the windows.
-fn policy_context(
+pub(super) fn policy_context(
     spec: &GroupSpec,
     bounds: &Effective,
     current: Capacity,
@@ -619,7 +694,7 @@ fn policy_context(
 }
 
 /// The journal entry of an evaluation that could not describe the group: nothing decided.
-fn unrecorded(spec: &GroupSpec, now: i64, why: String) -> JournalEntry {
+pub(super) fn unrecorded(spec: &GroupSpec, now: i64, why: String) -> JournalEntry {
     JournalEntry {
         t_ms: now,
         group: spec.name.clone(),

@@ -4,6 +4,7 @@
 //! cluster group), record (the decision journal). `victims.rs` ranks units for scale-in.
 
 pub mod group;
+mod storage;
 pub mod victims;
 
 /// The longest window kept in memory: longer ones are read from SQLite.

@@ -61,6 +61,40 @@ impl Report {
     }
 }
 
+/// A filesystem that has not caught up with its volume.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lag {
+    /// What it has, in a sentence.
+    pub why: String,
+    /// The size of the disk under it as the kernel sees it now, when it could be read.
+    pub disk_bytes: Option<u64>,
+}
+
+/// Whether the filesystem at `at` lags a volume of `volume_bytes`: `None` when it holds at least
+/// 90 % of it (a filesystem's own metadata takes the rest). Only reads (`/proc/self/mountinfo`,
+/// `/sys`, `statvfs`): cheap enough for every evaluation.
+pub fn behind(at: &Path, volume_bytes: u64) -> Option<Lag> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let at = std::fs::canonicalize(at).unwrap_or_else(|_| at.to_path_buf());
+    let Some(mount) = mountinfo::find(&mountinfo, &at) else {
+        return Some(Lag { why: format!("nothing is mounted at {}", at.display()), disk_bytes: None });
+    };
+    let fs = filesystem_bytes(&at)?;
+    if (fs as u128) * 10 >= (volume_bytes as u128) * 9 {
+        return None;
+    }
+    let disk_bytes =
+        Device::of(Path::new("/sys"), device_number(&mount)).ok().and_then(|d| d.disk_bytes().ok());
+    let seen = disk_bytes.map(|b| format!(" (the kernel sees a {} disk)", human(b))).unwrap_or_default();
+    let why = format!(
+        "the filesystem at {} has {} of the volume's {}{seen}",
+        at.display(),
+        human(fs),
+        human(volume_bytes)
+    );
+    Some(Lag { why, disk_bytes })
+}
+
 /// Runs every step on this machine (`/proc/self/mountinfo`, `/sys`), as root.
 pub fn grow(request: &Request) -> Report {
     // A relative path, `..` or a symlink to the mount point names the same mount.

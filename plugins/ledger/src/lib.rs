@@ -4,6 +4,7 @@
 
 use elastic_sdk::backend::{Group, Guest, Outcome};
 use elastic_sdk::{key, Capacity, Metadata, PluginError, Target};
+use elastic_sdk_volumes::{Resized, Volume, VolumeGroup};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Default, Debug, PartialEq)]
@@ -55,7 +56,7 @@ impl Guest for Ledger {
             config_keys: vec![
                 key(
                     "initial",
-                    "(group backend params) replicas reported before the first scale; default 1",
+                    "(group backend params) replicas (a storage group: GiB) reported before the first scale; default 1",
                     false,
                 ),
                 key("tiers", "(group backend params) names of the size tiers, smallest first", false),
@@ -87,7 +88,40 @@ fn detail(before: &Entry, after: &Entry) -> String {
     format!("recorded {} → {} replicas{tier}", before.replicas, after.replicas)
 }
 
-elastic_sdk::export_backend!(Ledger);
+/// A storage group's volume: a size in the ledger's state, grown when asked.
+impl elastic_sdk_volumes::Guest for Ledger {
+    fn describe(group: VolumeGroup) -> Result<Volume, PluginError> {
+        let initial = params(&Group { name: group.name.clone(), params: group.params.clone() })?.initial;
+        let size =
+            elastic_sdk::state::get(&format!("volume:{}", group.name)).unwrap_or(initial.unwrap_or(1) as u64);
+        Ok(volume(&group, size))
+    }
+
+    fn resize(group: VolumeGroup, size_gib: u64) -> Result<Resized, PluginError> {
+        let before = <Ledger as elastic_sdk_volumes::Guest>::describe(group.clone())?.size_gib;
+        if size_gib <= before {
+            return Err(PluginError::InvalidInput(format!(
+                "{size_gib} GiB: a volume never shrinks (it has {before})"
+            )));
+        }
+        elastic_sdk::state::set(&format!("volume:{}", group.name), &size_gib)?;
+        let decision = elastic_sdk::decision::id().unwrap_or_default();
+        let detail = format!("recorded volume {} {before} → {size_gib} GiB ({decision})", group.name);
+        Ok(Resized { volume: volume(&group, size_gib), detail })
+    }
+}
+
+fn volume(group: &VolumeGroup, size_gib: u64) -> Volume {
+    Volume {
+        id: format!("ledger-{}", group.name),
+        size_gib,
+        status: "available".into(),
+        pending: None,
+        attachment: String::new(),
+    }
+}
+
+elastic_sdk_volumes::export_volume_backend!(Ledger);
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,7 @@
 //! ```
 //! Every key is in `docs/openstack.md`.
 
+pub mod cinder;
 pub mod config;
 pub mod errors;
 pub mod group;
@@ -28,6 +29,7 @@ pub mod time;
 
 use elastic_sdk::backend::{Group as GroupRef, Guest, Outcome};
 use elastic_sdk::{host, key, log, parse_json, Capacity, Metadata, PluginError, Target};
+use elastic_sdk_volumes::{Resized, Volume, VolumeGroup};
 use std::cell::RefCell;
 
 /// The session and memory of this instance; rebuilt when the plugin's config changes.
@@ -40,15 +42,21 @@ thread_local! {
     static INSTANCE: RefCell<Option<Instance>> = const { RefCell::new(None) };
 }
 
-fn with_group<T>(
-    g: &GroupRef,
+/// Runs `f` with the instance's session (a new one when the plugin's config changed).
+fn with_session<T>(
+    group: &str,
     what: &str,
-    f: impl FnOnce(&mut session::Session, &mut group::Memory, &group::Group) -> Result<T, PluginError>,
+    f: impl FnOnce(&mut session::Session) -> Result<T, PluginError>,
+) -> Result<T, PluginError> {
+    with_instance(group, what, |i| f(&mut i.session))
+}
+
+fn with_instance<T>(
+    group: &str,
+    what: &str,
+    f: impl FnOnce(&mut Instance) -> Result<T, PluginError>,
 ) -> Result<T, PluginError> {
     let source = host::config();
-    let params: config::GroupParams = parse_json(&g.params, &format!("group[{}].backend_config", g.name))?;
-    let ladder = params.ladder()?;
-    let group = group::Group { name: &g.name, params, ladder };
     INSTANCE.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|i| i.session.source != source) {
@@ -58,10 +66,21 @@ fn with_group<T>(
         }
         let i = slot.as_mut().expect("just set");
         i.session.requests = 0;
-        let result = f(&mut i.session, &mut i.memory, &group);
-        log::debug(&format!("{what} {}: {} API requests", g.name, i.session.requests));
+        let result = f(i);
+        log::debug(&format!("{what} {group}: {} API requests", i.session.requests));
         result
     })
+}
+
+fn with_group<T>(
+    g: &GroupRef,
+    what: &str,
+    f: impl FnOnce(&mut session::Session, &mut group::Memory, &group::Group) -> Result<T, PluginError>,
+) -> Result<T, PluginError> {
+    let params: config::GroupParams = parse_json(&g.params, &format!("group[{}].backend_config", g.name))?;
+    let ladder = params.ladder()?;
+    let group = group::Group { name: &g.name, params, ladder };
+    with_instance(&g.name, what, |i| f(&mut i.session, &mut i.memory, &group))
 }
 
 struct OpenStack;
@@ -87,7 +106,11 @@ impl Guest for OpenStack {
                 key("request_timeout", "limit on each HTTP request; default 10s", false),
                 key("retries", "extra attempts for a retryable failure; default 4", false),
                 // A group's backend_config (see docs/openstack.md).
-                key("image", "(group backend_config) image name or ID of new servers", true),
+                key("image", "(group backend_config) image name or ID of new servers; required, except in a storage group", false),
+                key("volume", "(storage group backend_config) the Cinder volume's id or unique name", false),
+                key("server", "(storage group backend_config) or: the server (name or id) the volume is attached to", false),
+                key("device", "(storage group backend_config) and the device it is attached at, e.g. /dev/vdb", false),
+                key("extend_timeout", "(storage group backend_config) wait for Cinder to report the new size; default 2m", false),
                 key("flavor", "(group backend_config) flavor of new servers without a ladder", false),
                 key("flavors", "(group backend_config) the size ladder, smallest first (vertical scaling)", false),
                 key("networks", "(group backend_config) \"none\" (default), \"auto\" or network UUIDs", false),
@@ -119,4 +142,27 @@ impl Guest for OpenStack {
     }
 }
 
-elastic_sdk::export_backend!(OpenStack);
+/// A storage group's Cinder volume (see `cinder`).
+impl elastic_sdk_volumes::Guest for OpenStack {
+    fn describe(g: VolumeGroup) -> Result<Volume, PluginError> {
+        with_session(&g.name, "volumes.describe", |s| {
+            let v = cinder::find(s, &cinder::params(&g.name, &g.params)?)?;
+            Ok(volume(v))
+        })
+    }
+
+    fn resize(g: VolumeGroup, size_gib: u64) -> Result<Resized, PluginError> {
+        with_session(&g.name, "volumes.resize", |s| {
+            let params = cinder::params(&g.name, &g.params)?;
+            let (v, detail) = cinder::extend(s, &params, size_gib, elastic_sdk::decision::id())?;
+            Ok(Resized { volume: volume(v), detail })
+        })
+    }
+}
+
+fn volume(v: cinder::CinderVolume) -> Volume {
+    let pending = v.pending();
+    Volume { id: v.id, size_gib: v.size_gib, status: v.status, pending, attachment: v.attachment }
+}
+
+elastic_sdk_volumes::export_volume_backend!(OpenStack);

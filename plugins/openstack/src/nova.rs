@@ -96,6 +96,33 @@ pub fn list_group(s: &mut Session, group: &str, prefix: &str) -> Result<Vec<Serv
         .collect())
 }
 
+/// The id of the one server named exactly `name` (Nova's filter is a regular expression:
+/// anchored and escaped here); `None` when there is none, an error when there are several.
+pub fn server_id_by_name(s: &mut Session, name: &str) -> Result<Option<String>, ApiError> {
+    let escaped: String = name
+        .chars()
+        .flat_map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { vec![c] } else { vec!['\\', c] })
+        .collect();
+    let path = format!("/servers?name={}", encode(&format!("^{escaped}$")));
+    let r = s.call("GET", Service::Compute, &path, None)?;
+    let doc: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    let ids: Vec<String> = doc["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["name"] == name)
+        .filter_map(|v| v["id"].as_str().map(String::from))
+        .collect();
+    match ids.len() {
+        0 | 1 => Ok(ids.into_iter().next()),
+        n => Err(ApiError {
+            call: format!("GET /servers?name={name}"),
+            status: 0,
+            message: format!("{n} servers are named `{name}`; give the id of one in backend_config.server"),
+        }),
+    }
+}
+
 pub fn get(s: &mut Session, id: &str) -> Result<Option<Server>, ApiError> {
     match s.call("GET", Service::Compute, &format!("/servers/{id}"), None) {
         Ok(r) => {

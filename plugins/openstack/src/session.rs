@@ -18,6 +18,7 @@ pub struct Token {
     expires_ms: i64,
     compute: String,
     image: Option<String>,
+    volume: Option<String>,
 }
 
 pub struct Session {
@@ -34,7 +35,13 @@ pub struct Session {
 pub enum Service {
     Compute,
     Image,
+    /// Cinder block-storage v3, always at microversion 3.42 (extending an attached volume).
+    Volume,
 }
+
+/// The block-storage microversion every volume call carries: 3.42 is the first to extend an
+/// `in-use` volume (Pike); a cloud without it answers 406 and the error says so.
+pub const VOLUME_MICROVERSION: &str = "3.42";
 
 impl Session {
     pub fn new(cloud: Cloud, source: String) -> Session {
@@ -86,6 +93,9 @@ impl Session {
                 headers.push(("openstack-api-version".into(), format!("compute {a}.{b}")));
                 headers.push(("x-openstack-nova-api-version".into(), format!("{a}.{b}")));
             }
+            if let Service::Volume = service {
+                headers.push(("openstack-api-version".into(), format!("volume {VOLUME_MICROVERSION}")));
+            }
             let url = format!("{}{}", base.trim_end_matches('/'), path);
             match self.send_retrying(method, &url, Some(headers), body.clone()) {
                 Err(e) if e.status == 401 && !reauthed => {
@@ -128,6 +138,11 @@ impl Session {
             Service::Image => t.image.clone().ok_or_else(|| {
                 PluginError::BadConfig(
                     "the service catalog has no image (glance) endpoint: give `image` as an ID".into(),
+                )
+            }),
+            Service::Volume => t.volume.clone().ok_or_else(|| {
+                PluginError::BadConfig(
+                    "the service catalog has no block-storage (cinder, volumev3) endpoint: a storage group needs Cinder".into(),
                 )
             }),
         }
@@ -197,8 +212,10 @@ impl Session {
             })?,
         };
         let image = find_endpoint(&catalog, "image", interface, region);
+        let volume = find_endpoint(&catalog, "block-storage", interface, region)
+            .or_else(|| find_endpoint(&catalog, "volumev3", interface, region));
         log::debug(&format!("authenticated; token valid for {} s", (expires_ms - host::now_ms()) / 1000));
-        Ok(Token { value, expires_ms, compute, image })
+        Ok(Token { value, expires_ms, compute, image, volume })
     }
 
     /// One request, repeated on retryable failures with backoff and jitter.

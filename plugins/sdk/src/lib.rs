@@ -35,9 +35,9 @@ pub mod policy {
             export_macro_name: "export_policy",
             default_bindings_module: "elastic_sdk::policy::bindings",
             with: {
-                "elastic:plugin/types@0.1.2": crate::source::bindings::elastic::plugin::types,
-                "elastic:plugin/host@0.1.2": crate::source::bindings::elastic::plugin::host,
-                "elastic:plugin/about@0.1.2": crate::source::bindings::elastic::plugin::about,
+                "elastic:plugin/types@0.1.3": crate::source::bindings::elastic::plugin::types,
+                "elastic:plugin/host@0.1.3": crate::source::bindings::elastic::plugin::host,
+                "elastic:plugin/about@0.1.3": crate::source::bindings::elastic::plugin::about,
             },
         });
     }
@@ -54,9 +54,9 @@ pub mod backend {
             export_macro_name: "export_backend",
             default_bindings_module: "elastic_sdk::backend::bindings",
             with: {
-                "elastic:plugin/types@0.1.2": crate::source::bindings::elastic::plugin::types,
-                "elastic:plugin/host@0.1.2": crate::source::bindings::elastic::plugin::host,
-                "elastic:plugin/about@0.1.2": crate::source::bindings::elastic::plugin::about,
+                "elastic:plugin/types@0.1.3": crate::source::bindings::elastic::plugin::types,
+                "elastic:plugin/host@0.1.3": crate::source::bindings::elastic::plugin::host,
+                "elastic:plugin/about@0.1.3": crate::source::bindings::elastic::plugin::about,
             },
         });
     }

@@ -63,8 +63,8 @@ impl Credentials {
         // The catalog's compute and image endpoints (the local cloud's ports), and an override.
         if let Ok(c) = Cloud::login(self) {
             allow.push(format!("\"{}\"", origin(&c.compute)));
-            if let Some(i) = &c.image {
-                allow.push(format!("\"{}\"", origin(i)));
+            for other in [&c.image, &c.volume].into_iter().flatten() {
+                allow.push(format!("\"{}\"", origin(other)));
             }
         }
         if let Some(c) = compute_endpoint {
@@ -90,6 +90,8 @@ pub struct Cloud {
     token: String,
     pub compute: String,
     pub image: Option<String>,
+    /// Cinder's block-storage v3 endpoint, when the cloud runs Cinder (`OSL_CINDER=1`).
+    pub volume: Option<String>,
     pub project_id: String,
     pub user_id: String,
     identity: String,
@@ -122,6 +124,7 @@ impl Cloud {
             token,
             compute: find("compute").ok_or("no compute endpoint")?,
             image: find("image"),
+            volume: find("block-storage").or_else(|| find("volumev3")),
             project_id: doc["token"]["project"]["id"].as_str().unwrap().to_string(),
             user_id: doc["token"]["user"]["id"].as_str().unwrap().to_string(),
             identity: c.auth_url.trim_end_matches('/').to_string(),
@@ -129,11 +132,21 @@ impl Cloud {
     }
 
     fn send(&self, method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
+        self.send_as(method, url, body, "compute 2.96")
+    }
+
+    fn send_as(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<Value>,
+        version: &str,
+    ) -> (u16, Value) {
         let mut r = self
             .http
             .request(method, url)
             .header("x-auth-token", &self.token)
-            .header("openstack-api-version", "compute 2.96");
+            .header("openstack-api-version", version);
         if let Some(b) = body {
             r = r.header("content-type", "application/json").body(b.to_string());
         }
@@ -145,6 +158,17 @@ impl Cloud {
 
     pub fn compute(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         self.send(method, &format!("{}{path}", self.compute), body)
+    }
+
+    /// A GET of a full URL (e.g. the image service's), with the token.
+    pub fn get_url(&self, url: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, url, None)
+    }
+
+    /// A Cinder call at block-storage microversion 3.42 (panics without Cinder).
+    pub fn volume(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let base = self.volume.as_ref().expect("the cloud runs Cinder");
+        self.send_as(method, &format!("{base}{path}"), body, "volume 3.42")
     }
 
     /// Every server of `group` in this project, as Nova lists it (ERROR and deleting ones too).

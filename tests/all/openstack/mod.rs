@@ -6,6 +6,7 @@
 mod cloud;
 mod proxy;
 mod tls;
+mod volumes;
 
 use crate::common::{
     decisions, group_status, load_source, plugin, plugin_dir, report, wait_for, Agent, JsonServer,
