@@ -492,7 +492,6 @@ pub fn decisions(agent: &Agent, group: &str) -> Vec<serde_json::Value> {
     serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().clone()
 }
 
-/// The `/status` entry of scaling group `name`.
 /// The newest journal entry of `group` that satisfies `check`, waited for (60 s at most).
 pub fn decision(
     agent: &Agent,
@@ -504,6 +503,7 @@ pub fn decision(
     wait_for(what, limit, || decisions(agent, group).into_iter().rev().find(|d| check(d)))
 }
 
+/// The `/status` entry of scaling group `name`.
 pub fn group_status(agent: &Agent, name: &str) -> serde_json::Value {
     agent.status()["groups"].as_array().unwrap().iter().find(|g| g["name"] == name).unwrap().clone()
 }

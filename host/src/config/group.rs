@@ -115,6 +115,15 @@ struct RawDirection {
     policies: Option<Vec<Spanned<RawRule>>>,
 }
 
+impl RawDirection {
+    fn is_set(&self) -> bool {
+        self.stabilization.is_some()
+            || self.cooldown.is_some()
+            || self.select.is_some()
+            || self.policies.is_some()
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
@@ -290,17 +299,19 @@ fn bounds(
     at: &Located,
     field: &dyn Fn(&str) -> String,
 ) -> Result<(u32, u32), ConfigError> {
+    let not_for_storage = |key: &str, b: &Spanned<u32>| {
+        let why = format!(
+            "{key}: a storage group's bounds are storage.min_size and storage.max_size; remove min and max"
+        );
+        at.error(Some(b.span()), &field(&why))
+    };
     match (storage, &g.min, &g.max) {
         (Some(s), None, None) => {
             let gib = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
             Ok((gib(s.rules.min_gib), gib(s.rules.max_gib)))
         }
-        (Some(_), Some(b), _) | (Some(_), None, Some(b)) => Err(at.error(
-            Some(b.span()),
-            &field(
-                "min: a storage group's bounds are storage.min_size and storage.max_size; remove min and max",
-            ),
-        )),
+        (Some(_), Some(b), _) => Err(not_for_storage("min", b)),
+        (Some(_), None, Some(b)) => Err(not_for_storage("max", b)),
         (None, Some(min), Some(max)) => {
             let (lo, hi) = (*min.get_ref(), *max.get_ref());
             if lo > hi {
@@ -329,6 +340,9 @@ fn only_what_storage_uses(
         (!g.schedule.is_empty(), "schedule: not for storage groups (a volume never shrinks)"),
         (g.fallback.is_some(), "fallback: not for storage groups (a volume never grows blind)"),
         (g.scale_in.is_some(), "scale_in: not for storage groups (a volume never shrinks)"),
+        (g.scale_up.is_set() || g.scale_down.is_set(), "scale_up/scale_down: not for storage groups; their steps, cooldown and daily limit are in [group.storage]"),
+        (g.tolerance.is_some(), "tolerance: not for storage groups (storage.step_min_size and step_min_percent set the least growth)"),
+        (g.sanity_ceiling.is_some() || g.tier_cooldown.is_some(), "sanity_ceiling/tier_cooldown: not for storage groups"),
     ];
     match refused.iter().find(|(bad, _)| *bad) {
         Some((_, why)) => Err(at.error(Some(g.name.span()), &field(why))),

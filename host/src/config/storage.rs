@@ -8,6 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 use toml::Spanned;
 
+/// The largest volume the agent will ask for: 1 PiB (EBS: 64 TiB). A backend reporting more is
+/// faulted (`plugins::worker`).
+const MAX_GIB: u64 = 1 << 20;
+
 /// A storage group's own settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StorageSpec {
@@ -54,6 +58,13 @@ pub(super) fn validate(raw: RawStorage, name: &str, at: &Located) -> Result<Stor
     if min_gib == 0 || max_gib < min_gib {
         let why = format!("max_size: {max_gib} GiB must be at least min_size ({min_gib} GiB, at least 1)");
         return Err(at.error(Some(raw.max_size.span()), &field(&why)));
+    }
+    if max_gib > MAX_GIB {
+        let why = format!("max_size: {max_gib} GiB is more than any cloud's volume (at most 1PiB)");
+        return Err(at.error(Some(raw.max_size.span()), &field(&why)));
+    }
+    if raw.per_day == Some(0) {
+        return Err(at.error(None, &field("per_day: at least 1 (EBS allows 4 modifications in 24 h)")));
     }
     let percent = |p: Option<u32>, key: &str| match p {
         Some(p) if p > 1000 => Err(at.error(None, &format!("{}: {p} is above 1000 %", field(key)))),
@@ -149,8 +160,29 @@ mod tests {
         let e = parse("min = 1\nmax = 2\n[group.storage]\nmin_size = \"1GiB\"\nmax_size = \"2GiB\"\n")
             .unwrap_err();
         assert!(e.contains("group[data].min: a storage group's bounds are storage.min_size"), "{e}");
+        let e = parse("max = 2\n[group.storage]\nmin_size = \"1GiB\"\nmax_size = \"2GiB\"\n").unwrap_err();
+        assert!(e.contains("group[data].max: a storage group's bounds are storage.min_size"), "{e}");
         // And any other group needs them.
         let e = parse("").unwrap_err();
         assert!(e.contains("group[data].min: required"), "{e}");
+        let e = parse("min = 1\n").unwrap_err();
+        assert!(e.contains("group[data].max: required"), "{e}");
+        // What only groups of units have is refused, naming it.
+        let storage = "[group.storage]\nmin_size = \"1GiB\"\nmax_size = \"2GiB\"\n";
+        for (extra, key) in [
+            ("tolerance = 0.2\n", "tolerance:"),
+            ("coordination = \"cluster\"\n", "coordination:"),
+            ("max_tier = 2\n", "max_tier:"),
+            ("[group.scale_up]\ncooldown = \"1m\"\n", "scale_up/scale_down:"),
+        ] {
+            let e = parse(&format!("{extra}{storage}")).unwrap_err();
+            assert!(e.contains(&format!("group[data].{key}")), "{extra}: {e}");
+        }
+        let e = parse("[group.storage]\nmin_size = \"1GiB\"\nmax_size = \"2PiB\"\n").unwrap_err();
+        assert!(e.contains("`2PiB` is not a size"), "{e}");
+        let e = parse("[group.storage]\nmin_size = \"1GiB\"\nmax_size = \"2048TiB\"\n").unwrap_err();
+        assert!(e.contains("storage.max_size: 2097152 GiB is more than any cloud's volume"), "{e}");
+        let e = parse(&format!("{storage}per_day = 0\n")).unwrap_err();
+        assert!(e.contains("storage.per_day: at least 1"), "{e}");
     }
 }

@@ -5,7 +5,9 @@
 //! 1. **sanity** — NaN, infinite or negative is a plugin fault: hold.
 //! 2. **round** up to whole GiB.
 //! 3. **never shrink** — a recommendation at or below the current size holds, and says why.
-//! 4. **in progress** — no new resize until the previous one completed.
+//! 4. **in progress** — no new resize until the previous one completed; and **backoff**: after
+//!    a failed resize, none for a minute, doubling with each failure in a row up to an hour (a
+//!    refusal that lasts, a quota or a permission, is not asked again every interval).
 //! 5. **per day** — at most `per_day` resizes in any 24 hours (default 4), counted from the
 //!    journal, so a restart does not reset it.
 //! 6. **cooldown** — none within `cooldown_ms` of the last resize.
@@ -14,8 +16,8 @@
 //! 8. **maximum step** — by at most `step_max` (the smaller of GiB and %, at least 1 GiB).
 //! 9. **bounds** — within `[min_gib, max_gib]`; a volume below `min_gib` grows to it.
 //!
-//! Pure, as the replicas' guardrails: time and history are passed in. Not wired into a group's
-//! loop yet (the storage dimension of a group is issue 30's next part).
+//! Pure, as the replicas' guardrails: time and history are passed in. Applied by
+//! `scaler::storage` to each evaluation of a storage group.
 
 use super::guardrails::Step;
 
@@ -79,6 +81,26 @@ pub fn resizes_from_journal<'a>(
     out
 }
 
+/// The failed resizes since the last one that succeeded (their times), from journal rows as
+/// for [`resizes_from_journal`]: what the backoff counts.
+pub fn failures_from_journal<'a>(
+    rows: impl IntoIterator<Item = (i64, &'a str, u64, u64)>,
+    now_ms: i64,
+) -> Vec<i64> {
+    let mut rows: Vec<(i64, &str)> =
+        rows.into_iter().filter(|r| r.0 <= now_ms).map(|(t, action, ..)| (t, action)).collect();
+    rows.sort_by_key(|r| r.0);
+    let after_last_resize = rows.iter().rposition(|(_, a)| *a == "scale").map_or(0, |i| i + 1);
+    rows[after_last_resize..].iter().filter(|(_, a)| *a == "scale-failed").map(|(t, _)| *t).collect()
+}
+
+/// How long the backoff holds after `failures` failed resizes in a row: a minute, doubling, at
+/// most an hour.
+fn backoff_ms(failures: usize) -> i64 {
+    let doublings = failures.saturating_sub(1).min(6) as u32;
+    (60_000i64 << doublings).min(3_600_000)
+}
+
 /// The outcome: the size to ask for (the current one to hold), each guardrail that changed the
 /// recommendation or held it, and whether the plugin misbehaved.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +111,8 @@ pub struct SizeDecision {
 }
 
 /// What stands between a recommended size and the backend's resize. `in_progress`: the
-/// backend's account of the last resize (`Some(why)` while it has not completed).
+/// backend's account of the last resize (`Some(why)` while it has not completed); `failures`:
+/// the times of the failed resizes since the last that succeeded.
 pub fn decide_size(
     rules: &StorageRules,
     current_gib: u64,
@@ -97,6 +120,7 @@ pub fn decide_size(
     now_ms: i64,
     resizes: &[Resize],
     in_progress: Option<&str>,
+    failures: &[i64],
 ) -> SizeDecision {
     let hold = |guardrail: &'static str, why: String, steps: Vec<Step>| {
         let mut steps = steps;
@@ -119,6 +143,14 @@ pub fn decide_size(
     }
     if let Some(why) = in_progress {
         return hold("in-progress", format!("the previous resize has not completed: {why}"), Vec::new());
+    }
+    if let Some(last) = failures.iter().max().filter(|t| now_ms - *t < backoff_ms(failures.len())) {
+        let left = (backoff_ms(failures.len()) - (now_ms - last) + 999) / 1000;
+        let why = format!(
+            "{} failed resize(s) in a row (see the journal); the next try in {left} s",
+            failures.len()
+        );
+        return hold("backoff", why, Vec::new());
     }
     let mut recent: Vec<i64> = resizes.iter().map(|r| r.t_ms).filter(|t| now_ms - t < DAY_MS).collect();
     recent.sort_unstable();
@@ -203,37 +235,37 @@ mod tests {
 
     #[test]
     fn a_volume_never_shrinks_and_says_why() {
-        let d = decide_size(&rules(), 20, 12.3, 0, &[], None);
+        let d = decide_size(&rules(), 20, 12.3, 0, &[], None, &[]);
         assert_eq!((d.target_gib, held_by(&d)), (20, Some("never-shrink")));
         assert!(d.steps[0].why.contains("13 GiB is below the current 20 GiB: a volume never shrinks"));
-        let same = decide_size(&rules(), 20, 19.2, 0, &[], None);
+        let same = decide_size(&rules(), 20, 19.2, 0, &[], None, &[]);
         assert_eq!((same.target_gib, held_by(&same)), (20, Some("never-shrink")));
-        let bad = decide_size(&rules(), 20, f64::NAN, 0, &[], None);
+        let bad = decide_size(&rules(), 20, f64::NAN, 0, &[], None, &[]);
         assert_eq!((bad.target_gib, bad.plugin_fault.is_some()), (20, true));
     }
 
     #[test]
     fn steps_have_a_floor_in_gib_and_percent_and_a_ceiling() {
         // 20 GiB wants 21: at least max(1 GiB, 10 % = 2 GiB) → 22.
-        let d = decide_size(&rules(), 20, 20.5, 0, &[], None);
+        let d = decide_size(&rules(), 20, 20.5, 0, &[], None, &[]);
         assert_eq!((d.target_gib, held_by(&d)), (22, Some("step-min")));
         // A ceiling of 50 %, at most 8 GiB: 20 → 60 asked, 28 given.
         let capped = StorageRules { step_max: Some(StepSize { gib: 8, percent: 50 }), ..rules() };
-        let d = decide_size(&capped, 20, 60.0, 0, &[], None);
+        let d = decide_size(&capped, 20, 60.0, 0, &[], None, &[]);
         assert_eq!((d.target_gib, held_by(&d)), (28, Some("step-max")));
         // Bounds last: 95 → 100, not 105.
-        let d = decide_size(&rules(), 95, 96.0, 0, &[], None);
+        let d = decide_size(&rules(), 95, 96.0, 0, &[], None, &[]);
         assert_eq!((d.target_gib, held_by(&d)), (100, Some("bounds")));
         // Below the minimum size: to it at once.
         let floor = StorageRules { min_gib: 10, ..rules() };
-        assert_eq!(decide_size(&floor, 4, 1.0, 0, &[], None).target_gib, 10);
+        assert_eq!(decide_size(&floor, 4, 1.0, 0, &[], None, &[]).target_gib, 10);
         // No guardrail acted: no steps.
-        assert!(decide_size(&rules(), 20, 30.0, 0, &[], None).steps.is_empty());
+        assert!(decide_size(&rules(), 20, 30.0, 0, &[], None, &[]).steps.is_empty());
     }
 
     #[test]
     fn one_resize_at_a_time_and_at_most_four_a_day_across_a_restart() {
-        let d = decide_size(&rules(), 20, 30.0, 0, &[], Some("volume extending"));
+        let d = decide_size(&rules(), 20, 30.0, 0, &[], Some("volume extending"), &[]);
         assert_eq!((d.target_gib, held_by(&d)), (20, Some("in-progress")));
         // Four resizes journaled in the last day; the agent restarts and reads the journal.
         let rows = [
@@ -247,7 +279,7 @@ mod tests {
         let now = 10 * H;
         let resizes = resizes_from_journal(rows.iter().map(|&(t, a, f, to)| (t, a, f, to)), now);
         assert_eq!(resizes.len(), 4);
-        let d = decide_size(&rules(), 18, 30.0, now, &resizes, None);
+        let d = decide_size(&rules(), 18, 30.0, now, &resizes, None, &[]);
         assert_eq!((d.target_gib, held_by(&d)), (18, Some("per-day")));
         assert!(
             d.steps[0].why.contains("4 resizes in the last 24 h (at most 4); the next is allowed in 840 min"),
@@ -256,24 +288,50 @@ mod tests {
         );
         // The limit lowered to 2 with 4 in the day: the next once the third-newest is a day old.
         let two = StorageRules { per_day: 2, ..rules() };
-        let d = decide_size(&two, 18, 30.0, now, &resizes, None);
+        let d = decide_size(&two, 18, 30.0, now, &resizes, None, &[]);
         assert!(d.steps[0].why.contains("the next is allowed in 1140 min"), "{:?}", d.steps);
         // A day after the first, one has aged out: allowed again.
         let later = 24 * H + 1;
         let resizes = resizes_from_journal(rows.iter().map(|&(t, a, f, to)| (t, a, f, to)), later);
-        assert_eq!(decide_size(&rules(), 18, 30.0, later, &resizes, None).target_gib, 30);
+        assert_eq!(decide_size(&rules(), 18, 30.0, later, &resizes, None, &[]).target_gib, 30);
+    }
+
+    #[test]
+    fn failed_resizes_back_off_doubling_up_to_an_hour_and_a_success_resets_them() {
+        const M: i64 = 60_000;
+        let rows = [
+            (0, "scale", 10, 12),
+            (M, "scale-failed", 12, 14),
+            (2 * M, "hold", 12, 12),
+            (3 * M, "scale-failed", 12, 14),
+        ];
+        let failures = failures_from_journal(rows.iter().copied(), 10 * M);
+        assert_eq!(failures, [M, 3 * M]);
+        // Two in a row: two minutes from the last.
+        let d = decide_size(&rules(), 12, 20.0, 4 * M, &[], None, &failures);
+        assert_eq!((d.target_gib, held_by(&d)), (12, Some("backoff")));
+        assert_eq!(d.steps[0].why, "2 failed resize(s) in a row (see the journal); the next try in 60 s");
+        assert_eq!(decide_size(&rules(), 12, 20.0, 5 * M, &[], None, &failures).target_gib, 20);
+        // Many: at most an hour.
+        let many: Vec<i64> = (0..20).collect();
+        let d = decide_size(&rules(), 12, 20.0, 59 * M, &[], None, &many);
+        assert_eq!(held_by(&d), Some("backoff"));
+        assert_eq!(decide_size(&rules(), 12, 20.0, 61 * M, &[], None, &many).target_gib, 20);
+        // A resize that succeeded after them clears them.
+        let rows = [(M, "scale-failed", 12, 14), (2 * M, "scale", 12, 14)];
+        assert!(failures_from_journal(rows.iter().copied(), 10 * M).is_empty());
     }
 
     #[test]
     fn a_cooldown_holds_after_a_resize() {
         let cool = StorageRules { cooldown_ms: 6 * H, ..rules() };
         let resizes = [Resize { t_ms: 0, from_gib: 10, to_gib: 12 }];
-        let d = decide_size(&cool, 12, 20.0, H, &resizes, None);
+        let d = decide_size(&cool, 12, 20.0, H, &resizes, None, &[]);
         assert_eq!((d.target_gib, held_by(&d)), (12, Some("cooldown")));
-        assert_eq!(decide_size(&cool, 12, 20.0, 6 * H, &resizes, None).target_gib, 20);
+        assert_eq!(decide_size(&cool, 12, 20.0, 6 * H, &resizes, None, &[]).target_gib, 20);
         // A cooldown longer than a day counts from a resize older than a day.
         let long = StorageRules { cooldown_ms: 48 * H, ..rules() };
-        let d = decide_size(&long, 12, 20.0, 30 * H, &resizes, None);
+        let d = decide_size(&long, 12, 20.0, 30 * H, &resizes, None, &[]);
         assert_eq!((d.target_gib, held_by(&d)), (12, Some("cooldown")));
     }
 }

@@ -8,11 +8,11 @@
 use super::group::{policy_context, step_json, unrecorded, windows, GroupPlugins, Windows};
 use crate::config::{GroupSpec, StorageSpec};
 use crate::decide::decision::Advice;
-use crate::decide::storage::{decide_size, resizes_from_journal, SizeDecision};
+use crate::decide::storage::{decide_size, failures_from_journal, resizes_from_journal, SizeDecision};
 use crate::plugins::types::{Capacity, Volume, VolumeGroup};
 use crate::storage::grow;
 use crate::store::{Action, JournalEntry, Store};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -30,12 +30,7 @@ pub(super) async fn evaluate(
         Ok(v) => v,
         Err(why) => return (unrecorded(spec, now, why), None),
     };
-    let mut caught_up = None;
-    if let Some(lag) = lagging(storage, &volume) {
-        // The last resize grew the volume but not (all) the filesystem: finish that first.
-        caught_up = catch_up(storage, &volume, &lag, grow_tried, now).await;
-        volume.pending.get_or_insert(format!("{}: no resize until it caught up", lag.why));
-    }
+    let caught_up = follow_the_volume(spec, storage, &mut volume, grow_tried, now).await;
     let current = volume.size_gib;
     let Windows { windows, missing, inputs } = windows(spec, store, now);
     let advice = if missing.is_empty() {
@@ -49,6 +44,7 @@ pub(super) async fn evaluate(
     let mut entry = unrecorded(spec, now, String::new());
     if let Some(report) = &caught_up {
         entry.outcome = grown(report);
+        entry.steps = serde_json::Value::Array(grow_steps(report).collect());
     }
     entry.current = gib32(current);
     entry.ready = gib32(current);
@@ -69,7 +65,12 @@ pub(super) async fn evaluate(
     };
     entry.action = if decided.plugin_fault.is_some() { Action::NoRecommendation } else { Action::Hold };
     entry.target = gib32(decided.target_gib);
-    entry.steps = serde_json::Value::Array(decided.steps.iter().map(step_json).collect());
+    if let serde_json::Value::Array(steps) = &mut entry.steps {
+        // The guardrails first, then what catching up ran.
+        let grow = std::mem::take(steps);
+        steps.extend(decided.steps.iter().map(step_json));
+        steps.extend(grow);
+    }
     if decided.target_gib > current {
         act(spec, storage, plugins, &group, &volume, decided.target_gib, &mut entry).await;
     }
@@ -97,9 +98,12 @@ fn decide(
                     .held("journal", advice.replicas, why);
             }
         };
-    let rows = rows.iter().map(|e| (e.t_ms, e.action.as_str(), e.current as u64, e.target as u64));
-    let resizes = resizes_from_journal(rows, now);
-    decide_size(&storage.rules, volume.size_gib, advice.replicas, now, &resizes, volume.pending.as_deref())
+    let rows: Vec<_> =
+        rows.iter().map(|e| (e.t_ms, e.action.as_str(), e.current as u64, e.target as u64)).collect();
+    let resizes = resizes_from_journal(rows.iter().copied(), now);
+    let failures = failures_from_journal(rows.iter().copied(), now);
+    let pending = volume.pending.as_deref();
+    decide_size(&storage.rules, volume.size_gib, advice.replicas, now, &resizes, pending, &failures)
 }
 
 /// Grows the volume (unless dry run), then the filesystem; the entry gets the action and the
@@ -134,6 +138,12 @@ async fn act(
     entry.action = Action::Scale;
     entry.outcome = resized.detail;
     let Some(mount) = &storage.mount else { return };
+    if resized.volume.pending.is_some() || resized.volume.size_gib < target {
+        // The cloud has not finished: the filesystem follows once it has (see
+        // `follow_the_volume`), not by waiting here for a size the kernel cannot see yet.
+        entry.outcome.push_str(&format!("; the filesystem at {} grows once the volume has", mount.display()));
+        return;
+    }
     tracing::info!(
         group = %spec.name,
         "volume {} grown to {} GiB; growing the filesystem at {} (waiting up to {} for the kernel to see the new size)",
@@ -156,7 +166,7 @@ async fn act(
     };
     entry.outcome.push_str(&format!("; {}", grown(&report)));
     if let serde_json::Value::Array(steps) = &mut entry.steps {
-        steps.extend(report.steps.iter().map(|s| serde_json::to_value(s).unwrap_or_default()));
+        steps.extend(grow_steps(&report));
     }
 }
 
@@ -164,38 +174,54 @@ async fn act(
 /// size (a grow that fails the same way is not run every evaluation).
 const GROW_RETRY_MS: i64 = 5 * 60 * 1000;
 
-/// The last time the agent grew a lagging filesystem, and the disk size the kernel saw then.
+/// The last time the agent grew a lagging filesystem: the disk size the kernel saw then, and
+/// whether the grow went through (the filesystem is then as large as that disk allows, though
+/// it may hold less than the volume: a partition that cannot grow, a layout of the operator's).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub(crate) struct GrowTried {
     t_ms: i64,
     disk_bytes: Option<u64>,
+    done: bool,
 }
 
-/// Whether the filesystem at the group's mount lags its volume.
-fn lagging(storage: &StorageSpec, volume: &Volume) -> Option<grow::Lag> {
-    grow::behind(storage.mount.as_ref()?, volume.size_gib << 30)
-}
-
-/// Grows the lagging filesystem again (without waiting for the kernel): when the kernel sees a
-/// new disk size since the last try, or `GROW_RETRY_MS` after it.
-async fn catch_up(
+/// Keeps the filesystem at the group's mount in step with its volume. When it lags (the last
+/// resize grew the volume but not the filesystem: a grow that failed or timed out, a restart in
+/// between), it is grown again — when the kernel sees a new disk size since the last try, or
+/// `GROW_RETRY_MS` after it; never in a dry run — and the volume is marked pending, so no resize
+/// starts until it caught up. Returns the grow's report when one ran.
+async fn follow_the_volume(
+    spec: &GroupSpec,
     storage: &StorageSpec,
-    volume: &Volume,
-    lag: &grow::Lag,
+    volume: &mut Volume,
     tried: &mut Option<GrowTried>,
     now: i64,
 ) -> Option<grow::Report> {
-    let same = tried.is_some_and(|t| t.disk_bytes == lag.disk_bytes && now - t.t_ms < GROW_RETRY_MS);
-    if same {
-        return None;
+    let mount = storage.mount.clone()?;
+    let bytes = volume.size_gib << 30;
+    let at = mount.clone();
+    let lag = tokio::task::spawn_blocking(move || grow::behind(&at, bytes)).await.ok()??;
+    let last = tried.filter(|t| t.disk_bytes == lag.disk_bytes);
+    if last.is_some_and(|t| t.done) {
+        return None; // grown as far as this disk allows: not a lag to wait for
     }
-    *tried = Some(GrowTried { t_ms: now, disk_bytes: lag.disk_bytes });
-    let request = grow::Request {
-        mount_point: storage.mount.clone()?,
-        device_bytes: Some(volume.size_gib << 30),
-        wait: std::time::Duration::ZERO,
-    };
-    tokio::task::spawn_blocking(move || grow::grow(&request)).await.ok()
+    let mut report = None;
+    if !spec.dry_run && last.is_none_or(|t| now - t.t_ms >= GROW_RETRY_MS) {
+        let request = grow::Request { mount_point: mount, device_bytes: Some(bytes), wait: Duration::ZERO };
+        let r = tokio::task::spawn_blocking(move || grow::grow(&request)).await.ok();
+        let done = r.as_ref().is_some_and(|r| r.error.is_none());
+        *tried = Some(GrowTried { t_ms: now, disk_bytes: lag.disk_bytes, done });
+        if let Some(why) = r.as_ref().and_then(|r| r.error.as_ref()) {
+            tracing::warn!(group = %spec.name, "{}; growing it failed: {why}", lag.why);
+        }
+        report = r;
+    }
+    volume.pending.get_or_insert(format!("{}: no resize until it caught up", lag.why));
+    report
+}
+
+/// A grow's steps as the journal keeps them beside the guardrails': `grow` names the step.
+fn grow_steps(report: &grow::Report) -> impl Iterator<Item = serde_json::Value> + '_ {
+    report.steps.iter().map(|s| serde_json::json!({"grow": s.step, "ran": s.ran, "saw": s.saw, "ok": s.ok}))
 }
 
 /// The filesystem's part of the outcome, in a sentence.
@@ -239,6 +265,7 @@ mod tests {
         wants: Mutex<f64>,
         pending: Mutex<Option<String>>,
         asked: Mutex<Vec<u64>>,
+        refuse: Mutex<Option<String>>,
     }
 
     impl GroupPlugins for Cloud {
@@ -271,6 +298,9 @@ mod tests {
         ) -> Result<Resized, String> {
             assert!(decision.starts_with("data#"), "{decision}");
             self.asked.lock().unwrap().push(size_gib);
+            if let Some(why) = self.refuse.lock().unwrap().clone() {
+                return Err(why);
+            }
             *self.size.lock().unwrap() = size_gib;
             Ok(Resized {
                 volume: self.describe_volume(g).await?,
@@ -297,7 +327,13 @@ mod tests {
     }
 
     fn cloud(size: u64, wants: f64) -> Cloud {
-        Cloud { size: size.into(), wants: wants.into(), pending: None.into(), asked: Vec::new().into() }
+        Cloud {
+            size: size.into(),
+            wants: wants.into(),
+            pending: None.into(),
+            asked: Vec::new().into(),
+            refuse: None.into(),
+        }
     }
 
     fn held_by(e: &JournalEntry) -> Vec<String> {
@@ -356,5 +392,27 @@ mod tests {
         assert_eq!(e.action, Action::WouldScale, "{e:?}");
         assert!(e.outcome.starts_with("dry run: would grow volume vol-1 from 3 to 4 GiB"), "{}", e.outcome);
         assert_eq!(*c.asked.lock().unwrap(), [3]);
+    }
+
+    #[test]
+    fn a_refused_resize_is_retried_after_a_backoff_not_every_evaluation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let c = cloud(2, 5.0);
+        *c.refuse.lock().unwrap() = Some("quota-exceeded: gigabytes".into());
+        let t0 = 1_700_000_000_000;
+        let e = tick(&spec(""), &c, &store, t0);
+        assert_eq!((e.action, e.outcome.as_str()), (Action::ScaleFailed, "quota-exceeded: gigabytes"));
+        let e = tick(&spec(""), &c, &store, t0 + 30_000);
+        assert_eq!((e.action, held_by(&e)), (Action::Hold, vec!["backoff".to_string()]), "{e:?}");
+        let e = tick(&spec(""), &c, &store, t0 + 61_000);
+        assert_eq!(e.action, Action::ScaleFailed, "tried again after a minute");
+        // Two in a row: two minutes now.
+        let e = tick(&spec(""), &c, &store, t0 + 61_000 + 90_000);
+        assert_eq!(held_by(&e), ["backoff"]);
+        *c.refuse.lock().unwrap() = None;
+        let e = tick(&spec(""), &c, &store, t0 + 61_000 + 121_000);
+        assert_eq!((e.action, e.target), (Action::Scale, 3));
+        assert_eq!(c.asked.lock().unwrap().len(), 3, "three calls in four minutes, not one per evaluation");
     }
 }

@@ -37,6 +37,9 @@ pub struct VolumeParams {
     pub extend_timeout: Duration,
 }
 
+/// Half the agent's default limit on a backend call, so a slow extend is reported, not killed.
+const MAX_EXTEND_TIMEOUT: Duration = Duration::from_secs(300);
+
 fn two_minutes() -> Duration {
     Duration::from_secs(120)
 }
@@ -109,6 +112,11 @@ impl CinderVolume {
 /// Reads the group's parameters; exactly one way to name the volume.
 pub fn params(group: &str, json: &str) -> Result<VolumeParams, PluginError> {
     let p: VolumeParams = elastic_sdk::parse_json(json, &format!("group[{group}].backend_config"))?;
+    if p.extend_timeout > MAX_EXTEND_TIMEOUT {
+        return Err(PluginError::BadConfig(format!(
+            "group[{group}].backend_config.extend_timeout: at most 5m (a backend call is stopped at 10m)"
+        )));
+    }
     match (&p.volume, &p.server, &p.device) {
         (Some(_), None, None) | (None, Some(_), Some(_)) => Ok(p),
         _ => Err(PluginError::BadConfig(format!(
@@ -119,6 +127,7 @@ pub fn params(group: &str, json: &str) -> Result<VolumeParams, PluginError> {
 
 /// The group's volume now.
 pub fn find(s: &mut Session, p: &VolumeParams) -> Result<CinderVolume, PluginError> {
+    s.endpoint(&Service::Volume)?; // a cloud without Cinder is the configuration's problem
     let id = match (&p.volume, &p.server, &p.device) {
         (Some(v), _, _) => volume_id(s, v)?,
         (None, Some(server), Some(device)) => attached_at(s, server, device)?,
@@ -151,19 +160,41 @@ pub fn extend(
     let path = format!("/volumes/{}/action", before.id);
     s.call("POST", Service::Volume, &path, Some(json!({"os-extend": {"new_size": size_gib}})))
         .map_err(|e| extend_error(e, &before))?;
-    if let Some(id) = &decision {
-        // Tagged as soon as Cinder accepted: the volume shows which decision grew it.
-        let metadata = json!({"metadata": {"elastic-decision": id}});
-        s.call("POST", Service::Volume, &format!("/volumes/{}/metadata", before.id), Some(metadata))
-            .map_err(ApiError::into_plugin_error)?;
-    }
+    // Tagged as soon as Cinder accepted, so the volume shows which decision grew it. Best effort:
+    // the extend happened either way, and a failure here must not read as a failed resize.
+    let tag = match &decision {
+        Some(id) => {
+            let metadata = json!({"metadata": {"elastic-decision": id}});
+            let path = format!("/volumes/{}/metadata", before.id);
+            match s.call("POST", Service::Volume, &path, Some(metadata)) {
+                Ok(_) => format!("; tagged {id}"),
+                Err(e) => {
+                    elastic_sdk::log::warn(&format!(
+                        "tagging volume {} with {id}: {}: {}",
+                        before.id, e.call, e.message
+                    ));
+                    format!("; tagging it with {id} failed: HTTP {} {}", e.status, e.message)
+                }
+            }
+        }
+        None => String::new(),
+    };
     let after = wait(s, &before.id, size_gib, p.extend_timeout)?;
     let how = if before.status == "in-use" { "online, attached" } else { "detached" };
-    let tag = decision.map(|d| format!("; tagged {d}")).unwrap_or_default();
-    let detail = format!(
-        "extended Cinder volume {} from {} to {} GiB ({how}, block-storage {VOLUME_MICROVERSION}){tag}",
-        before.id, before.size_gib, after.size_gib
-    );
+    let detail = match after.size_gib >= size_gib {
+        true => format!(
+            "extended Cinder volume {} from {} to {} GiB ({how}, block-storage {VOLUME_MICROVERSION}){tag}",
+            before.id, before.size_gib, after.size_gib
+        ),
+        false => format!(
+            "Cinder accepted extending volume {} from {} to {size_gib} GiB ({how}); still {} at {} GiB after {}{tag}",
+            before.id,
+            before.size_gib,
+            after.status,
+            after.size_gib,
+            elastic_sdk::duration::format(p.extend_timeout)
+        ),
+    };
     Ok((after, detail))
 }
 
@@ -210,6 +241,11 @@ pub fn get(s: &mut Session, id: &str) -> Result<Option<CinderVolume>, ApiError> 
     match s.call("GET", Service::Volume, &format!("/volumes/{}", crate::nova::encode(id)), None) {
         Ok(r) => {
             let doc: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            if !doc["volume"]["size"].is_u64() {
+                // Not a volume: a proxy's page, a truncated answer. Unavailable, retried later.
+                let message = "the answer holds no volume with a size".to_string();
+                return Err(ApiError { call: format!("GET /volumes/{id}"), status: 0, message });
+            }
             Ok(Some(CinderVolume::from_json(&doc["volume"])))
         }
         Err(e) if e.status == 404 => Ok(None),
@@ -241,13 +277,9 @@ fn volume_id(s: &mut Session, name_or_id: &str) -> Result<String, PluginError> {
 fn attached_at(s: &mut Session, server: &str, device: &str) -> Result<String, PluginError> {
     let server_id = match crate::nova::looks_like_uuid(server) {
         true => server.to_string(),
-        false => crate::nova::server_id_by_name(s, server).map_err(ApiError::into_plugin_error)?.ok_or_else(
-            || {
-                PluginError::BadConfig(format!(
-                    "no server named `{server}` (backend_config.server); give its id"
-                ))
-            },
-        )?,
+        false => crate::nova::server_id_by_name(s, server)?.ok_or_else(|| {
+            PluginError::BadConfig(format!("no server named `{server}` (backend_config.server); give its id"))
+        })?,
     };
     let path = format!("/servers/{server_id}/os-volume_attachments");
     let r = s.call("GET", Service::Compute, &path, None).map_err(ApiError::into_plugin_error)?;
@@ -310,6 +342,8 @@ mod tests {
                 "{bad}: {e:?}"
             );
         }
+        let e = params("data", r#"{"volume": "v1", "extend_timeout": "6m"}"#).unwrap_err();
+        assert!(matches!(&e, PluginError::BadConfig(m) if m.contains("extend_timeout: at most 5m")), "{e:?}");
         let e = params("data", r#"{"image": "cirros"}"#).unwrap_err();
         assert!(matches!(&e, PluginError::BadConfig(m) if m.contains("image")), "{e:?}");
     }

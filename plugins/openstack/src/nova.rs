@@ -3,6 +3,7 @@
 use crate::errors::ApiError;
 use crate::session::{Service, Session};
 use crate::time::iso_to_ms;
+use elastic_sdk::PluginError;
 use serde_json::{json, Value};
 
 /// The metadata key (and tag prefix) that marks a server as a member of a group.
@@ -98,13 +99,13 @@ pub fn list_group(s: &mut Session, group: &str, prefix: &str) -> Result<Vec<Serv
 
 /// The id of the one server named exactly `name` (Nova's filter is a regular expression:
 /// anchored and escaped here); `None` when there is none, an error when there are several.
-pub fn server_id_by_name(s: &mut Session, name: &str) -> Result<Option<String>, ApiError> {
+pub fn server_id_by_name(s: &mut Session, name: &str) -> Result<Option<String>, PluginError> {
     let escaped: String = name
         .chars()
         .flat_map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { vec![c] } else { vec!['\\', c] })
         .collect();
     let path = format!("/servers?name={}", encode(&format!("^{escaped}$")));
-    let r = s.call("GET", Service::Compute, &path, None)?;
+    let r = s.call("GET", Service::Compute, &path, None).map_err(ApiError::into_plugin_error)?;
     let doc: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
     let ids: Vec<String> = doc["servers"]
         .as_array()
@@ -115,11 +116,9 @@ pub fn server_id_by_name(s: &mut Session, name: &str) -> Result<Option<String>, 
         .collect();
     match ids.len() {
         0 | 1 => Ok(ids.into_iter().next()),
-        n => Err(ApiError {
-            call: format!("GET /servers?name={name}"),
-            status: 0,
-            message: format!("{n} servers are named `{name}`; give the id of one in backend_config.server"),
-        }),
+        n => Err(PluginError::BadConfig(format!(
+            "{n} servers are named `{name}`; give the id of one in backend_config.server"
+        ))),
     }
 }
 

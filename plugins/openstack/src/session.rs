@@ -127,7 +127,8 @@ impl Session {
         Ok(value)
     }
 
-    fn endpoint(&mut self, service: &Service) -> Result<String, PluginError> {
+    /// The URL of `service`, from the override or the catalog; `bad-config` when it has none.
+    pub fn endpoint(&mut self, service: &Service) -> Result<String, PluginError> {
         if let (Service::Compute, Some(url)) = (service, &self.cloud.compute_endpoint) {
             return Ok(url.clone());
         }

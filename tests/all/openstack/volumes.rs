@@ -135,13 +135,21 @@ fn a_storage_group_grows_an_attached_cinder_volume_1_2_3_never_shrinks_and_keeps
         "[[group]]\nname = \"{name}\"\ninterval = \"1s\"\nmetrics = [{{ name = \"app.load\", window = \"1s\" }}]\n\
          policy = \"target-tracking\"\npolicy_config = {{ target = 0.7 }}\nbackend = \"openstack\"\n\
          backend_config = {{ server = \"{name}\", device = \"{}\" }}\n\
-         [group.storage]\nmin_size = \"1GiB\"\nmax_size = \"10GiB\"\nper_day = 2\ncooldown = \"5s\"\n",
+         [group.storage]\nmin_size = \"1GiB\"\nmax_size = \"10GiB\"\nper_day = 2\ncooldown = \"10s\"\n",
         attached.device
     );
     let config = format!("{}{}\n{group}", load_source(&app), creds.plugin_toml(None, &[], ""));
     let dir = plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("openstack")]);
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
+        // Set on the way out, a failed assertion included: the scope then ends, not hangs.
+        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&done);
         scope.spawn(|| {
             while !done.load(Ordering::Relaxed) {
                 let size = attached.show()["size"].as_u64().unwrap_or(1).max(1);
@@ -167,17 +175,24 @@ fn a_storage_group_grows_an_attached_cinder_volume_1_2_3_never_shrinks_and_keeps
         ));
         // At 2 GiB it is 45 % full: held, by the policy's own recommendation.
         let t1 = first["t_ms"].as_i64().unwrap();
-        let held = wait_journal(&agent, &name, "a hold at 2 GiB", |d| after(t1)(d) && d["current"] == 2);
+        let held = wait_journal(&agent, &name, "a hold at 2 GiB", |d| {
+            after(t1)(d) && d["current"] == 2 && d["recommendation"].as_f64().is_some_and(|r| r <= 2.0)
+        });
         assert_eq!(held["action"], "hold", "{held}");
+        assert!(guardrails(&held).iter().all(|g| *g == "never-shrink"), "the policy's own size: {held}");
 
-        // It fills again: 1.8 GiB used → 2.57 wanted → 3, once the 5 s cooldown passed.
+        // It fills again: 1.8 GiB used → 2.57 wanted → 3, once the 10 s cooldown passed.
         used_mib.store(1800, Ordering::Relaxed);
         let second =
             wait_journal(&agent, &name, "the second resize", |d| after(t1)(d) && d["action"] == "scale");
         assert_eq!((second["current"].as_u64(), second["target"].as_u64()), (Some(2), Some(3)), "{second}");
-        assert!(second["t_ms"].as_i64().unwrap() - t1 >= 5_000, "the cooldown held it: {second}");
-        let volume = attached.wait_volume("in-use", 3);
+        assert!(second["t_ms"].as_i64().unwrap() - t1 >= 10_000, "the cooldown held it: {second}");
         let t2 = second["t_ms"].as_i64().unwrap();
+        let cooled = crate::common::decisions(&agent, &name).into_iter().any(|d| {
+            after(t1)(&d) && d["t_ms"].as_i64().unwrap() < t2 && guardrails(&d).contains(&"cooldown")
+        });
+        assert!(cooled, "a hold by the cooldown between the two resizes");
+        let volume = attached.wait_volume("in-use", 3);
         assert_eq!(volume["metadata"]["elastic-decision"], format!("{name}#{t2}"), "{volume}");
 
         // Full again: 4 GiB wanted, but two resizes in 24 h is this group's limit.
@@ -211,7 +226,6 @@ fn a_storage_group_grows_an_attached_cinder_volume_1_2_3_never_shrinks_and_keeps
             (Some(3), Some("GiB")),
             "{status}"
         );
-        done.store(true, Ordering::Relaxed);
         drop(agent);
         assert_eq!(attached.show()["size"], 3, "nothing grew or shrank the volume after the limit");
     });

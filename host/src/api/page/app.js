@@ -416,6 +416,12 @@ async function groupData(g, card, force) {
   timeline(card.querySelector(".timeline"), d);
 }
 
+// A guardrail's step, or (a storage group) a step of growing the filesystem: what it ran and saw.
+function stepText(s) {
+  if (s.grow !== undefined) return `${s.ok ? "" : "failed: "}${s.grow}: ${s.saw}${s.ran ? ` (ran ${s.ran})` : ""}`;
+  return `${s.guardrail}: ${fmt(s.before)} → ${fmt(s.after)} (${s.why})`;
+}
+
 function timeline(box, d) {
   const rows = d.events.slice().reverse().map((e) => {
     const steps = (e.steps || []).filter((s) => s.guardrail !== "round");
@@ -425,7 +431,7 @@ function timeline(box, d) {
       el("td", {}, actionBadge(e)),
       el("td", { class: "num" }, e.target_tier !== e.tier ? `${e.current}→${e.target} (tier ${e.tier}→${e.target_tier})` : `${e.current}→${e.target}`),
       el("td", {}, el("div", { class: "reason" }, e.reason),
-        steps.length ? el("ul", { class: "steps" }, steps.map((s) => el("li", {}, `${s.guardrail}: ${fmt(s.before)} → ${fmt(s.after)} (${s.why})`))) : "",
+        steps.length ? el("ul", { class: "steps" }, steps.map((s) => el("li", {}, stepText(s)))) : "",
         e.outcome ? el("div", { class: e.action === "scale-failed" ? "err" : "muted" }, e.outcome) : "",
         e.repeats ? el("div", { class: "muted" }, `and ${e.repeats} more evaluation(s) like it`) : ""));
   });
