@@ -255,7 +255,7 @@ enum PluginsCommand {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Write a new plugin project (Rust or Python) that builds to a .wasm with one command.
+    /// Write a new plugin project (Rust, Python or JavaScript) that builds to a .wasm with one command.
     New {
         /// The plugin's name: lower-case letters, digits and `-`.
         name: String,

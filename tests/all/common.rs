@@ -64,6 +64,21 @@ pub fn plugin(name: &str) -> PathBuf {
     root().join("target/plugins").join(format!("{name}.wasm"))
 }
 
+/// Whether node and npm are here (JavaScript plugins need them); `false` after a loud skip.
+pub fn npm_or_skip(test: &str) -> bool {
+    let found = Command::new("npm").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        skipped(&format!("{test}: no npm here (apt-get install nodejs npm); CI installs it"));
+    }
+    found
+}
+
+/// npm's settings for the tests: the clone's own cache (filled by `scripts/build-plugins`),
+/// preferred to the registry, so nothing is kept outside the clone.
+pub fn npm_env() -> [(&'static str, PathBuf); 2] {
+    [("npm_config_cache", root().join("target/npm-cache")), ("npm_config_prefer_offline", "true".into())]
+}
+
 /// A test fixture built from `tests/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
     build();

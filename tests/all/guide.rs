@@ -33,7 +33,10 @@ fn every_command_of_the_plugin_guide_runs() {
     let guide = std::fs::read_to_string(root().join("docs/plugin-guide.md")).unwrap();
     let blocks = shell_blocks(&guide);
     assert!(blocks.len() >= 6, "the guide lost its commands: {} blocks", blocks.len());
-    plugin("ledger"); // builds the plugins the guide copies
+    plugin("ledger"); // builds the plugins the guide copies (and fills the clone's npm cache)
+    if !crate::common::npm_or_skip("guide::every_command_of_the_plugin_guide_runs (its JavaScript part)") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let script =
         format!("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{}", blocks.join("\n"));
@@ -47,6 +50,8 @@ fn every_command_of_the_plugin_guide_runs() {
         .env("AGENT_PLUGINS", root().join("target/plugins"))
         // The generated crate's dependencies build once for all tests.
         .env("CARGO_TARGET_DIR", root().join("target/scaffold"))
+        // The JavaScript project's `npm ci` from the clone's cache: nothing kept elsewhere.
+        .envs(crate::common::npm_env())
         .output()
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -60,12 +65,18 @@ fn every_command_of_the_plugin_guide_runs() {
         "MEASURED plugin guide, every command (new project built from scratch in a warm target dir): {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    for expected in
-        ["policy my-policy 0.1.0", "accuracy", "my-policy.wasm", "vs target 0.5", "\"name\":\"my-policy\""]
-    {
+    for expected in [
+        "policy my-policy 0.1.0",
+        "policy my-js-policy 0.1.0",
+        "accuracy",
+        "my-policy.wasm",
+        "vs target 0.5",
+        "\"name\":\"my-policy\"",
+    ] {
         assert!(stdout.contains(expected), "`{expected}` missing from the guide's output:\n{stdout}");
     }
     assert!(log.contains("loaded policy `my-policy`"), "{log}");
+    assert!(log.contains("loaded policy `my-js-policy`"), "{log}");
 }
 
 #[test]

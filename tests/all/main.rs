@@ -14,6 +14,7 @@ mod footprint;
 mod guide;
 mod hardening;
 mod hot_reload;
+mod javascript;
 mod loading;
 mod monitoring;
 mod openstack;

@@ -1,4 +1,4 @@
-//! `agent plugins new`: every kind, in Rust and in Python, builds as generated with its one
+//! `agent plugins new`: every kind, in Rust, Python and JavaScript, builds as generated with its one
 //! command, passes its own test, is what `agent plugins inspect` expects — and a generated
 //! policy dropped into a running agent's folder starts deciding for a group.
 
@@ -36,7 +36,7 @@ fn inspect(wasm: &Path) -> serde_json::Value {
 /// The project's own test passes, its build command builds it, and the agent sees what was asked.
 fn test_build_inspect(project: &Path, name: &str, kind: &str, mut test: Command, mut build: Command) {
     run(&format!("{name}: test"), &mut test);
-    run(&format!("{name}: ./build.sh"), &mut build);
+    run(&format!("{name}: build"), &mut build);
     let info = inspect(&project.join(format!("{name}.wasm")));
     assert_eq!((info["kind"].as_str(), info["name"].as_str()), (Some(kind), Some(name)), "{info}");
 }
@@ -79,6 +79,30 @@ fn generated_rust_projects_build_test_and_load_and_a_policy_is_hot_added() {
     // 2 replicas × 0.9 / 0.3 = 6.
     assert_eq!(scaled["target"], 6, "{scaled}");
     assert!(scaled["reason"].as_str().unwrap().contains("app.load mean 0.900 vs target 0.3"), "{scaled}");
+}
+
+#[test]
+fn generated_javascript_projects_install_test_build_and_load() {
+    let test = "scaffold::generated_javascript_projects_install_test_build_and_load";
+    if !crate::common::npm_or_skip(test) {
+        return;
+    }
+    plugin("js-target-tracking"); // builds the plugins: npm's cache in target/npm-cache is filled
+    let dir = tempfile::tempdir().unwrap();
+    for kind in ["policy", "source", "backend"] {
+        let name = format!("js-{kind}");
+        let project = new(dir.path(), &name, kind, "js");
+        // The project's own lockfile, installed as a user would (from the clone's npm cache).
+        let npm = |args: &[&str]| {
+            let mut c = Command::new("npm");
+            c.args(args).current_dir(&project).envs(crate::common::npm_env());
+            c
+        };
+        run(&format!("{name}: npm ci"), &mut npm(&["ci", "--no-audit", "--no-fund"]));
+        test_build_inspect(&project, &name, kind, npm(&["test"]), npm(&["run", "build"]));
+        let types = std::fs::read_to_string(project.join("types/plugin.d.ts")).unwrap();
+        assert!(types.contains(&format!("declare module 'elastic:plugin/{kind}-plugin@0.1.3'")), "{types}");
+    }
 }
 
 #[test]

@@ -603,11 +603,14 @@ pub fn new_plugin(
     sdk: Option<&Path>,
 ) -> anyhow::Result<Exit> {
     let root = crate::scaffold::generate(name, kind, lang, dir, sdk)?;
-    let test = match lang {
-        crate::scaffold::Lang::Rust => "cargo test",
-        crate::scaffold::Lang::Python => "python3 -m unittest",
+    let (build, test) = match lang {
+        crate::scaffold::Lang::Rust => (format!("{}/build.sh", root.display()), "cargo test"),
+        crate::scaffold::Lang::Python => (format!("{}/build.sh", root.display()), "python3 -m unittest"),
+        crate::scaffold::Lang::Js => {
+            (format!("(cd {} && npm ci && npm run build)", root.display()), "npm test")
+        }
     };
     println!("created {}", root.display());
-    println!("build: {}/build.sh   test: (cd {} && {test})", root.display(), root.display());
+    println!("build: {build}   test: (cd {} && {test})", root.display());
     Ok(Exit::Success)
 }

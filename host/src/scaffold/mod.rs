@@ -1,5 +1,5 @@
-//! `agent plugins new`: writes a ready plugin project — Rust (on the SDK) or Python
-//! (componentize-py) — for any of the three worlds, outside the agent's workspace, that builds
+//! `agent plugins new`: writes a ready plugin project — Rust (on the SDK), Python
+//! (componentize-py) or JavaScript (componentize-js) — for any of the three worlds, outside the agent's workspace, that builds
 //! to a `.wasm` with one command and has a test. The templates are files in this folder,
 //! compiled into the binary.
 
@@ -21,6 +21,20 @@ pub enum Kind {
 pub enum Lang {
     Rust,
     Python,
+    Js,
+}
+
+/// The JavaScript toolchain a generated project pins: the same package.json and lockfile as
+/// `scripts/build-plugins` installs (so both build with the same componentize-js), its build
+/// script, and the SDK.
+mod js {
+    pub const PACKAGE: &str = include_str!("../../../scripts/js-toolchain/package.json");
+    pub const LOCK: &str = include_str!("../../../scripts/js-toolchain/package-lock.json");
+    pub const BUILD: &str = include_str!("../../../scripts/js-toolchain/build.mjs");
+    pub const SDK_CORE: &str = include_str!("../../../plugins/js-sdk/core.js");
+    pub const SDK_INDEX: &str = include_str!("../../../plugins/js-sdk/index.js");
+    /// The toolchain's own name in its package.json and lockfile, replaced by the project's.
+    pub const TOOLCHAIN: &str = "elastic-js-toolchain";
 }
 
 impl Kind {
@@ -109,6 +123,36 @@ pub fn generate(
             files.push(("wit/plugin.wit", WIT.into()));
             files.push((".gitignore", ".venv/\n__pycache__/\n*.wasm\n".into()));
         }
+        Lang::Js => {
+            let (app, logic, test) = match kind {
+                Kind::Policy => (
+                    include_str!("js/policy_app.js"),
+                    include_str!("js/policy_logic.js"),
+                    include_str!("js/policy_test.js"),
+                ),
+                Kind::Source => (
+                    include_str!("js/source_app.js"),
+                    include_str!("js/source_logic.js"),
+                    include_str!("js/source_test.js"),
+                ),
+                Kind::Backend => (
+                    include_str!("js/backend_app.js"),
+                    include_str!("js/backend_logic.js"),
+                    include_str!("js/backend_test.js"),
+                ),
+            };
+            files.push(("app.js", app.into()));
+            files.push(("logic.js", logic.into()));
+            files.push(("logic.test.js", test.into()));
+            files.push(("sdk/core.js", js::SDK_CORE.into()));
+            files.push(("sdk/index.js", js::SDK_INDEX.into()));
+            files.push(("build.mjs", js::BUILD.into()));
+            files.push(("package.json", js_package(js::PACKAGE, name, &world)));
+            files.push(("package-lock.json", js::LOCK.replace(js::TOOLCHAIN, name)));
+            files.push(("README.md", include_str!("js/README.md").into()));
+            files.push(("wit/plugin.wit", WIT.into()));
+            files.push((".gitignore", include_str!("js/gitignore").into()));
+        }
     }
     for (path, text) in files {
         let text = text
@@ -127,6 +171,24 @@ pub fn generate(
         }
     }
     Ok(root)
+}
+
+/// The project's package.json: the toolchain's, named after the plugin, building its world.
+fn js_package(toolchain: &str, name: &str, world: &str) -> String {
+    toolchain
+        .replace(js::TOOLCHAIN, name)
+        .replace("--world policy-plugin", &format!("--world {world}"))
+        .replace("plugin.wasm", &format!("{name}.wasm"))
+        .lines()
+        .map(|l| match l.trim_start().starts_with("\"description\"") {
+            true => format!(
+                "  \"description\": \"A plugin for the elastic-scaling agent, in JavaScript ({world})\","
+            ),
+            false => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 /// The SDK a Rust project depends on: `--sdk`, else `$ELASTIC_SDK`, else the one in the source
@@ -159,16 +221,42 @@ mod tests {
     #[test]
     fn every_kind_and_language_is_written_with_its_names_filled_in() {
         let dir = tempfile::tempdir().unwrap();
-        for lang in [Lang::Rust, Lang::Python] {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
             for kind in [Kind::Policy, Kind::Source, Kind::Backend] {
-                let name = format!("my-{}-{}", kind.as_str(), if lang == Lang::Rust { "rs" } else { "py" });
+                let suffix = match lang {
+                    Lang::Rust => "rs",
+                    Lang::Python => "py",
+                    Lang::Js => "js",
+                };
+                let name = format!("my-{}-{suffix}", kind.as_str());
                 let root = generate(&name, kind, lang, dir.path(), None).unwrap();
                 for entry in walk(&root) {
                     let text = std::fs::read_to_string(&entry).unwrap();
                     assert!(!text.contains("{{"), "{} keeps a placeholder", entry.display());
                 }
-                let main = if lang == Lang::Rust { "src/lib.rs" } else { "app.py" };
-                assert!(std::fs::read_to_string(root.join(main)).unwrap().contains(&format!("\"{name}\"")));
+                let main = match lang {
+                    Lang::Rust => "src/lib.rs",
+                    Lang::Python => "app.py",
+                    Lang::Js => "app.js",
+                };
+                let named = |text: String| {
+                    text.contains(&format!("\"{name}\"")) || text.contains(&format!("'{name}'"))
+                };
+                assert!(named(std::fs::read_to_string(root.join(main)).unwrap()), "{main}");
+                if lang == Lang::Js {
+                    // npm ci refuses a lockfile that does not match package.json: both name the project.
+                    let package = std::fs::read_to_string(root.join("package.json")).unwrap();
+                    let lock = std::fs::read_to_string(root.join("package-lock.json")).unwrap();
+                    assert!(
+                        named(package.clone()) && named(lock),
+                        "package.json and its lockfile name the project"
+                    );
+                    let world = format!("--world {}-plugin", kind.as_str());
+                    assert!(
+                        package.contains(&world) && package.contains(&format!("{name}.wasm")),
+                        "{package}"
+                    );
+                }
             }
         }
         let err = generate("my-policy-rs", Kind::Policy, Lang::Rust, dir.path(), None).unwrap_err();

@@ -1,0 +1,101 @@
+// The pure half of the JavaScript plugin SDK: the contract's errors, entry points guarded, JSON
+// parameters, window statistics. No import of the contract, so `node --test` runs it (and a
+// plugin's own logic built on it) outside a component. `index.js` adds what needs the agent.
+
+/// The contract's `plugin-error`: throw one from an entry point and the agent gets that
+/// variant (`bad-config`, `unavailable`, `invalid-input`, `quota-exceeded`, `conflict`, `other`).
+export class PluginError extends Error {
+  constructor(tag, message) {
+    super(`${tag}: ${message}`);
+    this.name = 'PluginError';
+    // componentize-js returns a thrown value's `payload` as the result's error.
+    this.payload = { tag, val: String(message) };
+  }
+}
+
+export const badConfig = (message) => new PluginError('bad-config', message);
+export const unavailable = (message) => new PluginError('unavailable', message);
+export const invalidInput = (message) => new PluginError('invalid-input', message);
+export const quotaExceeded = (message) => new PluginError('quota-exceeded', message);
+export const conflict = (message) => new PluginError('conflict', message);
+export const other = (message) => new PluginError('other', message);
+
+/// Any other exception (a TypeError, a bug) becomes `other` with its message and where it was
+/// thrown, instead of a trap the agent counts as a fault and quarantines.
+function guarded(fn) {
+  return (...args) => {
+    try {
+      return fn(...args);
+    } catch (e) {
+      if (e instanceof PluginError) throw e;
+      const where = String(e?.stack ?? '').split('\n').find((l) => l.includes('@') || l.includes('at ')) ?? '';
+      throw other(`${e?.name ?? 'Error'}: ${e?.message ?? e}${where ? ` (${where.trim()})` : ''}`);
+    }
+  };
+}
+
+function guardAll(entry) {
+  return Object.fromEntries(Object.entries(entry).map(([k, f]) => [k, typeof f === 'function' ? guarded(f) : f]));
+}
+
+/// `export const policy = exportPolicy({ metadata, evaluate })`, and the same for a source
+/// (`collect`) and a backend (`describe`, `scale`): every entry point guarded as above.
+export const exportPolicy = guardAll;
+export const exportSource = guardAll;
+export const exportBackend = guardAll;
+
+/// Parses a JSON object the agent hands over (a group's `params`); errors name `what`.
+export function parseJson(text, what) {
+  if (!text || !text.trim()) return {};
+  try {
+    const v = JSON.parse(text);
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('not a table');
+    return v;
+  } catch (e) {
+    throw badConfig(`${what}: ${e.message}`);
+  }
+}
+
+/// Statistics of one metric window (`{ timestampsMs, values }`). An empty window is
+/// `undefined`: unknown is not zero.
+export const window = {
+  mean(w) {
+    const v = w.values;
+    if (!v.length) return undefined;
+    let sum = 0;
+    for (const x of v) sum += x;
+    return sum / v.length;
+  },
+  max(w) {
+    return w.values.length ? Math.max(...w.values) : undefined;
+  },
+  last(w) {
+    return w.values.length ? w.values[w.values.length - 1] : undefined;
+  },
+  /// The `p`-th percentile (0–100), nearest rank.
+  percentile(w, p) {
+    if (!w.values.length) return undefined;
+    const sorted = Array.from(w.values).sort((a, b) => a - b);
+    const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+    return sorted[rank];
+  },
+  /// Increase per second between the first and the last point (a counter's rate).
+  rate(w) {
+    const n = w.values.length;
+    if (n < 2) return undefined;
+    const seconds = (Number(w.timestampsMs[n - 1]) - Number(w.timestampsMs[0])) / 1000;
+    return seconds > 0 ? (w.values[n - 1] - w.values[0]) / seconds : undefined;
+  },
+};
+
+/// The mean of metric `name` (default: the first window's metric) over the windows: each
+/// series' mean, averaged across series. `undefined` when none has data.
+export function meanOf(windows, name) {
+  const metric = name ?? windows[0]?.metric;
+  const means = windows.filter((w) => w.metric === metric).map(window.mean).filter((m) => m !== undefined);
+  if (!means.length) return undefined;
+  return { metric, value: means.reduce((a, b) => a + b, 0) / means.length };
+}
+
+/// A config key's description, for `metadata()`.
+export const key = (name, description, required = false) => ({ name, description, required });
