@@ -23,11 +23,13 @@ export const other = (message) => new PluginError('other', message);
 /// Any other exception (a TypeError, a bug) becomes `other` with its message and where it was
 /// thrown, instead of a trap the agent counts as a fault and quarantines.
 function guarded(fn) {
-  return (...args) => {
+  return function (...args) {
     try {
-      return fn(...args);
+      return fn.apply(this, args);
     } catch (e) {
-      if (e instanceof PluginError) throw e;
+      // A contract error already: ours, or one a host call threw (componentize-js's
+      // ComponentError carries the host's `plugin-error` as its `payload`).
+      if (e instanceof PluginError || typeof e?.payload?.tag === 'string') throw e;
       const where = String(e?.stack ?? '').split('\n').find((l) => l.includes('@') || l.includes('at ')) ?? '';
       throw other(`${e?.name ?? 'Error'}: ${e?.message ?? e}${where ? ` (${where.trim()})` : ''}`);
     }
@@ -72,19 +74,34 @@ export const window = {
   last(w) {
     return w.values.length ? w.values[w.values.length - 1] : undefined;
   },
-  /// The `p`-th percentile (0–100), nearest rank.
+  /// The `p`-th percentile (0–100) by linear interpolation between closest ranks; `undefined`
+  /// for an empty window or a `p` outside [0, 100] (as the Rust SDK).
   percentile(w, p) {
-    if (!w.values.length) return undefined;
-    const sorted = Array.from(w.values).sort((a, b) => a - b);
-    const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-    return sorted[rank];
+    if (!w.values.length || !(p >= 0 && p <= 100)) return undefined;
+    const v = Array.from(w.values).sort((a, b) => a - b);
+    const rank = (p / 100) * (v.length - 1);
+    const lo = Math.floor(rank);
+    const hi = Math.ceil(rank);
+    return v[lo] + (v[hi] - v[lo]) * (rank - lo);
   },
-  /// Increase per second between the first and the last point (a counter's rate).
+  /// Per-second rate of a counter over the window: increase / elapsed time, counting a drop as
+  /// a reset (the counter restarted from zero), as Prometheus' `rate` does. `undefined` with
+  /// fewer than two points or no elapsed time.
   rate(w) {
     const n = w.values.length;
     if (n < 2) return undefined;
     const seconds = (Number(w.timestampsMs[n - 1]) - Number(w.timestampsMs[0])) / 1000;
-    return seconds > 0 ? (w.values[n - 1] - w.values[0]) / seconds : undefined;
+    if (!(seconds > 0)) return undefined;
+    let increase = 0;
+    for (let i = 1; i < n; i++) {
+      const [a, b] = [w.values[i - 1], w.values[i]];
+      increase += b >= a ? b - a : b;
+    }
+    return increase / seconds;
+  },
+  /// `[timestampMs, value]` pairs, oldest first (the time as a Number).
+  points(w) {
+    return Array.from(w.values, (v, i) => [Number(w.timestampsMs[i]), v]);
   },
 };
 

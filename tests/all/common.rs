@@ -66,7 +66,9 @@ pub fn plugin(name: &str) -> PathBuf {
 
 /// Whether node and npm are here (JavaScript plugins need them); `false` after a loud skip.
 pub fn npm_or_skip(test: &str) -> bool {
-    let found = Command::new("npm").arg("--version").output().is_ok_and(|o| o.status.success());
+    // With the clone's cache: even `--version` makes npm write its logs there.
+    let found =
+        Command::new("npm").arg("--version").envs(npm_env()).output().is_ok_and(|o| o.status.success());
     if !found {
         skipped(&format!("{test}: no npm here (apt-get install nodejs npm); CI installs it"));
     }

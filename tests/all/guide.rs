@@ -34,7 +34,11 @@ fn every_command_of_the_plugin_guide_runs() {
     let blocks = shell_blocks(&guide);
     assert!(blocks.len() >= 6, "the guide lost its commands: {} blocks", blocks.len());
     plugin("ledger"); // builds the plugins the guide copies (and fills the clone's npm cache)
-    if !crate::common::npm_or_skip("guide::every_command_of_the_plugin_guide_runs (its JavaScript part)") {
+                      // The guide builds and deploys a JavaScript policy beside the Rust one: without npm the
+                      // whole script cannot run (CI has npm).
+    if !crate::common::npm_or_skip(
+        "guide::every_command_of_the_plugin_guide_runs (it builds a JavaScript policy too)",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

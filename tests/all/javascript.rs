@@ -92,9 +92,10 @@ fn an_unused_javascript_policy_is_parked_and_held_to_its_memory_budget_when_used
     };
     let app = JsonServer::start(r#"{"load": 45}"#);
     let dir = plugin_dir(&[&plugin("http-json"), &js, &plugin("ledger")]);
-    // No group uses it: it loads, and is parked (nothing linked or instantiated).
+    // No group uses it: it loads, and is parked (nothing linked or instantiated, no call).
     let agent = Agent::start(dir.path(), &load_source(&app));
     agent.wait_log("loaded policy `js-target-tracking`");
+    assert_eq!(agent.plugin("js-target-tracking").unwrap()["calls"], 0);
     // A group starts using it, with 4 MiB of linear memory where the engine needs more: the
     // call fails as a fault of this plugin, named, and the agent goes on.
     let tight = format!(
@@ -109,10 +110,10 @@ fn an_unused_javascript_policy_is_parked_and_held_to_its_memory_budget_when_used
     });
     let reason = failed["reason"].as_str().unwrap();
     assert!(reason.contains("memory"), "{reason}");
-    assert!(
-        agent.log().contains("first call: linking it from the compile cache"),
-        "it was parked until then"
-    );
+    let linked = |l: &str| {
+        l.contains("first call: linking it from the compile cache") && l.contains("js-target-tracking")
+    };
+    assert!(agent.log().lines().any(linked), "it was parked until then:\n{}", agent.log());
     // Its own budget lifted, it decides.
     let roomy = tight.replace("memory_mib = 4\n", "");
     std::fs::write(agent.data.path().join("agent.toml"), roomy).unwrap();

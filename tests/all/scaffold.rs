@@ -103,6 +103,24 @@ fn generated_javascript_projects_install_test_build_and_load() {
         let types = std::fs::read_to_string(project.join("types/plugin.d.ts")).unwrap();
         assert!(types.contains(&format!("declare module 'elastic:plugin/{kind}-plugin@0.1.3'")), "{types}");
     }
+    // The three, as built, run together in an agent: the source's configured number is the
+    // metric, the policy sizes on it, the backend keeps the size in its state and reads it back.
+    let wasm = |n: &str| dir.path().join(n).join(format!("{n}.wasm"));
+    let plugins = plugin_dir(&[&wasm("js-policy"), &wasm("js-source"), &wasm("js-backend")]);
+    let config = "[plugins.js-source]\ninterval = \"200ms\"\n[plugins.js-source.config]\nvalue = 3\n\
+        [[group]]\nname = \"g\"\ninterval = \"300ms\"\nmetrics = [{ name = \"js-source.value\", window = \"1s\" }]\n\
+        policy = \"js-policy\"\npolicy_config = { target = 1 }\nbackend = \"js-backend\"\nmin = 1\nmax = 20\n";
+    let agent = Agent::start(plugins.path(), config);
+    let first = wait_for("the JavaScript group's first scale", Duration::from_secs(90), || {
+        decisions(&agent, "g").into_iter().find(|d| d["action"] == "scale")
+    });
+    assert_eq!((first["current"].as_u64(), first["target"].as_u64()), (Some(1), Some(3)), "{first}");
+    assert_eq!(first["outcome"], "recorded 1 → 3 replicas", "{first}");
+    assert!(first["reason"].as_str().unwrap().starts_with("mean 3.000 vs target 1"), "{first}");
+    // The backend's state, read back by its describe at the next evaluation.
+    wait_for("the backend describing what it stored", Duration::from_secs(30), || {
+        decisions(&agent, "g").into_iter().find(|d| d["current"] == 3)
+    });
 }
 
 #[test]

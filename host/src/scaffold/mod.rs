@@ -47,8 +47,12 @@ impl Kind {
     }
 
     /// What to put in `agent.toml`, for the README.
-    fn configure(self, name: &str) -> String {
+    fn configure(self, name: &str, lang: Lang) -> String {
         match self {
+            // componentize-js's `fetch` is left out: a JavaScript source calls no origin (yet).
+            Kind::Source if lang == Lang::Js => format!(
+                "Configure it: `[plugins.{name}]` with `interval = \"10s\"` and `[plugins.{name}.config]`."
+            ),
             Kind::Policy => format!(
                 "Use it in a group: `policy = \"{name}\"`, `policy_config = {{ target = 0.6 }}` in a `[[group]]`."
             ),
@@ -150,6 +154,7 @@ pub fn generate(
             files.push(("package.json", js_package(js::PACKAGE, name, &world)));
             files.push(("package-lock.json", js::LOCK.replace(js::TOOLCHAIN, name)));
             files.push(("README.md", include_str!("js/README.md").into()));
+            files.push(("jsconfig.json", include_str!("js/jsconfig.json").into()));
             files.push(("wit/plugin.wit", WIT.into()));
             files.push((".gitignore", include_str!("js/gitignore").into()));
         }
@@ -161,7 +166,7 @@ pub fn generate(
             .replace("{{kind}}", kind.as_str())
             .replace("{{world}}", &world)
             .replace("{{componentize_py}}", COMPONENTIZE_PY)
-            .replace("{{configure}}", &kind.configure(name));
+            .replace("{{configure}}", &kind.configure(name, lang));
         let file = root.join(path);
         std::fs::create_dir_all(file.parent().expect("a file in the project"))?;
         std::fs::write(&file, text).map_err(|e| anyhow::anyhow!("writing {}: {e}", file.display()))?;
