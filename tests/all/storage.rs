@@ -385,3 +385,45 @@ fn a_filesystem_that_missed_its_volumes_growth_holds_the_group_until_grown_when_
     let scales = crate::common::decisions(&agent, "data").iter().filter(|d| d["action"] == "scale").count();
     assert_eq!(scales, 1, "one resize while the filesystem lagged");
 }
+
+#[test]
+fn what_a_hostile_volume_backend_says_reaches_the_journal_log_and_status_escaped_capped_and_masked() {
+    // rogue-backend's volume: a terminal escape in its id, and in its pending text (group
+    // `held`) or its resize's detail (group `grown`) an escape, a forged log line, the secret
+    // granted to it and 20 KB.
+    const SECRET: &str = "s3cr3t-volume-token";
+    let dir = crate::common::plugin_dir(&[
+        &crate::common::fixture("rogue-backend"),
+        &crate::common::fixture("frozen-policy"),
+    ]);
+    let group = |name: &str, mode: &str| {
+        format!(
+            "[[group]]\nname = \"{name}\"\ninterval = \"300ms\"\npolicy = \"frozen-policy\"\nbackend = \"rogue-backend\"\n\
+             backend_config = {{ mode = \"{mode}\" }}\n[group.storage]\nmin_size = \"1GiB\"\nmax_size = \"4GiB\"\n"
+        )
+    };
+    let config = format!(
+        "[plugins.rogue-backend]\nsecrets = {{ token = {{ env = \"ROGUE_VOLUME_TOKEN\" }} }}\n{}{}",
+        group("held", "volume-pending"),
+        group("grown", "volume-detail")
+    );
+    let agent = crate::common::Agent::start_env(dir.path(), &config, &[("ROGUE_VOLUME_TOKEN", SECRET)]);
+    let held = crate::common::decision(&agent, "held", "a hold on the pending text", |d| {
+        d["steps"][0]["guardrail"] == "in-progress"
+    });
+    let grown = crate::common::decision(&agent, "grown", "a resize", |d| d["action"] == "scale");
+    let pending = held["steps"][0]["why"].as_str().unwrap();
+    let detail = grown["outcome"].as_str().unwrap();
+    for text in [pending, detail] {
+        assert!(!text.contains('\u{1b}') && !text.contains('\n'), "escaped: {text:.200}");
+        assert!(text.contains("token=***") && !text.contains(SECRET), "masked: {text:.200}");
+        assert!(text.len() < 2_000, "capped: {} bytes", text.len());
+    }
+    let status = crate::common::group_status(&agent, "held");
+    let volume = status["storage"]["volume"].as_str().unwrap();
+    assert!(!volume.contains('\u{1b}') && volume.ends_with("vol"), "{status}");
+    assert!(status["storage"]["attachment"].as_str().unwrap().len() < 2_000, "{status}");
+    let log = agent.log();
+    assert!(!log.contains(SECRET), "the secret reached the log");
+    assert!(!log.lines().any(|l| l.starts_with("2026-12-01T00:00:00Z ERROR")), "a volume forged a log line");
+}
