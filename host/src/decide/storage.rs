@@ -122,14 +122,10 @@ pub fn decide_size(
     in_progress: Option<&str>,
     failures: &[i64],
 ) -> SizeDecision {
-    let hold = |guardrail: &'static str, why: String, steps: Vec<Step>| {
-        let mut steps = steps;
-        steps.push(Step { guardrail, before: recommended_gib, after: current_gib as f64, why });
-        SizeDecision { target_gib: current_gib, steps, plugin_fault: None }
-    };
+    let hold = |guardrail, why| SizeDecision::hold(current_gib, recommended_gib, guardrail, why);
     if !recommended_gib.is_finite() || recommended_gib < 0.0 {
         let fault = format!("recommended a size of {recommended_gib} GiB");
-        let mut d = hold("sanity", fault.clone(), Vec::new());
+        let mut d = hold("sanity", fault.clone());
         d.plugin_fault = Some(fault);
         return d;
     }
@@ -139,10 +135,10 @@ pub fn decide_size(
             true => format!("{wanted} GiB is below the current {current_gib} GiB: a volume never shrinks"),
             false => format!("{current_gib} GiB is what is recommended"),
         };
-        return hold("never-shrink", why, Vec::new());
+        return hold("never-shrink", why);
     }
     if let Some(why) = in_progress {
-        return hold("in-progress", format!("the previous resize has not completed: {why}"), Vec::new());
+        return hold("in-progress", format!("the previous resize has not completed: {why}"));
     }
     if let Some(last) = failures.iter().max().filter(|t| now_ms - *t < backoff_ms(failures.len())) {
         let left = (backoff_ms(failures.len()) - (now_ms - last) + 999) / 1000;
@@ -150,7 +146,7 @@ pub fn decide_size(
             "{} failed resize(s) in a row (see the journal); the next try in {left} s",
             failures.len()
         );
-        return hold("backoff", why, Vec::new());
+        return hold("backoff", why);
     }
     let mut recent: Vec<i64> = resizes.iter().map(|r| r.t_ms).filter(|t| now_ms - t < DAY_MS).collect();
     recent.sort_unstable();
@@ -163,7 +159,7 @@ pub fn decide_size(
             rules.per_day,
             (next - now_ms + 59_999) / 60_000
         );
-        return hold("per-day", why, Vec::new());
+        return hold("per-day", why);
     }
     // The cooldown counts from the last resize, however old (a cooldown may be longer than a day).
     let last = resizes.iter().map(|r| r.t_ms).max();
@@ -172,7 +168,6 @@ pub fn decide_size(
         return hold(
             "cooldown",
             format!("resized {} s ago; {left} s of cooldown left", (now_ms - last) / 1000),
-            Vec::new(),
         );
     }
     steps_and_bounds(rules, current_gib, wanted)
@@ -203,6 +198,17 @@ fn steps_and_bounds(rules: &StorageRules, current: u64, wanted: u64) -> SizeDeci
 }
 
 impl SizeDecision {
+    /// Holds at `current_gib`: `guardrail` kept the recommendation from moving it, for `why`.
+    pub fn hold(
+        current_gib: u64,
+        recommended_gib: f64,
+        guardrail: &'static str,
+        why: String,
+    ) -> SizeDecision {
+        let steps = vec![Step { guardrail, before: recommended_gib, after: current_gib as f64, why }];
+        SizeDecision { target_gib: current_gib, steps, plugin_fault: None }
+    }
+
     fn moved(&mut self, guardrail: &'static str, to: u64, why: String) {
         self.steps.push(Step { guardrail, before: self.target_gib as f64, after: to as f64, why });
         self.target_gib = to;

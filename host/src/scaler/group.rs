@@ -768,10 +768,7 @@ async fn act(
         return unchanged;
     }
     let shared = SharedDecision {
-        id: match fence {
-            Some(f) => format!("{}@{}#{now}", spec.name, f.token),
-            None => format!("{}#{now}", spec.name),
-        },
+        id: decision_id(&spec.name, fence.map(|f| f.token), now),
         t_ms: now,
         from: current,
         to: target,
@@ -805,6 +802,15 @@ async fn act(
             entry.outcome = why;
             (current, seen.tier, committed)
         }
+    }
+}
+
+/// The id a backend tags what it does with (`decision.id`): `GROUP#TIME`, or `GROUP@TOKEN#TIME`
+/// under a cluster leader's fencing token.
+pub(super) fn decision_id(group: &str, token: Option<i64>, now: i64) -> String {
+    match token {
+        Some(token) => format!("{group}@{token}#{now}"),
+        None => format!("{group}#{now}"),
     }
 }
 

@@ -88,16 +88,14 @@ fn decide(
     now: i64,
 ) -> SizeDecision {
     let lookback = DAY_MS.max(storage.rules.cooldown_ms);
-    let rows =
-        match store.decisions(Some(&spec.name), now - lookback) {
-            Ok(rows) => rows,
-            Err(e) => {
-                // Without the history the daily limit cannot be honoured: hold rather than guess.
-                let why = format!("reading the journal for the daily limit: {e}");
-                return SizeDecision { target_gib: volume.size_gib, steps: Vec::new(), plugin_fault: None }
-                    .held("journal", advice.replicas, why);
-            }
-        };
+    let rows = match store.decisions(Some(&spec.name), now - lookback) {
+        Ok(rows) => rows,
+        Err(e) => {
+            // Without the history the daily limit cannot be honoured: hold rather than guess.
+            let why = format!("reading the journal for the daily limit: {e}");
+            return SizeDecision::hold(volume.size_gib, advice.replicas, "journal", why);
+        }
+    };
     let rows: Vec<_> =
         rows.iter().map(|e| (e.t_ms, e.action.as_str(), e.current as u64, e.target as u64)).collect();
     let resizes = resizes_from_journal(rows.iter().copied(), now);
@@ -123,7 +121,7 @@ async fn act(
         entry.outcome = format!("dry run: would grow volume {} from {current} to {target} GiB", volume.id);
         return;
     }
-    let decision = format!("{}#{}", spec.name, entry.t_ms);
+    let decision = super::group::decision_id(&spec.name, None, entry.t_ms);
     let started = Instant::now();
     let resized = plugins.resize_volume(group, target, decision).await;
     entry.backend_ms = Some(started.elapsed().as_millis() as u64);
@@ -243,14 +241,6 @@ fn grown(report: &grow::Report) -> String {
 /// GiB in the journal's replica columns.
 fn gib32(gib: u64) -> u32 {
     u32::try_from(gib).unwrap_or(u32::MAX)
-}
-
-impl SizeDecision {
-    fn held(mut self, guardrail: &'static str, before: f64, why: String) -> SizeDecision {
-        let after = self.target_gib as f64;
-        self.steps.push(crate::decide::guardrails::Step { guardrail, before, after, why });
-        self
-    }
 }
 
 #[cfg(test)]
