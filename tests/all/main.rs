@@ -5,9 +5,11 @@ mod common;
 
 mod alerts;
 mod api_limits;
+mod aws;
 mod cli;
 mod containment;
 mod contract;
+mod fault_proxy;
 mod first_hour;
 mod fleet;
 mod footprint;

@@ -233,7 +233,7 @@ pub fn scale(
     let detail = if done.is_empty() { "nothing to do".to_string() } else { done.join("; ") };
     match result {
         Err(e) if done.is_empty() => Err(e),
-        Err(e) => Err(prefix(e, &format!("after: {detail}; then "))),
+        Err(e) => Err(elastic_sdk::prefixed(e, &format!("after: {detail}; then "))),
         Ok(()) => {
             let after = list(s, m, g)?;
             let members: Vec<Server> = after.into_iter().filter(|x| !x.leaving()).collect();
@@ -376,7 +376,9 @@ fn resize(
         Err(e) if e.status == 400 && e.message.contains("must change flavor") => {
             return Ok(format!("{} already on {to}", server.name));
         }
-        Err(e) => return Err(prefix(api(e), &format!("resize {} {from} → {to}: ", server.name))),
+        Err(e) => {
+            return Err(elastic_sdk::prefixed(api(e), &format!("resize {} {from} → {to}: ", server.name)))
+        }
     }
     let deadline = started + g.params.resize_timeout.as_millis() as i64;
     loop {
@@ -589,16 +591,4 @@ fn image_id(s: &mut Session, m: &mut Memory, name: &str) -> Result<String, Plugi
         .ok_or_else(|| PluginError::BadConfig(format!("image `{name}` does not exist in this cloud")))?;
     m.images.insert(name.into(), id.clone());
     Ok(id)
-}
-
-/// The same error variant with more context in front.
-fn prefix(e: PluginError, text: &str) -> PluginError {
-    match e {
-        PluginError::BadConfig(m) => PluginError::BadConfig(format!("{text}{m}")),
-        PluginError::Unavailable(m) => PluginError::Unavailable(format!("{text}{m}")),
-        PluginError::InvalidInput(m) => PluginError::InvalidInput(format!("{text}{m}")),
-        PluginError::QuotaExceeded(m) => PluginError::QuotaExceeded(format!("{text}{m}")),
-        PluginError::Conflict(m) => PluginError::Conflict(format!("{text}{m}")),
-        PluginError::Other(m) => PluginError::Other(format!("{text}{m}")),
-    }
 }

@@ -25,7 +25,6 @@ pub mod group;
 pub mod nova;
 pub mod plan;
 pub mod session;
-pub mod time;
 
 use elastic_sdk::backend::{Group as GroupRef, Guest, Outcome};
 use elastic_sdk::{host, key, log, parse_json, Capacity, Metadata, PluginError, Target};

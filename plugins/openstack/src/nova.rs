@@ -2,7 +2,7 @@
 
 use crate::errors::ApiError;
 use crate::session::{Service, Session};
-use crate::time::iso_to_ms;
+use elastic_sdk::time::iso_to_ms;
 use elastic_sdk::PluginError;
 use serde_json::{json, Value};
 

@@ -3,9 +3,10 @@
 //! microversion, and requests with retries. Lives as long as the plugin instance.
 
 use crate::config::{parse_version, Cloud};
-use crate::errors::{backoff_seconds, message_of, retry_after, retryable, ApiError};
-use crate::time::iso_to_ms;
+use crate::errors::{message_of, retryable, ApiError};
 use elastic_sdk::http::{sleep, HttpError, Request, Response};
+use elastic_sdk::retry::{backoff_seconds, retry_after, unit_random};
+use elastic_sdk::time::iso_to_ms;
 use elastic_sdk::{host, log, PluginError};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -315,10 +316,6 @@ pub fn find_endpoint(catalog: &[Value], kind: &str, interface: &str, region: Opt
 }
 
 /// A number in [0, 1) from the host's random source, for jitter.
-fn unit_random() -> f64 {
-    (wasip2::random::random::get_random_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// Eight random hex digits, for server names.
 pub fn random_suffix() -> String {
     format!("{:08x}", wasip2::random::random::get_random_u64() as u32)

@@ -68,8 +68,12 @@ pub use source::bindings::elastic::plugin::types::{
 };
 pub use source::bindings::elastic::plugin::{about, host};
 
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod retry;
+pub mod time;
 
 /// Deserialises the plugin's `[plugins.NAME.config]` table into `T`. Errors name the key.
 pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, PluginError> {
@@ -216,6 +220,18 @@ pub use backend::bindings::elastic::plugin::{replica_units, scale_in};
 
 /// The id of the decision a `scale` call carries out (contract 0.1.2), to tag what it creates.
 pub use backend::bindings::elastic::plugin::decision;
+
+/// The same error variant with more context in front (`after: created web-4; then …`).
+pub fn prefixed(e: PluginError, text: &str) -> PluginError {
+    match e {
+        PluginError::BadConfig(m) => PluginError::BadConfig(format!("{text}{m}")),
+        PluginError::Unavailable(m) => PluginError::Unavailable(format!("{text}{m}")),
+        PluginError::InvalidInput(m) => PluginError::InvalidInput(format!("{text}{m}")),
+        PluginError::QuotaExceeded(m) => PluginError::QuotaExceeded(format!("{text}{m}")),
+        PluginError::Conflict(m) => PluginError::Conflict(format!("{text}{m}")),
+        PluginError::Other(m) => PluginError::Other(format!("{text}{m}")),
+    }
+}
 
 /// The `count` units to remove, from the agent's ranking: the first removable ones, in order.
 /// Also returns, for people, the busy units that would have been needed (`web#1 (busy: 2 in flight)`)

@@ -3,7 +3,7 @@
 //! of ours that records which agent called with which decision. Without `etcd` each test says
 //! loudly that it was skipped (and fails under `REQUIRE_ETCD=1`, which CI sets).
 
-mod etcd;
+pub mod etcd;
 mod fence;
 pub mod prometheus;
 mod recorder;

@@ -4,15 +4,14 @@
 //! which CI sets). The tests share one project's quota, so they run one at a time.
 
 mod cloud;
-mod proxy;
 mod tls;
 mod volumes;
 
 use crate::common::{
     decisions, group_status, load_source, plugin, plugin_dir, report, wait_for, Agent, JsonServer,
 };
+use crate::fault_proxy::{Fault, FaultProxy};
 use cloud::{summary, Cloud, Credentials};
-use proxy::{Fault, FaultProxy};
 use serde_json::{json, Value};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Mutex, MutexGuard};

@@ -1,8 +1,10 @@
-//! A fault-injecting HTTP proxy of our own, between the OpenStack plugin and the real Nova: it
-//! forwards every request unchanged unless a rule says otherwise — answer 5xx or 429 with
-//! `Retry-After` itself, drop the connection (before or after Nova has carried the request
-//! out), answer slowly, or reject tokens as expired. It logs every request, so a test can count
-//! the API calls an evaluation makes.
+//! A fault-injecting HTTP proxy of our own, between a cloud plugin and the real service (Nova,
+//! moto's AWS APIs): it forwards every request unchanged unless a rule says otherwise — answer
+//! 5xx or 429 with `Retry-After` itself, answer with the service's own error body (an AWS
+//! throttling or validation error), drop the connection (before or after the service has
+//! carried the request out), answer slowly, or reject tokens as expired. Rules match the method
+//! and the path, or (AWS's query protocol: every call a `POST /`) the action in the body. It logs
+//! every request, so a test can count the API calls an evaluation makes.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,12 +24,17 @@ pub enum Fault {
     Delay(Duration),
     /// Answer 200 with this JSON body without forwarding (e.g. an older cloud's version document).
     Reply(String),
+    /// Answer with this status and XML body without forwarding (an AWS error), and
+    /// `Retry-After: secs` when given.
+    Xml(u16, String, Option<u32>),
 }
 
 struct Rule {
     method: String,
     path_contains: String,
     exact: bool,
+    /// Also required in the request body (`Action=SetDesiredCapacity&`).
+    body_contains: Option<String>,
     fault: Fault,
     times: usize,
 }
@@ -69,6 +76,19 @@ impl FaultProxy {
             method: method.into(),
             path_contains: path.into(),
             exact: false,
+            body_contains: None,
+            fault,
+            times,
+        });
+    }
+
+    /// The next `times` calls of AWS query-protocol action `action` get `fault`.
+    pub fn inject_action(&self, action: &str, fault: Fault, times: usize) {
+        self.plan.lock().unwrap().rules.push(Rule {
+            method: "POST".into(),
+            path_contains: "/".into(),
+            exact: false,
+            body_contains: Some(format!("Action={action}&")),
             fault,
             times,
         });
@@ -80,6 +100,7 @@ impl FaultProxy {
             method: method.into(),
             path_contains: path.into(),
             exact: true,
+            body_contains: None,
             fault,
             times,
         });
@@ -97,7 +118,8 @@ impl FaultProxy {
         plan.expired_tokens.extend(seen);
     }
 
-    /// Every request so far: (method, path, outcome).
+    /// Every request so far: (method, path, outcome); for a query-protocol call the path is
+    /// followed by its action (`/ DescribeAutoScalingGroups`).
     pub fn log(&self) -> Vec<(String, String, String)> {
         self.plan.lock().unwrap().log.clone()
     }
@@ -124,10 +146,12 @@ fn serve(client: TcpStream, upstream: SocketAddr, plan: &Mutex<Plan>) -> std::io
             let body = r#"{"error": {"code": 401, "title": "Unauthorized", "message": "The request you have made requires authentication."}}"#;
             return respond(&mut client, 401, None, body);
         }
+        let text = String::from_utf8_lossy(&body);
         let rule = p.rules.iter_mut().find(|r| {
             r.times > 0
                 && r.method == method
                 && if r.exact { path == r.path_contains } else { path.contains(&r.path_contains) }
+                && r.body_contains.as_ref().is_none_or(|b| text.contains(b.as_str()))
         });
         let fault = rule.map(|r| {
             r.times -= 1;
@@ -135,7 +159,9 @@ fn serve(client: TcpStream, upstream: SocketAddr, plan: &Mutex<Plan>) -> std::io
         });
         let outcome =
             fault.as_ref().map_or("forwarded".to_string(), |f| format!("{f:?}").chars().take(60).collect());
-        p.log.push((method.clone(), path.clone(), outcome));
+        let action = text.strip_prefix("Action=").and_then(|a| a.split('&').next());
+        let logged = action.map_or(path.clone(), |a| format!("{path} {a}"));
+        p.log.push((method.clone(), logged, outcome));
         fault
     };
     match fault {
@@ -145,6 +171,9 @@ fn serve(client: TcpStream, upstream: SocketAddr, plan: &Mutex<Plan>) -> std::io
             return respond(&mut client, code, retry_after, &body);
         }
         Some(Fault::Reply(body)) => return respond(&mut client, 200, None, &body),
+        Some(Fault::Xml(code, body, retry_after)) => {
+            return respond_typed(&mut client, code, retry_after, "text/xml", &body)
+        }
         Some(Fault::Drop) => return Ok(()),
         Some(Fault::Delay(d)) => std::thread::sleep(d),
         _ => {}
@@ -213,10 +242,20 @@ fn header(head: &str, name: &str) -> Option<String> {
 }
 
 fn respond(client: &mut TcpStream, code: u16, retry_after: Option<u32>, body: &str) -> std::io::Result<()> {
+    respond_typed(client, code, retry_after, "application/json", body)
+}
+
+fn respond_typed(
+    client: &mut TcpStream,
+    code: u16,
+    retry_after: Option<u32>,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let extra = retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
     write!(
         client,
-        "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {code} Injected\r\nContent-Type: {content_type}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
 }
