@@ -228,9 +228,8 @@ fn choose(
     if chosen.len() == count || rest.is_empty() {
         return Ok((chosen, vec![]));
     }
-    let _ = group;
-    let picked: Vec<String> = rest.iter().take(count - chosen.len()).cloned().collect();
-    let kept: Vec<String> = vec![];
+    let ranked = elastic_sdk::scale_in::rank(group, &rest)?;
+    let (picked, kept) = elastic_sdk::choose_victims(&ranked, count - chosen.len());
     chosen.extend(picked);
     Ok((chosen, kept))
 }

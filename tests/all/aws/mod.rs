@@ -240,6 +240,38 @@ fn a_wrong_secret_is_refused_by_motos_signature_check_and_reported_as_configurat
     assert_eq!(moto.asg("db-asg").0, 1);
 }
 
+/// Temporary credentials: STS keys with their session token, granted as three secrets; moto
+/// (IAM checks on) verifies the signature and the token of every request.
+#[test]
+fn temporary_keys_with_a_session_token_are_signed_and_checked() {
+    const TEST: &str = "aws::temporary_keys_with_a_session_token_are_signed_and_checked";
+    let Some(moto) = Moto::start_or_skip(TEST) else { return };
+    moto.create_asg("sts-asg", 1);
+    moto.enable_auth();
+    let (key, secret, token) = moto.assume_role();
+    let proxy = FaultProxy::start(moto.addr);
+    let app = JsonServer::start(r#"{"load": 2, "busy": {}}"#);
+    let group = asg_group("sts", "backend_config = { auto_scaling_group = \"sts-asg\" }\n");
+    let plugin = aws_plugin(&proxy, "").replace(
+        "secret_access_key = { env = \"TEST_AWS_SECRET\" } }",
+        "secret_access_key = { env = \"TEST_AWS_SECRET\" }, session_token = { env = \"TEST_AWS_TOKEN\" } }",
+    );
+    assert!(plugin.contains("session_token"), "{plugin}");
+    let config = format!("{}{plugin}\n{group}", app_source(&app));
+    let dir = plugins();
+    let env = [
+        ("TEST_AWS_KEY", key.as_str()),
+        ("TEST_AWS_SECRET", secret.as_str()),
+        ("TEST_AWS_TOKEN", token.as_str()),
+    ];
+    let agent = Agent::start_env(dir.path(), &config, &env);
+    in_service(&moto, "sts-asg", 2);
+    assert!(
+        !agent.log().contains(&token) && !agent.log().contains(&secret),
+        "a credential leaked into the log"
+    );
+}
+
 #[test]
 fn cloudwatch_metrics_put_through_the_api_feed_a_group_and_instance_credentials_come_from_imdsv2() {
     const TEST: &str = "aws::cloudwatch_metrics_put_through_the_api_feed_a_group";

@@ -83,6 +83,7 @@ impl Moto {
             "ec2" => "2016-11-15",
             "monitoring" => "2010-08-01",
             "iam" => "2010-05-08",
+            "sts" => "2011-06-15",
             other => panic!("no API version for {other}"),
         };
         let mut body = format!("Action={action}&Version={version}");
@@ -205,6 +206,23 @@ impl Moto {
                 ("PolicyDocument", policy.into()),
             ],
         );
+        // A role to assume for temporary credentials (`assume_role`), made while moto still
+        // takes any key.
+        let trust = r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}"#;
+        self.call(
+            "iam",
+            "CreateRole",
+            &[("RoleName", "elastic".into()), ("AssumeRolePolicyDocument", trust.into())],
+        );
+        self.call(
+            "iam",
+            "PutRolePolicy",
+            &[
+                ("RoleName", "elastic".into()),
+                ("PolicyName", "all".into()),
+                ("PolicyDocument", policy.into()),
+            ],
+        );
         let xml = self.call("iam", "CreateAccessKey", &[("UserName", "elastic".into())]);
         let doc = roxmltree::Document::parse(&xml).unwrap();
         let get = |t: &str| {
@@ -219,6 +237,26 @@ impl Moto {
         assert!(r.status().is_success(), "reset-auth: {}", r.status());
         *self.keys.lock().unwrap() = keys.clone();
         keys
+    }
+}
+
+impl Moto {
+    /// Temporary credentials (key, secret, session token) from STS `AssumeRole`, after
+    /// `enable_auth`: moto then checks the token of every request signed with them.
+    pub fn assume_role(&self) -> (String, String, String) {
+        let xml = self.call(
+            "sts",
+            "AssumeRole",
+            &[
+                ("RoleArn", "arn:aws:iam::123456789012:role/elastic".into()),
+                ("RoleSessionName", "elastic-agent".into()),
+            ],
+        );
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let get = |t: &str| {
+            doc.descendants().find(|n| n.tag_name().name() == t).and_then(|n| n.text()).unwrap().to_string()
+        };
+        (get("AccessKeyId"), get("SecretAccessKey"), get("SessionToken"))
     }
 }
 
