@@ -132,6 +132,9 @@ pub fn newest(body: &str) -> Result<Vec<(usize, i64, f64)>, PluginError> {
     Ok(out)
 }
 
+/// What one `GetMetricData` call takes.
+const MAX_QUERIES: usize = 500;
+
 thread_local! {
     static CLIENT: RefCell<Option<(String, Client)>> = const { RefCell::new(None) };
 }
@@ -157,6 +160,12 @@ impl Guest for CloudWatch {
     fn collect() -> Result<Vec<Sample>, PluginError> {
         let source = host::config();
         let config: Config = parse_json(&source, "[plugins.cloudwatch.config]")?;
+        if config.queries.is_empty() || config.queries.len() > MAX_QUERIES {
+            return Err(PluginError::BadConfig(format!(
+                "queries: {} given; one GetMetricData call takes 1 to {MAX_QUERIES}",
+                config.queries.len()
+            )));
+        }
         let mut params = Vec::new();
         for (i, q) in config.queries.iter().enumerate() {
             params.extend(q.params(i + 1)?);
