@@ -306,6 +306,7 @@ mod tests {
             ("since_v0.1.0", "a18afe62920454c2f2c46d729a6cb57aed09210f2d89922ed683ca1e827546c8"),
             ("since_v0.1.1", "8805ceb6399b9dae08967fcae1075d6a10dd06de16d35ddd472cd93f53689b57"),
             ("since_v0.1.2", "d42c7d312639ae3be376c49a401551cec29a735b6e1c60202f4112766aa2a0c1"),
+            ("since_v0.1.3", "14e344a8a324d329da6c050e2b828f7de923669e12bd9eb1589ac346ee5becc6"),
         ];
         let mut found: Vec<String> = std::fs::read_dir(&wit)
             .unwrap()

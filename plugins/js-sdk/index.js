@@ -6,7 +6,7 @@
 //   import { exportPolicy, badConfig, window } from './sdk/index.js';
 //   export const policy = exportPolicy({ metadata() { … }, evaluate(ctx) { … } });
 
-import * as host from 'elastic:plugin/host@0.1.3';
+import * as host from 'elastic:plugin/host@0.1.4';
 import { parseJson } from './core.js';
 
 export * from './core.js';

@@ -446,9 +446,12 @@ fn a_backend_cannot_rank_another_group_or_touch_replicas_it_was_not_granted() {
         "5000: Err(PluginError::InvalidInput(\"5000 units: at most 1000\"))",
         // Eight rankings per call of the plugin (three were above): the loop's 5th is its last.
         "loop: [Ok(0), Ok(0), Err(PluginError::QuotaExceeded(\"more than 8 scale-in.rank / replica-units.remove calls in one call\"))]",
+        // Another group's cloud bounds are not its to report (0.1.4); its own, not upside down.
+        "limits: Err(PluginError::BadConfig(\"`someone-else` is not a group this backend scales\"))",
+        "upside down: Err(PluginError::InvalidInput(\"min-replicas 3 is above max-replicas 1\"))",
     ];
     assert_eq!(outcome, expected.join("; "));
     assert_eq!(pids(), before, "no replica was stopped or restarted");
     let denied = agent.plugin("rogue-backend").unwrap()["over_budget"]["denied"].as_u64().unwrap_or(0);
-    assert!(denied >= 3, "each refusal is counted against the plugin: {denied}");
+    assert!(denied >= 4, "each refusal is counted against the plugin: {denied}");
 }

@@ -57,11 +57,11 @@ fn plugins_are_added_swapped_kept_on_bad_replacement_and_removed_live() {
 fn a_restart_loads_compiled_plugins_from_the_cache_and_never_trusts_a_tampered_entry() {
     let dir = plugin_dir(&[&plugin("ledger")]);
     let agent = Agent::start(dir.path(), "");
-    agent.wait_log("loaded backend `ledger` 0.1.0 (contract 0.1.3, compiled in");
+    agent.wait_log("loaded backend `ledger` 0.1.0 (contract 0.1.4, compiled in");
     let data = agent.stop();
 
     let agent = Agent::start_in(dir.path(), "", data);
-    agent.wait_log("loaded backend `ledger` 0.1.0 (contract 0.1.3, from cache in");
+    agent.wait_log("loaded backend `ledger` 0.1.0 (contract 0.1.4, from cache in");
     let data = agent.stop();
 
     // Flip one byte of the cached native code: the agent must notice and recompile.
@@ -78,7 +78,7 @@ fn a_restart_loads_compiled_plugins_from_the_cache_and_never_trusts_a_tampered_e
 
     let agent = Agent::start_in(dir.path(), "", data);
     agent.wait_log("cache entry was not written by this agent; recompiling");
-    agent.wait_log("loaded backend `ledger` 0.1.0 (contract 0.1.3, compiled in");
+    agent.wait_log("loaded backend `ledger` 0.1.0 (contract 0.1.4, compiled in");
     assert_eq!(agent.plugin("ledger").unwrap()["state"], "ready");
 }
 

@@ -60,7 +60,7 @@ fn inspect_reports_kind_contract_metadata_config_keys_and_imports() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["kind"], "source");
     assert_eq!(v["name"], "http-json");
-    assert_eq!(v["contract"], "elastic:plugin@0.1.3");
+    assert_eq!(v["contract"], "elastic:plugin@0.1.4");
     let keys: Vec<&str> =
         v["config_keys"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert_eq!(keys, ["url", "metrics", "labels", "each"]);

@@ -31,7 +31,7 @@ fn a_python_policy_loads_decides_reports_errors_and_is_hot_swapped() {
             .unwrap(),
     );
     let agent = Agent::start(dir.path(), &cfg);
-    agent.wait_log("loaded policy `py-target-tracking` 0.1.0 (contract 0.1.3");
+    agent.wait_log("loaded policy `py-target-tracking` 0.1.0 (contract 0.1.4");
 
     let scaled = wait_for("the Python policy's scale to 5", LIMIT, || {
         decisions(&agent, "web").into_iter().find(|d| d["action"] == "scale" && d["target"] == 5)

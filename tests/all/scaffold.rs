@@ -101,7 +101,7 @@ fn generated_javascript_projects_install_test_build_and_load() {
         run(&format!("{name}: npm ci"), &mut npm(&["ci", "--no-audit", "--no-fund"]));
         test_build_inspect(&project, &name, kind, npm(&["test"]), npm(&["run", "build"]));
         let types = std::fs::read_to_string(project.join("types/plugin.d.ts")).unwrap();
-        assert!(types.contains(&format!("declare module 'elastic:plugin/{kind}-plugin@0.1.3'")), "{types}");
+        assert!(types.contains(&format!("declare module 'elastic:plugin/{kind}-plugin@0.1.4'")), "{types}");
     }
     // The three, as built, run together in an agent: the source's configured number is the
     // metric, the policy sizes on it, the backend keeps the size in its state and reads it back.

@@ -170,7 +170,7 @@ fn a_replica_still_busy_at_the_drain_deadline_is_kept_and_its_drain_undone() {
 #[test]
 fn a_backend_built_against_the_frozen_previous_release_scales_on_this_agent() {
     // frozen-backend was built against wit/since_v0.1.1 (released 0.1.1); this agent speaks
-    // 0.1.3; 0.1.2 added `scale-in` and `replica-units` to the backend world. frozen-policy
+    // 0.1.4; 0.1.2 added `scale-in` and `replica-units` to the backend world. frozen-policy
     // (0.1.0) wants one more each time.
     let plugins = plugin_dir(&[&fixture("frozen-backend"), &fixture("frozen-policy")]);
     let config = "[plugins.frozen-backend]\nprocesses = [\"app\"]\n\
@@ -184,19 +184,41 @@ fn a_backend_built_against_the_frozen_previous_release_scales_on_this_agent() {
     assert!(scaled["outcome"].as_str().unwrap().starts_with("0.1.1 backend set app to "), "{scaled}");
 }
 
+/// A frozen `backend` (built against `version`) scales group `app`, a supervised `sleep`, on
+/// this agent, and says which decision it carried out; `extra` adds to the configuration.
+fn frozen_backend_scales(backend: &str, version: &str, extra: &str) -> Agent {
+    let plugins = plugin_dir(&[&fixture(backend), &fixture("frozen-policy")]);
+    let config = format!(
+        "[plugins.{backend}]\nprocesses = [\"app\"]\n\
+         [[process]]\nname = \"app\"\ncommand = \"sleep\"\nargs = [\"600\"]\n\
+         [[group]]\nname = \"app\"\ninterval = \"300ms\"\npolicy = \"frozen-policy\"\nbackend = \"{backend}\"\n\
+         min = 1\nmax = 3\n{extra}"
+    );
+    let agent = Agent::start(plugins.path(), &config);
+    assert_eq!(agent.plugin(backend).unwrap()["contract"], version);
+    ready(&agent, "app", 2);
+    let scaled =
+        decision(&agent, "app", &format!("a scale by the {version} backend"), |d| d["action"] == "scale");
+    let outcome = scaled["outcome"].as_str().unwrap();
+    let expected = format!("{version} backend set app to ");
+    assert!(outcome.starts_with(&expected) && outcome.contains(" for app#"), "{scaled}");
+    agent
+}
+
 #[test]
 fn a_backend_built_against_the_frozen_release_0_1_2_scales_and_reads_its_decision_on_this_agent() {
     // frozen-backend-0-1-2 was built against wit/since_v0.1.2 (released 0.1.2); this agent
-    // speaks 0.1.3, which added `volumes` and the `volume-backend-plugin` world.
-    let plugins = plugin_dir(&[&fixture("frozen-backend-0-1-2"), &fixture("frozen-policy")]);
-    let config = "[plugins.frozen-backend-0-1-2]\nprocesses = [\"app\"]\n\
-        [[process]]\nname = \"app\"\ncommand = \"sleep\"\nargs = [\"600\"]\n\
-        [[group]]\nname = \"app\"\ninterval = \"300ms\"\npolicy = \"frozen-policy\"\nbackend = \"frozen-backend-0-1-2\"\n\
-        min = 1\nmax = 3\n";
-    let agent = Agent::start(plugins.path(), config);
-    assert_eq!(agent.plugin("frozen-backend-0-1-2").unwrap()["contract"], "0.1.2");
-    ready(&agent, "app", 2);
-    let scaled = decision(&agent, "app", "a scale by the 0.1.2 backend", |d| d["action"] == "scale");
-    let outcome = scaled["outcome"].as_str().unwrap();
-    assert!(outcome.starts_with("0.1.2 backend set app to ") && outcome.contains(" for app#"), "{scaled}");
+    // speaks 0.1.4; 0.1.3 added `volumes` and the `volume-backend-plugin` world.
+    frozen_backend_scales("frozen-backend-0-1-2", "0.1.2", "");
+}
+
+#[test]
+fn a_backend_built_against_the_frozen_release_0_1_3_scales_and_grows_its_volume_on_this_agent() {
+    // frozen-backend-0-1-3 was built against wit/since_v0.1.3 (released 0.1.3, the
+    // `volume-backend-plugin` world); this agent speaks 0.1.4, which added `cloud-limits`.
+    let storage = "[[group]]\nname = \"data\"\ninterval = \"300ms\"\npolicy = \"frozen-policy\"\n\
+        backend = \"frozen-backend-0-1-3\"\n[group.storage]\nmin_size = \"1GiB\"\nmax_size = \"3GiB\"\ncooldown = \"0s\"\n";
+    let agent = frozen_backend_scales("frozen-backend-0-1-3", "0.1.3", storage);
+    let grown = decision(&agent, "data", "a resize by the 0.1.3 backend", |d| d["action"] == "scale");
+    assert!(grown["outcome"].as_str().unwrap().contains("0.1.3 backend grew vol-0-1-3 to 2 GiB"), "{grown}");
 }

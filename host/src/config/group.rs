@@ -58,6 +58,7 @@ impl GroupSpec {
             fallback: self.fallback,
             schedules: &self.schedules,
             interval_ms: self.interval.as_millis() as i64,
+            cloud: None,
         }
     }
 }

@@ -25,6 +25,9 @@ pub struct Rules<'a> {
     pub fallback: Option<Fallback>,
     pub schedules: &'a [Window],
     pub interval_ms: i64,
+    /// The cloud's own bounds on the group, as its backend last reported them
+    /// (`cloud-limits.report`, contract 0.1.4): the target is kept inside them too. Live only.
+    pub cloud: Option<(u32, u32)>,
 }
 
 impl Rules<'_> {
@@ -134,6 +137,18 @@ pub fn decide(
         d.target = target;
         d.steps.extend(steps);
     }
+    if let Some((lo, hi)) = rules.cloud {
+        let held = d.target.clamp(lo, hi.max(lo));
+        if held != d.target {
+            d.steps.push(Step {
+                guardrail: "cloud-bounds",
+                before: d.target as f64,
+                after: held as f64,
+                why: format!("the cloud holds the group to [{lo}, {hi}]"),
+            });
+            d.target = held;
+        }
+    }
     let (tier, tier_steps) = decide_tier(wanted_tier, seen.tier, now, rules.tiers, &mem.history);
     d.target_tier = tier;
     d.steps.extend(tier_steps);
@@ -169,7 +184,7 @@ mod tests {
     }
 
     fn rules<'a>(b: &'a Behavior, t: &'a TierRules, fallback: Option<Fallback>) -> Rules<'a> {
-        Rules { behavior: b, tiers: t, fallback, schedules: &[], interval_ms: 1000 }
+        Rules { behavior: b, tiers: t, fallback, schedules: &[], interval_ms: 1000, cloud: None }
     }
 
     fn advice(replicas: f64) -> Result<Advice, String> {
@@ -190,6 +205,22 @@ mod tests {
         assert_eq!(d.reason, "wants 14");
         assert!(d.steps.iter().any(|s| s.before == 14.0 && s.after == 10.0), "{:?}", d.steps);
         assert!(d.changes(&seen(0, 2)) && !d.changes(&seen(0, 10)));
+    }
+
+    #[test]
+    fn the_clouds_own_bounds_hold_the_target_and_the_step_names_them() {
+        let (b, t) = (behavior(), TierRules::default());
+        let r = Rules { cloud: Some((2, 5)), ..rules(&b, &t, None) };
+        let mut mem = Memory::default();
+        let d = decide(&r, &r.bounds(0), seen(0, 3), advice(8.0), &mut mem);
+        assert_eq!(d.target, 5, "{:?}", d.steps);
+        let step = d.steps.last().unwrap();
+        assert_eq!((step.guardrail, step.before, step.after), ("cloud-bounds", 8.0, 5.0));
+        assert_eq!(step.why, "the cloud holds the group to [2, 5]");
+        let low = decide(&r, &r.bounds(1000), seen(1000, 3), advice(1.0), &mut mem);
+        assert_eq!(low.target, 2, "the cloud's minimum too: {:?}", low.steps);
+        let inside = decide(&r, &r.bounds(2000), seen(2000, 3), advice(4.0), &mut mem);
+        assert!(inside.steps.iter().all(|s| s.guardrail != "cloud-bounds"), "{:?}", inside.steps);
     }
 
     #[test]

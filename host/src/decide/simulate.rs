@@ -290,7 +290,8 @@ mod tests {
         policy: &mut dyn Policy,
     ) -> (Run, Score) {
         let tiers = TierRules::default();
-        let rules = Rules { behavior, tiers: &tiers, fallback: None, schedules, interval_ms: 60_000 };
+        let rules =
+            Rules { behavior, tiers: &tiers, fallback: None, schedules, interval_ms: 60_000, cloud: None };
         super::run(trace, model, &rules, policy)
     }
 

@@ -66,6 +66,7 @@ pub mod volume_backend {
             "elastic:plugin/scale-in": super::backend::elastic::plugin::scale_in,
             "elastic:plugin/replica-units": super::backend::elastic::plugin::replica_units,
             "elastic:plugin/decision": super::backend::elastic::plugin::decision,
+            "elastic:plugin/cloud-limits": super::backend::elastic::plugin::cloud_limits,
         },
     });
 }
@@ -81,6 +82,6 @@ pub use volume_backend::exports::elastic::plugin::volumes::{
 };
 
 /// The contract version this host is built for: the `@x.y.z` of every interface name.
-pub const CONTRACT_VERSION: &str = "0.1.3";
+pub const CONTRACT_VERSION: &str = "0.1.4";
 /// The WIT package name.
 pub const PACKAGE: &str = "elastic:plugin";

@@ -134,8 +134,9 @@ pub fn import_allowed(kind: Kind, name: &str) -> bool {
     if ["host", "types", "about"].iter().any(|i| package == format!("{PACKAGE}/{i}")) {
         return true;
     }
-    // What only a backend may ask of the agent: the replica count, and (0.1.2) scale-in.
-    if ["replicas", "scale-in", "replica-units", "decision"]
+    // What only a backend may ask of the agent: the replica count, (0.1.2) scale-in and the
+    // decision, (0.1.4) the cloud's bounds.
+    if ["replicas", "scale-in", "replica-units", "decision", "cloud-limits"]
         .iter()
         .any(|i| package == format!("{PACKAGE}/{i}"))
     {
@@ -187,5 +188,7 @@ mod tests {
         assert!(!import_allowed(Kind::Backend, "acme:secret/keys@1.0.0"));
         assert!(import_allowed(Kind::Backend, "elastic:plugin/scale-in@0.1.2"));
         assert!(!import_allowed(Kind::Policy, "elastic:plugin/replica-units@0.1.2"));
+        assert!(import_allowed(Kind::Backend, "elastic:plugin/cloud-limits@0.1.4"));
+        assert!(!import_allowed(Kind::Source, "elastic:plugin/cloud-limits@0.1.4"));
     }
 }

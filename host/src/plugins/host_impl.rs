@@ -1,6 +1,6 @@
 //! The `elastic:plugin/host` interface as the agent implements it for every plugin.
 
-use super::bindings::backend::elastic::plugin::{decision, replica_units, replicas, scale_in};
+use super::bindings::backend::elastic::plugin::{cloud_limits, decision, replica_units, replicas, scale_in};
 use super::bindings::host_api::{self, Level};
 use super::bindings::source::elastic::plugin::{about, types};
 use super::bindings::PluginError;
@@ -21,6 +21,7 @@ pub fn add_replicas_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Resul
     replicas::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     scale_in::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     decision::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    cloud_limits::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     replica_units::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
@@ -65,6 +66,12 @@ impl HostState {
         let why = format!("more than {max} scale-in.rank / replica-units.remove calls in one call");
         self.grants.meter.exceeded(super::meter::Budget::Denied, 1, || format!("{what}: {why}; refused"));
         Err(PluginError::QuotaExceeded(why))
+    }
+}
+
+impl cloud_limits::Host for HostState {
+    fn report(&mut self, group: String, min_replicas: u32, max_replicas: u32) -> Result<(), PluginError> {
+        self.grants.report_limits(&group, min_replicas, max_replicas).map_err(PluginError::from)
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Registry {
     replicas: std::sync::OnceLock<Arc<dyn super::sandbox::ReplicaControl>>,
     /// The scale-in ranking, for backends.
     ranking: std::sync::OnceLock<Arc<dyn super::sandbox::Ranking>>,
+    /// The clouds' bounds on groups, as backends report them (`cloud-limits`).
+    cloud_limits: Arc<super::sandbox::CloudLimits>,
     /// Whether the files present at start-up have all been tried.
     started: std::sync::atomic::AtomicBool,
     /// What the configuration asks of plugins that the loaded ones do not offer.
@@ -114,6 +116,7 @@ impl Registry {
             view: Default::default(),
             replicas: Default::default(),
             ranking: Default::default(),
+            cloud_limits: Default::default(),
             started: Default::default(),
             problems: Default::default(),
             changes: tokio::sync::watch::Sender::new(0),
@@ -130,6 +133,12 @@ impl Registry {
     /// it scales. Call before the first reconcile.
     pub fn set_ranking(&self, ranking: Arc<dyn super::sandbox::Ranking>) {
         let _ = self.ranking.set(ranking);
+    }
+
+    /// `group`'s bounds as the cloud holds them, when `backend` (the group's backend now)
+    /// reported them through `cloud-limits.report`.
+    pub fn cloud_limits(&self, group: &str, backend: &str) -> Option<(u32, u32)> {
+        self.cloud_limits.get(group, backend)
     }
 
     pub fn dir(&self) -> &Path {
@@ -525,6 +534,7 @@ impl Registry {
         }
         let mut grants = Grants::new(&name, settings, state, self.replicas.get().cloned());
         grants.ranking = self.ranking.get().cloned();
+        grants.cloud_limits = Some(self.cloud_limits.clone());
         let grants = Arc::new(grants);
         let path = prepared.path.clone();
         let parked = self.parks(&name, prepared.kind());

@@ -3,7 +3,8 @@
 //!
 //! Every grant is checked here and only here: HTTP origins in [`HttpGate::check`], secrets in
 //! [`Grants::secret`], supervised processes in [`Grants::replicas_for`], the scale-in ranking in
-//! [`Grants::ranking_for`]. Nothing else in the agent hands a plugin anything.
+//! [`Grants::ranking_for`], a group's cloud bounds in [`Grants::report_limits`]. Nothing else in
+//! the agent hands a plugin anything.
 
 use crate::config::{Origin, PluginSettings};
 use crate::store::PluginState;
@@ -31,6 +32,8 @@ pub struct Grants {
     pub replicas: Option<Arc<dyn ReplicaControl>>,
     /// Ranks units for `scale-in.rank`; reached only through [`Grants::ranking_for`].
     pub ranking: Option<Arc<dyn Ranking>>,
+    /// Where `cloud-limits.report` writes; reached only through [`Grants::report_limits`].
+    pub cloud_limits: Option<Arc<CloudLimits>>,
     /// What the plugin has made the agent spend, against its budgets.
     pub meter: Arc<super::meter::Meter>,
     /// Its outbound request rate per origin, shared by its instances.
@@ -98,6 +101,28 @@ pub type RankFuture<'a> = Pin<
     >,
 >;
 
+/// The clouds' own bounds on groups, as their backends report them (`cloud-limits.report`,
+/// contract 0.1.4): the scaler keeps a group's target inside them. A report counts only while
+/// the plugin that made it is still the group's backend.
+#[derive(Default)]
+pub struct CloudLimits(Mutex<std::collections::HashMap<String, Reported>>);
+
+/// Which backend reported a group's cloud bounds, and the bounds.
+type Reported = (Arc<str>, u32, u32);
+
+impl CloudLimits {
+    pub fn set(&self, group: &str, backend: &Arc<str>, min: u32, max: u32) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(group.to_string(), (backend.clone(), min, max));
+    }
+
+    /// `group`'s bounds as `backend` last reported them.
+    pub fn get(&self, group: &str, backend: &str) -> Option<(u32, u32)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(group).filter(|(b, ..)| &**b == backend).map(|(_, lo, hi)| (*lo, *hi))
+    }
+}
+
 /// Most units one `scale-in.rank` call may name.
 pub const MAX_RANKED_UNITS: usize = 1000;
 
@@ -118,6 +143,7 @@ impl Grants {
             state,
             replicas,
             ranking: None,
+            cloud_limits: None,
             meter,
             http_rates,
             client,
@@ -152,6 +178,7 @@ impl Grants {
             state,
             replicas: self.replicas.clone(),
             ranking: self.ranking.clone(),
+            cloud_limits: self.cloud_limits.clone(),
             meter: self.meter.clone(),
             http_rates: self.http_rates.clone(),
         };
@@ -182,6 +209,33 @@ impl Grants {
         units: usize,
     ) -> Result<Arc<dyn Ranking>, super::types::PluginError> {
         use super::types::PluginError;
+        let ranking = self.backend_of_own(group, "scale-in.rank")?;
+        if units > MAX_RANKED_UNITS {
+            return Err(PluginError::InvalidInput(format!("{units} units: at most {MAX_RANKED_UNITS}")));
+        }
+        Ok(ranking)
+    }
+
+    /// Records the cloud's bounds on `group` (`cloud-limits.report`), if — and only if — this
+    /// plugin is the group's backend.
+    pub fn report_limits(&self, group: &str, min: u32, max: u32) -> Result<(), super::types::PluginError> {
+        use super::types::PluginError;
+        self.backend_of_own(group, "cloud-limits.report")?;
+        if min > max {
+            return Err(PluginError::InvalidInput(format!("min-replicas {min} is above max-replicas {max}")));
+        }
+        let limits = self
+            .cloud_limits
+            .as_ref()
+            .ok_or_else(|| PluginError::Unavailable("no cloud limits in this agent".into()))?;
+        limits.set(group, &self.plugin, min, max);
+        Ok(())
+    }
+
+    /// The ranking (which knows each group's backend), when this plugin is `group`'s backend;
+    /// a denied call is metered and refused.
+    fn backend_of_own(&self, group: &str, what: &str) -> Result<Arc<dyn Ranking>, super::types::PluginError> {
+        use super::types::PluginError;
         let ranking = self
             .ranking
             .clone()
@@ -190,11 +244,8 @@ impl Grants {
         if backend.as_deref() != Some(&*self.plugin) {
             let group = self.meter.clean(group, 64);
             let why = format!("`{group}` is not a group this backend scales");
-            self.meter.exceeded(super::meter::Budget::Denied, 1, || format!("scale-in.rank: {why}"));
+            self.meter.exceeded(super::meter::Budget::Denied, 1, || format!("{what}: {why}"));
             return Err(PluginError::BadConfig(why));
-        }
-        if units > MAX_RANKED_UNITS {
-            return Err(PluginError::InvalidInput(format!("{units} units: at most {MAX_RANKED_UNITS}")));
         }
         Ok(ranking)
     }

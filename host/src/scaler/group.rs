@@ -522,6 +522,10 @@ pub trait GroupPlugins {
         size_gib: u64,
         decision: String,
     ) -> impl Future<Output = Result<Resized, String>> + Send;
+    /// The cloud's own bounds on the group, as its backend reported them (contract 0.1.4).
+    fn cloud_limits(&self, _group: &str) -> Option<(u32, u32)> {
+        None
+    }
 }
 
 /// The group's plugins as loaded in the registry now.
@@ -537,6 +541,10 @@ impl Loaded<'_> {
 }
 
 impl GroupPlugins for Loaded<'_> {
+    fn cloud_limits(&self, group: &str) -> Option<(u32, u32)> {
+        self.registry.cloud_limits(group, &self.spec.backend)
+    }
+
     async fn describe(&self, group: &Group, ceiling: u32) -> Result<Capacity, String> {
         let backend = self.get("backend", &self.spec.backend)?;
         let described = backend.describe(group.clone(), ceiling).await;
@@ -599,13 +607,15 @@ pub(crate) async fn evaluate(
     now: i64,
     fence: Option<&Fence<'_>>,
 ) -> (JournalEntry, Option<String>, bool) {
-    let rules = spec.rules();
+    let mut rules = spec.rules();
     let bounds = rules.bounds(now);
     let group = Group { name: spec.name.clone(), params: spec.backend_params.clone() };
     let gathered = match gather(spec, plugins, &group, store, now).await {
         Ok(g) => g,
         Err(why) => return (unrecorded(spec, now, why), None, false),
     };
+    // What the backend's describe just reported of the cloud's own bounds.
+    rules.cloud = plugins.cloud_limits(&spec.name);
     let Gathered { capacity, windows, missing, inputs } = gathered;
     let seen = Observed { now_ms: now, current: capacity.replicas, tier: capacity.tier };
     let ready = capacity.ready;

@@ -6,6 +6,7 @@
 
 use elastic_sdk::aws::xml::{self, Node};
 use elastic_sdk::aws::{AwsError, Client, AUTOSCALING, EC2};
+use elastic_sdk::scale_in::Candidate;
 use elastic_sdk::{log, Capacity, PluginError, Target};
 
 /// One instance of the group, as `DescribeAutoScalingGroups` lists it.
@@ -79,20 +80,24 @@ pub fn parse(body: &str) -> Result<Option<Asg>, PluginError> {
     }))
 }
 
-fn api(e: AwsError) -> PluginError {
-    e.into_plugin_error()
-}
-
 /// One request: the group as AWS has it now.
 pub fn describe(c: &mut Client, name: &str) -> Result<Asg, PluginError> {
     let params = vec![("AutoScalingGroupNames.member.1".to_string(), name.to_string())];
-    let body = c.call(&AUTOSCALING, "DescribeAutoScalingGroups", &params).map_err(api)?;
+    let body = c.call(&AUTOSCALING, "DescribeAutoScalingGroups", &params)?;
     parse(&body)?.ok_or_else(|| {
         PluginError::BadConfig(format!(
             "Auto Scaling group `{name}` does not exist in {} (backend_config.auto_scaling_group, or the plugin's region)",
             c.connection.region
         ))
     })
+}
+
+/// Tells the agent the group's `MinSize`/`MaxSize` (contract 0.1.4 `cloud-limits`), so it never
+/// asks for a capacity AWS would refuse. A refusal is logged, not fatal.
+pub fn report_limits(group: &str, asg: &Asg) {
+    if let Err(e) = elastic_sdk::cloud_limits::report(group, asg.min, asg.max.max(asg.min)) {
+        log::warn(&format!("reporting {}'s MinSize/MaxSize to the agent: {e:?}", asg.name));
+    }
 }
 
 /// Moves the group towards `target.replicas`; returns the capacity after and what was done.
@@ -103,6 +108,7 @@ pub fn scale(
     target: Target,
 ) -> Result<(Capacity, String), PluginError> {
     let asg = describe(c, asg_name)?;
+    report_limits(group, &asg);
     let mut done = Vec::new();
     let result = if target.replicas > asg.desired {
         grow(c, &asg, target.replicas, &mut done)
@@ -111,16 +117,28 @@ pub fn scale(
     } else {
         Ok(())
     };
+    let result = result.and_then(|()| describe(c, asg_name));
     let detail = if done.is_empty() { "nothing to do".to_string() } else { done.join("; ") };
     match result {
         Err(e) if done.is_empty() => Err(e),
         Err(e) => Err(elastic_sdk::prefixed(e, &format!("after: {detail}; then "))),
-        Ok(()) => Ok((describe(c, asg_name)?.capacity(), detail)),
+        Ok(after) => Ok((after.capacity(), detail)),
     }
 }
 
+/// `SetDesiredCapacity`, the agent's cooldowns deciding (not the group's).
+fn set_desired(c: &mut Client, asg: &Asg, to: u32) -> Result<(), PluginError> {
+    let params = vec![
+        ("AutoScalingGroupName".to_string(), asg.name.clone()),
+        ("DesiredCapacity".into(), to.to_string()),
+        ("HonorCooldown".into(), "false".into()),
+    ];
+    c.call(&AUTOSCALING, "SetDesiredCapacity", &params).map(|_| ()).map_err(|e| hint_bounds(e.into(), asg))
+}
+
 /// Tags the group with the decision (propagated to the instances it launches), sets the desired
-/// capacity, and tags the instances that appeared.
+/// capacity, and tags the instances already listed (AWS may list them only later: those get the
+/// group's tags at launch).
 fn grow(c: &mut Client, asg: &Asg, to: u32, done: &mut Vec<String>) -> Result<(), PluginError> {
     let decision = elastic_sdk::decision::id();
     let mut tags = vec![("elastic-agent".to_string(), elastic_sdk::about::hostname())];
@@ -136,15 +154,9 @@ fn grow(c: &mut Client, asg: &Asg, to: u32, done: &mut Vec<String>) -> Result<()
         params.push((format!("{p}.Value"), v.clone()));
         params.push((format!("{p}.PropagateAtLaunch"), "true".into()));
     }
-    c.call(&AUTOSCALING, "CreateOrUpdateTags", &params).map_err(api)?;
-    let params = vec![
-        ("AutoScalingGroupName".to_string(), asg.name.clone()),
-        ("DesiredCapacity".into(), to.to_string()),
-        ("HonorCooldown".into(), "false".into()),
-    ];
-    c.call(&AUTOSCALING, "SetDesiredCapacity", &params).map_err(|e| hint_bounds(api(e), asg))?;
+    c.call(&AUTOSCALING, "CreateOrUpdateTags", &params)?;
+    set_desired(c, asg, to)?;
     done.push(format!("desired capacity of {} {} → {to}", asg.name, asg.desired));
-    // The instances launched already: tag them now (later ones get the group's tags at launch).
     let after = describe(c, &asg.name)?;
     let new: Vec<String> = after
         .members()
@@ -152,7 +164,7 @@ fn grow(c: &mut Client, asg: &Asg, to: u32, done: &mut Vec<String>) -> Result<()
         .map(|i| i.id.clone())
         .collect();
     if !new.is_empty() {
-        if let Err(e) = tag_instances(c, &new, &tags) {
+        if let Err(e) = create_tags(c, &new, &tags) {
             // The group's propagated tag still marks them; a missing tag is not worth a failure.
             log::warn(&format!("tagging {} with the decision: {e:?}", new.join(", ")));
         }
@@ -161,7 +173,8 @@ fn grow(c: &mut Client, asg: &Asg, to: u32, done: &mut Vec<String>) -> Result<()
     Ok(())
 }
 
-fn tag_instances(c: &mut Client, ids: &[String], tags: &[(String, String)]) -> Result<(), AwsError> {
+/// EC2 `CreateTags`: `tags` on every resource in `ids` (instances, volumes).
+pub fn create_tags(c: &mut Client, ids: &[String], tags: &[(String, String)]) -> Result<(), AwsError> {
     let mut params = elastic_sdk::aws::client::list_params("ResourceId", ids);
     for (i, (k, v)) in tags.iter().enumerate() {
         params.push((format!("Tag.{}.Key", i + 1), k.clone()));
@@ -171,8 +184,8 @@ fn tag_instances(c: &mut Client, ids: &[String], tags: &[(String, String)]) -> R
 }
 
 /// Lowers the capacity by `asg.desired - to`: first by instances not launched yet, then by
-/// terminating chosen instances — those not in service first, then as the agent ranks them —
-/// each with its desired capacity decremented. A busy one is never chosen.
+/// terminating chosen instances — as the agent ranks them, those not in service first among the
+/// removable — each with its desired capacity decremented. A busy one is never chosen.
 fn shrink(
     c: &mut Client,
     group: &str,
@@ -186,12 +199,7 @@ fn shrink(
     if unlaunched > 0 {
         // Not below the instances there are: AWS then has nothing to terminate on its own.
         let lower = asg.desired - unlaunched;
-        let params = vec![
-            ("AutoScalingGroupName".to_string(), asg.name.clone()),
-            ("DesiredCapacity".into(), lower.to_string()),
-            ("HonorCooldown".into(), "false".into()),
-        ];
-        c.call(&AUTOSCALING, "SetDesiredCapacity", &params).map_err(|e| hint_bounds(api(e), asg))?;
+        set_desired(c, asg, lower)?;
         done.push(format!(
             "desired capacity of {} {} → {lower} (instances not launched yet)",
             asg.name, asg.desired
@@ -201,7 +209,9 @@ fn shrink(
     if need == 0 {
         return Ok(());
     }
-    let (victims, kept) = choose(group, &members, need as usize)?;
+    let ids: Vec<String> = members.iter().map(|i| i.id.clone()).collect();
+    let ranked = elastic_sdk::scale_in::rank(group, &ids)?;
+    let (victims, kept) = elastic_sdk::choose_victims(&removal_order(&members, ranked), need as usize);
     if !kept.is_empty() {
         done.push(format!("kept {} busy: {}", kept.len(), kept.join(", ")));
     }
@@ -210,45 +220,35 @@ fn shrink(
             ("InstanceId".to_string(), id.clone()),
             ("ShouldDecrementDesiredCapacity".into(), "true".into()),
         ];
-        c.call(&AUTOSCALING, "TerminateInstanceInAutoScalingGroup", &params)
-            .map_err(|e| hint_bounds(api(e), asg))?;
+        // Never sent twice: a lost answer may mean it was carried out (the next describe tells).
+        c.call_once(&AUTOSCALING, "TerminateInstanceInAutoScalingGroup", &params)
+            .map_err(|e| hint_bounds(e.into(), asg))?;
         done.push(format!("terminated {id}"));
     }
     Ok(())
 }
 
-/// The `count` instances to terminate: those not in service first, then the agent's ranking of
-/// the others; never one that reports busy (fewer go, and those kept are named).
-fn choose(
-    group: &str,
-    members: &[&Instance],
-    count: usize,
-) -> Result<(Vec<String>, Vec<String>), PluginError> {
-    let (mut chosen, rest) = not_serving_first(members, count);
-    if chosen.len() == count || rest.is_empty() {
-        return Ok((chosen, vec![]));
-    }
-    let ranked = elastic_sdk::scale_in::rank(group, &rest)?;
-    let (picked, kept) = elastic_sdk::choose_victims(&ranked, count - chosen.len());
-    chosen.extend(picked);
-    Ok((chosen, kept))
+/// The agent's ranking, with the removable instances that serve nothing (pending, unhealthy)
+/// moved first; the ranking's order otherwise, and a busy instance never removable.
+pub fn removal_order(members: &[&Instance], mut ranked: Vec<Candidate>) -> Vec<Candidate> {
+    let serving = |unit: &str| members.iter().any(|i| i.id == unit && i.ready());
+    ranked.sort_by_key(|c| (!c.removable, serving(&c.unit)));
+    ranked
 }
 
-/// Up to `count` instances that serve nothing (pending, unhealthy), and the rest in service.
-pub fn not_serving_first(members: &[&Instance], count: usize) -> (Vec<String>, Vec<String>) {
-    let chosen: Vec<String> =
-        members.iter().filter(|i| !i.ready()).take(count).map(|i| i.id.clone()).collect();
-    let rest = members.iter().filter(|i| !chosen.contains(&i.id)).map(|i| i.id.clone()).collect();
-    (chosen, rest)
-}
-
-/// AWS's refusal to leave the group's own bounds, with what to change.
+/// AWS's refusal to leave the group's own bounds (a desired capacity outside them, a
+/// termination below `MinSize`), with what to change.
 fn hint_bounds(e: PluginError, asg: &Asg) -> PluginError {
     match e {
-        PluginError::BadConfig(m) if m.contains("ValidationError") => PluginError::BadConfig(format!(
-            "{m} (the Auto Scaling group's MinSize {} / MaxSize {} must hold the agent group's min and max)",
-            asg.min, asg.max
-        )),
+        PluginError::BadConfig(m)
+            if m.contains("ValidationError")
+                && (m.contains("SetDesiredCapacity") || m.to_ascii_lowercase().contains("min size")) =>
+        {
+            PluginError::BadConfig(format!(
+                "{m} (the Auto Scaling group's MinSize {} / MaxSize {} must hold the agent group's min and max)",
+                asg.min, asg.max
+            ))
+        }
         e => e,
     }
 }
@@ -288,10 +288,22 @@ mod tests {
     }
 
     #[test]
-    fn instances_not_serving_go_first() {
+    fn the_removable_instances_not_serving_go_first_and_a_busy_one_never() {
         let asg = parse(DESCRIBED).unwrap().unwrap();
         let members: Vec<&Instance> = asg.members().collect();
-        assert_eq!(not_serving_first(&members, 1), (vec!["i-2".to_string()], vec!["i-1".to_string()]));
-        assert_eq!(not_serving_first(&members, 2).1, ["i-1"], "the in-service one is left to the ranking");
+        let candidate = |unit: &str, removable: bool| Candidate {
+            unit: unit.into(),
+            removable,
+            busy: None,
+            activity: None,
+            reason: String::new(),
+        };
+        // The agent ranks i-1 (in service) before i-2 (pending): pending goes first anyway.
+        let order = removal_order(&members, vec![candidate("i-1", true), candidate("i-2", true)]);
+        assert_eq!(order.iter().map(|c| c.unit.as_str()).collect::<Vec<_>>(), ["i-2", "i-1"]);
+        // A pending instance that reports busy is not removable: it stays last, never chosen.
+        let order = removal_order(&members, vec![candidate("i-1", true), candidate("i-2", false)]);
+        let (victims, kept) = elastic_sdk::choose_victims(&order, 2);
+        assert_eq!((victims, kept.len()), (vec!["i-1".to_string()], 1));
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::config::{GroupParams, VolumeRef};
 use elastic_sdk::aws::xml::{self, Node};
-use elastic_sdk::aws::{AwsError, Client, EC2};
+use elastic_sdk::aws::{Client, EC2};
 use elastic_sdk::http::sleep;
 use elastic_sdk::{host, log, PluginError};
 use std::time::Duration;
@@ -51,10 +51,6 @@ impl EbsVolume {
             _ => None,
         }
     }
-}
-
-fn api(e: AwsError) -> PluginError {
-    e.into_plugin_error()
 }
 
 /// The volume from a `DescribeVolumes` answer (the first listed).
@@ -107,7 +103,7 @@ pub fn describe(c: &mut Client, group: &str, params: &GroupParams) -> Result<Ebs
             ("Filter.2.Value.1".into(), device),
         ],
     };
-    let body = c.call(&EC2, "DescribeVolumes", &query).map_err(api)?;
+    let body = c.call(&EC2, "DescribeVolumes", &query)?;
     let mut v = parse_volume(&body)?.ok_or_else(|| {
         PluginError::BadConfig(format!(
             "group[{group}].backend_config names no EBS volume in {} ({})",
@@ -115,9 +111,11 @@ pub fn describe(c: &mut Client, group: &str, params: &GroupParams) -> Result<Ebs
             query.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(" ")
         ))
     })?;
-    let body = c
-        .call(&EC2, "DescribeVolumesModifications", &[("VolumeId.1".to_string(), v.id.clone())])
-        .map_err(api)?;
+    // By filter, not `VolumeId.1`: AWS answers a volume never modified with
+    // `InvalidVolumeModification.NotFound` to the latter, an empty set to the former.
+    let filter =
+        [("Filter.1.Name".to_string(), "volume-id".to_string()), ("Filter.1.Value.1".into(), v.id.clone())];
+    let body = c.call(&EC2, "DescribeVolumesModifications", &filter)?;
     v.modification = parse_modification(&body)?;
     Ok(v)
 }
@@ -140,21 +138,13 @@ pub fn modify(
         return Err(PluginError::Conflict(why));
     }
     let started = host::now_ms();
-    let body = c
-        .call(
-            &EC2,
-            "ModifyVolume",
-            &[("VolumeId".to_string(), before.id.clone()), ("Size".into(), size_gib.to_string())],
-        )
-        .map_err(api)?;
+    // Never sent twice: a lost answer may mean it was accepted (`pending` then tells).
+    let modify = [("VolumeId".to_string(), before.id.clone()), ("Size".into(), size_gib.to_string())];
+    let body = c.call_once(&EC2, "ModifyVolume", &modify)?;
     let accepted = parse_modification(&body)?;
     if let Some(id) = elastic_sdk::decision::id() {
-        let tags = [
-            ("ResourceId.1".to_string(), before.id.clone()),
-            ("Tag.1.Key".into(), "elastic-decision".into()),
-            ("Tag.1.Value".into(), id),
-        ];
-        if let Err(e) = c.call(&EC2, "CreateTags", &tags) {
+        let tags = [("elastic-decision".to_string(), id)];
+        if let Err(e) = crate::asg::create_tags(c, std::slice::from_ref(&before.id), &tags) {
             log::warn(&format!("tagging {} with the decision: {e:?}", before.id));
         }
     }

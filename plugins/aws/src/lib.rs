@@ -76,7 +76,11 @@ impl Guest for Aws {
 
     fn describe(g: Group) -> Result<Capacity, PluginError> {
         let params = GroupParams::parse(&g.name, &g.params)?;
-        with_client(&g.name, "describe", |c| Ok(asg::describe(c, params.asg(&g.name))?.capacity()))
+        with_client(&g.name, "describe", |c| {
+            let asg = asg::describe(c, params.asg(&g.name))?;
+            asg::report_limits(&g.name, &asg);
+            Ok(asg.capacity())
+        })
     }
 
     fn scale(g: Group, target: Target) -> Result<Outcome, PluginError> {

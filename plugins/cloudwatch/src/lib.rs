@@ -108,6 +108,21 @@ impl Query {
     }
 }
 
+/// The connection with a source's own defaults: a collection must end within the source's call
+/// limit (its `timeout`, 10 s by default), so unless the operator says otherwise each request
+/// gets 3 s and one retry, not the backend's 10 s and four.
+pub fn source_connection(config_json: &str, connection: &Connection) -> Connection {
+    let given: serde_json::Value = serde_json::from_str(config_json).unwrap_or_default();
+    let mut c = connection.clone();
+    if given.get("request_timeout").is_none() {
+        c.request_timeout = Duration::from_secs(3);
+    }
+    if given.get("retries").is_none() {
+        c.retries = 1;
+    }
+    c
+}
+
 /// The newest finite datapoint of each query in a `GetMetricData` answer: (query index, ms, value).
 pub fn newest(body: &str) -> Result<Vec<(usize, i64, f64)>, PluginError> {
     let doc = xml::parse(body, "monitoring GetMetricData")?;
@@ -180,7 +195,7 @@ impl Guest for CloudWatch {
         let body = CLIENT.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.as_ref().is_none_or(|(s, _)| *s != source) {
-                *slot = Some((source.clone(), Client::new(config.connection.clone())));
+                *slot = Some((source.clone(), Client::new(source_connection(&source, &config.connection))));
             }
             let (_, client) = slot.as_mut().expect("just set");
             client.call(&CLOUDWATCH, "GetMetricData", &params).map_err(|e| e.into_plugin_error())
@@ -215,6 +230,18 @@ mod tests {
         let got = newest(ANSWER).unwrap();
         let t = |s| elastic_sdk::time::iso_to_ms(s).unwrap();
         assert_eq!(got, vec![(1, t("2026-12-05T02:02:39Z"), 50.0), (3, t("2026-12-05T02:01:39Z"), 1.0)]);
+    }
+
+    #[test]
+    fn a_source_asks_briefly_unless_told_otherwise() {
+        let parse = |json: &str| {
+            let c: Config = serde_json::from_str(json).unwrap();
+            source_connection(json, &c.connection)
+        };
+        let quick = parse(r#"{"region": "eu-west-1", "queries": []}"#);
+        assert_eq!((quick.request_timeout, quick.retries), (Duration::from_secs(3), 1));
+        let told = parse(r#"{"region": "eu-west-1", "queries": [], "request_timeout": "8s", "retries": 0}"#);
+        assert_eq!((told.request_timeout, told.retries), (Duration::from_secs(8), 0));
     }
 
     #[test]

@@ -315,7 +315,6 @@ pub fn find_endpoint(catalog: &[Value], kind: &str, interface: &str, region: Opt
         })
 }
 
-/// A number in [0, 1) from the host's random source, for jitter.
 /// Eight random hex digits, for server names.
 pub fn random_suffix() -> String {
     format!("{:08x}", wasip2::random::random::get_random_u64() as u32)

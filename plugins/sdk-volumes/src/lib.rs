@@ -15,13 +15,14 @@ pub mod bindings {
         export_macro_name: "export_volume_backend",
         default_bindings_module: "elastic_sdk_volumes::bindings",
         with: {
-            "elastic:plugin/types@0.1.3": elastic_sdk::source::bindings::elastic::plugin::types,
-            "elastic:plugin/host@0.1.3": elastic_sdk::source::bindings::elastic::plugin::host,
-            "elastic:plugin/about@0.1.3": elastic_sdk::source::bindings::elastic::plugin::about,
-            "elastic:plugin/replicas@0.1.3": elastic_sdk::backend::bindings::elastic::plugin::replicas,
-            "elastic:plugin/scale-in@0.1.3": elastic_sdk::backend::bindings::elastic::plugin::scale_in,
-            "elastic:plugin/replica-units@0.1.3": elastic_sdk::backend::bindings::elastic::plugin::replica_units,
-            "elastic:plugin/decision@0.1.3": elastic_sdk::backend::bindings::elastic::plugin::decision,
+            "elastic:plugin/types@0.1.4": elastic_sdk::source::bindings::elastic::plugin::types,
+            "elastic:plugin/host@0.1.4": elastic_sdk::source::bindings::elastic::plugin::host,
+            "elastic:plugin/about@0.1.4": elastic_sdk::source::bindings::elastic::plugin::about,
+            "elastic:plugin/replicas@0.1.4": elastic_sdk::backend::bindings::elastic::plugin::replicas,
+            "elastic:plugin/scale-in@0.1.4": elastic_sdk::backend::bindings::elastic::plugin::scale_in,
+            "elastic:plugin/replica-units@0.1.4": elastic_sdk::backend::bindings::elastic::plugin::replica_units,
+            "elastic:plugin/decision@0.1.4": elastic_sdk::backend::bindings::elastic::plugin::decision,
+            "elastic:plugin/cloud-limits@0.1.4": elastic_sdk::backend::bindings::elastic::plugin::cloud_limits,
         },
     });
 }

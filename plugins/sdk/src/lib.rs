@@ -35,9 +35,9 @@ pub mod policy {
             export_macro_name: "export_policy",
             default_bindings_module: "elastic_sdk::policy::bindings",
             with: {
-                "elastic:plugin/types@0.1.3": crate::source::bindings::elastic::plugin::types,
-                "elastic:plugin/host@0.1.3": crate::source::bindings::elastic::plugin::host,
-                "elastic:plugin/about@0.1.3": crate::source::bindings::elastic::plugin::about,
+                "elastic:plugin/types@0.1.4": crate::source::bindings::elastic::plugin::types,
+                "elastic:plugin/host@0.1.4": crate::source::bindings::elastic::plugin::host,
+                "elastic:plugin/about@0.1.4": crate::source::bindings::elastic::plugin::about,
             },
         });
     }
@@ -54,9 +54,9 @@ pub mod backend {
             export_macro_name: "export_backend",
             default_bindings_module: "elastic_sdk::backend::bindings",
             with: {
-                "elastic:plugin/types@0.1.3": crate::source::bindings::elastic::plugin::types,
-                "elastic:plugin/host@0.1.3": crate::source::bindings::elastic::plugin::host,
-                "elastic:plugin/about@0.1.3": crate::source::bindings::elastic::plugin::about,
+                "elastic:plugin/types@0.1.4": crate::source::bindings::elastic::plugin::types,
+                "elastic:plugin/host@0.1.4": crate::source::bindings::elastic::plugin::host,
+                "elastic:plugin/about@0.1.4": crate::source::bindings::elastic::plugin::about,
             },
         });
     }
@@ -220,6 +220,9 @@ pub use backend::bindings::elastic::plugin::{replica_units, scale_in};
 
 /// The id of the decision a `scale` call carries out (contract 0.1.2), to tag what it creates.
 pub use backend::bindings::elastic::plugin::decision;
+
+/// The cloud's own bounds on a group (contract 0.1.4): `cloud_limits::report(group, min, max)`.
+pub use backend::bindings::elastic::plugin::cloud_limits;
 
 /// The same error variant with more context in front (`after: created web-4; then …`).
 pub fn prefixed(e: PluginError, text: &str) -> PluginError {

@@ -4,8 +4,9 @@
 //! checks the signature once `enable_auth` turned its IAM checks on).
 
 use crate::common::{free_port, root, skipped, wait_for};
-use elastic_sdk::aws::client::sign_form;
+use elastic_sdk::aws::client::{form_body, sign_form, Target};
 use elastic_sdk::aws::sigv4;
+use elastic_sdk::aws::{Service, AUTOSCALING, CLOUDWATCH, EC2};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -78,24 +79,24 @@ impl Moto {
         action: &str,
         params: &[(&str, String)],
     ) -> Result<String, (u16, String)> {
-        let version = match service {
-            "autoscaling" => "2011-01-01",
-            "ec2" => "2016-11-15",
-            "monitoring" => "2010-08-01",
-            "iam" => "2010-05-08",
-            "sts" => "2011-06-15",
+        let api = match service {
+            "autoscaling" => AUTOSCALING,
+            "ec2" => EC2,
+            "monitoring" => CLOUDWATCH,
+            "iam" => Service { name: "iam", version: "2010-05-08" },
+            "sts" => Service { name: "sts", version: "2011-06-15" },
             other => panic!("no API version for {other}"),
         };
-        let mut body = format!("Action={action}&Version={version}");
-        for (k, v) in params {
-            body.push_str(&format!("&{}={}", sigv4::encode(k, true), sigv4::encode(v, true)));
-        }
+        let params: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let body = form_body(&api, action, &params);
         let (key, secret) = self.keys.lock().unwrap().clone();
         let credentials =
             sigv4::Credentials { access_key_id: key, secret_access_key: secret, session_token: None };
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-        let headers = sign_form(&credentials, REGION, service, &self.addr.to_string(), &body, now);
+        let authority = self.addr.to_string();
+        let target = Target { authority: &authority, path: "/" };
+        let headers = sign_form(&credentials, REGION, service, &target, &body, now);
         let mut http = reqwest::blocking::Client::new().post(format!("{}/", self.url()));
         for (k, v) in &headers {
             http = http.header(k, v);
@@ -118,6 +119,11 @@ impl Moto {
     /// A launch template and an Auto Scaling group `name` (MinSize 0, MaxSize 5) with `desired`
     /// instances.
     pub fn create_asg(&self, name: &str, desired: u32) {
+        self.create_asg_within(name, desired, 5);
+    }
+
+    /// As [`Moto::create_asg`], with MaxSize `max`.
+    pub fn create_asg_within(&self, name: &str, desired: u32, max: u32) {
         self.call(
             "ec2",
             "CreateLaunchTemplate",
@@ -134,7 +140,7 @@ impl Moto {
                 ("AutoScalingGroupName", name.into()),
                 ("LaunchTemplate.LaunchTemplateName", format!("{name}-lt")),
                 ("MinSize", "0".into()),
-                ("MaxSize", "5".into()),
+                ("MaxSize", max.to_string()),
                 ("DesiredCapacity", desired.to_string()),
                 ("AvailabilityZones.member.1", format!("{REGION}a")),
             ],

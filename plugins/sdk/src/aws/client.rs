@@ -102,19 +102,40 @@ impl Client {
     }
 
     /// Calls `action` of `service` with `params` (already flattened: `Tags.member.1.Key`),
-    /// and returns the XML answer. Retries what may be retried; the error names the call.
+    /// and returns the XML answer. Retries what may be retried; the error names the call. For
+    /// calls that set, tag or read: sending one twice does no harm.
     pub fn call(
         &mut self,
         service: &Service,
         action: &str,
         params: &[(String, String)],
     ) -> Result<String, AwsError> {
+        self.call_with(service, action, params, true)
+    }
+
+    /// As [`Client::call`], for a call that must not be carried out twice (terminating with a
+    /// decrement, modifying a volume): only a throttled answer — AWS did nothing — is retried.
+    /// A 5xx or a broken connection is returned at once, saying the call may have been carried
+    /// out: the caller's next describe tells.
+    pub fn call_once(
+        &mut self,
+        service: &Service,
+        action: &str,
+        params: &[(String, String)],
+    ) -> Result<String, AwsError> {
+        self.call_with(service, action, params, false)
+    }
+
+    fn call_with(
+        &mut self,
+        service: &Service,
+        action: &str,
+        params: &[(String, String)],
+        repeatable: bool,
+    ) -> Result<String, AwsError> {
         let call = format!("{} {action}", service.name);
         let url = self.connection.endpoint(service);
-        let mut body = format!("Action={action}&Version={}", service.version);
-        for (k, v) in params {
-            body.push_str(&format!("&{}={}", sigv4::encode(k, true), sigv4::encode(v, true)));
-        }
+        let body = form_body(service, action, params);
         let mut attempt = 0;
         let mut renewed = false;
         loop {
@@ -131,6 +152,12 @@ impl Client {
                 self.provider.forget();
                 renewed = true;
                 continue;
+            }
+            if !repeatable && err.retryable() && !err.throttled() {
+                let mut err = err;
+                err.message
+                    .push_str(" (it may have been carried out: not sent again; the next describe tells)");
+                return Err(err);
             }
             if !err.retryable() || attempt > self.connection.retries {
                 return Err(err);
@@ -162,9 +189,12 @@ impl Client {
             e.call = format!("{call} (credentials: {})", e.call);
             (e, None)
         })?;
-        let authority = url.split_once("://").map_or(url, |(_, r)| r.split('/').next().unwrap_or(r));
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let (authority, path) =
+            rest.split_once('/').map_or((rest, String::new()), |(a, p)| (a, format!("/{p}")));
+        let target = Target { authority, path: &format!("{path}/") };
         let headers =
-            sign_form(&credentials, &self.connection.region, service.name, authority, body, host::now_ms());
+            sign_form(&credentials, &self.connection.region, service.name, &target, body, host::now_ms());
         let mut http = Request::new("POST", &format!("{url}/")).timeout(self.connection.request_timeout);
         for (k, v) in &headers {
             http = http.header(k, v);
@@ -189,19 +219,34 @@ impl Client {
 /// The content type of every query-protocol call.
 pub const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
 
-/// The headers of a form-encoded `POST /` of `body` to `authority` (`host[:port]`), signed for
-/// `service` in `region` at `now_ms`: the content type, `x-amz-date`, the session token if any,
-/// and `authorization`. (`host` is signed, and sent by the HTTP client from the URL.)
+/// Where a form is posted: `host[:port]` as in the URL, and the path (`/`).
+pub struct Target<'a> {
+    pub authority: &'a str,
+    pub path: &'a str,
+}
+
+/// The body of a query-protocol call: `Action`, `Version`, then `params`, encoded.
+pub fn form_body(service: &Service, action: &str, params: &[(String, String)]) -> String {
+    let mut body = format!("Action={action}&Version={}", service.version);
+    for (k, v) in params {
+        body.push_str(&format!("&{}={}", sigv4::encode(k, true), sigv4::encode(v, true)));
+    }
+    body
+}
+
+/// The headers of a form-encoded `POST` of `body` to `target`, signed for `service` in
+/// `region` at `now_ms`: the content type, `x-amz-date`, the session token if any, and
+/// `authorization`. (`host` is signed, and sent by the HTTP client from the URL.)
 pub fn sign_form(
     credentials: &Credentials,
     region: &str,
     service: &str,
-    authority: &str,
+    target: &Target,
     body: &str,
     now_ms: i64,
 ) -> Vec<(String, String)> {
     let signed_headers =
-        [("host".to_string(), authority.to_string()), ("content-type".to_string(), FORM.to_string())];
+        [("host".to_string(), target.authority.to_string()), ("content-type".to_string(), FORM.to_string())];
     let amz_date = crate::time::amz_date(now_ms);
     let scope = Scope {
         region,
@@ -213,7 +258,7 @@ pub fn sign_form(
     };
     let request = sigv4::Request {
         method: "POST",
-        path: "/",
+        path: target.path,
         query: "",
         headers: &signed_headers,
         body: body.as_bytes(),

@@ -108,6 +108,12 @@ impl AwsError {
     }
 }
 
+impl From<AwsError> for PluginError {
+    fn from(e: AwsError) -> PluginError {
+        e.into_plugin_error()
+    }
+}
+
 /// `(code, message)` from an error body of either shape; the start of the body when it is not
 /// XML (a proxy's page).
 pub fn parse_error(body: &[u8]) -> (String, String) {

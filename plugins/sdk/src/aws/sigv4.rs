@@ -1,7 +1,7 @@
 //! AWS Signature Version 4: the canonical request, the string to sign, the signing key and the
 //! signature, for a request signed in its headers (`Authorization`) or in its query (a presigned
 //! URL). Pure: no clock, no network — checked against every vector of the official test suite
-//! (`tests/sigv4-vectors`, from awslabs/aws-c-auth) in `tests/sigv4.rs`.
+//! (`tests/sigv4-vectors`, from awslabs/aws-c-auth) in `sigv4_vectors.rs`.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
