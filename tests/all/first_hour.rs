@@ -262,6 +262,7 @@ fn the_shipped_configuration_on_the_whole_plugins_folder_is_quiet_and_needs_noth
     let loud: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
     assert!(loud.is_empty(), "no WARN or ERROR on the default configuration: {loud:#?}\n{log}");
     assert_eq!(agent.plugin("prometheus").unwrap()["state"], "disabled");
+    assert_eq!(agent.plugin("cloudwatch").unwrap()["state"], "disabled");
     let (code, out, _) = agent.cli(&["status"]);
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("needs attention"), "{out}");
