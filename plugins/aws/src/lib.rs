@@ -23,34 +23,17 @@ pub mod ebs;
 use config::GroupParams;
 use elastic_sdk::aws::{Client, Connection};
 use elastic_sdk::backend::{Group, Guest, Outcome};
-use elastic_sdk::{host, key, log, parse_json, Capacity, Metadata, PluginError, Target};
+use elastic_sdk::{key, parse_json, Capacity, Metadata, PluginError, Target};
 use elastic_sdk_volumes::{Resized, Volume, VolumeGroup};
-use std::cell::RefCell;
 
-thread_local! {
-    /// The connection, rebuilt when the plugin's config changes (instance credentials cached).
-    static CLIENT: RefCell<Option<(String, Client)>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with the client, logging how many requests the call made.
+/// Runs `f` with the plugin instance's AWS client (see `elastic_sdk::aws::client::with_client`).
 fn with_client<T>(
     group: &str,
     what: &str,
     f: impl FnOnce(&mut Client) -> Result<T, PluginError>,
 ) -> Result<T, PluginError> {
-    let source = host::config();
-    CLIENT.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(s, _)| *s != source) {
-            let connection: Connection = parse_json(&source, "[plugins.aws.config]")?;
-            *slot = Some((source, Client::new(connection)));
-        }
-        let (_, client) = slot.as_mut().expect("just set");
-        client.requests = 0;
-        let result = f(client);
-        log::debug(&format!("{what} {group}: {} API requests", client.requests));
-        result
-    })
+    let connection = |json: &str| parse_json::<Connection>(json, "[plugins.aws.config]");
+    elastic_sdk::aws::client::with_client(&format!("{what} {group}"), connection, f)
 }
 
 struct Aws;

@@ -18,11 +18,10 @@
 //! holds), never a zero — as the prometheus source does. Errors are AWS's, mapped by the SDK.
 
 use elastic_sdk::aws::xml;
-use elastic_sdk::aws::{Client, Connection, CLOUDWATCH};
+use elastic_sdk::aws::{Connection, CLOUDWATCH};
 use elastic_sdk::source::Guest;
 use elastic_sdk::{host, key, log, parse_json, Label, Metadata, PluginError, Sample};
 use serde::Deserialize;
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -150,10 +149,6 @@ pub fn newest(body: &str) -> Result<Vec<(usize, i64, f64)>, PluginError> {
 /// What one `GetMetricData` call takes.
 const MAX_QUERIES: usize = 500;
 
-thread_local! {
-    static CLIENT: RefCell<Option<(String, Client)>> = const { RefCell::new(None) };
-}
-
 struct CloudWatch;
 
 impl Guest for CloudWatch {
@@ -192,13 +187,9 @@ impl Guest for CloudWatch {
         ));
         params.push(("EndTime".into(), elastic_sdk::time::ms_to_iso(now)));
         params.push(("ScanBy".into(), "TimestampDescending".into()));
-        let body = CLIENT.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.as_ref().is_none_or(|(s, _)| *s != source) {
-                *slot = Some((source.clone(), Client::new(source_connection(&source, &config.connection))));
-            }
-            let (_, client) = slot.as_mut().expect("just set");
-            client.call(&CLOUDWATCH, "GetMetricData", &params).map_err(|e| e.into_plugin_error())
+        let connection = |json: &str| Ok(source_connection(json, &config.connection));
+        let body = elastic_sdk::aws::client::with_client("collect", connection, |client| {
+            Ok(client.call(&CLOUDWATCH, "GetMetricData", &params)?)
         })?;
         let mut samples = Vec::new();
         for (n, t_ms, value) in newest(&body)? {

@@ -86,6 +86,34 @@ impl Connection {
     }
 }
 
+thread_local! {
+    /// This plugin instance's client and the config text it was made from.
+    static CLIENT: std::cell::RefCell<Option<(String, Client)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with this plugin instance's client — made anew when the plugin's config (`host.config`)
+/// changed, `connection` reading it from that JSON; otherwise kept, with the instance
+/// credentials it cached — and logs how many requests `what` took.
+pub fn with_client<T>(
+    what: &str,
+    connection: impl FnOnce(&str) -> Result<Connection, crate::PluginError>,
+    f: impl FnOnce(&mut Client) -> Result<T, crate::PluginError>,
+) -> Result<T, crate::PluginError> {
+    let source = host::config();
+    CLIENT.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(s, _)| *s != source) {
+            let made = Client::new(connection(&source)?);
+            *slot = Some((source, made));
+        }
+        let (_, client) = slot.as_mut().expect("just set");
+        client.requests = 0;
+        let result = f(client);
+        log::debug(&format!("{what}: {} AWS requests", client.requests));
+        result
+    })
+}
+
 /// A connection with its credentials, kept as long as the plugin instance.
 pub struct Client {
     pub connection: Connection,
