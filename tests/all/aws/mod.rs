@@ -44,6 +44,11 @@ fn asg_group(name: &str, extra: &str) -> String {
     )
 }
 
+/// The agent, signing with moto's default keys (its IAM checks off).
+fn with_default_keys(plugins: &std::path::Path, config: &str) -> Agent {
+    Agent::start_env(plugins, config, &[("TEST_AWS_KEY", "testing"), ("TEST_AWS_SECRET", "testing")])
+}
+
 fn plugins() -> tempfile::TempDir {
     plugin_dir(&[&plugin("http-json"), &plugin("target-tracking"), &plugin("aws"), &plugin("cloudwatch")])
 }
@@ -160,8 +165,7 @@ fn throttling_validation_and_busy_faults_from_our_proxy_are_retried_or_reported_
     let group = asg_group("api", &format!("backend_config = {{ auto_scaling_group = \"{asg}\" }}\n"));
     let config = format!("{}{}\n{group}", app_source(&app), aws_plugin(&proxy, "retries = 4\n"));
     let dir = plugins();
-    let agent =
-        Agent::start_env(dir.path(), &config, &[("TEST_AWS_KEY", "testing"), ("TEST_AWS_SECRET", "testing")]);
+    let agent = with_default_keys(dir.path(), &config);
     wait_for("the agent sees 1 ready", LIMIT, || (group_status(&agent, "api")["ready"] == 1).then_some(()));
 
     // 1. A burst of throttling on the describe: retried with backoff, nothing changes.
@@ -258,8 +262,7 @@ fn the_auto_scaling_groups_own_max_size_holds_the_target_and_the_journal_says_so
     let group = asg_group("small", "backend_config = { auto_scaling_group = \"small-asg\" }\n");
     let config = format!("{}{}\n{group}", app_source(&app), aws_plugin(&proxy, ""));
     let dir = plugins();
-    let agent =
-        Agent::start_env(dir.path(), &config, &[("TEST_AWS_KEY", "testing"), ("TEST_AWS_SECRET", "testing")]);
+    let agent = with_default_keys(dir.path(), &config);
     let held = wait_journal(&agent, "small", "a decision held by the cloud's bounds", |d| {
         d["steps"].as_array().into_iter().flatten().any(|s| s["guardrail"] == "cloud-bounds")
     });
@@ -344,8 +347,7 @@ fn cloudwatch_metrics_put_through_the_api_feed_a_group_and_instance_credentials_
     );
     let config = format!("{source}{}\n{group}", aws_plugin(&proxy, ""));
     let dir = plugins();
-    let agent =
-        Agent::start_env(dir.path(), &config, &[("TEST_AWS_KEY", "testing"), ("TEST_AWS_SECRET", "testing")]);
+    let agent = with_default_keys(dir.path(), &config);
     in_service(&moto, asg, 3);
     let log = proxy.log();
     assert!(
@@ -389,8 +391,7 @@ fn a_storage_group_grows_an_ebs_volume_tags_the_decision_and_keeps_awss_four_a_d
     );
     let config = format!("{}{}\n{group}", app_source(&app), aws_plugin(&proxy, ""));
     let dir = plugins();
-    let agent =
-        Agent::start_env(dir.path(), &config, &[("TEST_AWS_KEY", "testing"), ("TEST_AWS_SECRET", "testing")]);
+    let agent = with_default_keys(dir.path(), &config);
     // AWS allows 4 modifications of a volume in 24 h (the default per_day); moto allows any.
     let limited = wait_journal(&agent, "data", "the daily limit", |d| {
         d["steps"].as_array().into_iter().flatten().any(|s| s["guardrail"] == "per-day")
@@ -438,7 +439,7 @@ fn in_a_fleet_only_the_leader_calls_aws_and_a_follower_sends_it_nothing() {
                 etcd.endpoints_toml(),
                 asg_group("fleet", "coordination = \"cluster\"\nbackend_config = { auto_scaling_group = \"fleet-asg\" }\n")
             );
-            Agent::start_env(dir.path(), &config, &[("TEST_AWS_KEY", "testing"), ("TEST_AWS_SECRET", "testing")])
+            with_default_keys(dir.path(), &config)
         })
         .collect();
     in_service(&moto, "fleet-asg", 2);
