@@ -71,6 +71,10 @@ pub async fn serve(
             }
             None => refuse(stream, &table.telemetry),
         }
+        // Let the task of a connection this one evicted run and close its socket before the
+        // next accept: a burst of connections then holds the caps' descriptors, not the caps'
+        // plus as many evicted ones as the backlog had while this loop kept the worker.
+        tokio::task::yield_now().await;
     }
     drop(listener);
     let _ = stop_tx.send(true);
