@@ -33,6 +33,15 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Replay a group's recorded history (the agent's database) through its running policy and
+    /// candidate settings, walk-forward, and recommend a policy_config at least as good on cost
+    /// and time under-provisioned. Changes nothing; runs at nice 19.
+    Tune {
+        #[command(flatten)]
+        args: commands::TuneArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// The decision journal of the scaling groups (works while the agent runs). Holds that say
     /// the same are one line (`hold ×N`), as on the page.
     Decisions {
@@ -390,6 +399,7 @@ fn main() {
         Some(Command::Ps { json, run }) => commands::ps(run.into_options(), json),
         Some(Command::Status { json, run }) => commands::status(run.into_options(), json),
         Some(Command::Simulate { args, run }) => commands::simulate(run.into_options(), args),
+        Some(Command::Tune { args, run }) => commands::tune(run.into_options(), args),
         Some(Command::Storage(StorageCommand::Grow { mount_point, size, wait, json })) => {
             let request = agent::storage::grow::Request { mount_point, device_bytes: size, wait };
             commands::storage_grow(request, json)

@@ -33,6 +33,7 @@ mod storage;
 mod supervisor;
 mod supervisor_ops;
 mod trust;
+mod tune;
 mod week_old;
 
 /// Under `CI=true` only what `tests/skips-allowed` names may be skipped (`common::skipped`).

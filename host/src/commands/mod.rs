@@ -7,12 +7,14 @@ mod sign;
 mod simulate;
 mod status;
 mod storage;
+mod tune;
 
 pub use operate::{check_config, control, logs, reload, LogsArgs};
 pub use sign::{keygen, sign};
 pub use simulate::{simulate, SimMetric, SimulateArgs};
 pub use status::{ps, status};
 pub use storage::{parse_size, storage_grow};
+pub use tune::{tune, TuneArgs};
 
 use crate::config::Config;
 use crate::plugins::registry::Registry;

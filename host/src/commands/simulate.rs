@@ -46,6 +46,38 @@ pub struct SimulateArgs {
     /// under-provisioned to this SVG file, a line per policy family (`NAME-SETTING` groups).
     #[arg(long)]
     pub frontier: Option<PathBuf>,
+    /// Walk-forward validation: score only the last FRACTION of the trace (0-1). The policy still
+    /// lives through all of it; with --frontier, the first part's scores are printed beside.
+    #[arg(long)]
+    pub holdout: Option<f64>,
+}
+
+/// What a replay needs besides the group and the trace: the capacity model's knobs, and what
+/// says the replay should stop (its evaluations then fail fast, held, as live).
+pub(super) struct Knobs<'a> {
+    pub capacity_per_unit: f64,
+    pub provision_delay: std::time::Duration,
+    pub initial: Option<u32>,
+    pub stop: &'a dyn Fn() -> bool,
+}
+
+impl SimulateArgs {
+    fn knobs(&self) -> Knobs<'static> {
+        Knobs {
+            capacity_per_unit: self.capacity_per_unit,
+            provision_delay: self.provision_delay,
+            initial: self.initial,
+            stop: &|| false,
+        }
+    }
+
+    /// Where the held-out part begins (the whole trace without --holdout).
+    fn split_ms(&self, trace: &[Point]) -> i64 {
+        match (self.holdout, trace.first(), trace.last()) {
+            (Some(h), Some(a), Some(b)) => b.t_ms - ((b.t_ms - a.t_ms) as f64 * h.clamp(0.0, 1.0)) as i64,
+            _ => i64::MIN,
+        }
+    }
 }
 
 /// What the simulated policy sees as its first metric.
@@ -61,6 +93,10 @@ pub enum SimMetric {
 pub fn simulate(options: super::RunOptions, args: SimulateArgs) -> anyhow::Result<Exit> {
     let config = Arc::new(options.resolve()?);
     anyhow::ensure!(args.capacity_per_unit > 0.0, "--capacity-per-unit must be positive");
+    anyhow::ensure!(
+        args.holdout.is_none_or(|h| h > 0.0 && h < 1.0),
+        "--holdout is the fraction of the trace to score, between 0 and 1 (e.g. 0.5)"
+    );
     let text =
         std::fs::read_to_string(&args.trace).with_context(|| format!("reading {}", args.trace.display()))?;
     let trace = simulate::read_csv(&text, args.column.as_deref())
@@ -82,7 +118,8 @@ pub fn simulate(options: super::RunOptions, args: SimulateArgs) -> anyhow::Resul
         SimMetric::Utilization => MetricKind::Utilization,
         SimMetric::Demand => MetricKind::Demand,
     };
-    let (run, score, took) = replay(&config, group, &args, &trace, kind)?;
+    let (run, whole, took) = replay(&config, group, &args.knobs(), &trace, kind)?;
+    let score = simulate::score_span(&run, whole.failed_evaluations, args.split_ms(&trace), i64::MAX);
     if let Some(path) = &args.plot {
         let title = format!(
             "{} on {} — {} per unit, {} to provision",
@@ -130,21 +167,44 @@ fn report(group: &GroupSpec, score: &Score, points: usize, took: std::time::Dura
 fn frontier(config: &Arc<Config>, args: &SimulateArgs, trace: &[Point], path: &Path) -> anyhow::Result<Exit> {
     anyhow::ensure!(!config.groups.is_empty(), "the configuration has no [[group]]; give --config with some");
     let mut points = Vec::new();
-    println!("{:<24} {:>10} {:>14} {:>10}", "group", "avg units", "under (time)", "actions");
+    let split = args.split_ms(trace);
+    match args.holdout {
+        Some(_) => println!(
+            "{:<24} {:>10} {:>14} {:>8}   {:>10} {:>14} {:>8}",
+            "group", "units", "under (time)", "actions", "held out:", "under (time)", "actions"
+        ),
+        None => println!("{:<24} {:>10} {:>14} {:>10}", "group", "avg units", "under (time)", "actions"),
+    }
     for group in &config.groups {
         let kind = match (group.metrics.first().map(|m| m.name.as_str()), args.metric) {
             (Some("demand"), _) | (_, SimMetric::Demand) => MetricKind::Demand,
             _ => MetricKind::Utilization,
         };
-        let (_, score, _) = replay(config, group, args, trace, kind)?;
-        println!(
-            "{:<24} {:>10.3} {:>12.2} % {:>10}",
-            group.name,
-            score.average_units,
-            score.timeshare_u * 100.0,
-            score.actions
-        );
-        points.push((group.name.clone(), score.average_units, score.timeshare_u));
+        let (run, score, _) = replay(config, group, &args.knobs(), trace, kind)?;
+        let held = simulate::score_span(&run, score.failed_evaluations, split, i64::MAX);
+        match args.holdout {
+            Some(_) => {
+                let tuned = simulate::score_span(&run, score.failed_evaluations, i64::MIN, split);
+                println!(
+                    "{:<24} {:>10.3} {:>12.2} % {:>8}   {:>10.3} {:>12.2} % {:>8}",
+                    group.name,
+                    tuned.average_units,
+                    tuned.timeshare_u * 100.0,
+                    tuned.actions,
+                    held.average_units,
+                    held.timeshare_u * 100.0,
+                    held.actions
+                )
+            }
+            None => println!(
+                "{:<24} {:>10.3} {:>12.2} % {:>10}",
+                group.name,
+                score.average_units,
+                score.timeshare_u * 100.0,
+                score.actions
+            ),
+        }
+        points.push((group.name.clone(), held.average_units, held.timeshare_u));
     }
     let title = format!(
         "{} — {} per unit, {} to provision",
@@ -158,10 +218,10 @@ fn frontier(config: &Arc<Config>, args: &SimulateArgs, trace: &[Point], path: &P
 }
 
 /// Loads `group`'s policy and replays `trace` through it.
-fn replay(
+pub(super) fn replay(
     config: &Arc<Config>,
     group: &GroupSpec,
-    args: &SimulateArgs,
+    args: &Knobs,
     trace: &[Point],
     kind: MetricKind,
 ) -> anyhow::Result<(Run, Score, std::time::Duration)> {
@@ -201,7 +261,7 @@ fn replay(
         window_ms: metric.window.as_millis() as i64,
         metric: kind,
     };
-    let mut policy = Component { tokio: &tokio, handle: &handle.1, group, metric: &metric };
+    let mut policy = Component { tokio: &tokio, handle: &handle.1, group, metric: &metric, stop: args.stop };
     let started = std::time::Instant::now();
     let (run, score) = simulate::run(trace, &model, &group.rules(), &mut policy);
     Ok((run, score, started.elapsed()))
@@ -214,11 +274,15 @@ struct Component<'a> {
     handle: &'a crate::plugins::worker::PluginHandle,
     group: &'a GroupSpec,
     metric: &'a crate::config::MetricWindow,
+    stop: &'a dyn Fn() -> bool,
 }
 
 impl simulate::Policy for Component<'_> {
     fn evaluate(&mut self, a: &simulate::Asked) -> Result<Advice, String> {
         use crate::plugins::types::{Bounds, Capacity, PolicyContext, Window};
+        if (self.stop)() {
+            return Err("stopped".into());
+        }
         let ctx = PolicyContext {
             group: self.group.name.clone(),
             now_ms: a.now_ms,

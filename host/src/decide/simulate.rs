@@ -193,6 +193,27 @@ fn provision(units: &mut Vec<i64>, target: u32, ready_at: i64) {
 
 /// The SPEC RG elasticity metrics of a replay, time-weighted by the step lengths.
 pub fn score(run: &Run, failed_evaluations: u64) -> Score {
+    score_span(run, failed_evaluations, i64::MIN, i64::MAX)
+}
+
+/// [`score`] of the steps in `[from_ms, to_ms)` only — the held-out part of a walk-forward
+/// validation, where the policy has lived through what came before but is scored on what
+/// follows. Failed evaluations are the whole run's.
+pub fn score_span(run: &Run, failed_evaluations: u64, from_ms: i64, to_ms: i64) -> Score {
+    let first = run.t_ms.partition_point(|t| *t < from_ms);
+    let end = run.t_ms.partition_point(|t| *t < to_ms);
+    let part = Run {
+        t_ms: run.t_ms[first..end].to_vec(),
+        demand_units: run.demand_units[first..end].to_vec(),
+        ready_units: run.ready_units[first..end].to_vec(),
+        provisioned_units: run.provisioned_units[first..end].to_vec(),
+        actions: run.actions.iter().filter(|a| a.0 >= from_ms && a.0 < to_ms).copied().collect(),
+        tiers: Vec::new(),
+    };
+    score_whole(&part, failed_evaluations)
+}
+
+fn score_whole(run: &Run, failed_evaluations: u64) -> Score {
     let n = run.t_ms.len();
     let mut s = Score {
         accuracy_u: 0.0,

@@ -1,24 +1,26 @@
-//! Predictive scaling: an additive Holt-Winters model of the demand (level, trend and a daily
-//! season by default) is updated every evaluation and forecast `horizon` ahead — the time new
-//! capacity takes to be ready — and the group is provisioned for
-//! `max(forecast, demand now) × (1 + margin)`, so it never goes below what the current load
-//! needs. With `forecast_only = true` it journals the forecast and recommends the current
-//! capacity. The fitted model lives in the plugin's persistent state, per group.
+//! Predictive scaling on the group's total demand (e.g. requests per minute; `capacity_per_unit`
+//! is how much of it one unit serves), three methods:
 //!
-//! `method = "quantile"` forecasts the next minutes' *risk* instead of their mean: it provisions
-//! for the `quantile` (default 0.95) of the demand seen over the group's metric window, plus how
-//! much the demand rose over the last `trend_over` (default 15m) compared with the `trend_over`
-//! before it. Bursty demand is mostly noise around a slow level: provisioning for a high
-//! quantile of the recent past buys the head-room where demand is volatile and saves it where it
-//! is calm; the rise term moves ahead of a ramp. It keeps no state.
+//! - `auto` (the default, [`auto`]): picks, per group and step, between the demand now and a
+//!   Holt-Winters forecast by their recent error `horizon` ahead, and adds the `coverage`
+//!   quantile of that error — head-room learned from the group's own demand.
+//! - `holt-winters` ([`holt_winters`]): level, trend and a daily season, forecast `horizon`
+//!   ahead — the time new capacity takes to be ready — provisioned for
+//!   `max(forecast, demand now) × (1 + margin)`.
+//! - `quantile`: the `quantile` (default 0.95) of the demand over the group's metric window plus
+//!   its rise over the last `trend_over` (default 15m) against the `trend_over` before. Stateless.
 //!
-//! The metric is the group's total demand (e.g. requests per minute); `capacity_per_unit` is
-//! how much of it one unit serves.
+//! No method recommends less than the demand now needs. With `forecast_only = true` it journals
+//! the forecast and recommends the current capacity. Models live in the plugin's persistent
+//! state, per group.
 //!
 //! ```toml
 //! policy = "predictive"
-//! policy_config = { capacity_per_unit = 50, horizon = "5m", margin = 0.1, season = "1d", period = "1m" }
+//! policy_config = { capacity_per_unit = 50, horizon = "3m", period = "1m" }
 //! ```
+
+pub mod auto;
+pub mod holt_winters;
 
 use elastic_sdk::policy::{Context, Guest, Recommendation};
 use elastic_sdk::{key, mean_of, parse_json, Metadata, PluginError};
@@ -26,14 +28,18 @@ use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use auto::Auto;
+use holt_winters::Model;
+
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     pub capacity_per_unit: f64,
     #[serde(default = "horizon")]
     pub horizon: String,
-    #[serde(default = "margin")]
-    pub margin: f64,
+    /// Head-room over the forecast, a fraction: 0.1 for holt-winters and quantile, 0 for auto.
+    #[serde(default)]
+    pub margin: Option<f64>,
     #[serde(default = "season")]
     pub season: String,
     /// The time one model step stands for: the group's evaluation interval.
@@ -49,17 +55,36 @@ pub struct Params {
     pub forecast_only: bool,
     #[serde(default)]
     pub metric: Option<String>,
-    /// `holt-winters` (default) or `quantile`.
+    /// `auto` (default), `holt-winters` or `quantile`.
     #[serde(default = "method")]
     pub method: String,
+    /// Method auto: the share of recent horizons its head-room would have covered.
+    #[serde(default = "coverage")]
+    pub coverage: f64,
+    /// Method auto: how far back its forecasters' errors are remembered.
+    #[serde(default = "learn_over")]
+    pub learn_over: String,
+
     #[serde(default = "quantile")]
     pub quantile: f64,
     #[serde(default = "trend_over")]
     pub trend_over: String,
 }
 
+impl Params {
+    fn margin(&self) -> f64 {
+        self.margin.unwrap_or(if self.method == "auto" { 0.0 } else { 0.1 })
+    }
+}
+
 fn method() -> String {
-    "holt-winters".into()
+    "auto".into()
+}
+fn coverage() -> f64 {
+    0.9
+}
+fn learn_over() -> String {
+    "1d".into()
 }
 fn quantile() -> f64 {
     0.95
@@ -89,9 +114,6 @@ pub fn risk(values: &[f64], q: f64, recent: usize) -> (f64, f64) {
 
 fn horizon() -> String {
     "5m".into()
-}
-fn margin() -> f64 {
-    0.1
 }
 fn season() -> String {
     "1d".into()
@@ -125,71 +147,63 @@ fn millis(text: &str, key: &str) -> Result<i64, PluginError> {
     Ok(n * unit)
 }
 
-/// Additive Holt-Winters state.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Model {
-    pub level: f64,
-    pub trend: f64,
-    pub season: Vec<f64>,
-    /// Observations so far; the season is trusted after one full cycle.
-    pub seen: u64,
-    /// The step (time / period) of the last observation.
-    pub last_step: i64,
-}
-
-impl Model {
-    pub fn new(season_len: usize) -> Model {
-        Model { level: 0.0, trend: 0.0, season: vec![0.0; season_len.max(1)], seen: 0, last_step: i64::MIN }
-    }
-
-    /// Takes observation `y` at model step `step` (repeats of a step are ignored). The first
-    /// cycle only collects: then the level is its mean and each seasonal component its
-    /// deviation from that mean (the usual Holt-Winters initialisation).
-    pub fn observe(&mut self, step: i64, y: f64, p: &Params) {
-        if step == self.last_step {
-            return;
-        }
-        let len = self.season.len();
-        let slot = step.rem_euclid(len as i64) as usize;
-        self.last_step = step;
-        self.seen += 1;
-        if (self.seen as usize) <= len {
-            self.season[slot] = y;
-            self.level += (y - self.level) / self.seen as f64;
-            if self.seen as usize == len {
-                let mean = self.level;
-                self.season.iter_mut().for_each(|s| *s -= mean);
-            }
-            return;
-        }
-        let level = p.alpha * (y - self.season[slot]) + (1.0 - p.alpha) * (self.level + self.trend);
-        self.trend = p.beta * (level - self.level) + (1.0 - p.beta) * self.trend;
-        self.level = level;
-        self.season[slot] = p.gamma * (y - self.level) + (1.0 - p.gamma) * self.season[slot];
-    }
-
-    /// The demand expected `h` steps after the last observation.
-    pub fn forecast(&self, h: i64) -> f64 {
-        let slot = (self.last_step + h).rem_euclid(self.season.len() as i64) as usize;
-        // Until a full cycle has been seen, the mean so far is the forecast.
-        if (self.seen as usize) < self.season.len() {
-            return self.level.max(0.0);
-        }
-        (self.level + h as f64 * self.trend + self.season[slot]).max(0.0)
-    }
-}
-
 thread_local! {
-    /// Models by group, with evaluations since they were last persisted.
+    /// Each group's model, with evaluations since it was last persisted.
     static MODELS: RefCell<HashMap<String, (Model, u32)>> = RefCell::new(HashMap::new());
+    static AUTOS: RefCell<HashMap<String, (Auto, u32)>> = RefCell::new(HashMap::new());
 }
 
-/// Persist every this many evaluations (the model is ~12 bytes per season slot).
+/// Persist every this many evaluations (a model is ~12 bytes per season slot).
 const PERSIST_EVERY: u32 = 10;
+
+/// Runs `f` on `group`'s state in `cache`: loaded from the plugin's state under `key` the first
+/// time (`fits` says whether what was stored still fits the configuration, `fresh` makes a new
+/// one), written back every [`PERSIST_EVERY`] evaluations.
+fn with_state<T, R>(
+    cache: &'static std::thread::LocalKey<RefCell<HashMap<String, (T, u32)>>>,
+    group: &str,
+    key: &str,
+    fits: impl Fn(&T) -> bool,
+    fresh: impl FnOnce() -> T,
+    f: impl FnOnce(&mut T) -> R,
+) -> Result<R, PluginError>
+where
+    T: Serialize + serde::de::DeserializeOwned + 'static,
+{
+    cache.with_borrow_mut(|states| {
+        let entry = states.entry(group.to_string()).or_insert_with(|| {
+            let stored: Option<T> = elastic_sdk::state::get(key);
+            (stored.filter(&fits).unwrap_or_else(fresh), 0)
+        });
+        let out = f(&mut entry.0);
+        entry.1 += 1;
+        if entry.1 >= PERSIST_EVERY {
+            elastic_sdk::state::set(key, &entry.0)?;
+            entry.1 = 0;
+        }
+        Ok(out)
+    })
+}
+
+/// The steps of the model: the period, the season and the horizon in periods.
+struct Steps {
+    period: i64,
+    season: usize,
+    horizon: i64,
+}
+
+fn steps(p: &Params) -> Result<Steps, PluginError> {
+    let period = millis(&p.period, "period")?.max(1);
+    Ok(Steps {
+        period,
+        season: (millis(&p.season, "season")? / period).clamp(1, 100_000) as usize,
+        horizon: (millis(&p.horizon, "horizon")? / period).clamp(1, 10_000),
+    })
+}
 
 pub fn recommend(p: &Params, model: &Model, horizon_steps: i64, now: f64) -> (f64, f64) {
     let forecast = model.forecast(horizon_steps);
-    let need = forecast.max(now) * (1.0 + p.margin);
+    let need = forecast.max(now) * (1.0 + p.margin());
     (forecast, (need / p.capacity_per_unit).ceil())
 }
 
@@ -200,11 +214,11 @@ impl Guest for Predictive {
         Metadata {
             name: "predictive".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Holt-Winters forecast with daily seasonality; provisions ahead of the forecast plus a margin.".into(),
+            description: "Provisions ahead of the demand: the demand now or a Holt-Winters forecast, whichever erred less lately, plus head-room learned from its errors.".into(),
             config_keys: vec![
                 key("capacity_per_unit", "demand one unit serves (in the metric's unit)", true),
                 key("horizon", "how far ahead to provision (the time new capacity takes); default 5m", false),
-                key("margin", "head-room over the forecast, a fraction; default 0.1", false),
+                key("margin", "head-room over the forecast, a fraction; default 0.1 (auto: 0)", false),
                 key("season", "the seasonal cycle; default 1d", false),
                 key("period", "the time one evaluation stands for (the group's interval); default 1m", false),
                 key("alpha", "level smoothing, 0-1; default 0.3", false),
@@ -212,7 +226,9 @@ impl Guest for Predictive {
                 key("gamma", "season smoothing, 0-1; default 0.3", false),
                 key("forecast_only", "journal the forecast but keep the current capacity; default false", false),
                 key("metric", "which of the group's metrics (total demand); default the first", false),
-                key("method", "holt-winters (default) or quantile", false),
+                key("method", "auto (default), holt-winters or quantile", false),
+                key("coverage", "method auto: the share of recent horizons its head-room would have covered, 0-1; default 0.9", false),
+                key("learn_over", "method auto: how far back its forecasters' errors count; default 1d", false),
                 key("quantile", "method quantile: the quantile of the window's demand to provision for; default 0.95", false),
                 key("trend_over", "method quantile: the span whose rise is added; default 15m", false),
             ],
@@ -224,42 +240,73 @@ impl Guest for Predictive {
         if !p.capacity_per_unit.is_finite() || p.capacity_per_unit <= 0.0 {
             return Err(PluginError::BadConfig("capacity_per_unit must be positive".into()));
         }
-        if p.method == "quantile" {
-            return by_quantile(&ctx, &p);
+        match p.method.as_str() {
+            "auto" => return by_auto(&ctx, &p),
+            "quantile" => return by_quantile(&ctx, &p),
+            "holt-winters" => {}
+            other => {
+                return Err(PluginError::BadConfig(format!(
+                    "method: `{other}` is not auto, holt-winters or quantile"
+                )))
+            }
         }
-        if p.method != "holt-winters" {
-            return Err(PluginError::BadConfig(format!(
-                "method: `{}` is not holt-winters or quantile",
-                p.method
-            )));
-        }
-        let period = millis(&p.period, "period")?.max(1);
-        let season_len = (millis(&p.season, "season")? / period).clamp(1, 100_000) as usize;
-        let horizon_steps = (millis(&p.horizon, "horizon")? / period).max(1);
         let (metric, now) = mean_of(&ctx.windows, p.metric.as_deref())
             .ok_or_else(|| PluginError::InvalidInput("no data in the metric window".into()))?;
-        let key = format!("model:{}", ctx.group);
-        let (forecast, replicas) = MODELS.with_borrow_mut(|models| -> Result<(f64, f64), PluginError> {
-            let entry = models.entry(ctx.group.clone()).or_insert_with(|| {
-                let stored: Option<Model> = elastic_sdk::state::get(&key);
-                (stored.filter(|m| m.season.len() == season_len).unwrap_or_else(|| Model::new(season_len)), 0)
-            });
-            entry.0.observe(ctx.now_ms.div_euclid(period), now, &p);
-            entry.1 += 1;
-            if entry.1 >= PERSIST_EVERY {
-                elastic_sdk::state::set(&key, &entry.0)?;
-                entry.1 = 0;
-            }
-            Ok(recommend(&p, &entry.0, horizon_steps, now))
-        })?;
+        let s = steps(&p)?;
+        let step = ctx.now_ms.div_euclid(s.period);
+        let (forecast, replicas) = with_state(
+            &MODELS,
+            &ctx.group,
+            &format!("model:{}", ctx.group),
+            |m: &Model| m.season.len() == s.season,
+            || Model::new(s.season),
+            |m| {
+                m.observe(step, now, &p);
+                recommend(&p, m, s.horizon, now)
+            },
+        )?;
         let reason = format!(
             "{metric} now {now:.1}, forecast {forecast:.1} in {} (+{:.0}% margin) → {replicas} units of {}",
             p.horizon,
-            p.margin * 100.0,
+            p.margin() * 100.0,
             p.capacity_per_unit
         );
         Ok(answer(&ctx, &p, replicas, reason))
     }
+}
+
+/// `method = "auto"`: the forecaster that erred less lately, plus its errors' `coverage` quantile.
+fn by_auto(ctx: &Context, p: &Params) -> Result<Recommendation, PluginError> {
+    if !(0.0..=1.0).contains(&p.coverage) {
+        return Err(PluginError::BadConfig("coverage must be within 0-1".into()));
+    }
+    let (metric, now) = mean_of(&ctx.windows, p.metric.as_deref())
+        .ok_or_else(|| PluginError::InvalidInput("no data in the metric window".into()))?;
+    let s = steps(p)?;
+    let learn = (millis(&p.learn_over, "learn_over")? / s.period).clamp(1, 100_000) as usize;
+    let step = ctx.now_ms.div_euclid(s.period);
+    let a = with_state(
+        &AUTOS,
+        &ctx.group,
+        &format!("auto:{}", ctx.group),
+        |a: &Auto| a.hw.season.len() == s.season,
+        || Auto::new(s.season),
+        |a| {
+            a.observe(step, now, s.horizon as usize, learn, p);
+            a.answer(now, p.coverage, p)
+        },
+    )?;
+    let replicas = (a.need * (1.0 + p.margin()) / p.capacity_per_unit).ceil().max(0.0);
+    let reason = format!(
+        "{metric} now {now:.1}; {} expects {:.1} within {}, +{:.0}% (p{:.0} of its recent error) → {replicas} units of {}",
+        auto::FORECASTERS[a.forecaster],
+        a.forecast,
+        p.horizon,
+        a.headroom * 100.0,
+        p.coverage * 100.0,
+        p.capacity_per_unit
+    );
+    Ok(answer(ctx, p, replicas, reason))
 }
 
 /// `method = "quantile"`: provisions for a high quantile of the window's demand plus its rise.
@@ -276,13 +323,13 @@ fn by_quantile(ctx: &Context, p: &Params) -> Result<Recommendation, PluginError>
     let period = millis(&p.period, "period")?.max(1);
     let recent = (millis(&p.trend_over, "trend_over")? / period).max(1) as usize;
     let (level, rise) = risk(&window.values, p.quantile, recent);
-    let replicas = ((level + rise) * (1.0 + p.margin) / p.capacity_per_unit).ceil().max(0.0);
+    let replicas = ((level + rise) * (1.0 + p.margin()) / p.capacity_per_unit).ceil().max(0.0);
     let reason = format!(
         "{} p{:.0} over the window {level:.1}, rising {rise:.1} over {} (+{:.0}% margin) → {replicas} units of {}",
         window.metric,
         p.quantile * 100.0,
         p.trend_over,
-        p.margin * 100.0,
+        p.margin() * 100.0,
         p.capacity_per_unit
     );
     Ok(answer(ctx, p, replicas, reason))
@@ -307,7 +354,7 @@ mod tests {
     use super::*;
 
     fn params() -> Params {
-        parse_json(r#"{"capacity_per_unit": 10}"#, "test").unwrap()
+        parse_json(r#"{"capacity_per_unit": 10, "method": "holt-winters"}"#, "test").unwrap()
     }
 
     /// A daily-like cycle of 60 steps: 50 ± 40.
