@@ -370,6 +370,7 @@ fn the_predictive_policy_provisions_ahead_of_a_seasonal_load_and_can_only_foreca
         (250.0 + 200.0 * (m as f64 / 60.0 * std::f64::consts::TAU).sin()) as u32
     });
     let plugins = plugin_dir(&[&plugin("predictive")]);
+    // The default method (auto): untrained for its first 30 minutes, then learning.
     let params = |extra: &str| {
         format!("{{ capacity_per_unit = 50, horizon = \"3m\", season = \"1h\", period = \"1m\"{extra} }}")
     };

@@ -73,10 +73,7 @@ impl SimulateArgs {
 
     /// Where the held-out part begins (the whole trace without --holdout).
     fn split_ms(&self, trace: &[Point]) -> i64 {
-        match (self.holdout, trace.first(), trace.last()) {
-            (Some(h), Some(a), Some(b)) => b.t_ms - ((b.t_ms - a.t_ms) as f64 * h.clamp(0.0, 1.0)) as i64,
-            _ => i64::MIN,
-        }
+        self.holdout.map_or(i64::MIN, |h| simulate::split_ms(trace, h))
     }
 }
 
@@ -132,10 +129,16 @@ pub fn simulate(options: super::RunOptions, args: SimulateArgs) -> anyhow::Resul
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if args.json {
-        let body = json!({"group": group.name, "policy": group.policy, "score": score, "trace_points": trace.len(), "seconds": took.as_secs_f64()});
+        let body = json!({"group": group.name, "policy": group.policy, "score": score, "trace_points": trace.len(), "holdout": args.holdout, "seconds": took.as_secs_f64()});
         println!("{}", serde_json::to_string_pretty(&body)?);
     } else {
         report(group, &score, trace.len(), took);
+        if let Some(h) = args.holdout {
+            println!(
+                "scored on the held-out last {:.0} % of the trace (the policy lived through all of it)",
+                h * 100.0
+            );
+        }
     }
     Ok(Exit::Success)
 }

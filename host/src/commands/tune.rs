@@ -7,7 +7,7 @@
 
 use super::simulate::{replay, Knobs};
 use super::Exit;
-use crate::config::{GroupSpec, MetricWindow};
+use crate::config::GroupSpec;
 use crate::decide::simulate::{score_span, MetricKind, Point, Score};
 use crate::store::{Selector, Store};
 use anyhow::Context;
@@ -49,6 +49,8 @@ struct History {
     capacity_per_unit: f64,
     /// Whether the running policy sees the demand (else the utilization).
     running_sees_demand: bool,
+    /// Whether --capacity-per-unit was given.
+    cap_given: bool,
     step: Duration,
 }
 
@@ -73,7 +75,7 @@ pub fn tune(options: super::RunOptions, args: TuneArgs) -> anyhow::Result<Exit> 
         args.holdout > 0.0 && args.holdout < 1.0,
         "--holdout is the fraction of the history to hold out, between 0 and 1 (e.g. 0.33)"
     );
-    lower_priority();
+    let niced = lower_priority();
     let config = Arc::new(options.resolve()?);
     let group = config
         .groups
@@ -93,18 +95,25 @@ pub fn tune(options: super::RunOptions, args: TuneArgs) -> anyhow::Result<Exit> 
         initial: None,
         stop: &stop,
     };
-    let (first, last) = (history.trace[0].t_ms, history.trace[history.trace.len() - 1].t_ms);
-    let split = last - ((last - first) as f64 * args.holdout) as i64;
-    let mut tried = Vec::new();
+    let split = crate::decide::simulate::split_ms(&history.trace, args.holdout);
+    let (mut tried, mut skipped) = (Vec::new(), Vec::new());
     let candidates = candidates(group, &history, args.provision_delay);
     for (spec, kind, running) in &candidates {
         if stop() {
             break;
         }
-        let (run, whole, _) = replay(&config, spec, &knobs, &history.trace, *kind)?;
+        let replayed = replay(&config, spec, &knobs, &history.trace, *kind);
         if stop() {
-            break; // a replay cut short is not a score
+            break; // a replay cut short is not a score (and Ctrl-C also stops a compiling child)
         }
+        let (run, whole, _) = match replayed {
+            Ok(r) => r,
+            Err(e) if *running => return Err(e.context("replaying the running setting")),
+            Err(e) => {
+                skipped.push(format!("{} {}: {e:#}", spec.policy, spec.policy_params));
+                continue;
+            }
+        };
         tried.push(Tried {
             policy: spec.policy.clone(),
             policy_config: serde_json::from_str(&spec.policy_params).unwrap_or(Value::Null),
@@ -113,7 +122,7 @@ pub fn tune(options: super::RunOptions, args: TuneArgs) -> anyhow::Result<Exit> 
             held_out: score_span(&run, whole.failed_evaluations, split, i64::MAX),
         });
     }
-    let cut_short = (tried.len() < candidates.len()).then(|| {
+    let cut_short = (tried.len() + skipped.len() < candidates.len()).then(|| {
         if STOP.load(Ordering::Relaxed) {
             "interrupted"
         } else {
@@ -132,23 +141,38 @@ pub fn tune(options: super::RunOptions, args: TuneArgs) -> anyhow::Result<Exit> 
             "tried": tried,
             "recommended": pick.map(|i| &tried[i]),
             "cut_short": cut_short,
+            "skipped": skipped,
             "seconds": took.as_secs_f64(),
+            "niced": niced,
         });
         println!("{}", serde_json::to_string_pretty(&body)?);
     } else {
-        report(group, &history, &tried, pick, cut_short, took);
+        report(group, &history, &tried, pick);
+        for s in &skipped {
+            println!("skipped {s}");
+        }
+        if let Some(why) = cut_short {
+            println!("stopped early ({why}): {} of {} settings replayed", tried.len(), candidates.len());
+        }
+        println!("replayed in {:.1} s{}", took.as_secs_f64(), if niced { " at nice 19" } else { "" });
     }
-    Ok(Exit::Success)
+    // Cut short, the table is not the whole answer.
+    Ok(if cut_short.is_some() { Exit::SomeFailed } else { Exit::Success })
 }
 
-/// Nice 19 for this process and the threads it starts; Ctrl-C and SIGTERM stop the replays.
-fn lower_priority() {
-    // SAFETY: setpriority and signal are async-signal-safe libc calls with valid arguments;
-    // the handler only stores to an atomic.
+/// Nice 19 for the calling thread and every thread started after it (the runtime's, the
+/// compiler's); the first Ctrl-C or SIGTERM stops the replays, a second one kills as usual.
+/// Says whether the priority was lowered.
+fn lower_priority() -> bool {
+    // SAFETY: plain libc calls with valid arguments; the handler only stores to an atomic and
+    // is reset to the default by SA_RESETHAND after it runs once.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-        libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_interrupt as *const () as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESETHAND;
+        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19) == 0
     }
 }
 
@@ -156,60 +180,92 @@ fn lower_priority() {
 /// for a utilization) and, for a utilization, times the units that were ready then.
 fn history(store: &Store, group: &GroupSpec, args: &TuneArgs, now: i64) -> anyhow::Result<History> {
     let metric = group.metrics.first().with_context(|| format!("group `{}` has no metrics", group.name))?;
-    let running_cap = serde_json::from_str::<Value>(&group.policy_params)
-        .ok()
-        .and_then(|v| v.get("capacity_per_unit").and_then(Value::as_f64));
-    let running_sees_demand = running_cap.is_some();
-    let capacity_per_unit = args.capacity_per_unit.or(running_cap).unwrap_or(1.0);
-    anyhow::ensure!(capacity_per_unit > 0.0, "--capacity-per-unit must be positive");
+    let config: Value = serde_json::from_str(&group.policy_params).unwrap_or(Value::Null);
+    let running_cap = config.get("capacity_per_unit").and_then(Value::as_f64);
+    // A target-tracking `per = "total"` reads a demand too, but says nothing of a unit's capacity.
+    let running_sees_demand =
+        running_cap.is_some() || config.get("per").and_then(Value::as_str) == Some("total");
+    let capacity_per_unit = match (args.capacity_per_unit, running_cap) {
+        (Some(c), _) => c,
+        (None, Some(c)) => c,
+        (None, None) if running_sees_demand => anyhow::bail!(
+            "group `{}` reads a total demand without a capacity_per_unit: give --capacity-per-unit (the demand one unit serves)",
+            group.name
+        ),
+        (None, None) => 1.0,
+    };
+    anyhow::ensure!(
+        capacity_per_unit.is_finite() && capacity_per_unit > 0.0,
+        "the capacity per unit must be positive (it is {capacity_per_unit}): fix --capacity-per-unit or the group's capacity_per_unit"
+    );
     let step = Duration::from_secs(group.interval.as_secs().div_ceil(60).max(1) * 60);
     let step_ms = step.as_millis() as i64;
     let since = now - args.over.as_millis() as i64;
     let sel = Selector { name: metric.name.clone(), matchers: metric.labels.clone() };
-    let series = store.query(&sel, since, now, Some(step_ms))?;
     let mut buckets: std::collections::BTreeMap<i64, (f64, u32)> = Default::default();
-    for s in &series {
+    for s in &store.query(&sel, since, now, Some(step_ms))? {
         for (t, v) in s.timestamps_ms.iter().zip(&s.values).filter(|(_, v)| v.is_finite()) {
             let b = buckets.entry(*t).or_default();
-            b.0 += v;
-            b.1 += 1;
+            (b.0, b.1) = (b.0 + v, b.1 + 1);
         }
     }
-    let capacity = store.capacity_steps(&group.name, since, step_ms)?;
+    let min_points = 120;
     anyhow::ensure!(
-        !capacity.t.is_empty(),
-        "group `{}` has no decisions in {} since {}: tune replays the group's recorded history — let the agent run it a while",
-        group.name,
-        store.path().display(),
-        crate::duration::format(args.over)
-    );
-    let mut trace = Vec::with_capacity(buckets.len());
-    let mut k = 0;
-    for (t, (sum, n)) in buckets {
-        while k + 1 < capacity.t.len() && capacity.t[k + 1] <= t {
-            k += 1;
-        }
-        let demand = match running_sees_demand {
-            true => sum,
-            false => sum / f64::from(n) * f64::from(capacity.ready[k].max(1)) * capacity_per_unit,
-        };
-        trace.push(Point { t_ms: t, demand });
-    }
-    anyhow::ensure!(
-        trace.len() >= 120,
-        "group `{}`'s metric `{}` has {} points of {} in the last {}: tune needs at least 2 hours of history",
+        buckets.len() >= min_points,
+        "group `{}`'s metric `{}` has {} points of {} in the last {}: tune needs at least {min_points} — let the agent run it longer, or give a longer --over",
         group.name,
         metric.name,
-        trace.len(),
+        buckets.len(),
         crate::duration::format(step),
         crate::duration::format(args.over)
     );
-    Ok(History { trace, capacity_per_unit, running_sees_demand, step })
+    let trace = match running_sees_demand {
+        true => buckets.into_iter().map(|(t, (sum, _))| Point { t_ms: t, demand: sum }).collect(),
+        false => utilization_to_demand(store, group, buckets, since, step_ms, capacity_per_unit)?,
+    };
+    Ok(History {
+        trace,
+        capacity_per_unit,
+        running_sees_demand,
+        cap_given: args.capacity_per_unit.is_some(),
+        step,
+    })
 }
 
-/// The running setting first, then target tracking at several targets and the predictive
-/// policy's methods at several settings — each replayed with the group's own bounds, stabilization
-/// and cooldowns; only the policy and its config change.
+/// A utilization per step, as a demand: its mean over the series × the units ready then (the
+/// journal's), × one unit's capacity.
+fn utilization_to_demand(
+    store: &Store,
+    group: &GroupSpec,
+    buckets: std::collections::BTreeMap<i64, (f64, u32)>,
+    since: i64,
+    step_ms: i64,
+    capacity_per_unit: f64,
+) -> anyhow::Result<Vec<Point>> {
+    let capacity = store.capacity_steps(&group.name, since, step_ms)?;
+    anyhow::ensure!(
+        !capacity.t.is_empty(),
+        "group `{}` has no decisions in the journal in that time: tune reads the units that were ready from it — let the agent run the group a while",
+        group.name
+    );
+    let mut k = 0;
+    let trace = buckets
+        .into_iter()
+        .map(|(t, (sum, n))| {
+            while k + 1 < capacity.t.len() && capacity.t[k + 1] <= t {
+                k += 1;
+            }
+            let ready = f64::from(capacity.ready[k].max(1));
+            Point { t_ms: t, demand: sum / f64::from(n) * ready * capacity_per_unit }
+        })
+        .collect();
+    Ok(trace)
+}
+
+/// The running setting first, then target tracking at several targets and (for a group that
+/// reads a demand, or given `--capacity-per-unit`) the predictive policy's methods at several
+/// settings — each replayed with the group's own bounds, stabilization and cooldowns; the policy,
+/// its config and what its metric reads change.
 fn candidates(group: &GroupSpec, h: &History, delay: Duration) -> Vec<(GroupSpec, MetricKind, bool)> {
     let running_kind = if h.running_sees_demand { MetricKind::Demand } else { MetricKind::Utilization };
     let mut out = vec![(group.clone(), running_kind, true)];
@@ -220,25 +276,38 @@ fn candidates(group: &GroupSpec, h: &History, delay: Duration) -> Vec<(GroupSpec
         let mut g = group.clone();
         g.policy = policy.into();
         g.policy_params = config.to_string();
-        let name = if kind == MetricKind::Demand { "demand" } else { "utilization" };
-        g.metrics = vec![MetricWindow { name: name.into(), labels: vec![], window: h.step }];
+        let mut metric = group.metrics[0].clone();
+        metric.window = h.step;
+        g.metrics = vec![metric];
         (g, kind, false)
     };
-    for target in [0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9] {
-        out.push(with("target-tracking", json!({ "target": target }), MetricKind::Utilization));
-    }
     let cap = h.capacity_per_unit;
-    for coverage in [0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99] {
-        let c = json!({ "capacity_per_unit": cap, "coverage": coverage, "horizon": horizon, "period": step });
-        out.push(with("predictive", c, MetricKind::Demand));
+    for target in [0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9] {
+        // On a demand, the same rule reads the total: a unit per `target × capacity` of it.
+        out.push(match h.running_sees_demand {
+            true => {
+                with("target-tracking", json!({ "target": target * cap, "per": "total" }), MetricKind::Demand)
+            }
+            false => with("target-tracking", json!({ "target": target }), MetricKind::Utilization),
+        });
     }
-    for margin in [0.1, 0.2, 0.3] {
-        let c = json!({ "method": "holt-winters", "capacity_per_unit": cap, "margin": margin, "horizon": horizon, "period": step });
-        out.push(with("predictive", c, MetricKind::Demand));
+    if h.running_sees_demand || h.cap_given {
+        for coverage in [0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99] {
+            let c =
+                json!({ "capacity_per_unit": cap, "coverage": coverage, "horizon": horizon, "period": step });
+            out.push(with("predictive", c, MetricKind::Demand));
+        }
+        for margin in [0.1, 0.2, 0.3] {
+            let c = json!({ "method": "holt-winters", "capacity_per_unit": cap, "margin": margin, "horizon": horizon, "period": step });
+            out.push(with("predictive", c, MetricKind::Demand));
+        }
     }
-    // The same setting as the running one is not tried twice.
-    let running = (group.policy.clone(), group.policy_params.clone());
-    out.retain(|(g, _, r)| *r || (g.policy.clone(), g.policy_params.clone()) != running);
+    // The running setting is not tried twice.
+    let running: Value = serde_json::from_str(&group.policy_params).unwrap_or(Value::Null);
+    out.retain(|(g, _, r)| {
+        *r || g.policy != group.policy
+            || serde_json::from_str::<Value>(&g.policy_params).ok().as_ref() != Some(&running)
+    });
     out
 }
 
@@ -256,21 +325,15 @@ fn recommend(tried: &[Tried]) -> Option<usize> {
     let mut ranked: Vec<(f64, usize)> = tried
         .iter()
         .enumerate()
-        .filter(|(_, t)| !t.running && no_worse(&t.tuned, &running.tuned) && t.tuned != running.tuned)
+        .filter(|(_, t)| t.tuned.failed_evaluations == 0 && !t.running)
+        .filter(|(_, t)| no_worse(&t.tuned, &running.tuned) && t.tuned != running.tuned)
         .map(|(i, t)| (gain(&t.tuned, &running.tuned), i))
         .collect();
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
     ranked.into_iter().map(|(_, i)| i).find(|i| no_worse(&tried[*i].held_out, &running.held_out))
 }
 
-fn report(
-    group: &GroupSpec,
-    h: &History,
-    tried: &[Tried],
-    pick: Option<usize>,
-    cut_short: Option<&str>,
-    took: Duration,
-) {
+fn report(group: &GroupSpec, h: &History, tried: &[Tried], pick: Option<usize>) {
     let days = h.trace.len() as f64 * h.step.as_secs_f64() / 86_400.0;
     println!(
         "group {}: {} points of {} ({days:.1} days), {} per unit; chosen on the first part, checked on the held-out rest",
@@ -300,9 +363,6 @@ fn report(
             t.held_out.actions
         );
     }
-    if let Some(why) = cut_short {
-        println!("stopped early ({why}): {} settings replayed", tried.len());
-    }
     match pick {
         Some(i) => {
             let t = &tried[i];
@@ -313,23 +373,16 @@ fn report(
                 println!("# it reads the demand: point the group's first metric at a demand (e.g. requests per minute)");
             }
         }
+        None if tried.len() < 2 => println!("\nnothing to compare the running setting with"),
         None => println!(
             "\nno setting was at least as good as the running one on both axes, tuned and held out: keep it"
         ),
     }
-    println!("replayed in {:.1} s at nice 19", took.as_secs_f64());
 }
 
 /// A JSON object as a TOML inline table.
 fn toml_inline(v: &Value) -> String {
-    match v {
-        Value::Object(m) => {
-            let fields: Vec<String> = m.iter().map(|(k, v)| format!("{k} = {}", toml_inline(v))).collect();
-            format!("{{ {} }}", fields.join(", "))
-        }
-        Value::String(s) => format!("{s:?}"),
-        other => other.to_string(),
-    }
+    toml::Value::try_from(v).map_or_else(|_| v.to_string(), |t| t.to_string())
 }
 
 #[cfg(test)]
@@ -370,6 +423,7 @@ mod tests {
     #[test]
     fn a_pasted_recommendation_is_toml() {
         let v = json!({"capacity_per_unit": 50.0, "horizon": "3m", "coverage": 0.9});
-        assert_eq!(toml_inline(&v), r#"{ capacity_per_unit = 50.0, coverage = 0.9, horizon = "3m" }"#);
+        let pasted: toml::Table = toml::from_str(&format!("policy_config = {}", toml_inline(&v))).unwrap();
+        assert_eq!(serde_json::to_value(&pasted["policy_config"]).unwrap(), v);
     }
 }

@@ -191,6 +191,14 @@ fn provision(units: &mut Vec<i64>, target: u32, ready_at: i64) {
     }
 }
 
+/// Where the held-out last `holdout` (0-1) of `trace` begins.
+pub fn split_ms(trace: &[Point], holdout: f64) -> i64 {
+    match (trace.first(), trace.last()) {
+        (Some(a), Some(b)) => b.t_ms - ((b.t_ms - a.t_ms) as f64 * holdout) as i64,
+        _ => i64::MIN,
+    }
+}
+
 /// The SPEC RG elasticity metrics of a replay, time-weighted by the step lengths.
 pub fn score(run: &Run, failed_evaluations: u64) -> Score {
     score_span(run, failed_evaluations, i64::MIN, i64::MAX)
@@ -202,19 +210,7 @@ pub fn score(run: &Run, failed_evaluations: u64) -> Score {
 pub fn score_span(run: &Run, failed_evaluations: u64, from_ms: i64, to_ms: i64) -> Score {
     let first = run.t_ms.partition_point(|t| *t < from_ms);
     let end = run.t_ms.partition_point(|t| *t < to_ms);
-    let part = Run {
-        t_ms: run.t_ms[first..end].to_vec(),
-        demand_units: run.demand_units[first..end].to_vec(),
-        ready_units: run.ready_units[first..end].to_vec(),
-        provisioned_units: run.provisioned_units[first..end].to_vec(),
-        actions: run.actions.iter().filter(|a| a.0 >= from_ms && a.0 < to_ms).copied().collect(),
-        tiers: Vec::new(),
-    };
-    score_whole(&part, failed_evaluations)
-}
-
-fn score_whole(run: &Run, failed_evaluations: u64) -> Score {
-    let n = run.t_ms.len();
+    let n = end - first;
     let mut s = Score {
         accuracy_u: 0.0,
         accuracy_o: 0.0,
@@ -222,7 +218,7 @@ fn score_whole(run: &Run, failed_evaluations: u64) -> Score {
         timeshare_o: 0.0,
         jitter: 0.0,
         instability: 0.0,
-        actions: run.actions.len() as u64,
+        actions: run.actions.iter().filter(|a| a.0 >= from_ms && a.0 < to_ms).count() as u64,
         average_units: 0.0,
         failed_evaluations,
         hours: 0.0,
@@ -230,11 +226,17 @@ fn score_whole(run: &Run, failed_evaluations: u64) -> Score {
     if n < 2 {
         return s;
     }
-    let total = (run.t_ms[n - 1] - run.t_ms[0]) as f64;
+    let (t, demand, ready, provisioned) = (
+        &run.t_ms[first..end],
+        &run.demand_units[first..end],
+        &run.ready_units[first..end],
+        &run.provisioned_units[first..end],
+    );
+    let total = (t[n - 1] - t[0]) as f64;
     let (mut supply_changes, mut demand_changes) = (0i64, 0i64);
     for i in 0..n - 1 {
-        let dt = (run.t_ms[i + 1] - run.t_ms[i]) as f64;
-        let (d, r) = (run.demand_units[i] as f64, run.ready_units[i] as f64);
+        let dt = (t[i + 1] - t[i]) as f64;
+        let (d, r) = (demand[i] as f64, ready[i] as f64);
         s.accuracy_u += (d - r).max(0.0) * dt;
         s.accuracy_o += (r - d).max(0.0) * dt;
         if r < d {
@@ -243,9 +245,9 @@ fn score_whole(run: &Run, failed_evaluations: u64) -> Score {
         if r > d {
             s.timeshare_o += dt;
         }
-        s.average_units += run.provisioned_units[i] as f64 * dt;
-        let ds = (run.ready_units[i + 1] as i64 - run.ready_units[i] as i64).signum();
-        let dd = (run.demand_units[i + 1] as i64 - run.demand_units[i] as i64).signum();
+        s.average_units += provisioned[i] as f64 * dt;
+        let ds = (ready[i + 1] as i64 - ready[i] as i64).signum();
+        let dd = (demand[i + 1] as i64 - demand[i] as i64).signum();
         supply_changes += ds.abs();
         demand_changes += dd.abs();
         if ds != dd {

@@ -1,52 +1,56 @@
-//! `method = "auto"` (the default): two forecasters — the demand now (the reactive answer) and
-//! the Holt-Winters model — are scored on every step by the error they made `horizon` ago, and
-//! the group is provisioned for the one that has erred less lately, plus the `coverage`
-//! quantile of its recent errors (an empirical prediction interval, as split-conformal
-//! forecasting builds one). The head-room is learned from the group's own demand: where it is
-//! calm, little; where it jumps, what the jumps were; where the season foretells them, the
-//! season's forecast. Errors are relative to the forecast (at least one unit's capacity), so a
-//! daily swing in level does not make the quiet hours pay for the busy ones.
+//! `method = "auto"` (the default): three forecasters of the demand's peak `horizon` ahead —
+//! the demand now (the reactive answer), the Holt-Winters model and the same minutes a season
+//! ago — are scored on every step by the error they made `horizon` ago. A candidate answer is a
+//! forecast plus the `coverage` quantile of its recent errors (an empirical prediction interval,
+//! as split-conformal forecasting builds one), the errors measured relative to the forecast or
+//! to its root; the demand now may also be floored by the Holt-Winters forecast. The group
+//! follows the candidate with the least pinball loss over the learning span. The head-room is
+//! learned from the group's own demand: where it is calm, little; where it jumps, what the jumps
+//! were; where the season foretells them, the season's forecast.
 
 use crate::holt_winters::Model;
 use crate::Params;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
-/// The forecasters, in the order of [`Auto::made`]'s entries.
+/// The forecasters, in the order of [`Auto::forecasts`].
 pub const FORECASTERS: [&str; 3] = ["demand now", "Holt-Winters", "last season"];
 const N: usize = FORECASTERS.len();
 
-/// Errors kept before the learned head-room is trusted; until then a fixed 25 %.
-const MIN_ERRORS: usize = 30;
+/// Errors kept before the learned head-room is trusted; until then 25 % of the root scale.
+pub const MIN_ERRORS: usize = 30;
 const UNTRAINED_HEADROOM: f64 = 0.25;
 
-/// One forecast scored: what was expected and the peak that came.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
-struct Scored {
-    forecast: f64,
-    peak: f64,
+/// A candidate answer: (forecaster, scale, floored by Holt-Winters).
+type Candidate = (usize, usize, bool);
+/// The choice is redone every this many answers: it moves slowly, and scoring every candidate
+/// over the learning span is most of an answer's work.
+const RECHOOSE_EVERY: u32 = 15;
+
+/// The candidate followed, at which coverage, and the answers since it was chosen.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+struct Chosen {
+    candidate: Candidate,
+    coverage: f64,
+    answers: u32,
 }
 
+/// The learned state of one group. Histories are `f32` (demand needs no more digits), kept as
+/// plain arrays: about 70 KB of state per group at a 1-minute period and a 1-day season.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Auto {
     pub hw: Model,
     /// The last season of observations (+ the horizon), oldest first.
-    values: VecDeque<f64>,
+    values: VecDeque<f32>,
     /// The peak each forecaster expected over the horizon, made at each of the last `horizon`
     /// steps, oldest first.
-    made: VecDeque<[f64; N]>,
-    /// Each forecaster's scored forecasts over the learning span, oldest first.
-    scored: [VecDeque<Scored>; N],
-    /// The candidate followed, and the steps since it was chosen (the choice is redone every
-    /// [`RECHOOSE_EVERY`] steps: it moves slowly, and scoring every candidate over the learning
-    /// span is most of a step's work).
-    #[serde(default)]
-    chosen: Option<(Candidate, u32)>,
+    made: VecDeque<[f32; N]>,
+    /// Over the learning span, oldest first: the peak that came after each scored step, and
+    /// what each forecaster had expected of it.
+    peaks: VecDeque<f32>,
+    forecasts: [VecDeque<f32>; N],
+    chosen: Option<Chosen>,
 }
-
-/// A candidate answer: (forecaster, scale, floored by Holt-Winters).
-type Candidate = (usize, usize, bool);
-const RECHOOSE_EVERY: u32 = 15;
 
 /// What `auto` recommends and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,9 +59,8 @@ pub struct Answer {
     pub need: f64,
     /// Which of [`FORECASTERS`] it followed.
     pub forecaster: usize,
-    /// Its forecast of the horizon's peak, and the head-room added (in its error's scale).
+    /// Its forecast of the horizon's peak.
     pub forecast: f64,
-    pub headroom: f64,
 }
 
 /// The scales an error is measured in, for a forecast `f` (at least one unit's capacity):
@@ -65,10 +68,10 @@ pub struct Answer {
 /// root — counts whose noise grows as the root of their level, so a quiet night does not
 /// borrow a busy day's head-room.
 const SCALES: usize = 2;
-fn scale(kind: usize, f: f64, p: &Params) -> f64 {
-    let f = f.max(p.capacity_per_unit);
+fn scale(kind: usize, f: f64, capacity_per_unit: f64) -> f64 {
+    let f = f.max(capacity_per_unit);
     match kind {
-        0 => (f * p.capacity_per_unit).sqrt(),
+        0 => (f * capacity_per_unit).sqrt(),
         _ => f,
     }
 }
@@ -79,7 +82,8 @@ impl Auto {
             hw: Model::new(season_len),
             values: VecDeque::new(),
             made: VecDeque::new(),
-            scored: std::array::from_fn(|_| VecDeque::new()),
+            peaks: VecDeque::new(),
+            forecasts: std::array::from_fn(|_| VecDeque::new()),
             chosen: None,
         }
     }
@@ -91,71 +95,95 @@ impl Auto {
             return;
         }
         let season = self.hw.season.len();
-        self.values.push_back(y);
+        self.values.push_back(y as f32);
         while self.values.len() > season + horizon {
             self.values.pop_front();
         }
-        if self.made.len() >= horizon {
-            let made = self.made.pop_front().unwrap_or_default();
-            let peak = self.values.iter().rev().take(horizon).copied().fold(f64::MIN, f64::max);
-            for (i, scored) in self.scored.iter_mut().enumerate() {
-                scored.push_back(Scored { forecast: made[i], peak });
-                while scored.len() > learn {
-                    scored.pop_front();
+        // A shorter horizon than the forecasts were made for (a reload): drop the older ones.
+        while self.made.len() > horizon {
+            self.made.pop_front();
+        }
+        if let (true, Some(made)) = (self.made.len() == horizon, self.made.front().copied()) {
+            self.made.pop_front();
+            let peak = self.values.iter().rev().take(horizon).copied().fold(f32::MIN, f32::max);
+            self.peaks.push_back(peak);
+            for (i, forecasts) in self.forecasts.iter_mut().enumerate() {
+                forecasts.push_back(made[i]);
+            }
+            while self.peaks.len() > learn {
+                self.peaks.pop_front();
+                for f in &mut self.forecasts {
+                    f.pop_front();
                 }
             }
         }
         self.hw.observe(step, y, p);
         let hw_peak = (1..=horizon as i64).map(|h| self.hw.forecast(h)).fold(f64::MIN, f64::max);
-        // The same minutes a season ago, when a whole season has been seen.
+        // The horizon's minutes a season ago (the newest value is this step's), once seen.
         let n = self.values.len();
         let last_season = match n > season {
-            true => self
-                .values
-                .range(n - 1 - season..(n - 1 - season + horizon).min(n))
-                .copied()
-                .fold(y, f64::max),
-            false => y,
+            true => {
+                self.values.range(n - season..(n - season + horizon).min(n)).copied().fold(y as f32, f32::max)
+            }
+            false => y as f32,
         };
-        self.made.push_back([y, hw_peak, last_season]);
+        self.made.push_back([y as f32, hw_peak as f32, last_season]);
     }
 
-    /// The demand to provision for at `coverage`, never below `now`. A candidate answer is a
-    /// forecaster's forecast plus the `coverage` quantile of its errors in one of the
-    /// [`SCALES`]; the demand now may also be floored by the Holt-Winters forecast. Of these,
-    /// the one with the least pinball loss at `coverage` over the learning span is followed —
-    /// the proper score of a quantile forecast: a miss costs `coverage`, an excess
-    /// `1 - coverage`, per unit of demand.
+    /// Forecaster `i`'s errors over the learning span, in scale `s`.
+    fn errors(&self, i: usize, s: usize, p: &Params) -> impl Iterator<Item = f64> + '_ {
+        let cap = p.capacity_per_unit;
+        self.forecasts[i].iter().zip(&self.peaks).map(move |(f, y)| {
+            let f = f64::from(*f);
+            (f64::from(*y) - f) / scale(s, f, cap)
+        })
+    }
+
+    /// The demand to provision for at `coverage`, never below `now`: the chosen candidate's
+    /// answer (see [`Auto::choose`]).
     pub fn answer(&mut self, now: f64, coverage: f64, p: &Params) -> Answer {
-        if self.scored[0].len() < MIN_ERRORS {
-            let headroom = UNTRAINED_HEADROOM;
-            return Answer {
-                need: now + headroom * scale(0, now, p),
-                forecaster: 0,
-                forecast: now,
-                headroom,
-            };
+        if self.peaks.len() < MIN_ERRORS {
+            let need = now + UNTRAINED_HEADROOM * scale(0, now, p.capacity_per_unit);
+            return Answer { need, forecaster: 0, forecast: now };
         }
-        let seasoned = self.hw.seen as usize >= self.hw.season.len() && self.scored[1].len() >= MIN_ERRORS;
-        let headroom: [[f64; SCALES]; N] = std::array::from_fn(|i| {
-            std::array::from_fn(|s| {
-                let errors = self.scored[i].iter().map(|x| (x.peak - x.forecast) / scale(s, x.forecast, p));
-                quantile(errors, coverage)
-            })
-        });
-        // A candidate: (forecaster, scale, floored by Holt-Winters); its answer for forecasts `f`.
-        let answer_of = |(i, s, floored): Candidate, f: &[f64; N]| -> (f64, usize) {
-            let upper = f[i] + headroom[i][s] * scale(s, f[i], p);
-            match floored && f[1] > upper {
-                true => (f[1], 1),
-                false => (upper, i),
+        let candidate = match self.chosen {
+            Some(c) if c.answers < RECHOOSE_EVERY && c.coverage == coverage && self.allowed(c.candidate) => {
+                c.candidate
             }
+            _ => self.choose(coverage, p),
         };
+        let answers = match self.chosen {
+            Some(c) if c.candidate == candidate && c.coverage == coverage && c.answers < RECHOOSE_EVERY => {
+                c.answers + 1
+            }
+            _ => 1,
+        };
+        self.chosen = Some(Chosen { candidate, coverage, answers });
+        let (i, s, _) = candidate;
+        let headroom = quantile(self.errors(i, s, p), coverage);
+        let last = self.made.back().map_or([now; N], |m| m.map(f64::from));
+        let (need, forecaster) = answer_of(candidate, headroom, &last, p);
+        Answer { need: need.max(now), forecaster, forecast: last[forecaster] }
+    }
+
+    /// Whether the seasonal forecasters have seen a season.
+    fn allowed(&self, (i, _, floored): Candidate) -> bool {
+        (i == 0 && !floored) || self.hw.seen as usize >= self.hw.season.len()
+    }
+
+    /// Of the candidates — each forecaster in each of the [`SCALES`], and the demand now
+    /// floored by Holt-Winters — the one with the least pinball loss at `coverage` over the
+    /// learning span: the proper score of a quantile forecast, where a miss costs `coverage`
+    /// and an excess `1 - coverage`, per unit of demand.
+    fn choose(&self, coverage: f64, p: &Params) -> Candidate {
+        let headroom: [[f64; SCALES]; N] =
+            std::array::from_fn(|i| std::array::from_fn(|s| quantile(self.errors(i, s, p), coverage)));
         let loss = |c: Candidate| -> f64 {
-            (0..self.scored[0].len())
+            (0..self.peaks.len())
                 .map(|k| {
-                    let q = answer_of(c, &std::array::from_fn(|i| self.scored[i][k].forecast)).0;
-                    let y = self.scored[0][k].peak;
+                    let f: [f64; N] = std::array::from_fn(|i| f64::from(self.forecasts[i][k]));
+                    let q = answer_of(c, headroom[c.0][c.1], &f, p).0;
+                    let y = f64::from(self.peaks[k]);
                     if y > q {
                         coverage * (y - q)
                     } else {
@@ -164,26 +192,22 @@ impl Auto {
                 })
                 .sum()
         };
-        let candidates = (0..SCALES).flat_map(|s| {
-            let seasonal = [(1, s, false), (2, s, false), (0, s, true)];
-            std::iter::once((0, s, false)).chain(seasonal.into_iter().filter(|_| seasoned))
-        });
-        let best = match self.chosen {
-            Some((c, since)) if since < RECHOOSE_EVERY && (seasoned || c.0 == 0 && !c.2) => c,
-            _ => candidates
-                .map(|c| (loss(c), c))
-                .min_by(|a, b| a.0.total_cmp(&b.0))
-                .map_or((0, 0, false), |(_, c)| c),
-        };
-        let since = match self.chosen {
-            Some((c, since)) if c == best && since < RECHOOSE_EVERY => since + 1,
-            _ => 1,
-        };
-        self.chosen = Some((best, since));
-        let last = self.made.back().copied().unwrap_or([now; N]);
-        let (need, forecaster) = answer_of(best, &last);
-        let headroom = if forecaster == best.0 { headroom[best.0][best.1] } else { 0.0 };
-        Answer { need: need.max(now), forecaster, forecast: last[forecaster], headroom }
+        (0..SCALES)
+            .flat_map(|s| [(0, s, false), (1, s, false), (2, s, false), (0, s, true)])
+            .filter(|c| self.allowed(*c))
+            .map(|c| (loss(c), c))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map_or((0, 0, false), |(_, c)| c)
+    }
+}
+
+/// A candidate's answer for forecasts `f` with `headroom` (in the candidate's scale), and the
+/// forecaster it followed.
+fn answer_of((i, s, floored): Candidate, headroom: f64, f: &[f64; N], p: &Params) -> (f64, usize) {
+    let upper = f[i] + headroom * scale(s, f[i], p.capacity_per_unit);
+    match floored && f[1] > upper {
+        true => (f[1], 1),
+        false => (upper, i),
     }
 }
 
@@ -218,7 +242,6 @@ mod tests {
         assert_eq!((a.need, a.forecaster), (100.0, 0));
         // 3 in 10 horizons held a jump of +50: the 60th percentile is calm, the 90th a jump.
         assert_eq!(jumpy.answer(100.0, 0.6, &p).need, 100.0);
-        jumpy.chosen = None; // chosen at another coverage
         assert_eq!(jumpy.answer(100.0, 0.9, &p).need, 150.0);
     }
 
@@ -264,8 +287,16 @@ mod tests {
         }
         let mut back: Auto = serde_json::from_slice(&serde_json::to_vec(&auto).unwrap()).unwrap();
         // JSON may round the last digit of a float: what it answers is what counts.
+        assert_eq!(back.peaks, auto.peaks);
         let (a, b) = (back.answer(99.0, 0.9, &p), auto.answer(99.0, 0.9, &p));
-        assert_eq!((a.forecaster, back.scored.len()), (b.forecaster, auto.scored.len()));
-        assert!((a.need - b.need).abs() < 1e-9, "{a:?} {b:?}");
+        assert_eq!(a.forecaster, b.forecaster);
+        assert!((a.need - b.need).abs() < 1e-6, "{a:?} {b:?}");
+        // About 70 KB for a day of minutes.
+        let mut day = Auto::new(1440);
+        for step in 0..3000 {
+            day.observe(step, 1000.0 + (step % 97) as f64 * 3.7, 3, 1440, &p);
+        }
+        let bytes = serde_json::to_vec(&day).unwrap().len();
+        assert!(bytes < 100_000, "{bytes} bytes");
     }
 }

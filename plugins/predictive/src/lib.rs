@@ -96,12 +96,7 @@ fn trend_over() -> String {
 /// The `q` quantile of `values` (nearest rank) plus the rise of the mean over the last
 /// `recent` values against the `recent` before them (0 when falling). `values` oldest first.
 pub fn risk(values: &[f64], q: f64, recent: usize) -> (f64, f64) {
-    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    if sorted.is_empty() {
-        return (0.0, 0.0);
-    }
-    sorted.sort_by(f64::total_cmp);
-    let level = sorted[((q * sorted.len() as f64) as usize).min(sorted.len() - 1)];
+    let level = auto::quantile(values.iter().copied(), q);
     let mean = |s: &[f64]| if s.is_empty() { 0.0 } else { s.iter().sum::<f64>() / s.len() as f64 };
     let n = values.len();
     let (last, before) = (
@@ -133,55 +128,55 @@ fn gamma() -> f64 {
 
 /// `250ms`, `5m`, `1d` → milliseconds.
 fn millis(text: &str, key: &str) -> Result<i64, PluginError> {
-    let bad = || PluginError::BadConfig(format!("{key}: `{text}` is not a duration like 5m or 1d"));
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let n: i64 = text[..split].parse().map_err(|_| bad())?;
-    let unit = match &text[split..] {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    Ok(n * unit)
+    elastic_sdk::duration::parse(text)
+        .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
+        .map_err(|e| PluginError::BadConfig(format!("{key}: {e}")))
 }
+
+/// Models by group, with the evaluations since each was persisted and when it last was.
+type Cache<T> = RefCell<HashMap<String, (T, u32, i64)>>;
 
 thread_local! {
     /// Each group's model, with evaluations since it was last persisted.
-    static MODELS: RefCell<HashMap<String, (Model, u32)>> = RefCell::new(HashMap::new());
-    static AUTOS: RefCell<HashMap<String, (Auto, u32)>> = RefCell::new(HashMap::new());
+    static MODELS: Cache<Model> = RefCell::new(HashMap::new());
+    static AUTOS: Cache<Auto> = RefCell::new(HashMap::new());
 }
 
-/// Persist every this many evaluations (a model is ~12 bytes per season slot).
+/// Persist every this many evaluations, and at most once a minute of the group's clock (an
+/// `auto` model is about 70 KB).
 const PERSIST_EVERY: u32 = 10;
+const PERSIST_GAP_MS: i64 = 60_000;
 
 /// Runs `f` on `group`'s state in `cache`: loaded from the plugin's state under `key` the first
 /// time (`fits` says whether what was stored still fits the configuration, `fresh` makes a new
-/// one), written back every [`PERSIST_EVERY`] evaluations.
+/// one), written back every [`PERSIST_EVERY`] evaluations. A write the state budget refuses is
+/// logged and the model goes on in memory: losing a restart's worth of learning is better than
+/// failing every evaluation.
 fn with_state<T, R>(
-    cache: &'static std::thread::LocalKey<RefCell<HashMap<String, (T, u32)>>>,
-    group: &str,
+    cache: &'static std::thread::LocalKey<Cache<T>>,
+    ctx: &Context,
     key: &str,
     fits: impl Fn(&T) -> bool,
     fresh: impl FnOnce() -> T,
     f: impl FnOnce(&mut T) -> R,
-) -> Result<R, PluginError>
+) -> R
 where
     T: Serialize + serde::de::DeserializeOwned + 'static,
 {
     cache.with_borrow_mut(|states| {
-        let entry = states.entry(group.to_string()).or_insert_with(|| {
+        let entry = states.entry(ctx.group.clone()).or_insert_with(|| {
             let stored: Option<T> = elastic_sdk::state::get(key);
-            (stored.filter(&fits).unwrap_or_else(fresh), 0)
+            (stored.filter(&fits).unwrap_or_else(fresh), 0, ctx.now_ms)
         });
         let out = f(&mut entry.0);
         entry.1 += 1;
-        if entry.1 >= PERSIST_EVERY {
-            elastic_sdk::state::set(key, &entry.0)?;
-            entry.1 = 0;
+        if entry.1 >= PERSIST_EVERY && ctx.now_ms - entry.2 >= PERSIST_GAP_MS {
+            if let Err(e) = elastic_sdk::state::set(key, &entry.0) {
+                elastic_sdk::warn!("{key}: not saved ({e}); the model goes on in memory — raise the plugin's state budget to keep it across restarts");
+            }
+            (entry.1, entry.2) = (0, ctx.now_ms);
         }
-        Ok(out)
+        out
     })
 }
 
@@ -214,7 +209,7 @@ impl Guest for Predictive {
         Metadata {
             name: "predictive".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Provisions ahead of the demand: the demand now or a Holt-Winters forecast, whichever erred less lately, plus head-room learned from its errors.".into(),
+            description: "Provisions ahead of the demand: of the demand now, a Holt-Winters forecast and last season, the one that scored best lately, plus head-room learned from its errors.".into(),
             config_keys: vec![
                 key("capacity_per_unit", "demand one unit serves (in the metric's unit)", true),
                 key("horizon", "how far ahead to provision (the time new capacity takes); default 5m", false),
@@ -256,7 +251,7 @@ impl Guest for Predictive {
         let step = ctx.now_ms.div_euclid(s.period);
         let (forecast, replicas) = with_state(
             &MODELS,
-            &ctx.group,
+            &ctx,
             &format!("model:{}", ctx.group),
             |m: &Model| m.season.len() == s.season,
             || Model::new(s.season),
@@ -264,7 +259,7 @@ impl Guest for Predictive {
                 m.observe(step, now, &p);
                 recommend(&p, m, s.horizon, now)
             },
-        )?;
+        );
         let reason = format!(
             "{metric} now {now:.1}, forecast {forecast:.1} in {} (+{:.0}% margin) → {replicas} units of {}",
             p.horizon,
@@ -275,34 +270,47 @@ impl Guest for Predictive {
     }
 }
 
-/// `method = "auto"`: the forecaster that erred less lately, plus its errors' `coverage` quantile.
+/// `method = "auto"`: the candidate that scored best lately, plus its errors' `coverage` quantile.
 fn by_auto(ctx: &Context, p: &Params) -> Result<Recommendation, PluginError> {
     if !(0.0..=1.0).contains(&p.coverage) {
-        return Err(PluginError::BadConfig("coverage must be within 0-1".into()));
+        return Err(PluginError::BadConfig(format!("coverage: `{}` is not within 0-1", p.coverage)));
     }
     let (metric, now) = mean_of(&ctx.windows, p.metric.as_deref())
         .ok_or_else(|| PluginError::InvalidInput("no data in the metric window".into()))?;
     let s = steps(p)?;
-    let learn = (millis(&p.learn_over, "learn_over")? / s.period).clamp(1, 100_000) as usize;
+    // At least enough errors to trust (a 1d span at a 1h period would never get there).
+    let learn =
+        (millis(&p.learn_over, "learn_over")? / s.period).clamp(auto::MIN_ERRORS as i64, 100_000) as usize;
     let step = ctx.now_ms.div_euclid(s.period);
+    let model_key = format!("model:{}", ctx.group);
     let a = with_state(
         &AUTOS,
-        &ctx.group,
+        ctx,
         &format!("auto:{}", ctx.group),
         |a: &Auto| a.hw.season.len() == s.season,
-        || Auto::new(s.season),
+        // A group that ran Holt-Winters before keeps what its model learned.
+        || {
+            let mut fresh = Auto::new(s.season);
+            if let Some(m) =
+                elastic_sdk::state::get::<Model>(&model_key).filter(|m| m.season.len() == s.season)
+            {
+                fresh.hw = m;
+                elastic_sdk::state::delete(&model_key);
+            }
+            fresh
+        },
         |a| {
             a.observe(step, now, s.horizon as usize, learn, p);
             a.answer(now, p.coverage, p)
         },
-    )?;
+    );
     let replicas = (a.need * (1.0 + p.margin()) / p.capacity_per_unit).ceil().max(0.0);
     let reason = format!(
-        "{metric} now {now:.1}; {} expects {:.1} within {}, +{:.0}% (p{:.0} of its recent error) → {replicas} units of {}",
+        "{metric} now {now:.1}; {} expects {:.1} within {}, +{:.1} for p{:.0} of its recent error → {replicas} units of {}",
         auto::FORECASTERS[a.forecaster],
         a.forecast,
         p.horizon,
-        a.headroom * 100.0,
+        a.need - a.forecast.min(a.need),
         p.coverage * 100.0,
         p.capacity_per_unit
     );
