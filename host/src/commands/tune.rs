@@ -110,7 +110,9 @@ pub fn tune(options: super::RunOptions, args: TuneArgs) -> anyhow::Result<Exit> 
             Ok(r) => r,
             Err(e) if *running => return Err(e.context("replaying the running setting")),
             Err(e) => {
-                skipped.push(format!("{} {}: {e:#}", spec.policy, spec.policy_params));
+                // A plugin's load error may carry its own text: one clean line.
+                skipped
+                    .push(crate::text::clean(&format!("{} {}: {e:#}", spec.policy, spec.policy_params), 400));
                 continue;
             }
         };
@@ -342,27 +344,31 @@ fn report(group: &GroupSpec, h: &History, tried: &[Tried], pick: Option<usize>) 
         crate::duration::format(h.step),
         h.capacity_per_unit
     );
-    println!(
-        "  {:<60} {:>7} {:>9} {:>7}   {:>7} {:>9} {:>7}",
-        "policy and policy_config", "units", "under", "actions", "held:", "under", "actions"
-    );
-    for (i, t) in tried.iter().enumerate() {
-        let mark = match (t.running, Some(i) == pick) {
-            (true, _) => "← running",
-            (_, true) => "← recommended",
-            _ => "",
-        };
-        println!(
-            "  {:<60} {:>7.3} {:>7.2} % {:>7}   {:>7.3} {:>7.2} % {:>7}  {mark}",
-            format!("{} {}", t.policy, t.policy_config),
-            t.tuned.average_units,
-            t.tuned.timeshare_u * 100.0,
-            t.tuned.actions,
-            t.held_out.average_units,
-            t.held_out.timeshare_u * 100.0,
-            t.held_out.actions
-        );
-    }
+    let rows: Vec<Vec<String>> = tried
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mark = match (t.running, Some(i) == pick) {
+                (true, _) => "← running",
+                (_, true) => "← recommended",
+                _ => "",
+            };
+            vec![
+                t.policy.clone(),
+                t.policy_config.to_string(),
+                format!("{:.3}", t.tuned.average_units),
+                format!("{:.2} %", t.tuned.timeshare_u * 100.0),
+                t.tuned.actions.to_string(),
+                format!("{:.3}", t.held_out.average_units),
+                format!("{:.2} %", t.held_out.timeshare_u * 100.0),
+                t.held_out.actions.to_string(),
+                mark.into(),
+            ]
+        })
+        .collect();
+    let header =
+        ["policy", "policy_config", "units", "under", "actions", "held: units", "under", "actions", ""];
+    print!("{}", crate::text::table(&header, &rows));
     match pick {
         Some(i) => {
             let t = &tried[i];
